@@ -1,0 +1,39 @@
+/**
+ * Random-access bytes: a Blob in the browser, a file in Node, a fetch range reader.
+ * Everything that reads model files goes through this, so parsing is written once.
+ */
+export interface ByteSource {
+  /** Shown in errors: a file path or a library name such as `my-model/model-00001-of-00002.safetensors`. */
+  readonly name: string;
+  readonly size: number;
+  /** Exactly `length` bytes from `offset`; rejects if the range is outside the source. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+export function blobByteSource(blob: Blob, name: string): ByteSource {
+  return {
+    name,
+    size: blob.size,
+    async read(offset, length) {
+      if (offset < 0 || length < 0 || offset + length > blob.size) {
+        throw new RangeError(`${name}: read of ${length} bytes at ${offset} is outside the file (${blob.size} bytes)`);
+      }
+      return new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer());
+    },
+  };
+}
+
+export function bytesByteSource(bytes: Uint8Array, name: string): ByteSource {
+  return {
+    name,
+    size: bytes.byteLength,
+    async read(offset, length) {
+      if (offset < 0 || length < 0 || offset + length > bytes.byteLength) {
+        throw new RangeError(
+          `${name}: read of ${length} bytes at ${offset} is outside the file (${bytes.byteLength} bytes)`,
+        );
+      }
+      return bytes.subarray(offset, offset + length);
+    },
+  };
+}
