@@ -1,14 +1,17 @@
 import { defineConfig } from 'vite';
 
-// The Node CLI: one ESM bundle (WGSL inlined through ?raw), dependencies left external.
+// The Node CLI (main.js) and the Node API (index.js): ESM bundles (WGSL inlined through ?raw), dependencies left external.
 export default defineConfig({
   build: {
     outDir: 'dist/cli',
-    ssr: 'src/cli/main.ts',
+    ssr: true,
     target: 'node20',
     sourcemap: true,
     emptyOutDir: true,
-    rollupOptions: { output: { entryFileNames: 'main.js' } },
+    rollupOptions: {
+      input: { main: 'src/cli/main.ts', index: 'src/node/index.ts' },
+      output: { entryFileNames: '[name].js' },
+    },
   },
   ssr: { noExternal: [] },
 });

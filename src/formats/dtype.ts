@@ -47,8 +47,11 @@ const RECIPE_DTYPES: Record<string, FloatDType> = {
   bf16: 'BF16',
 };
 
+/** mergekit's dtype_from_name also accepts the `torch.` prefix (`torch.bfloat16`). */
 export function dtypeFromRecipe(name: string): FloatDType | undefined {
-  return RECIPE_DTYPES[name.toLowerCase()];
+  const key = name.toLowerCase().replace(/^torch\./, '');
+  // Own keys only: `constructor` or `toString` must not resolve to Object.prototype members.
+  return Object.hasOwn(RECIPE_DTYPES, key) ? RECIPE_DTYPES[key] : undefined;
 }
 
 /** The name transformers writes as `torch_dtype` in config.json. */
@@ -87,7 +90,7 @@ export function f32ToF16Bits(x: number): number {
     // Normal half: keep 10 mantissa bits, round on the 13 dropped ones.
     let h = ((e + 15) << 10) | (mant >>> 13);
     const rest = mant & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++; // may carry into the exponent: correct
+    if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++; // may carry into the exponent: correct
     return sign | h;
   }
   if (e < -25) return sign; // below half the smallest subnormal: rounds to zero
@@ -97,7 +100,7 @@ export function f32ToF16Bits(x: number): number {
   let m = full >>> shift;
   const rest = full & ((1 << shift) - 1);
   const half = 1 << (shift - 1);
-  if (rest > half || (rest === half && (m & 1))) m++;
+  if (rest > half || (rest === half && m & 1)) m++;
   return sign | m;
 }
 
@@ -123,6 +126,10 @@ function f16ToF32Table(): Float32Array {
 /** Widen little-endian tensor bytes to f32. `bytes` may be at any alignment. */
 export function decodeToF32(bytes: Uint8Array, dtype: FloatDType, out?: Float32Array): Float32Array {
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  // Typed-array constructors truncate a fractional length, which would silently drop a partial element.
+  if (!Number.isInteger(n)) {
+    throw new RangeError(`${bytes.byteLength} bytes are not a whole number of ${dtype} elements`);
+  }
   const res = out ?? new Float32Array(n);
   if (dtype === 'F32') {
     if (bytes.byteOffset % 4 === 0) res.set(new Float32Array(bytes.buffer, bytes.byteOffset, n));
@@ -146,14 +153,17 @@ export function decodeToF32(bytes: Uint8Array, dtype: FloatDType, out?: Float32A
 /** Round f32 values once to `dtype` and return little-endian bytes. */
 export function encodeFromF32(values: Float32Array, dtype: FloatDType): Uint8Array {
   const n = values.length;
-  if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + n * 4));
+  if (dtype === 'F32')
+    return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + n * 4));
   const out = new Uint16Array(n);
   if (dtype === 'BF16') {
     const u = new Uint32Array(values.buffer, values.byteOffset, n);
     for (let i = 0; i < n; i++) {
       const x = u[i];
       out[i] =
-        (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x0040) & 0xffff : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+        (x & 0x7fffffff) > 0x7f800000
+          ? ((x >>> 16) | 0x0040) & 0xffff
+          : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
     }
   } else {
     for (let i = 0; i < n; i++) out[i] = f32ToF16Bits(values[i]);

@@ -32,6 +32,20 @@ export interface MergeInputs {
   readonly params: ResolvedParams;
   /** Seed of the counter-based generator (DARE, DELLA, random projections). */
   readonly seed: number;
+  /**
+   * Called by the SVD-family methods once per 2-D tensor and model (or once per tensor when the
+   * factorization is not per model) with the rank kept and the share of spectral energy
+   * (sum of squared singular values) that rank holds, in [0, 1].
+   */
+  readonly report?: (entry: SpectralReport) => void;
+}
+
+/** What an SVD-family method kept of one tensor's spectrum. */
+export interface SpectralReport {
+  readonly tensor: string;
+  readonly model?: string;
+  readonly rank: number;
+  readonly energyKept: number;
 }
 
 export interface ParamSpec {
@@ -58,6 +72,39 @@ export interface MergeMethod {
    */
   readonly taskVector: boolean;
   merge(inputs: MergeInputs): Float32Array;
+  /**
+   * The same merge visited a chunk of rows at a time, for tensors too large to hold whole (a 7B
+   * model's embeddings are 2 GiB per model in f32). Absent for methods that need the whole tensor
+   * at once (the SVD family); the engine then calls `merge`.
+   */
+  stream?(spec: TensorMergeSpec): StreamingMerge;
+}
+
+/** What a streamed merge knows before it sees any values: `MergeInputs` without them. */
+export interface TensorMergeSpec extends Omit<MergeInputs, 'tensors'> {
+  readonly tensors: readonly Omit<ModelTensor, 'values'>[];
+}
+
+/**
+ * Elements [start, start + values[i].length) of every input: whole rows (of `shape[1..]` elements;
+ * a 1-D tensor is one row), in `MergeInputs.tensors` order.
+ */
+export interface TensorChunk {
+  readonly start: number;
+  readonly values: readonly Float32Array[];
+}
+
+/**
+ * One tensor's merge as passes over its chunks. The engine calls `accumulate(p, chunk)` for every
+ * chunk in order for each statistics pass p = 0 .. passes-1 (a pass may use what earlier passes
+ * gathered: histograms for an exact top-k, norms for slerp), then `produce(chunk, out)` for every
+ * chunk in order. The result must be bit for bit what `merge` gives on the whole tensor, for any
+ * split into whole rows.
+ */
+export interface StreamingMerge {
+  readonly passes: number;
+  accumulate(pass: number, chunk: TensorChunk): void;
+  produce(chunk: TensorChunk, out: Float32Array): void;
 }
 
 /** A recipe or tensor that a method cannot merge; the engine adds the file and tensor names. */

@@ -1,0 +1,158 @@
+/**
+ * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu] [--force]`
+ *
+ * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
+import { parseByteSize } from '../formats/size';
+import { folderResolver } from '../node/model-folder';
+import { checkOutputDir, outputDir } from '../node/output-dir';
+import { parseRecipe } from '../recipe';
+import { selectBackend, type DeviceChoice } from './backend';
+import { progressReporter } from './progress';
+
+export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
+
+Merge models as a mergekit YAML recipe describes and write the result to OUT_DIR.
+Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugging Face cache.
+
+options:
+  --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
+  --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
+  --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
+  --force                replace a non-empty OUT_DIR
+  --quiet                no progress output
+  -h, --help             this help
+`;
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+interface CliArgs {
+  config: string;
+  outDir: string;
+  seed: number;
+  outShardSize: number;
+  device: DeviceChoice;
+  force: boolean;
+  quiet: boolean;
+}
+
+function parseCli(argv: string[]): CliArgs | 'help' {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        seed: { type: 'string' },
+        'out-shard-size': { type: 'string' },
+        device: { type: 'string' },
+        force: { type: 'boolean' },
+        quiet: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values as Record<string, string | boolean | undefined>;
+  if (v.help) return 'help';
+  if (parsed.positionals.length !== 2) {
+    throw new UsageError(`expected CONFIG.yml and OUT_DIR, got ${parsed.positionals.length} argument(s)`);
+  }
+  const seedText = (v.seed as string | undefined) ?? '0';
+  if (!/^\d+$/.test(seedText) || Number(seedText) > 0xffffffff) {
+    throw new UsageError(`--seed must be an integer from 0 to 4294967295, got ${seedText}`);
+  }
+  const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
+  if (!['auto', 'cpu', 'gpu'].includes(device)) throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  let outShardSize = DEFAULT_OUT_SHARD_SIZE;
+  if (v['out-shard-size'] !== undefined) {
+    try {
+      outShardSize = parseByteSize(v['out-shard-size'] as string);
+    } catch (e) {
+      throw new UsageError(`--out-shard-size: ${(e as Error).message}`);
+    }
+  }
+  return {
+    config: parsed.positionals[0],
+    outDir: parsed.positionals[1],
+    seed: Number(seedText),
+    outShardSize,
+    device,
+    force: Boolean(v.force),
+    quiet: Boolean(v.quiet),
+  };
+}
+
+/** One line for the user: the error's own message, already naming the file and tensor. */
+function oneLine(e: unknown): string {
+  const err = e as Error;
+  const msg = (err?.message ?? String(e)).replace(/\s*\n\s*/g, ' ');
+  return err?.name && err.name !== 'Error' ? `${err.name}: ${msg}` : msg;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const stderr = process.stderr;
+  let args: CliArgs | 'help';
+  try {
+    args = parseCli(argv);
+  } catch (e) {
+    stderr.write(`l2s-merge: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const resolver = folderResolver(dirname(resolve(args.config)));
+  let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
+  try {
+    let text: string;
+    try {
+      text = await readFile(args.config, 'utf8');
+    } catch (e) {
+      throw new Error(`${args.config}: cannot read the recipe (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const recipe = parseRecipe(text, args.config);
+    await checkOutputDir(args.outDir, args.force);
+    backend = await selectBackend(args.device, (line) => stderr.write(`l2s-merge: ${line}\n`));
+    const output = await outputDir(args.outDir, { force: args.force });
+    const result = await runMerge({
+      recipe,
+      resolveModel: resolver,
+      output,
+      seed: args.seed,
+      outShardSize: args.outShardSize,
+      backend: backend.backend,
+      signal: controller.signal,
+      onProgress: args.quiet ? undefined : progressReporter(stderr),
+      onLog: args.quiet ? undefined : (line) => stderr.write(`l2s-merge: ${line}\n`),
+    });
+    if (!args.quiet) {
+      stderr.write(`l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n`);
+    }
+    return 0;
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') {
+      stderr.write('l2s-merge: cancelled; nothing was written\n');
+      return 130;
+    }
+    stderr.write(`l2s-merge: ${oneLine(e)}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await resolver.closeAll();
+    backend?.dispose();
+  }
+}

@@ -1,0 +1,46 @@
+/** A one-line progress display for stderr: tensors, bytes, throughput and ETA. */
+import type { MergeProgress } from '../engine/merge';
+import { formatBytes } from '../formats/size';
+
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '--:--';
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  const mm = String(m).padStart(2, '0');
+  const ss = String(sec).padStart(2, '0');
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+/** Throughput counts input bytes read, the quantity that bounds a merge. */
+export function progressLine(p: MergeProgress, width = 24): string {
+  const frac = p.inputBytesTotal > 0 ? p.inputBytesDone / p.inputBytesTotal : p.tensorsDone / Math.max(1, p.tensorsTotal);
+  const filled = Math.round(frac * width);
+  const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
+  const rate = p.elapsedMs > 0 ? (p.inputBytesDone / p.elapsedMs) * 1000 : 0;
+  const eta = rate > 0 ? ((p.inputBytesTotal - p.inputBytesDone) / rate) * 1000 : Number.NaN;
+  return (
+    `[${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${p.tensorsDone}/${p.tensorsTotal} tensors, ` +
+    `${formatBytes(p.inputBytesDone)}/${formatBytes(p.inputBytesTotal)} read, ${formatBytes(rate)}/s, ` +
+    `ETA ${formatDuration(eta)}`
+  );
+}
+
+/** Redraws in place on a terminal; elsewhere prints a line at most every `intervalMs`. */
+export function progressReporter(stream: NodeJS.WriteStream, intervalMs = 2000): (p: MergeProgress) => void {
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    const done = p.tensorsDone === p.tensorsTotal;
+    if (stream.isTTY) {
+      if (now - last < 100 && !done) return;
+      last = now;
+      stream.write(`\r${progressLine(p).slice(0, (stream.columns ?? 120) - 1)}\x1b[K${done ? '\n' : ''}`);
+    } else {
+      if (now - last < intervalMs && !done && p.tensorsDone !== 0) return;
+      last = now;
+      stream.write(`${progressLine(p)}\n`);
+    }
+  };
+}

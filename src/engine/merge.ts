@@ -1,0 +1,479 @@
+/**
+ * The streaming merge: plan, then per tensor read -> decode -> method -> encode -> write.
+ * Memory stays bounded: the tensor being merged and the next one being read are the only ones
+ * held. The CLI, the worker and the tests all run merges through `runMerge`.
+ */
+import { decodeToF32, encodeFromF32, type FloatDType, isFloatDType, torchDTypeName } from '../formats/dtype';
+import { readModelTensors } from '../formats/model-index';
+import { readTensorBytes } from '../formats/safetensors';
+import { ShardWriter } from '../formats/shard-writer';
+import { getMethod } from '../methods';
+import type { MergeInputs, MergeMethod, ModelTensor, StreamingMerge } from '../methods/types';
+import { type MergePlan, orderModels, type PlannedModel, planMerge, type TensorPlan } from '../plan/plan';
+import type { MergeRecipe } from '../recipe/recipe';
+import { recipeToYaml, resolveParams, validateRecipe } from '../recipe';
+import type { ModelFiles, ModelResolver, OutputTarget } from './io';
+import { modelCard } from './model-card';
+
+export const DEFAULT_OUT_SHARD_SIZE = 5_000_000_000;
+
+export interface MergeProgress {
+  tensorsDone: number;
+  tensorsTotal: number;
+  /** Output bytes written so far. */
+  bytesDone: number;
+  bytesTotal: number;
+  /** Input bytes read so far (the work is dominated by reading). */
+  inputBytesDone: number;
+  inputBytesTotal: number;
+  tensor?: string;
+  elapsedMs: number;
+}
+
+/** Where the method math runs. The CPU backend is the reference; a GPU backend must match it. */
+export interface MergeBackend {
+  readonly kind: 'cpu' | 'gpu';
+  merge(method: MergeMethod, inputs: MergeInputs): Promise<Float32Array>;
+}
+
+export const cpuBackend: MergeBackend = {
+  kind: 'cpu',
+  async merge(method, inputs) {
+    return method.merge(inputs);
+  },
+};
+
+export interface MergeOptions {
+  recipe: MergeRecipe;
+  resolveModel: ModelResolver;
+  output: OutputTarget;
+  seed?: number;
+  outShardSize?: number;
+  backend?: MergeBackend;
+  signal?: AbortSignal;
+  onProgress?: (p: MergeProgress) => void;
+  onLog?: (line: string) => void;
+}
+
+export interface MergeResult {
+  files: string[];
+  tensors: number;
+  bytesWritten: number;
+  backend: 'cpu' | 'gpu';
+}
+
+/** A failure while merging one tensor; the message names the model file and the tensor. */
+export class MergeError extends Error {
+  override name = 'MergeError';
+  constructor(
+    message: string,
+    readonly tensor?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export function abortError(): Error {
+  const e = new Error('the merge was cancelled');
+  e.name = 'AbortError';
+  return e;
+}
+
+/** Files copied from the tokenizer source besides config.json. */
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'vocab.json',
+  'merges.txt',
+  'added_tokens.json',
+  'chat_template.jinja',
+];
+
+async function readAll(model: ModelFiles, file: string): Promise<Uint8Array> {
+  const src = await model.open(file);
+  return src.read(0, src.size);
+}
+
+async function readConfig(model: ModelFiles): Promise<Record<string, unknown>> {
+  if (!model.files().includes('config.json')) return {};
+  const text = new TextDecoder().decode(await readAll(model, 'config.json'));
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // fall through to the error below
+  }
+  throw new MergeError(`${model.name}/config.json: not a JSON object`);
+}
+
+/** Open, index and plan; no output is touched. */
+export async function prepareMerge(
+  recipe: MergeRecipe,
+  resolveModel: ModelResolver,
+  outShardSize = DEFAULT_OUT_SHARD_SIZE,
+): Promise<{ plan: MergePlan; method: MergeMethod; files: ModelFiles[] }> {
+  const method = getMethod(recipe.mergeMethod);
+  validateRecipe(recipe, method);
+  const { refs, baseIndex } = orderModels(recipe, method);
+  const files = await Promise.all(refs.map((r) => resolveModel(r)));
+  const models: PlannedModel[] = await Promise.all(
+    files.map(async (f, i) => {
+      const [index, config] = await Promise.all([readModelTensors(f), readConfig(f)]);
+      return { reference: refs[i], index, config };
+    }),
+  );
+  const plan = planMerge(recipe, method, models, baseIndex, { maxShardBytes: outShardSize });
+  return { plan, method, files };
+}
+
+/** A tensor's inputs as read from the files: raw bytes, decoded only when its turn comes. */
+interface LoadedTensor {
+  plan: TensorPlan;
+  bytes: Uint8Array[];
+  inputBytes: number;
+}
+
+function cutSubmatrix(values: Float32Array, cols: number, rows: number, keepCols: number): Float32Array {
+  if (keepCols === cols) return values.subarray(0, rows * cols);
+  const out = new Float32Array(rows * keepCols);
+  for (let r = 0; r < rows; r++) out.set(values.subarray(r * cols, r * cols + keepCols), r * keepCols);
+  return out;
+}
+
+/** Round to the recipe's working dtype, as mergekit loads every input in `dtype` before merging. */
+function roundTo(values: Float32Array, dtype: FloatDType): Float32Array {
+  if (dtype === 'F32') return values;
+  return decodeToF32(encodeFromF32(values, dtype), dtype, values);
+}
+
+async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
+  const bytes = await Promise.all(
+    t.inputs.map(async (input) => {
+      const model = plan.models[input.modelIndex];
+      const source = model.index.sources.get(input.tensor.file);
+      try {
+        if (!source) throw new Error('the file is not open');
+        return await readTensorBytes(source, input.tensor);
+      } catch (e) {
+        throw new MergeError(
+          `${model.reference}/${input.tensor.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
+          t.name,
+          { cause: e },
+        );
+      }
+    }),
+  );
+  return { plan: t, bytes, inputBytes: bytes.reduce((s, b) => s + b.byteLength, 0) };
+}
+
+/** f32 inputs of one tensor, cut to the output shape and rounded to the recipe's working dtype. */
+function decodeInputs(loaded: LoadedTensor, workDtype: FloatDType | undefined): Float32Array[] {
+  const t = loaded.plan;
+  return loaded.bytes.map((b, i) => {
+    const input = t.inputs[i];
+    const dtype = input.tensor.dtype;
+    if (!isFloatDType(dtype)) throw new MergeError(`tensor ${t.name} is ${dtype}, not a float`, t.name);
+    let v = decodeToF32(b, dtype);
+    if (input.submatrix) v = cutSubmatrix(v, input.tensor.shape[1], input.submatrix.rows, input.submatrix.cols);
+    if (workDtype && workDtype !== dtype) v = roundTo(v, workDtype);
+    return v;
+  });
+}
+
+export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
+  const { recipe, output, signal } = opts;
+  const backend = opts.backend ?? cpuBackend;
+  const seed = opts.seed ?? 0;
+  const started = Date.now();
+  const log = opts.onLog ?? (() => {});
+  const checkAbort = () => {
+    if (signal?.aborted) throw abortError();
+  };
+  try {
+    checkAbort();
+    const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
+    log(
+      `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
+        `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
+    );
+    const writer = new ShardWriter(plan.layout, (name) => output.createFile(name));
+    const progress: MergeProgress = {
+      tensorsDone: 0,
+      tensorsTotal: plan.tensors.length,
+      bytesDone: 0,
+      bytesTotal: plan.totalOutputBytes,
+      inputBytesDone: 0,
+      inputBytesTotal: plan.totalInputBytes,
+      elapsedMs: 0,
+    };
+    opts.onProgress?.({ ...progress });
+    const streamed = (t: TensorPlan | undefined) =>
+      t !== undefined && t.kind === 'merge' && method.stream !== undefined && elementCount(t.shape) > STREAM_ELEMENTS;
+    const load = (t: TensorPlan | undefined) => {
+      if (!t || streamed(t)) return undefined;
+      const p = loadTensor(t, plan);
+      // An early rejection of the prefetch must not go unhandled while another tensor computes.
+      p.catch(() => {});
+      return p;
+    };
+    const report = (t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean) => {
+      if (tensorDone) progress.tensorsDone++;
+      progress.bytesDone += outputBytes;
+      progress.inputBytesDone += inputBytes;
+      progress.tensor = t.name;
+      progress.elapsedMs = Date.now() - started;
+      opts.onProgress?.({ ...progress });
+    };
+    // Read tensor i+1 while tensor i is merged and written.
+    let next = load(plan.tensors[0]);
+    for (let i = 0; i < plan.tensors.length; i++) {
+      checkAbort();
+      const t = plan.tensors[i];
+      const loaded = await next;
+      next = load(plan.tensors[i + 1]);
+      if (!loaded) {
+        await streamTensor({ plan, method, tensor: t, recipe, seed, writer, checkAbort, report });
+        continue;
+      }
+      let bytes: Uint8Array;
+      if (t.kind === 'copy') {
+        bytes = loaded.bytes[0];
+      } else {
+        const values = decodeInputs(loaded, recipe.dtype);
+        const merged = await mergeOne(method, backend, plan, t, values, recipe, seed);
+        bytes = encodeFromF32(merged, t.outDtype as FloatDType);
+      }
+      checkAbort();
+      await writer.writeTensor(t.name, bytes);
+      report(t, loaded.inputBytes, bytes.byteLength, true);
+    }
+    const shardFiles = await writer.finish();
+    const extra = await writeSideFiles(opts, plan, files, method);
+    checkAbort();
+    await output.commit();
+    return {
+      files: [...shardFiles, ...extra],
+      tensors: plan.tensors.length,
+      bytesWritten: progress.bytesDone,
+      backend: backend.kind,
+    };
+  } catch (e) {
+    await output.abort().catch(() => {});
+    throw e;
+  }
+}
+
+/** Tensors above this many elements are merged a chunk of rows at a time (methods that can). */
+export const STREAM_ELEMENTS = 1 << 22;
+
+function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Elements per row as chunks see them: a 1-D tensor is a single row. */
+function rowLength(shape: readonly number[]): number {
+  return shape.length >= 2 ? elementCount(shape.slice(1)) : elementCount(shape);
+}
+
+interface StreamContext {
+  plan: MergePlan;
+  method: MergeMethod;
+  tensor: TensorPlan;
+  recipe: MergeRecipe;
+  seed: number;
+  writer: ShardWriter;
+  checkAbort(): void;
+  report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
+}
+
+/**
+ * One large tensor through the method's `stream`: the statistics passes, then the output pass,
+ * each reading the inputs a chunk of rows at a time (the next chunk is read while this one
+ * computes). Memory: a few chunks, whatever the tensor's size.
+ */
+async function streamTensor(ctx: StreamContext): Promise<void> {
+  const { plan, method, tensor: t, recipe, seed, writer } = ctx;
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const where = () => t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+  let job: StreamingMerge;
+  try {
+    job = method.stream!({
+      tensorName: t.name,
+      shape: t.shape,
+      tensors: models.map((model) => ({ model, params: perModel.get(model) ?? {} })),
+      baseIndex: t.baseIndex,
+      params: global,
+      seed,
+    });
+  } catch (e) {
+    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`, t.name, {
+      cause: e,
+    });
+  }
+  const rowLen = rowLength(t.shape);
+  const rows = elementCount(t.shape) / rowLen;
+  const rowsPerChunk = Math.max(1, Math.floor(STREAM_ELEMENTS / rowLen));
+  const readRows = async (r0: number, r1: number): Promise<{ values: Float32Array[]; bytes: number }> => {
+    let bytes = 0;
+    const values = await Promise.all(
+      t.inputs.map(async (input, i) => {
+        const info = input.tensor;
+        const fullRowLen = input.submatrix ? info.shape[1] : rowLen;
+        const eltBytes = info.byteLength / elementCount(info.shape);
+        const source = plan.models[input.modelIndex].index.sources.get(info.file);
+        let raw: Uint8Array;
+        try {
+          if (!source) throw new Error('the file is not open');
+          raw = await source.read(info.offset + r0 * fullRowLen * eltBytes, (r1 - r0) * fullRowLen * eltBytes);
+        } catch (e) {
+          throw new MergeError(
+            `${models[i]}/${info.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
+            t.name,
+            { cause: e },
+          );
+        }
+        bytes += raw.byteLength;
+        let v = decodeToF32(raw, info.dtype as FloatDType);
+        if (input.submatrix) v = cutSubmatrix(v, fullRowLen, r1 - r0, input.submatrix.cols);
+        if (recipe.dtype && recipe.dtype !== info.dtype) v = roundTo(v, recipe.dtype);
+        return v;
+      }),
+    );
+    return { values, bytes };
+  };
+  /** Calls `visit` on each chunk in order, reading chunk k+1 while chunk k is visited. */
+  const eachChunk = async (visit: (start: number, chunk: { values: Float32Array[]; bytes: number }) => Promise<void>) => {
+    let pending = readRows(0, Math.min(rows, rowsPerChunk));
+    for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
+      ctx.checkAbort();
+      const chunk = await pending;
+      const r1 = Math.min(rows, r0 + rowsPerChunk);
+      if (r1 < rows) {
+        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk));
+        pending.catch(() => {});
+      }
+      await visit(r0 * rowLen, chunk);
+    }
+  };
+  const compute = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw new MergeError(`${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`, t.name, {
+        cause: e,
+      });
+    }
+  };
+  for (let pass = 0; pass < job.passes; pass++) {
+    await eachChunk(async (start, chunk) => compute(() => job.accumulate(pass, { start, values: chunk.values })));
+  }
+  writer.beginTensor(t.name);
+  let writing: Promise<void> = Promise.resolve();
+  await eachChunk(async (start, chunk) => {
+    const out = new Float32Array(chunk.values[0].length);
+    compute(() => job.produce({ start, values: chunk.values }, out));
+    const bytes = encodeFromF32(out, t.outDtype as FloatDType);
+    await writing;
+    writing = writer.writeTensorPart(bytes);
+    writing.catch(() => {});
+    ctx.report(t, chunk.bytes, bytes.byteLength, false);
+  });
+  await writing;
+  await writer.endTensor();
+  ctx.report(t, 0, 0, true);
+}
+
+async function mergeOne(
+  method: MergeMethod,
+  backend: MergeBackend,
+  plan: MergePlan,
+  t: TensorPlan,
+  values: Float32Array[],
+  recipe: MergeRecipe,
+  seed: number,
+): Promise<Float32Array> {
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const tensors: ModelTensor[] = t.inputs.map((input, i) => {
+    const reference = plan.models[input.modelIndex].reference;
+    return { model: reference, values: values[i], params: perModel.get(reference) ?? {} };
+  });
+  const inputs: MergeInputs = {
+    tensorName: t.name,
+    shape: t.shape,
+    tensors,
+    baseIndex: t.baseIndex,
+    params: global,
+    seed,
+  };
+  try {
+    const out = await backend.merge(method, inputs);
+    const expected = t.shape.reduce((a, b) => a * b, 1);
+    if (out.length !== expected) {
+      throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    }
+    return out;
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw e;
+    const where = t.inputs.map((input) => `${plan.models[input.modelIndex].reference}/${input.tensor.file}`).join(', ');
+    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`, t.name, {
+      cause: e,
+    });
+  }
+}
+
+const encoder = new TextEncoder();
+
+async function writeFile(output: OutputTarget, name: string, bytes: Uint8Array): Promise<void> {
+  const sink = await output.createFile(name);
+  await sink.write(bytes);
+  await sink.close();
+}
+
+/** config.json, tokenizer, generation config, the recipe and a model card. */
+async function writeSideFiles(
+  opts: MergeOptions,
+  plan: MergePlan,
+  files: ModelFiles[],
+  method: MergeMethod,
+): Promise<string[]> {
+  const { recipe, output } = opts;
+  const written: string[] = [];
+  const config: Record<string, unknown> = { ...plan.config };
+  const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
+  if (outDtype) config.torch_dtype = torchDTypeName(outDtype);
+  if (plan.untiesHead) config.tie_word_embeddings = false;
+  await writeFile(output, 'config.json', encoder.encode(`${JSON.stringify(config, null, 2)}\n`));
+  written.push('config.json');
+
+  const tokenizerRef = recipe.tokenizerSource && recipe.tokenizerSource !== 'base' ? recipe.tokenizerSource : undefined;
+  const baseFiles = files[plan.baseIndex >= 0 ? plan.baseIndex : 0];
+  let tokenizerFiles = baseFiles;
+  if (tokenizerRef) {
+    const i = plan.models.findIndex((m) => m.reference === tokenizerRef);
+    tokenizerFiles = i >= 0 ? files[i] : await opts.resolveModel(tokenizerRef);
+  }
+  const available = new Set(tokenizerFiles.files());
+  for (const name of TOKENIZER_FILES) {
+    if (!available.has(name)) continue;
+    await writeFile(output, name, await readAll(tokenizerFiles, name));
+    written.push(name);
+  }
+  if (baseFiles.files().includes('generation_config.json')) {
+    await writeFile(output, 'generation_config.json', await readAll(baseFiles, 'generation_config.json'));
+    written.push('generation_config.json');
+  }
+  await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
+  written.push('mergekit_config.yml');
+  await writeFile(output, 'README.md', encoder.encode(modelCard(recipe, method, plan)));
+  written.push('README.md');
+  return written;
+}
+
+function firstFloatDtype(plan: MergePlan): FloatDType | undefined {
+  const t = plan.tensors.find((x) => x.kind === 'merge');
+  return t ? (t.outDtype as FloatDType) : undefined;
+}

@@ -1,0 +1,231 @@
+/**
+ * From a recipe and the models' headers to the ordered list of output tensors and their inputs.
+ * Everything that can be wrong with the inputs (missing tensors, shapes, dtypes) is found here,
+ * before a byte of output is written.
+ */
+import { type DType, type FloatDType, isFloatDType, DTYPE_BYTES } from '../formats/dtype';
+import type { ModelTensorIndex } from '../formats/model-index';
+import type { TensorInfo } from '../formats/safetensors';
+import { planShards, type ShardLayout } from '../formats/shard-writer';
+import type { MergeMethod } from '../methods/types';
+import type { MergeRecipe } from '../recipe/recipe';
+
+export class PlanError extends Error {
+  override name = 'PlanError';
+}
+
+export const EMBED_NAME = 'model.embed_tokens.weight';
+export const LM_HEAD_NAME = 'lm_head.weight';
+
+export interface PlannedModel {
+  /** The recipe's reference. */
+  readonly reference: string;
+  readonly index: ModelTensorIndex;
+  /** Parsed config.json, `{}` when the model has none. */
+  readonly config: Record<string, unknown>;
+}
+
+export interface PlanInput {
+  /** Position in `PlanContext.models` (mergekit's order; the random key's model index). */
+  readonly modelIndex: number;
+  readonly tensor: TensorInfo;
+  /** Set when a larger embedding is cut to the base-sized top-left submatrix. */
+  readonly submatrix?: { rows: number; cols: number };
+}
+
+export interface TensorPlan {
+  readonly name: string;
+  readonly shape: number[];
+  readonly outDtype: DType;
+  /** `copy`: a non-float tensor taken from the base unchanged. */
+  readonly kind: 'merge' | 'copy';
+  /** Inputs in `MergeInputs.tensors` order. */
+  readonly inputs: PlanInput[];
+  /** Index in `inputs` of the base model, -1 when none. */
+  readonly baseIndex: number;
+  readonly byteLength: number;
+}
+
+export interface MergePlan {
+  readonly tensors: TensorPlan[];
+  readonly layout: ShardLayout;
+  /** The models in mergekit's order: the recipe's `models`, then the base when not listed. */
+  readonly models: PlannedModel[];
+  readonly baseIndex: number;
+  /** The base model's (or the first model's) config.json, the template of the output's. */
+  readonly config: Record<string, unknown>;
+  readonly numLayers: number;
+  /** True when the output has its own lm_head though the base ties it. */
+  readonly untiesHead: boolean;
+  readonly totalInputBytes: number;
+  readonly totalOutputBytes: number;
+}
+
+/** The models that take part, in mergekit's order. */
+export function orderModels(recipe: MergeRecipe, method: MergeMethod): { refs: string[]; baseIndex: number } {
+  const refs: string[] = [];
+  for (const m of recipe.models) if (!refs.includes(m.model)) refs.push(m.model);
+  let baseIndex = -1;
+  if (recipe.baseModel && method.baseModel !== 'unused') {
+    baseIndex = refs.indexOf(recipe.baseModel);
+    if (baseIndex < 0) {
+      refs.push(recipe.baseModel);
+      baseIndex = refs.length - 1;
+    }
+  }
+  return { refs, baseIndex };
+}
+
+function ties(config: Record<string, unknown>): boolean {
+  // transformers' PretrainedConfig defaults tie_word_embeddings to true.
+  return config.tie_word_embeddings !== false;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/** Output order: embeddings, layers by number, other tensors, lm_head. */
+function tensorOrderKey(name: string): [number, number, string] {
+  if (name === EMBED_NAME) return [0, 0, name];
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  if (m) return [1, Number(m[1]), name];
+  if (name === LM_HEAD_NAME) return [3, 0, name];
+  return [2, 0, name];
+}
+
+function compareNames(a: string, b: string): number {
+  const ka = tensorOrderKey(a);
+  const kb = tensorOrderKey(b);
+  return ka[0] - kb[0] || ka[1] - kb[1] || (ka[2] < kb[2] ? -1 : ka[2] > kb[2] ? 1 : 0);
+}
+
+function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export interface PlanOptions {
+  maxShardBytes: number;
+}
+
+export function planMerge(
+  recipe: MergeRecipe,
+  method: MergeMethod,
+  models: PlannedModel[],
+  baseIndex: number,
+  options: PlanOptions,
+): MergePlan {
+  if (models.length === 0) throw new PlanError('the recipe names no models');
+  const template = models[baseIndex >= 0 ? baseIndex : 0];
+  const names = [...template.index.tensors.keys()];
+  const anyUntiedHead = models.some((m) => m.index.tensors.has(LM_HEAD_NAME));
+  const untiesHead = anyUntiedHead && !template.index.tensors.has(LM_HEAD_NAME);
+  if (untiesHead) names.push(LM_HEAD_NAME);
+  names.sort(compareNames);
+
+  const recipeDtype: FloatDType | undefined = recipe.outDtype ?? recipe.dtype;
+  const tensors: TensorPlan[] = [];
+  let totalInputBytes = 0;
+  for (const name of names) {
+    const found = models.map((m) => lookup(m, name));
+    const templateInfo = found[models.indexOf(template)];
+    if (!templateInfo) {
+      // Only lm_head can be absent from the template: the base ties it to embeddings it lacks.
+      throw new PlanError(`${template.reference}: tensor ${name} is missing and no tied tensor covers it`);
+    }
+    const shape = templateInfo.shape;
+    if (!isFloatDType(templateInfo.dtype)) {
+      tensors.push({
+        name,
+        shape,
+        outDtype: templateInfo.dtype,
+        kind: 'copy',
+        inputs: [{ modelIndex: models.indexOf(template), tensor: templateInfo }],
+        baseIndex: 0,
+        byteLength: templateInfo.byteLength,
+      });
+      totalInputBytes += templateInfo.byteLength;
+      continue;
+    }
+    const inputs: PlanInput[] = [];
+    let planBase = -1;
+    for (let i = 0; i < models.length; i++) {
+      const info = found[i];
+      const model = models[i];
+      if (!info) {
+        throw new PlanError(
+          `${model.reference}: tensor ${name} is missing` +
+            (name === LM_HEAD_NAME ? ` (and ${EMBED_NAME} cannot stand in: the model does not tie embeddings)` : ''),
+        );
+      }
+      if (!isFloatDType(info.dtype)) {
+        throw new PlanError(`${model.reference}: tensor ${name} is ${info.dtype}, but ${template.reference} has it as a float`);
+      }
+      let submatrix: PlanInput['submatrix'];
+      if (!sameShape(info.shape, shape)) {
+        const isEmbedding = name === EMBED_NAME || name === LM_HEAD_NAME;
+        const canCut =
+          method.taskVector &&
+          isEmbedding &&
+          shape.length === 2 &&
+          info.shape.length === 2 &&
+          info.shape[0] >= shape[0] &&
+          info.shape[1] >= shape[1];
+        if (!canCut) {
+          throw new PlanError(
+            `tensor ${name}: ${model.reference} has shape ${fmt(info.shape)} but ${template.reference} has ${fmt(shape)}`,
+          );
+        }
+        submatrix = { rows: shape[0], cols: shape[1] };
+      }
+      if (i === baseIndex) planBase = inputs.length;
+      inputs.push({ modelIndex: i, tensor: info, submatrix });
+      totalInputBytes += info.byteLength;
+    }
+    const outDtype = recipeDtype ?? templateInfo.dtype;
+    tensors.push({
+      name,
+      shape,
+      outDtype,
+      kind: 'merge',
+      inputs,
+      baseIndex: planBase,
+      byteLength: elementCount(shape) * DTYPE_BYTES[outDtype],
+    });
+  }
+  const layout = planShards(
+    tensors.map((t) => ({ name: t.name, dtype: t.outDtype, shape: t.shape })),
+    options.maxShardBytes,
+  );
+  const numLayers = Number(template.config.num_hidden_layers ?? countLayers(names));
+  return {
+    tensors,
+    layout,
+    models,
+    baseIndex,
+    config: template.config,
+    numLayers,
+    untiesHead,
+    totalInputBytes,
+    totalOutputBytes: layout.totalTensorBytes,
+  };
+}
+
+/** A model's tensor by name, following the lm_head -> embed_tokens tie in models that tie them. */
+function lookup(model: PlannedModel, name: string): TensorInfo | undefined {
+  const direct = model.index.tensors.get(name);
+  if (direct) return direct;
+  if (name === LM_HEAD_NAME && ties(model.config)) return model.index.tensors.get(EMBED_NAME);
+  return undefined;
+}
+
+function countLayers(names: string[]): number {
+  let max = -1;
+  for (const n of names) {
+    const m = /^model\.layers\.(\d+)\./.exec(n);
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max + 1;
+}

@@ -1,0 +1,15 @@
+export { isHubRepoId, mergeInputModels, referencedModels } from './model-ref';
+export { parseRecipe } from './parse';
+export {
+  type ConditionalSetting,
+  type GradientSetting,
+  type MergeRecipe,
+  type ParameterBlock,
+  type ParameterSetting,
+  RecipeError,
+  type RecipeModel,
+  type ScalarSetting,
+} from './recipe';
+export { resolveParams, resolveSetting, type TensorParams, tensorPosition } from './resolve';
+export { recipeToYaml } from './to-yaml';
+export { validateRecipe } from './validate';
