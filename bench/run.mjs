@@ -13,7 +13,14 @@ import { parseArgs } from 'node:util';
 
 const api = await import('../dist/cli/index.js');
 
-const QWEN25_05B = { hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2, vocabSize: 151936 };
+const QWEN25_05B = {
+  hiddenSize: 896,
+  intermediateSize: 4864,
+  layers: 24,
+  heads: 14,
+  kvHeads: 2,
+  vocabSize: 151936,
+};
 const GEN_VERSION = 'v1';
 
 const { values: opts } = parseArgs({
@@ -85,7 +92,8 @@ async function writeModel(dir, seed, deltaOf) {
 }
 
 const RECIPES = {
-  task_arithmetic: 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\ndtype: bfloat16\n',
+  task_arithmetic:
+    'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\ndtype: bfloat16\n',
   ties: 'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n',
 };
 
@@ -103,10 +111,15 @@ async function runCase(name, device) {
     const writer = new api.ShardWriter(plan.layout, (f) => output.createFile(f));
     for (const t of plan.tensors) {
       const bytes = await Promise.all(
-        t.inputs.map((i) => api.readTensorBytes(plan.models[i.modelIndex].index.sources.get(i.tensor.file), i.tensor)),
+        t.inputs.map((i) =>
+          api.readTensorBytes(plan.models[i.modelIndex].index.sources.get(i.tensor.file), i.tensor),
+        ),
       );
       for (const b of bytes) inputBytes += b.byteLength;
-      await writer.writeTensor(t.name, bytes[0].byteLength === t.byteLength ? bytes[0] : new Uint8Array(t.byteLength));
+      await writer.writeTensor(
+        t.name,
+        bytes[0].byteLength === t.byteLength ? bytes[0] : new Uint8Array(t.byteLength),
+      );
     }
     await writer.finish();
     await output.commit();
@@ -145,7 +158,17 @@ if (opts.case) {
   for (const name of opts.cases.split(',')) {
     const child = spawnSync(
       process.execPath,
-      ['--expose-gc', 'bench/run.mjs', '--case', name, '--device', opts.device, '--dir', opts.dir, ...(opts.layers ? ['--layers', opts.layers] : [])],
+      [
+        '--expose-gc',
+        'bench/run.mjs',
+        '--case',
+        name,
+        '--device',
+        opts.device,
+        '--dir',
+        opts.dir,
+        ...(opts.layers ? ['--layers', opts.layers] : []),
+      ],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
     );
     if (child.status !== 0) throw new Error(`bench case ${name} failed (exit ${child.status})`);

@@ -8,7 +8,10 @@ export interface SelectedBackend {
   dispose(): void;
 }
 
-export async function selectBackend(device: DeviceChoice, notice: (line: string) => void): Promise<SelectedBackend> {
+export async function selectBackend(
+  device: DeviceChoice,
+  notice: (line: string) => void,
+): Promise<SelectedBackend> {
   if (device === 'cpu') return { backend: cpuBackend, dispose() {} };
   const reason = 'the GPU backend is not built into this version';
   if (device === 'gpu') throw new Error(`--device gpu: ${reason}`);

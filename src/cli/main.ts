@@ -11,7 +11,7 @@ import { parseByteSize } from '../formats/size';
 import { folderResolver } from '../node/model-folder';
 import { checkOutputDir, outputDir } from '../node/output-dir';
 import { parseRecipe } from '../recipe';
-import { selectBackend, type DeviceChoice } from './backend';
+import { type DeviceChoice, selectBackend } from './backend';
 import { progressReporter } from './progress';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
@@ -70,7 +70,8 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     throw new UsageError(`--seed must be an integer from 0 to 4294967295, got ${seedText}`);
   }
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
-  if (!['auto', 'cpu', 'gpu'].includes(device)) throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  if (!['auto', 'cpu', 'gpu'].includes(device))
+    throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
   let outShardSize = DEFAULT_OUT_SHARD_SIZE;
   if (v['out-shard-size'] !== undefined) {
     try {
@@ -121,7 +122,9 @@ export async function main(argv: string[]): Promise<number> {
     try {
       text = await readFile(args.config, 'utf8');
     } catch (e) {
-      throw new Error(`${args.config}: cannot read the recipe (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new Error(
+        `${args.config}: cannot read the recipe (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
     }
     const recipe = parseRecipe(text, args.config);
     await checkOutputDir(args.outDir, args.force);
@@ -139,7 +142,9 @@ export async function main(argv: string[]): Promise<number> {
       onLog: args.quiet ? undefined : (line) => stderr.write(`l2s-merge: ${line}\n`),
     });
     if (!args.quiet) {
-      stderr.write(`l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n`);
+      stderr.write(
+        `l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n`,
+      );
     }
     return 0;
   } catch (e) {

@@ -15,7 +15,10 @@ export function formatDuration(ms: number): string {
 
 /** Throughput counts input bytes read, the quantity that bounds a merge. */
 export function progressLine(p: MergeProgress, width = 24): string {
-  const frac = p.inputBytesTotal > 0 ? p.inputBytesDone / p.inputBytesTotal : p.tensorsDone / Math.max(1, p.tensorsTotal);
+  const frac =
+    p.inputBytesTotal > 0
+      ? p.inputBytesDone / p.inputBytesTotal
+      : p.tensorsDone / Math.max(1, p.tensorsTotal);
   const filled = Math.round(frac * width);
   const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
   const rate = p.elapsedMs > 0 ? (p.inputBytesDone / p.elapsedMs) * 1000 : 0;

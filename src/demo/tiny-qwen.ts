@@ -8,7 +8,7 @@
  * merges have sign conflicts, magnitude tails and decaying spectra worth looking at.
  */
 import { encodeFromF32, type FloatDType } from '../formats/dtype';
-import { planShards, ShardWriter, type PlannedTensor } from '../formats/shard-writer';
+import { type PlannedTensor, planShards, ShardWriter } from '../formats/shard-writer';
 
 export interface TinyQwenShape {
   hiddenSize: number;
@@ -176,10 +176,19 @@ function qwenConfig(shape: TinyQwenShape, spec: TinyModelSpec): Record<string, u
 }
 
 /** Every file of one tiny model, byte for byte the same on every run. */
-export async function makeTinyModel(spec: TinyModelSpec, shape: TinyQwenShape = TINY_QWEN_SHAPE): Promise<TinyModelFiles> {
+export async function makeTinyModel(
+  spec: TinyModelSpec,
+  shape: TinyQwenShape = TINY_QWEN_SHAPE,
+): Promise<TinyModelFiles> {
   const files = new Map<string, Uint8Array>();
-  const tensors = tinyQwenTensorShapes(shape, spec.tied, spec.extraVocab).map((t) => ({ ...t, dtype: spec.dtype }));
-  const total = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * (spec.dtype === 'F32' ? 4 : 2), 0);
+  const tensors = tinyQwenTensorShapes(shape, spec.tied, spec.extraVocab).map((t) => ({
+    ...t,
+    dtype: spec.dtype,
+  }));
+  const total = tensors.reduce(
+    (s, t) => s + t.shape.reduce((a, b) => a * b, 1) * (spec.dtype === 'F32' ? 4 : 2),
+    0,
+  );
   const layout = planShards(tensors, shardLimitFor(tensors, total, spec.shards));
   const writer = new ShardWriter(layout, async (file) => {
     const parts: Uint8Array[] = [];
@@ -202,12 +211,15 @@ export async function makeTinyModel(spec: TinyModelSpec, shape: TinyQwenShape = 
   const baseVocab = shape.vocabSize;
   for (const t of tensors) {
     // The base of a model with extra vocabulary rows: the shared rows equal the base's.
-    const baseShape = t.shape.length === 2 && t.shape[0] === baseVocab + (spec.extraVocab ?? 0) && spec.extraVocab
-      ? [baseVocab, t.shape[1]]
-      : t.shape;
+    const baseShape =
+      t.shape.length === 2 && t.shape[0] === baseVocab + (spec.extraVocab ?? 0) && spec.extraVocab
+        ? [baseVocab, t.shape[1]]
+        : t.shape;
     const isHead = t.name === 'lm_head.weight';
     // An untied head starts from the base's (tied) embeddings, as when a tied model is untied.
-    const source = isHead ? { ...t, name: 'model.embed_tokens.weight', shape: baseShape } : { ...t, shape: baseShape };
+    const source = isHead
+      ? { ...t, name: 'model.embed_tokens.weight', shape: baseShape }
+      : { ...t, shape: baseShape };
     const base = baseValues(source);
     let values = base;
     if (baseShape !== t.shape) {
@@ -225,8 +237,14 @@ export async function makeTinyModel(spec: TinyModelSpec, shape: TinyQwenShape = 
     'generation_config.json',
     encoder.encode(`${JSON.stringify({ bos_token_id: 1, eos_token_id: 2, do_sample: false }, null, 2)}\n`),
   );
-  files.set('tokenizer_config.json', encoder.encode(`${JSON.stringify(tokenizerConfig(spec.name), null, 2)}\n`));
-  files.set('tokenizer.json', encoder.encode(`${JSON.stringify(tokenizer(shape.vocabSize + (spec.extraVocab ?? 0)))}\n`));
+  files.set(
+    'tokenizer_config.json',
+    encoder.encode(`${JSON.stringify(tokenizerConfig(spec.name), null, 2)}\n`),
+  );
+  files.set(
+    'tokenizer.json',
+    encoder.encode(`${JSON.stringify(tokenizer(shape.vocabSize + (spec.extraVocab ?? 0)))}\n`),
+  );
   return { name: spec.name, files };
 }
 

@@ -19,6 +19,8 @@ export type ModelResolver = (reference: string) => Promise<ModelFiles>;
 
 export interface FileSink {
   write(bytes: Uint8Array): Promise<void>;
+  /** Makes what was written durable (used before a finished tensor is recorded for resumption). */
+  flush?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -28,6 +30,8 @@ export interface FileSink {
  */
 export interface OutputTarget {
   createFile(name: string): Promise<FileSink>;
+  /** For resuming: open an existing file, cut it to `keepBytes`, and append from there. */
+  reopenFile?(name: string, keepBytes: number): Promise<FileSink>;
   commit(): Promise<void>;
   abort(): Promise<void>;
 }

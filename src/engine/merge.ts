@@ -10,8 +10,8 @@ import { ShardWriter } from '../formats/shard-writer';
 import { getMethod } from '../methods';
 import type { MergeInputs, MergeMethod, ModelTensor, StreamingMerge } from '../methods/types';
 import { type MergePlan, orderModels, type PlannedModel, planMerge, type TensorPlan } from '../plan/plan';
-import type { MergeRecipe } from '../recipe/recipe';
 import { recipeToYaml, resolveParams, validateRecipe } from '../recipe';
+import type { MergeRecipe } from '../recipe/recipe';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
 import { modelCard } from './model-card';
 
@@ -53,6 +53,20 @@ export interface MergeOptions {
   signal?: AbortSignal;
   onProgress?: (p: MergeProgress) => void;
   onLog?: (line: string) => void;
+  /**
+   * Continue an interrupted run of the same recipe, seed and inputs into the same output: the
+   * first `tensorsDone` tensors are taken as written (the output must support `reopenFile`).
+   */
+  resume?: { tensorsDone: number };
+  /** Called after each tensor is written and flushed, with the count done: record it to resume. */
+  onTensorWritten?: (tensorsDone: number) => void | Promise<void>;
+  /**
+   * Where to continue when the backend fails for good (a lost GPU device): the tensor in hand is
+   * redone there and the run goes on. Default: the CPU backend.
+   */
+  fallbackBackend?: MergeBackend;
+  /** Tensors above this many elements are merged a chunk of rows at a time. */
+  streamElements?: number;
 }
 
 export interface MergeResult {
@@ -102,7 +116,8 @@ async function readConfig(model: ModelFiles): Promise<Record<string, unknown>> {
   const text = new TextDecoder().decode(await readAll(model, 'config.json'));
   try {
     const parsed = JSON.parse(text) as unknown;
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed))
+      return parsed as Record<string, unknown>;
   } catch {
     // fall through to the error below
   }
@@ -177,7 +192,8 @@ function decodeInputs(loaded: LoadedTensor, workDtype: FloatDType | undefined): 
     const dtype = input.tensor.dtype;
     if (!isFloatDType(dtype)) throw new MergeError(`tensor ${t.name} is ${dtype}, not a float`, t.name);
     let v = decodeToF32(b, dtype);
-    if (input.submatrix) v = cutSubmatrix(v, input.tensor.shape[1], input.submatrix.rows, input.submatrix.cols);
+    if (input.submatrix)
+      v = cutSubmatrix(v, input.tensor.shape[1], input.submatrix.rows, input.submatrix.cols);
     if (workDtype && workDtype !== dtype) v = roundTo(v, workDtype);
     return v;
   });
@@ -200,18 +216,30 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
     );
     const writer = new ShardWriter(plan.layout, (name) => output.createFile(name));
+    const first = opts.resume?.tensorsDone ?? 0;
+    if (first > 0) {
+      if (!output.reopenFile) throw new MergeError('this output cannot be resumed');
+      await writer.resumeAt(first, (file, keep) => output.reopenFile!(file, keep));
+      log(`resuming after ${first} of ${plan.tensors.length} tensors`);
+    }
+    const done = plan.tensors.slice(0, first);
     const progress: MergeProgress = {
-      tensorsDone: 0,
+      tensorsDone: first,
       tensorsTotal: plan.tensors.length,
-      bytesDone: 0,
+      bytesDone: done.reduce((a, t) => a + t.byteLength, 0),
       bytesTotal: plan.totalOutputBytes,
-      inputBytesDone: 0,
+      inputBytesDone: done.reduce((a, t) => a + t.inputs.reduce((b, i) => b + i.tensor.byteLength, 0), 0),
       inputBytesTotal: plan.totalInputBytes,
       elapsedMs: 0,
     };
     opts.onProgress?.({ ...progress });
+    let active = backend;
+    const streamElements = opts.streamElements ?? STREAM_ELEMENTS;
     const streamed = (t: TensorPlan | undefined) =>
-      t !== undefined && t.kind === 'merge' && method.stream !== undefined && elementCount(t.shape) > STREAM_ELEMENTS;
+      t !== undefined &&
+      t.kind === 'merge' &&
+      method.stream !== undefined &&
+      elementCount(t.shape) > streamElements;
     const load = (t: TensorPlan | undefined) => {
       if (!t || streamed(t)) return undefined;
       const p = loadTensor(t, plan);
@@ -227,15 +255,31 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       progress.elapsedMs = Date.now() - started;
       opts.onProgress?.({ ...progress });
     };
+    const tensorWritten = async (i: number) => {
+      if (!opts.onTensorWritten) return;
+      await writer.flush();
+      await opts.onTensorWritten(i + 1);
+    };
     // Read tensor i+1 while tensor i is merged and written.
-    let next = load(plan.tensors[0]);
-    for (let i = 0; i < plan.tensors.length; i++) {
+    let next = load(plan.tensors[first]);
+    for (let i = first; i < plan.tensors.length; i++) {
       checkAbort();
       const t = plan.tensors[i];
       const loaded = await next;
       next = load(plan.tensors[i + 1]);
       if (!loaded) {
-        await streamTensor({ plan, method, tensor: t, recipe, seed, writer, checkAbort, report });
+        await streamTensor({
+          plan,
+          method,
+          tensor: t,
+          recipe,
+          seed,
+          writer,
+          checkAbort,
+          report,
+          streamElements,
+        });
+        await tensorWritten(i);
         continue;
       }
       let bytes: Uint8Array;
@@ -243,12 +287,26 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         bytes = loaded.bytes[0];
       } else {
         const values = decodeInputs(loaded, recipe.dtype);
-        const merged = await mergeOne(method, backend, plan, t, values, recipe, seed);
+        let merged: Float32Array;
+        try {
+          merged = await mergeOne(method, active, plan, t, values, recipe, seed);
+        } catch (e) {
+          const cause = (e as Error).cause as Error | undefined;
+          if (active === (opts.fallbackBackend ?? cpuBackend) || cause?.name !== 'GpuDeviceLostError')
+            throw e;
+          // The GPU is gone (driver reset, another tab, sleep): finished tensors stay; go on elsewhere.
+          active = opts.fallbackBackend ?? cpuBackend;
+          log(
+            `the GPU device was lost (${cause.message}); continuing on the ${active.kind.toUpperCase()} from tensor ${t.name}`,
+          );
+          merged = await mergeOne(method, active, plan, t, values, recipe, seed);
+        }
         bytes = encodeFromF32(merged, t.outDtype as FloatDType);
       }
       checkAbort();
       await writer.writeTensor(t.name, bytes);
       report(t, loaded.inputBytes, bytes.byteLength, true);
+      await tensorWritten(i);
     }
     const shardFiles = await writer.finish();
     const extra = await writeSideFiles(opts, plan, files, method);
@@ -258,7 +316,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       files: [...shardFiles, ...extra],
       tensors: plan.tensors.length,
       bytesWritten: progress.bytesDone,
-      backend: backend.kind,
+      backend: active.kind,
     };
   } catch (e) {
     await output.abort().catch(() => {});
@@ -285,6 +343,7 @@ interface StreamContext {
   recipe: MergeRecipe;
   seed: number;
   writer: ShardWriter;
+  streamElements: number;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
 }
@@ -310,13 +369,17 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
       seed,
     });
   } catch (e) {
-    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`, t.name, {
-      cause: e,
-    });
+    throw new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
   }
   const rowLen = rowLength(t.shape);
   const rows = elementCount(t.shape) / rowLen;
-  const rowsPerChunk = Math.max(1, Math.floor(STREAM_ELEMENTS / rowLen));
+  const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / rowLen));
   const readRows = async (r0: number, r1: number): Promise<{ values: Float32Array[]; bytes: number }> => {
     let bytes = 0;
     const values = await Promise.all(
@@ -328,7 +391,10 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
         let raw: Uint8Array;
         try {
           if (!source) throw new Error('the file is not open');
-          raw = await source.read(info.offset + r0 * fullRowLen * eltBytes, (r1 - r0) * fullRowLen * eltBytes);
+          raw = await source.read(
+            info.offset + r0 * fullRowLen * eltBytes,
+            (r1 - r0) * fullRowLen * eltBytes,
+          );
         } catch (e) {
           throw new MergeError(
             `${models[i]}/${info.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
@@ -346,7 +412,9 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
     return { values, bytes };
   };
   /** Calls `visit` on each chunk in order, reading chunk k+1 while chunk k is visited. */
-  const eachChunk = async (visit: (start: number, chunk: { values: Float32Array[]; bytes: number }) => Promise<void>) => {
+  const eachChunk = async (
+    visit: (start: number, chunk: { values: Float32Array[]; bytes: number }) => Promise<void>,
+  ) => {
     let pending = readRows(0, Math.min(rows, rowsPerChunk));
     for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
       ctx.checkAbort();
@@ -363,13 +431,19 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
     try {
       return f();
     } catch (e) {
-      throw new MergeError(`${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`, t.name, {
-        cause: e,
-      });
+      throw new MergeError(
+        `${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`,
+        t.name,
+        {
+          cause: e,
+        },
+      );
     }
   };
   for (let pass = 0; pass < job.passes; pass++) {
-    await eachChunk(async (start, chunk) => compute(() => job.accumulate(pass, { start, values: chunk.values })));
+    await eachChunk(async (start, chunk) =>
+      compute(() => job.accumulate(pass, { start, values: chunk.values })),
+    );
   }
   writer.beginTensor(t.name);
   let writing: Promise<void> = Promise.resolve();
@@ -418,10 +492,16 @@ async function mergeOne(
     return out;
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
-    const where = t.inputs.map((input) => `${plan.models[input.modelIndex].reference}/${input.tensor.file}`).join(', ');
-    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`, t.name, {
-      cause: e,
-    });
+    const where = t.inputs
+      .map((input) => `${plan.models[input.modelIndex].reference}/${input.tensor.file}`)
+      .join(', ');
+    throw new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
   }
 }
 
@@ -435,7 +515,7 @@ async function writeFile(output: OutputTarget, name: string, bytes: Uint8Array):
 
 /** config.json, tokenizer, generation config, the recipe and a model card. */
 async function writeSideFiles(
-  opts: MergeOptions,
+  opts: Pick<MergeOptions, 'recipe' | 'output'>,
   plan: MergePlan,
   files: ModelFiles[],
   method: MergeMethod,
@@ -449,13 +529,9 @@ async function writeSideFiles(
   await writeFile(output, 'config.json', encoder.encode(`${JSON.stringify(config, null, 2)}\n`));
   written.push('config.json');
 
-  const tokenizerRef = recipe.tokenizerSource && recipe.tokenizerSource !== 'base' ? recipe.tokenizerSource : undefined;
-  const baseFiles = files[plan.baseIndex >= 0 ? plan.baseIndex : 0];
-  let tokenizerFiles = baseFiles;
-  if (tokenizerRef) {
-    const i = plan.models.findIndex((m) => m.reference === tokenizerRef);
-    tokenizerFiles = i >= 0 ? files[i] : await opts.resolveModel(tokenizerRef);
-  }
+  // The tokenizer always comes from the base (recipes may only say tokenizer_source: base).
+  const baseFiles = files[Math.max(plan.baseIndex, 0)];
+  const tokenizerFiles = baseFiles;
   const available = new Set(tokenizerFiles.files());
   for (const name of TOKENIZER_FILES) {
     if (!available.has(name)) continue;

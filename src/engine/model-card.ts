@@ -1,8 +1,8 @@
 /** The README.md written beside the merged weights: what was merged, how, and how to load it. */
 import type { MergeMethod } from '../methods/types';
 import type { MergePlan } from '../plan/plan';
-import type { MergeRecipe } from '../recipe/recipe';
 import { recipeToYaml } from '../recipe';
+import type { MergeRecipe } from '../recipe/recipe';
 
 export function modelCard(recipe: MergeRecipe, method: MergeMethod, plan: MergePlan): string {
   const base = plan.baseIndex >= 0 ? plan.models[plan.baseIndex].reference : undefined;

@@ -16,7 +16,9 @@ export function blobByteSource(blob: Blob, name: string): ByteSource {
     size: blob.size,
     async read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > blob.size) {
-        throw new RangeError(`${name}: read of ${length} bytes at ${offset} is outside the file (${blob.size} bytes)`);
+        throw new RangeError(
+          `${name}: read of ${length} bytes at ${offset} is outside the file (${blob.size} bytes)`,
+        );
       }
       return new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer());
     },

@@ -182,6 +182,41 @@ export class ShardWriter {
     });
   }
 
+  /**
+   * Continues an interrupted output after its first `tensorsDone` tensors: earlier shards are taken
+   * as complete, and the shard in progress is reopened with `reopen(file, keepBytes)`, which must
+   * cut the file to `keepBytes` (its header and finished tensors) and append from there.
+   */
+  async resumeAt(
+    tensorsDone: number,
+    reopen: (file: string, keepBytes: number) => Promise<FileSink>,
+  ): Promise<void> {
+    if (this.next !== 0 || this.current || this.finished)
+      throw new ShardWriteError('resumeAt() after writing began');
+    if (!Number.isInteger(tensorsDone) || tensorsDone < 0 || tensorsDone > this.order.length) {
+      throw new ShardWriteError(`cannot resume after ${tensorsDone} of ${this.order.length} tensors`);
+    }
+    const slot = this.order[tensorsDone] as (typeof this.order)[number] | undefined;
+    const lastShard = slot ? slot.shard : this.layout.shards.length;
+    for (let s = 0; s < lastShard; s++) this.written.push(this.layout.shards[s].file);
+    if (slot && slot.index > 0) {
+      const shard = this.layout.shards[slot.shard];
+      const keep =
+        shard.headerBytes.byteLength +
+        shard.tensors.slice(0, slot.index).reduce((a, t) => a + t.byteLength, 0);
+      this.openSink = await reopen(shard.file, keep);
+      this.written.push(shard.file);
+    }
+    this.next = tensorsDone;
+  }
+
+  /** Waits for queued writes and asks the open file to persist them (before recording progress). */
+  flush(): Promise<void> {
+    return this.enqueue(async () => {
+      await this.openSink?.flush?.();
+    });
+  }
+
   /** Files written so far, in order. */
   get files(): readonly string[] {
     return this.written;
@@ -189,7 +224,12 @@ export class ShardWriter {
 
   writeTensor(name: string, bytes: Uint8Array): Promise<void> {
     const slot = this.order[this.next];
-    if (!this.finished && !this.current && slot?.tensor.name === name && bytes.byteLength !== slot.tensor.byteLength) {
+    if (
+      !this.finished &&
+      !this.current &&
+      slot?.tensor.name === name &&
+      bytes.byteLength !== slot.tensor.byteLength
+    ) {
       // Refused before anything is queued, so a corrected retry is still possible.
       return Promise.reject(
         new ShardWriteError(
@@ -214,15 +254,21 @@ export class ShardWriter {
   beginTensor(name: string): void {
     if (this.finished) throw new ShardWriteError(`tensor '${name}' written after finish()`, { tensor: name });
     if (this.current) {
-      throw new ShardWriteError(`tensor '${name}' begun before '${this.current.slot.tensor.name}' was ended`, {
-        tensor: name,
-      });
+      throw new ShardWriteError(
+        `tensor '${name}' begun before '${this.current.slot.tensor.name}' was ended`,
+        {
+          tensor: name,
+        },
+      );
     }
     const slot = this.order[this.next];
     if (!slot) {
-      throw new ShardWriteError(`tensor '${name}' is not in the output plan (all planned tensors are written)`, {
-        tensor: name,
-      });
+      throw new ShardWriteError(
+        `tensor '${name}' is not in the output plan (all planned tensors are written)`,
+        {
+          tensor: name,
+        },
+      );
     }
     const shard = this.layout.shards[slot.shard];
     if (slot.tensor.name !== name) {

@@ -14,13 +14,16 @@ export async function fileByteSource(path: string, name = path): Promise<FileByt
     size,
     async read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > size) {
-        throw new RangeError(`${name}: read of ${length} bytes at ${offset} is outside the file (${size} bytes)`);
+        throw new RangeError(
+          `${name}: read of ${length} bytes at ${offset} is outside the file (${size} bytes)`,
+        );
       }
       const buf = new Uint8Array(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
-        if (bytesRead === 0) throw new RangeError(`${name}: file ended at ${offset + done} (was ${size} bytes)`);
+        if (bytesRead === 0)
+          throw new RangeError(`${name}: file ended at ${offset + done} (was ${size} bytes)`);
         done += bytesRead;
       }
       return buf;

@@ -17,7 +17,9 @@ export async function modelFolder(dir: string, name = dir): Promise<ModelFiles &
     const listing = await readdir(dir, { withFileTypes: true });
     entries = listing.filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => e.name);
   } catch (e) {
-    throw new ModelNotFoundError(`${name}: cannot read the model folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new ModelNotFoundError(
+      `${name}: cannot read the model folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const opened: FileByteSource[] = [];
   return {

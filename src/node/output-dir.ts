@@ -16,7 +16,8 @@ async function listOrUndefined(dir: string): Promise<string[] | undefined> {
     return await readdir(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') throw new OutputDirError(`${dir}: exists and is not a folder`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR')
+      throw new OutputDirError(`${dir}: exists and is not a folder`);
     throw e;
   }
 }
@@ -29,11 +30,17 @@ export async function checkOutputDir(outDir: string, force: boolean): Promise<vo
   }
 }
 
-export async function outputDir(outDir: string, options: { force?: boolean } = {}): Promise<OutputTarget & { readonly tempDir: string }> {
+export async function outputDir(
+  outDir: string,
+  options: { force?: boolean } = {},
+): Promise<OutputTarget & { readonly tempDir: string }> {
   const target = resolve(outDir);
   await checkOutputDir(target, options.force ?? false);
   await mkdir(dirname(target), { recursive: true });
-  const tempDir = join(dirname(target), `.${basename(target)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tempDir = join(
+    dirname(target),
+    `.${basename(target)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`,
+  );
   await mkdir(tempDir);
   const names = new Set<string>();
   let finished = false;
@@ -73,9 +80,13 @@ export async function outputDir(outDir: string, options: { force?: boolean } = {
         await rename(tempDir, target);
         return;
       }
-      if (!options.force) throw new OutputDirError(`${target}: the output folder is not empty (use --force to replace it)`);
+      if (!options.force)
+        throw new OutputDirError(`${target}: the output folder is not empty (use --force to replace it)`);
       // Swap: the old folder is moved aside first so that a crash leaves one complete folder.
-      const old = join(dirname(target), `.${basename(target)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+      const old = join(
+        dirname(target),
+        `.${basename(target)}.old-${process.pid}-${randomBytes(4).toString('hex')}`,
+      );
       await rename(target, old);
       await rename(tempDir, target);
       await rm(old, { recursive: true, force: true });

@@ -3,7 +3,7 @@
  * Everything that can be wrong with the inputs (missing tensors, shapes, dtypes) is found here,
  * before a byte of output is written.
  */
-import { type DType, type FloatDType, isFloatDType, DTYPE_BYTES } from '../formats/dtype';
+import { DTYPE_BYTES, type DType, type FloatDType, isFloatDType } from '../formats/dtype';
 import type { ModelTensorIndex } from '../formats/model-index';
 import type { TensorInfo } from '../formats/safetensors';
 import { planShards, type ShardLayout } from '../formats/shard-writer';
@@ -118,7 +118,7 @@ export function planMerge(
   options: PlanOptions,
 ): MergePlan {
   if (models.length === 0) throw new PlanError('the recipe names no models');
-  const template = models[baseIndex >= 0 ? baseIndex : 0];
+  const template = models[Math.max(baseIndex, 0)];
   const names = [...template.index.tensors.keys()];
   const anyUntiedHead = models.some((m) => m.index.tensors.has(LM_HEAD_NAME));
   const untiesHead = anyUntiedHead && !template.index.tensors.has(LM_HEAD_NAME);
@@ -157,11 +157,15 @@ export function planMerge(
       if (!info) {
         throw new PlanError(
           `${model.reference}: tensor ${name} is missing` +
-            (name === LM_HEAD_NAME ? ` (and ${EMBED_NAME} cannot stand in: the model does not tie embeddings)` : ''),
+            (name === LM_HEAD_NAME
+              ? ` (and ${EMBED_NAME} cannot stand in: the model does not tie embeddings)`
+              : ''),
         );
       }
       if (!isFloatDType(info.dtype)) {
-        throw new PlanError(`${model.reference}: tensor ${name} is ${info.dtype}, but ${template.reference} has it as a float`);
+        throw new PlanError(
+          `${model.reference}: tensor ${name} is ${info.dtype}, but ${template.reference} has it as a float`,
+        );
       }
       let submatrix: PlanInput['submatrix'];
       if (!sameShape(info.shape, shape)) {

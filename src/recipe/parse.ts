@@ -305,12 +305,18 @@ export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
         break;
       case 'tokenizer_source':
         if (value === 'union') {
+          reader.fail(path, 'tokenizer_source: union (a merged vocabulary) is not supported; use base');
+        }
+        if (value !== null && value !== 'base') {
+          // mergekit remaps every model's embeddings onto another tokenizer's vocabulary; without
+          // that remapping the copied tokenizer would not match the merged embeddings.
           reader.fail(
             path,
-            'tokenizer_source: union (a merged vocabulary) is not supported; use base or a model reference',
+            `tokenizer_source: ${JSON.stringify(value)} needs embeddings remapped to that vocabulary, which ` +
+              'l2s-merge does not do; use tokenizer_source: base (or leave it out)',
           );
         }
-        if (value !== null) recipe.tokenizerSource = value === 'base' ? 'base' : reader.modelRef(value, path);
+        if (value !== null) recipe.tokenizerSource = 'base';
         break;
       case 'name':
         // mergekit-mega's name for one document of several; it does not change the merge.
@@ -320,7 +326,7 @@ export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
           reader.fail(
             path,
             'the tokenizer: block (vocabulary merging, added tokens) is not supported; ' +
-              'use tokenizer_source: base or a model reference',
+              'use tokenizer_source: base',
           );
         }
         break;

@@ -8,7 +8,11 @@ import { main } from '../../src/cli/main';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
 import { bytesByteSource } from '../../src/formats/byte-source';
 import { decodeToF32, encodeFromF32 } from '../../src/formats/dtype';
-import { readSafetensorsHeader, readTensorBytes, type SafetensorsHeader } from '../../src/formats/safetensors';
+import {
+  readSafetensorsHeader,
+  readTensorBytes,
+  type SafetensorsHeader,
+} from '../../src/formats/safetensors';
 import { parseRecipe } from '../../src/recipe';
 import { tinyTrioDir, writeModel } from '../fixtures/tiny';
 
@@ -54,7 +58,9 @@ async function cli(...args: string[]): Promise<{ code: number; stderr: string }>
   }
 }
 
-async function readOutput(outDir: string): Promise<Map<string, { header: SafetensorsHeader; bytes: Uint8Array }>> {
+async function readOutput(
+  outDir: string,
+): Promise<Map<string, { header: SafetensorsHeader; bytes: Uint8Array }>> {
   const files = (await readdir(outDir)).filter((f) => f.endsWith('.safetensors'));
   const out = new Map<string, { header: SafetensorsHeader; bytes: Uint8Array }>();
   for (const f of files) {
@@ -88,13 +94,18 @@ async function modelTensor(model: string, name: string): Promise<Float32Array> {
  * magnitude (stable: lower index first among equals), elect the sign of the weighted sum, average
  * the agreeing weighted deltas by their weights, add to the base. f32 at every step.
  */
-function tiesReference(base: Float32Array, models: { values: Float32Array; weight: number; density: number }[]) {
+function tiesReference(
+  base: Float32Array,
+  models: { values: Float32Array; weight: number; density: number }[],
+) {
   const f = Math.fround;
   const n = base.length;
   const weighted = models.map(({ values, weight, density }) => {
     const delta = Float32Array.from(values, (v, i) => f(v - base[i]));
     const k = Math.floor(density * n);
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => Math.abs(delta[b]) - Math.abs(delta[a]) || a - b);
+    const order = Array.from({ length: n }, (_, i) => i).sort(
+      (a, b) => Math.abs(delta[b]) - Math.abs(delta[a]) || a - b,
+    );
     const kept = new Float32Array(n);
     for (let j = 0; j < k; j++) kept[order[j]] = delta[order[j]];
     return { values: Float32Array.from(kept, (d) => f(d * weight)), weight };
@@ -153,7 +164,9 @@ describe('l2s-merge CLI on the tiny Qwen2 trio', () => {
     expect(config.num_hidden_layers).toBe(4);
     const recipeBack = parseRecipe(await readFile(join(out, 'mergekit_config.yml'), 'utf8'));
     expect(recipeBack).toEqual(parseRecipe(TIES_RECIPE));
-    expect(await readFile(join(out, 'tokenizer.json'))).toEqual(await readFile(join(dir, 'tiny-qwen-system1', 'tokenizer.json')));
+    expect(await readFile(join(out, 'tokenizer.json'))).toEqual(
+      await readFile(join(dir, 'tiny-qwen-system1', 'tokenizer.json')),
+    );
 
     const [[, { header }]] = [...(await readOutput(out))];
     const names = [...header.tensors.keys()];
@@ -256,7 +269,10 @@ describe('l2s-merge CLI on bad input', () => {
     const shard = join(folder, 'model-00002-of-00002.safetensors');
     const size = (await readFile(shard)).byteLength;
     await truncate(shard, size - 1000);
-    await writeFile(join(bad, 'r.yml'), DARE_RECIPE.replace('  - model: tiny-qwen-system2', '  - model: tiny-qwen-system2'));
+    await writeFile(
+      join(bad, 'r.yml'),
+      DARE_RECIPE.replace('  - model: tiny-qwen-system2', '  - model: tiny-qwen-system2'),
+    );
     const out = join(bad, 'out');
     const { code, stderr } = await cli(join(bad, 'r.yml'), out, '--quiet');
     expect(code).toBe(1);
@@ -286,7 +302,8 @@ describe('l2s-merge CLI on bad input', () => {
       },
       async close() {},
     }));
-    for (const t of kept) await writer.writeTensor(t.name, await readTensorBytes(bytesByteSource(st, 'x'), t));
+    for (const t of kept)
+      await writer.writeTensor(t.name, await readTensorBytes(bytesByteSource(st, 'x'), t));
     await writer.finish();
     reasoner.files.set('model.safetensors', Buffer.concat(parts));
     await writeModel(bad, reasoner);
@@ -302,7 +319,10 @@ describe('l2s-merge CLI on bad input', () => {
     const bad = join(dir, 'bad-shape');
     await mkdir(bad);
     await writeModel(bad, await makeTinyModel(TINY_TRIO[0]));
-    const wide = await makeTinyModel({ ...TINY_TRIO[2] }, { hiddenSize: 64, intermediateSize: 192, layers: 4, heads: 4, kvHeads: 2, vocabSize: 384 });
+    const wide = await makeTinyModel(
+      { ...TINY_TRIO[2] },
+      { hiddenSize: 64, intermediateSize: 192, layers: 4, heads: 4, kvHeads: 2, vocabSize: 384 },
+    );
     await writeModel(bad, wide);
     await writeFile(join(bad, 'r.yml'), DARE_RECIPE);
     const { code, stderr } = await cli(join(bad, 'r.yml'), join(bad, 'out'), '--quiet');
@@ -317,7 +337,7 @@ describe('l2s-merge CLI on bad input', () => {
     await mkdir(sub);
     await writeModel(sub, await makeTinyModel(TINY_TRIO[0]));
     await writeModel(sub, await makeTinyModel({ ...TINY_TRIO[2], extraVocab: 16 }));
-    await writeFile(join(sub, 'r.yml'), TIES_RECIPE.replace(/  - model: tiny-qwen-instruct\n.*\n/, ''));
+    await writeFile(join(sub, 'r.yml'), TIES_RECIPE.replace(/ {2}- model: tiny-qwen-instruct\n.*\n/, ''));
     const out = join(sub, 'out');
     const { code, stderr } = await cli(join(sub, 'r.yml'), out, '--quiet', '--device', 'cpu');
     expect(stderr).toBe('');
@@ -347,10 +367,19 @@ describe('l2s-merge CLI on bad input', () => {
 
 describe('the installed bin', () => {
   it('runs as `l2s-merge` from the built bundle', async () => {
-    if (!existsSync('dist/cli/main.js')) await run('npx', ['vite', 'build', '--config', 'vite.cli.config.ts']);
+    if (!existsSync('dist/cli/main.js'))
+      await run('npx', ['vite', 'build', '--config', 'vite.cli.config.ts']);
     const out = join(dir, 'out-bin');
-    const { stderr } = await run(process.execPath, ['bin/l2s-merge.mjs', join(dir, 'ties.yml'), out, '--device', 'cpu']);
+    const { stderr } = await run(process.execPath, [
+      'bin/l2s-merge.mjs',
+      join(dir, 'ties.yml'),
+      out,
+      '--device',
+      'cpu',
+    ]);
     expect(stderr).toMatch(/tensors/);
-    expect(await readFile(join(out, 'model.safetensors'))).toEqual(await readFile(join(dir, 'out-ties', 'model.safetensors')));
+    expect(await readFile(join(out, 'model.safetensors'))).toEqual(
+      await readFile(join(dir, 'out-ties', 'model.safetensors')),
+    );
   }, 120_000);
 });

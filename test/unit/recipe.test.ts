@@ -350,15 +350,13 @@ slices: null
     });
   });
 
-  it('takes a model path with @ whole in the mapping form, and a model reference as tokenizer_source', () => {
+  it('takes a model path with @ whole in the mapping form', () => {
     const recipe = parseRecipe(`merge_method: linear
 models:
   - model: {model: {path: "./runs/a@2"}}
     parameters: {weight: 1}
-tokenizer_source: o/tok
 `);
     expect(recipe.models[0].model).toBe('./runs/a@2');
-    expect(recipe.tokenizerSource).toBe('o/tok');
   });
 });
 
@@ -369,12 +367,17 @@ describe('refusals', () => {
     [
       'tokenizer_source: union',
       `${head}${oneModel}tokenizer_source: union\n`,
-      'r.yml:6: tokenizer_source: tokenizer_source: union (a merged vocabulary) is not supported; use base or a model reference',
+      'r.yml:6: tokenizer_source: tokenizer_source: union (a merged vocabulary) is not supported; use base',
+    ],
+    [
+      'tokenizer_source: another model',
+      `${head}${oneModel}tokenizer_source: o/a\n`,
+      'r.yml:6: tokenizer_source: tokenizer_source: "o/a" needs embeddings remapped to that vocabulary, which l2s-merge does not do; use tokenizer_source: base (or leave it out)',
     ],
     [
       'tokenizer block',
       `${head}${oneModel}tokenizer:\n  source: base\n`,
-      'r.yml:7: tokenizer: the tokenizer: block (vocabulary merging, added tokens) is not supported; use tokenizer_source: base or a model reference',
+      'r.yml:7: tokenizer: the tokenizer: block (vocabulary merging, added tokens) is not supported; use tokenizer_source: base',
     ],
     [
       'chat_template',
@@ -667,7 +670,7 @@ parameters:
     const texts = [
       `merge_method: dare_ties\nbase_model: ${BASE}\nmodels:\n  - model: ${R1}\n    parameters: {weight: 1.0, density: 0.7}\nparameters: {lambda: 1.0, normalize: yes}\ndtype: bf16\n`,
       'merge_method: linear\nmodels:\n  - model: "yes"\n    parameters: {weight: [0.1, 0.2, 0.3]}\n  - model: {model: {path: "a+b"}}\n    parameters: {weight: 0.5}\n',
-      'merge_method: slerp\nbase_model: o/b\nmodels: [{model: o/a}]\nparameters: {t: [{filter: self_attn, value: [0, 0.5, 1]}, {filter: "*", value: 0.5}]}\ntokenizer_source: o/a\n',
+      'merge_method: slerp\nbase_model: o/b\nmodels: [{model: o/a}]\nparameters: {t: [{filter: self_attn, value: [0, 0.5, 1]}, {filter: "*", value: 0.5}]}\ntokenizer_source: base\n',
     ];
     for (const text of texts) {
       const recipe = parseRecipe(text);
