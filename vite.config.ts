@@ -7,6 +7,9 @@ export default defineConfig({
     sourcemap: true,
   },
   worker: { format: 'es' },
+  // Browser tests set L2S_NO_HMR: a hot reload in the middle of a test (any source file saved)
+  // would restart the page and its merge.
+  server: { hmr: process.env.L2S_NO_HMR ? false : undefined },
   test: {
     include: ['test/unit/**/*.test.ts'],
     environment: 'node',

@@ -126,8 +126,7 @@ async function runCase(name, device) {
   } else {
     let backend = api.cpuBackend;
     if (device === 'gpu') {
-      const { selectBackend } = await import('../dist/cli/main.js');
-      backend = (await selectBackend('gpu', () => {})).backend;
+      backend = (await api.selectBackend('gpu', recipe.mergeMethod, () => {})).backend;
     }
     await api.runMerge({
       recipe,

@@ -1,20 +1,9 @@
-/** `--device`: where the merge math runs in Node. */
-import { cpuBackend, type MergeBackend } from '../engine/merge';
+/** `--device` in Node: the GPU through the optional `webgpu` package (Dawn), else the CPU. */
+import { type DeviceChoice, type SelectedBackend, selectBackend as select } from '../gpu/select-backend';
+import { nodeGpu } from '../node/webgpu';
 
-export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
+export type { DeviceChoice, SelectedBackend };
 
-export interface SelectedBackend {
-  backend: MergeBackend;
-  dispose(): void;
-}
-
-export async function selectBackend(
-  device: DeviceChoice,
-  notice: (line: string) => void,
-): Promise<SelectedBackend> {
-  if (device === 'cpu') return { backend: cpuBackend, dispose() {} };
-  const reason = 'the GPU backend is not built into this version';
-  if (device === 'gpu') throw new Error(`--device gpu: ${reason}`);
-  notice(`merging on the CPU (${reason})`);
-  return { backend: cpuBackend, dispose() {} };
+export function selectBackend(device: DeviceChoice, methodName: string, notice: (line: string) => void) {
+  return select(device, { methodName, gpu: () => nodeGpu(), notice, label: 'l2s-merge-cli' });
 }

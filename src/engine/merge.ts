@@ -3,7 +3,7 @@
  * Memory stays bounded: the tensor being merged and the next one being read are the only ones
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
-import { decodeToF32, encodeFromF32, type FloatDType, isFloatDType, torchDTypeName } from '../formats/dtype';
+import { DTYPE_BYTES, decodeToF32, encodeFromF32, type FloatDType, isFloatDType, torchDTypeName } from '../formats/dtype';
 import { readModelTensors } from '../formats/model-index';
 import { readTensorBytes } from '../formats/safetensors';
 import { ShardWriter } from '../formats/shard-writer';
@@ -34,6 +34,24 @@ export interface MergeProgress {
 export interface MergeBackend {
   readonly kind: 'cpu' | 'gpu';
   merge(method: MergeMethod, inputs: MergeInputs): Promise<Float32Array>;
+  /**
+   * Decode, merge and encode in one go from the tensors' stored bytes (a GPU backend does it all on
+   * the device and reads back only the result). Optional.
+   */
+  mergeBytes?(method: MergeMethod, inputs: RawMergeInputs): Promise<Uint8Array>;
+}
+
+/** One input as stored: little-endian bytes of a float dtype. */
+export interface RawModelTensor {
+  readonly model: string;
+  readonly bytes: Uint8Array;
+  readonly dtype: FloatDType;
+  readonly params: ModelTensor['params'];
+}
+
+export interface RawMergeInputs extends Omit<MergeInputs, 'tensors'> {
+  readonly tensors: readonly RawModelTensor[];
+  readonly outDtype: FloatDType;
 }
 
 export const cpuBackend: MergeBackend = {
@@ -286,22 +304,28 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       if (t.kind === 'copy') {
         bytes = loaded.bytes[0];
       } else {
-        const values = decodeInputs(loaded, recipe.dtype);
-        let merged: Float32Array;
         try {
-          merged = await mergeOne(method, active, plan, t, values, recipe, seed);
+          bytes = await computeTensor(method, active, plan, loaded, recipe, seed);
         } catch (e) {
           const cause = (e as Error).cause as Error | undefined;
-          if (active === (opts.fallbackBackend ?? cpuBackend) || cause?.name !== 'GpuDeviceLostError')
+          const fallback = opts.fallbackBackend ?? cpuBackend;
+          if (active === fallback || !cause) throw e;
+          if (cause.name === 'GpuDeviceLostError') {
+            // The GPU is gone (driver reset, sleep, another tab): finished tensors stay; go on elsewhere.
+            active = fallback;
+            log(`the GPU device was lost (${cause.message}); continuing on the ${fallback.kind.toUpperCase()} from tensor ${t.name}`);
+          } else if (cause.name === 'GpuLimitError' || cause.name === 'GpuUnsupportedMethodError') {
+            log(`tensor ${t.name} is merged on the ${fallback.kind.toUpperCase()}: ${cause.message}`);
+          } else {
             throw e;
-          // The GPU is gone (driver reset, another tab, sleep): finished tensors stay; go on elsewhere.
-          active = opts.fallbackBackend ?? cpuBackend;
-          log(
-            `the GPU device was lost (${cause.message}); continuing on the ${active.kind.toUpperCase()} from tensor ${t.name}`,
-          );
-          merged = await mergeOne(method, active, plan, t, values, recipe, seed);
+          }
+          if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
+            await streamTensor({ plan, method, tensor: t, recipe, seed, writer, checkAbort, report, streamElements });
+            await tensorWritten(i);
+            continue;
+          }
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed);
         }
-        bytes = encodeFromF32(merged, t.outDtype as FloatDType);
       }
       checkAbort();
       await writer.writeTensor(t.name, bytes);
@@ -461,47 +485,64 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   ctx.report(t, 0, 0, true);
 }
 
-async function mergeOne(
+/** Rows x keepCols top-left block of a row-major tensor, on raw bytes. */
+function cutSubmatrixBytes(bytes: Uint8Array, eltBytes: number, cols: number, rows: number, keepCols: number) {
+  if (keepCols === cols) return bytes.subarray(0, rows * cols * eltBytes);
+  const out = new Uint8Array(rows * keepCols * eltBytes);
+  const rowBytes = keepCols * eltBytes;
+  for (let r = 0; r < rows; r++) out.set(bytes.subarray(r * cols * eltBytes, r * cols * eltBytes + rowBytes), r * rowBytes);
+  return out;
+}
+
+/** The merged tensor's encoded bytes, on `backend`; errors name the method, tensor and files. */
+async function computeTensor(
   method: MergeMethod,
   backend: MergeBackend,
   plan: MergePlan,
-  t: TensorPlan,
-  values: Float32Array[],
+  loaded: LoadedTensor,
   recipe: MergeRecipe,
   seed: number,
-): Promise<Float32Array> {
+): Promise<Uint8Array> {
+  const t = loaded.plan;
   const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
-  const tensors: ModelTensor[] = t.inputs.map((input, i) => {
-    const reference = plan.models[input.modelIndex].reference;
-    return { model: reference, values: values[i], params: perModel.get(reference) ?? {} };
-  });
-  const inputs: MergeInputs = {
-    tensorName: t.name,
-    shape: t.shape,
-    tensors,
-    baseIndex: t.baseIndex,
-    params: global,
-    seed,
-  };
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const common = { tensorName: t.name, shape: t.shape, baseIndex: t.baseIndex, params: global, seed };
+  const outDtype = t.outDtype as FloatDType;
+  // The byte path needs inputs already in the working dtype (no rounding on the way in).
+  const raw =
+    backend.mergeBytes !== undefined && t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
   try {
-    const out = await backend.merge(method, inputs);
-    const expected = t.shape.reduce((a, b) => a * b, 1);
-    if (out.length !== expected) {
-      throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    if (raw) {
+      const tensors = t.inputs.map((input, i) => {
+        const info = input.tensor;
+        const eltBytes = DTYPE_BYTES[info.dtype];
+        const bytes = input.submatrix
+          ? cutSubmatrixBytes(loaded.bytes[i], eltBytes, info.shape[1], input.submatrix.rows, input.submatrix.cols)
+          : loaded.bytes[i];
+        return { model: models[i], bytes, dtype: info.dtype as FloatDType, params: perModel.get(models[i]) ?? {} };
+      });
+      const out = await backend.mergeBytes!(method, { ...common, tensors, outDtype });
+      if (out.byteLength !== t.byteLength) {
+        throw new Error(`the backend returned ${out.byteLength} bytes for ${t.byteLength}`);
+      }
+      return out;
     }
-    return out;
+    const values = decodeInputs(loaded, recipe.dtype);
+    const tensors: ModelTensor[] = values.map((v, i) => ({
+      model: models[i],
+      values: v,
+      params: perModel.get(models[i]) ?? {},
+    }));
+    const out = await backend.merge(method, { ...common, tensors });
+    const expected = elementCount(t.shape);
+    if (out.length !== expected) throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    return encodeFromF32(out, outDtype);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
-    const where = t.inputs
-      .map((input) => `${plan.models[input.modelIndex].reference}/${input.tensor.file}`)
-      .join(', ');
-    throw new MergeError(
-      `${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`,
-      t.name,
-      {
-        cause: e,
-      },
-    );
+    const where = t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`, t.name, {
+      cause: e,
+    });
   }
 }
 

@@ -11,3 +11,4 @@ export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
 export { folderResolver, modelFolder } from './model-folder';
 export { outputDir } from './output-dir';
+export { selectBackend } from '../cli/backend';

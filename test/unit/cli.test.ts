@@ -365,6 +365,31 @@ describe('l2s-merge CLI on bad input', () => {
   });
 });
 
+/** Node WebGPU (Dawn) with a software adapter where the machine has no GPU; see scripts/env.sh. */
+const gpuAvailable = await import('../../src/node/webgpu')
+  .then((m) => m.nodeAdapter())
+  .then(() => true)
+  .catch(() => false);
+
+describe.skipIf(!gpuAvailable)('l2s-merge --device gpu', () => {
+  for (const [name, recipe] of [
+    ['ties.yml', 'TIES'],
+    ['dare.yml', 'DARE-TIES'],
+  ] as const) {
+    it(`writes the bytes of --device cpu (${recipe})`, async () => {
+      const gpu = join(dir, `out-gpu-${name}`);
+      const cpu = join(dir, `out-cpu-${name}`);
+      const onGpu = await cli(join(dir, name), gpu, '--device', 'gpu', '--seed', '11', '--out-shard-size', '200K');
+      expect(onGpu.code, onGpu.stderr).toBe(0);
+      expect(onGpu.stderr).toMatch(/merging on the GPU/);
+      expect((await cli(join(dir, name), cpu, '--device', 'cpu', '--seed', '11', '--out-shard-size', '200K')).code).toBe(0);
+      const files = (await readdir(cpu)).sort();
+      expect((await readdir(gpu)).sort()).toEqual(files);
+      for (const f of files) expect(await readFile(join(gpu, f)), f).toEqual(await readFile(join(cpu, f)));
+    }, 120_000);
+  }
+});
+
 describe('the installed bin', () => {
   it('runs as `l2s-merge` from the built bundle', async () => {
     if (!existsSync('dist/cli/main.js'))

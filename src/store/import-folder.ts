@@ -1,0 +1,131 @@
+/**
+ * Importing a model folder the user picked or dropped: the files a merge needs are copied into the
+ * library chunk by chunk; anything else in the folder (READMEs, pickles, images) is left out.
+ */
+import type { ModelLibrary, ModelRecord, ModelSource } from './library';
+
+/** Files of a model folder the library keeps (top level of the folder only). */
+export function isModelFile(name: string): boolean {
+  if (name.includes('/')) return false;
+  return (
+    name === 'config.json' ||
+    name === 'generation_config.json' ||
+    name.endsWith('.safetensors') ||
+    name.endsWith('.safetensors.index.json') ||
+    name.startsWith('tokenizer') ||
+    name === 'vocab.json' ||
+    name === 'vocab.txt' ||
+    name === 'merges.txt' ||
+    name === 'special_tokens_map.json' ||
+    name === 'added_tokens.json' ||
+    name.startsWith('chat_template')
+  );
+}
+
+export interface FolderFile {
+  /** Path relative to the model folder. */
+  name: string;
+  blob: Blob;
+}
+
+export interface ImportProgress {
+  model: string;
+  file: string;
+  fileBytesDone: number;
+  fileBytes: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export class ImportError extends Error {
+  override name = 'ImportError';
+}
+
+export class ImportAbortedError extends Error {
+  override name = 'AbortError';
+  constructor(model: string) {
+    super(`import of ${model} was cancelled; nothing of it was kept`);
+  }
+}
+
+/**
+ * Splits what `<input webkitdirectory>` yields (`folder/sub/file`) into the folder's name and its
+ * files relative to it. Every file must be under one top-level folder.
+ */
+export function filesFromDirectoryInput(files: readonly File[]): { folder: string; files: FolderFile[] } {
+  if (files.length === 0) throw new ImportError('the chosen folder is empty');
+  const out: FolderFile[] = [];
+  let folder: string | undefined;
+  for (const file of files) {
+    const path = file.webkitRelativePath || file.name;
+    const slash = path.indexOf('/');
+    const top = slash < 0 ? '' : path.slice(0, slash);
+    if (folder === undefined) folder = top;
+    else if (folder !== top)
+      throw new ImportError(`choose one model folder at a time (got ${folder} and ${top})`);
+    out.push({ name: slash < 0 ? path : path.slice(slash + 1), blob: file });
+  }
+  return { folder: folder || 'model', files: out };
+}
+
+/** Checks that the kept files make a model: a config.json and at least one safetensors file. */
+export function selectModelFiles(folder: string, files: readonly FolderFile[]): FolderFile[] {
+  const kept = files.filter((f) => isModelFile(f.name));
+  if (!kept.some((f) => f.name === 'config.json')) {
+    throw new ImportError(
+      `${folder}: no config.json at the top of the folder; choose the model's own folder`,
+    );
+  }
+  if (!kept.some((f) => f.name.endsWith('.safetensors'))) {
+    throw new ImportError(
+      `${folder}: no *.safetensors file at the top of the folder (pytorch .bin weights are not supported; convert them to safetensors first)`,
+    );
+  }
+  return kept.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export async function importFolder(
+  library: ModelLibrary,
+  folder: string,
+  files: readonly FolderFile[],
+  opts: { signal?: AbortSignal; onProgress?: (p: ImportProgress) => void; source?: ModelSource } = {},
+): Promise<ModelRecord> {
+  const kept = selectModelFiles(folder, files);
+  const job = await library.beginImport({
+    name: folder,
+    source: opts.source ?? { kind: 'folder' },
+    resumable: false,
+    files: kept.map((f) => ({ name: f.name, size: f.blob.size })),
+  });
+  const bytesTotal = kept.reduce((s, f) => s + f.blob.size, 0);
+  let bytesDone = 0;
+  try {
+    for (const { name, blob } of kept) {
+      if (blob.size === 0) await job.completeEmptyFile(name);
+      for (let at = 0; at < blob.size; at += library.chunkBytes) {
+        if (opts.signal?.aborted) throw new ImportAbortedError(job.name);
+        // Copied into memory first: a Blob that still points at the user's file is stored by
+        // Chromium without counting it against the quota, and would break if the file changed.
+        const chunk = new Blob([
+          await blob.slice(at, Math.min(at + library.chunkBytes, blob.size)).arrayBuffer(),
+        ]);
+        await job.appendChunk(name, chunk);
+        bytesDone += chunk.size;
+        opts.onProgress?.({
+          model: job.name,
+          file: name,
+          fileBytesDone: at + chunk.size,
+          fileBytes: blob.size,
+          bytesDone,
+          bytesTotal,
+        });
+      }
+    }
+    if (opts.signal?.aborted) throw new ImportAbortedError(job.name);
+    return await job.finish();
+  } catch (e) {
+    // A storage-full error has already removed the import; anything else removes it here.
+    if (!(e instanceof Error && e.name === 'StorageFullError')) await job.abort().catch(() => undefined);
+    throw e;
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * <l2s-app>: the page. It owns the engine worker and the state every panel shows (library, storage,
+ * the recipe text, the last output); panels call the engine and announce changes with events.
+ */
+import { css, html, LitElement } from 'lit';
+import { customElement, state } from 'lit/decorators.js';
+import { DEFAULT_HUB_URL } from '../store/import-hub';
+import type { ModelRecord, PendingImport, StorageUse } from '../store/library';
+import { storageUse } from '../store/library';
+import { type Engine, newRunId, startEngine } from '../worker/client';
+import type { InterruptedRun, MergeOutcome } from '../worker/engine.worker';
+import type { OutputInfo } from '../worker/opfs-output';
+import { DEMO_RECIPE } from './demo-recipe';
+import './library-panel';
+import './import-panel';
+import './recipe-editor';
+import './run-panel';
+import './output-panel';
+
+/** Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?chunk=` (bytes per stored chunk). */
+function pageSettings(): { hubUrl: string; chunkBytes?: number } {
+  const params = new URLSearchParams(location.search);
+  const chunk = Number(params.get('chunk'));
+  return {
+    hubUrl: params.get('hub') || DEFAULT_HUB_URL,
+    chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
+  };
+}
+
+@customElement('l2s-app')
+export class L2sApp extends LitElement {
+  static override styles = css`
+    :host {
+      display: block;
+      font: 14px/1.45 system-ui, sans-serif;
+      color: #1d2330;
+      max-width: 1100px;
+      margin: 0 auto;
+      padding: 16px;
+    }
+    header {
+      display: flex;
+      align-items: baseline;
+      gap: 16px;
+      flex-wrap: wrap;
+      border-bottom: 1px solid #d8dce5;
+      margin-bottom: 12px;
+    }
+    h1 {
+      font-size: 20px;
+      margin: 8px 0;
+    }
+    .backend {
+      color: #4b5567;
+    }
+    .grid {
+      display: grid;
+      grid-template-columns: minmax(0, 1fr) minmax(0, 1fr);
+      gap: 16px;
+    }
+    @media (max-width: 800px) {
+      .grid {
+        grid-template-columns: 1fr;
+      }
+    }
+    button.demo {
+      font-size: 15px;
+      padding: 6px 14px;
+    }
+  `;
+
+  @state() private engine?: Engine;
+  @state() private models: ModelRecord[] = [];
+  @state() private pending: PendingImport[] = [];
+  @state() private storage?: StorageUse;
+  @state() private gpu?: { available: boolean; adapter?: string };
+  @state() private recipeText = '';
+  @state() private outputs: OutputInfo[] = [];
+  @state() private interrupted: InterruptedRun[] = [];
+  @state() private outputId?: string;
+  @state() private demoState: 'idle' | 'running' | 'error' = 'idle';
+  @state() private demoError = '';
+  private readonly settings = pageSettings();
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    const engine = startEngine();
+    this.engine = engine;
+    void (async () => {
+      await engine.api.configure({ chunkBytes: this.settings.chunkBytes });
+      await engine.api.cleanUp();
+      await this.refresh();
+      this.gpu = await engine.api.gpuStatus();
+    })();
+  }
+
+  private async refresh(): Promise<void> {
+    if (!this.engine) return;
+    const [models, pending, storage, outputs, interrupted] = await Promise.all([
+      this.engine.api.listModels(),
+      this.engine.api.pendingImports(),
+      storageUse(),
+      this.engine.api.listOutputs(),
+      this.engine.api.interruptedRuns(),
+    ]);
+    this.outputs = outputs;
+    this.interrupted = interrupted;
+    this.models = models;
+    this.pending = pending;
+    this.storage = storage;
+  }
+
+  private async loadDemo(): Promise<void> {
+    if (!this.engine) return;
+    this.demoState = 'running';
+    try {
+      await this.engine.api.loadDemo(newRunId());
+      await this.refresh();
+      this.recipeText = DEMO_RECIPE;
+      this.demoState = 'idle';
+    } catch (e) {
+      this.demoState = 'error';
+      this.demoError = (e as Error).message;
+    }
+  }
+
+  override render() {
+    const gpu = this.gpu;
+    return html`
+      <header>
+        <h1>l2s-merge</h1>
+        <span class="backend" data-testid="webgpu-status" data-webgpu=${gpu ? String(gpu.available) : 'unknown'}>
+          ${gpu === undefined ? 'Checking for WebGPU…' : gpu.available ? `WebGPU present (${gpu.adapter})` : 'No WebGPU: merges run on the CPU'}
+        </span>
+        <button class="demo" data-testid="demo" ?disabled=${this.demoState === 'running'} @click=${this.loadDemo}>
+          ${this.demoState === 'running' ? 'Loading the demo…' : 'Try the L2S demo'}
+        </button>
+        ${this.demoState === 'error' ? html`<span role="alert">${this.demoError}</span>` : ''}
+      </header>
+      <div class="grid">
+        <div>
+          <l2s-library-panel
+            .engine=${this.engine}
+            .models=${this.models}
+            .storage=${this.storage}
+            @library-changed=${this.refresh}
+          ></l2s-library-panel>
+          <l2s-import-panel
+            .engine=${this.engine}
+            .pending=${this.pending}
+            .hubUrl=${this.settings.hubUrl}
+            @library-changed=${this.refresh}
+          ></l2s-import-panel>
+        </div>
+        <div>
+          <l2s-recipe-editor
+            .models=${this.models}
+            .text=${this.recipeText}
+            @recipe-change=${(e: CustomEvent<string>) => {
+              this.recipeText = e.detail;
+            }}
+          ></l2s-recipe-editor>
+          <l2s-run-panel
+            .engine=${this.engine}
+            .recipeText=${this.recipeText}
+            .interrupted=${this.interrupted}
+            @interrupted-changed=${this.refresh}
+            @merge-started=${() => {
+              this.outputId = undefined;
+            }}
+            @merge-done=${(e: CustomEvent<MergeOutcome>) => {
+              this.outputId = e.detail.outputId;
+              void this.refresh();
+            }}
+          ></l2s-run-panel>
+          <l2s-output-panel
+            .engine=${this.engine}
+            .outputId=${this.outputId}
+            .outputs=${this.outputs}
+            @output-select=${(e: CustomEvent<string | undefined>) => {
+              this.outputId = e.detail;
+            }}
+            @outputs-changed=${this.refresh}
+            @library-changed=${this.refresh}
+          ></l2s-output-panel>
+        </div>
+      </div>
+    `;
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'l2s-app': L2sApp;
+  }
+}

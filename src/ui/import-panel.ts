@@ -1,0 +1,323 @@
+/**
+ * <l2s-import-panel>: brings models into the library from a local folder (picker or drag and drop)
+ * or from the Hugging Face hub, with per-file progress; lists hub downloads that can be resumed.
+ */
+import { css, html, LitElement } from 'lit';
+import { customElement, property, state } from 'lit/decorators.js';
+import { formatBytes } from '../formats/size';
+import { type FolderFile, filesFromDirectoryInput, type ImportProgress } from '../store/import-folder';
+import type { PendingImport } from '../store/library';
+import { callback, type Engine, newRunId } from '../worker/client';
+import { panelStyles } from './panel-styles';
+
+type ImportState = 'idle' | 'running' | 'done' | 'error';
+
+/** The files directly inside a dropped folder (a model's files are at its top level). */
+async function filesOfDroppedFolder(entry: FileSystemDirectoryEntry): Promise<FolderFile[]> {
+  const reader = entry.createReader();
+  const entries: FileSystemEntry[] = [];
+  // readEntries returns at most ~100 entries per call; an empty batch means the end.
+  for (;;) {
+    const batch = await new Promise<FileSystemEntry[]>((resolve, reject) =>
+      reader.readEntries(resolve, reject),
+    );
+    if (batch.length === 0) break;
+    entries.push(...batch);
+  }
+  const files: FolderFile[] = [];
+  for (const e of entries) {
+    if (!e.isFile) continue;
+    const file = await new Promise<File>((resolve, reject) =>
+      (e as FileSystemFileEntry).file(resolve, reject),
+    );
+    files.push({ name: e.name, blob: file });
+  }
+  return files;
+}
+
+@customElement('l2s-import-panel')
+export class L2sImportPanel extends LitElement {
+  static override styles = [
+    panelStyles,
+    css`
+      .drop {
+        border: 2px dashed #b8c0d0;
+        border-radius: 8px;
+        padding: 10px;
+        text-align: center;
+        margin: 6px 0;
+      }
+      .drop.over {
+        border-color: #3163d8;
+        background: #eef3ff;
+      }
+      fieldset {
+        border: 1px solid #e0e4ec;
+        border-radius: 6px;
+        margin: 8px 0;
+      }
+      .row {
+        display: flex;
+        gap: 6px;
+        flex-wrap: wrap;
+        align-items: center;
+      }
+      .files {
+        font-size: 12px;
+        font-variant-numeric: tabular-nums;
+      }
+    `,
+  ];
+
+  @property({ attribute: false }) engine?: Engine;
+  @property({ attribute: false }) pending: PendingImport[] = [];
+  @property() hubUrl = 'https://huggingface.co';
+  @state() private state: ImportState = 'idle';
+  @state() private message = '';
+  @state() private dragOver = false;
+  @state() private repo = '';
+  @state() private revision = 'main';
+  /** Kept only in this component's memory: never stored or logged. */
+  @state() private accessToken = '';
+  /** Per-file progress of the import under way. */
+  @state() private fileProgress = new Map<string, { done: number; size: number }>();
+  @state() private total = { done: 0, size: 0 };
+  private runId?: string;
+
+  private changed(): void {
+    this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
+  }
+
+  private onProgress = (p: ImportProgress): void => {
+    const next = new Map(this.fileProgress);
+    next.set(p.file, { done: p.fileBytesDone, size: p.fileBytes });
+    this.fileProgress = next;
+    this.total = { done: p.bytesDone, size: p.bytesTotal };
+  };
+
+  private async run(label: string, work: (runId: string) => Promise<{ name: string }>): Promise<void> {
+    if (this.state === 'running') return;
+    this.state = 'running';
+    this.message = label;
+    this.fileProgress = new Map();
+    this.total = { done: 0, size: 0 };
+    this.runId = newRunId();
+    try {
+      const record = await work(this.runId);
+      this.state = 'done';
+      this.message = `Imported ${record.name}.`;
+    } catch (e) {
+      const error = e as Error;
+      this.state = error.name === 'AbortError' ? 'idle' : 'error';
+      this.message = error.name === 'AbortError' ? 'Import cancelled.' : error.message;
+    } finally {
+      this.runId = undefined;
+      this.changed();
+    }
+  }
+
+  private importFiles(folder: string, files: FolderFile[]): Promise<void> {
+    const engine = this.engine;
+    if (!engine) return Promise.resolve();
+    return this.run(`Importing ${folder}…`, (runId) =>
+      engine.api.importFolder(runId, folder, files, callback(this.onProgress)),
+    );
+  }
+
+  private async onFolderChosen(e: Event): Promise<void> {
+    const input = e.target as HTMLInputElement;
+    const chosen = [...(input.files ?? [])];
+    input.value = '';
+    try {
+      const { folder, files } = filesFromDirectoryInput(chosen);
+      await this.importFiles(folder, files);
+    } catch (error) {
+      this.state = 'error';
+      this.message = (error as Error).message;
+    }
+  }
+
+  private async onDrop(e: DragEvent): Promise<void> {
+    e.preventDefault();
+    this.dragOver = false;
+    const entries = [...(e.dataTransfer?.items ?? [])]
+      .map((item) => item.webkitGetAsEntry())
+      .filter((x): x is FileSystemEntry => x !== null);
+    const folders = entries.filter((x): x is FileSystemDirectoryEntry => x.isDirectory);
+    if (folders.length === 0) {
+      this.state = 'error';
+      this.message = 'Drop a model folder (the folder itself, holding config.json and *.safetensors).';
+      return;
+    }
+    for (const folder of folders) await this.importFiles(folder.name, await filesOfDroppedFolder(folder));
+  }
+
+  private importHub(e: Event): Promise<void> {
+    e.preventDefault();
+    const engine = this.engine;
+    const repo = this.repo.trim();
+    if (!engine || !repo) return Promise.resolve();
+    return this.run(`Downloading ${repo}…`, (runId) =>
+      engine.api.importHub(
+        runId,
+        {
+          repo,
+          revision: this.revision.trim() || 'main',
+          hubUrl: this.hubUrl,
+          accessToken: this.accessToken || undefined,
+        },
+        callback(this.onProgress),
+      ),
+    );
+  }
+
+  private resume(p: PendingImport): Promise<void> {
+    const engine = this.engine;
+    if (!engine) return Promise.resolve();
+    return this.run(`Resuming ${p.name}…`, (runId) =>
+      engine.api.resumeHub(
+        runId,
+        p.id,
+        { hubUrl: this.hubUrl, accessToken: this.accessToken || undefined },
+        callback(this.onProgress),
+      ),
+    );
+  }
+
+  private async discard(p: PendingImport): Promise<void> {
+    await this.engine?.api.discardImport(p.id);
+    this.changed();
+  }
+
+  private cancel(): void {
+    if (this.runId) void this.engine?.api.cancel(this.runId);
+  }
+
+  private renderProgress() {
+    if (this.state !== 'running' || this.fileProgress.size === 0) return '';
+    return html`
+      <progress data-testid="import-progress" max=${this.total.size} .value=${this.total.done}></progress>
+      <table class="files">
+        ${[...this.fileProgress].map(
+          ([name, p]) => html`<tr>
+            <td>${name}</td>
+            <td>${formatBytes(p.done)} / ${formatBytes(p.size)}</td>
+            <td><progress max=${p.size} .value=${p.done}></progress></td>
+          </tr>`,
+        )}
+      </table>
+    `;
+  }
+
+  override render() {
+    const running = this.state === 'running';
+    return html`
+      <section>
+        <h2>Import</h2>
+        <div
+          class="drop ${this.dragOver ? 'over' : ''}"
+          @dragover=${(e: DragEvent) => {
+            e.preventDefault();
+            this.dragOver = true;
+          }}
+          @dragleave=${() => {
+            this.dragOver = false;
+          }}
+          @drop=${this.onDrop}
+        >
+          Drop a model folder here, or
+          <label
+            >choose one:
+            <input
+              type="file"
+              webkitdirectory
+              data-testid="import-folder"
+              ?disabled=${running}
+              @change=${this.onFolderChosen}
+          /></label>
+          <div class="hint">Kept: config.json, *.safetensors and their index, tokenizer files, generation_config.json.</div>
+        </div>
+        <form @submit=${this.importHub}>
+          <fieldset>
+            <legend>From the Hugging Face hub</legend>
+            <div class="row">
+              <input
+                type="text"
+                data-testid="hub-repo"
+                placeholder="owner/model, e.g. Qwen/Qwen2.5-Math-1.5B"
+                size="36"
+                .value=${this.repo}
+                @input=${(e: Event) => {
+                  this.repo = (e.target as HTMLInputElement).value;
+                }}
+              />
+              <input
+                type="text"
+                data-testid="hub-revision"
+                size="8"
+                title="Revision: branch, tag or commit"
+                .value=${this.revision}
+                @input=${(e: Event) => {
+                  this.revision = (e.target as HTMLInputElement).value;
+                }}
+              />
+              <button type="submit" data-testid="hub-import" ?disabled=${running}>Download</button>
+            </div>
+            <label
+              >Access token (gated repos; kept in this tab's memory only):
+              <input
+                type="password"
+                data-testid="hub-token"
+                autocomplete="off"
+                .value=${this.accessToken}
+                @input=${(e: Event) => {
+                  this.accessToken = (e.target as HTMLInputElement).value;
+                }}
+            /></label>
+            <label
+              >Hub URL:
+              <input
+                type="url"
+                data-testid="hub-url"
+                size="30"
+                .value=${this.hubUrl}
+                @change=${(e: Event) => {
+                  this.hubUrl = (e.target as HTMLInputElement).value.replace(/\/+$/, '');
+                }}
+            /></label>
+          </fieldset>
+        </form>
+        ${
+          this.pending.length
+            ? html`<h3>Unfinished downloads</h3>
+              <ul>
+                ${this.pending.map((p) => {
+                  const done = p.files.reduce((s, f) => s + f.bytesDone, 0);
+                  const size = p.files.reduce((s, f) => s + f.size, 0);
+                  return html`<li data-testid="pending-import" data-name=${p.name}>
+                    ${p.name}: ${formatBytes(done)} of ${formatBytes(size)}
+                    ${
+                      p.resumable
+                        ? html`<button data-testid="hub-resume" ?disabled=${running} @click=${() => this.resume(p)}>Resume</button>`
+                        : ''
+                    }
+                    <button ?disabled=${running} @click=${() => this.discard(p)}>Discard</button>
+                  </li>`;
+                })}
+              </ul>`
+            : ''
+        }
+        <p data-testid="import-status" data-state=${this.state} class=${this.state === 'error' ? 'error' : ''}>${this.message}${
+          running ? html` <button data-testid="import-cancel" @click=${this.cancel}>Cancel</button>` : ''
+        }</p>
+        ${this.renderProgress()}
+      </section>
+    `;
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'l2s-import-panel': L2sImportPanel;
+  }
+}

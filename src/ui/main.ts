@@ -1,0 +1,2 @@
+/** Page entry: registers <l2s-app> and its panels. */
+import './app';

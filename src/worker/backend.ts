@@ -1,0 +1,14 @@
+/** Where the worker's merge math runs: `navigator.gpu` when it gives a device, else the CPU. */
+import { type DeviceChoice, type SelectedBackend, selectBackend } from '../gpu/select-backend';
+
+export type BackendChoice = DeviceChoice;
+export type { SelectedBackend };
+export { BackendUnavailableError } from '../gpu/select-backend';
+
+export function selectWorkerBackend(
+  choice: BackendChoice,
+  methodName: string,
+  notice: (line: string) => void,
+): Promise<SelectedBackend> {
+  return selectBackend(choice, { methodName, notice, label: 'l2s-worker' });
+}

@@ -1,0 +1,481 @@
+/**
+ * The engine and the model library in a module Web Worker, so the page never blocks.
+ *
+ * comlink cannot carry an AbortSignal, so every long call takes a run id and `cancel(runId)` aborts
+ * it; progress callbacks arrive as comlink proxies. Errors keep their `name` across the boundary
+ * (comlink copies it), and the page branches on it.
+ *
+ * Merges are journaled (run-journal.ts) so that a run cut short by a reload or a crash resumes
+ * from its last finished tensor. A run under way holds a Web Lock named after it: the lock goes
+ * when its worker goes, so another tab (or this one after a reload) can tell a run that is still
+ * going from one that was cut short.
+ */
+import * as Comlink from 'comlink';
+import { makeTinyTrio } from '../demo/tiny-qwen';
+import type { ModelResolver } from '../engine/io';
+import { type MergeProgress, prepareMerge, runMerge } from '../engine/merge';
+import type { MergePlan } from '../plan/plan';
+import { parseRecipe } from '../recipe';
+import type { MergeRecipe } from '../recipe/recipe';
+import { type FolderFile, type ImportProgress, importFolder } from '../store/import-folder';
+import { importFromHub, resumeHubImport } from '../store/import-hub';
+import { idbKeyValueStore } from '../store/kv';
+import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
+import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
+import {
+  createOpfsOutput,
+  deleteOutput,
+  listOutputs,
+  type OpfsOutput,
+  openOpfsOutput,
+  outputDirectoryState,
+  outputFiles,
+  partialRunFiles,
+  removeAbandonedRuns,
+  removePartialRun,
+} from './opfs-output';
+import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
+
+export interface MergeRequest {
+  recipeText: string;
+  seed: number;
+  outShardSize?: number;
+  device: BackendChoice;
+}
+
+export interface MergeProgressEvent {
+  tensorsDone: number;
+  tensorsTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+  tensor?: string;
+  /** Since this run (or this resumption) began. */
+  elapsedMs: number;
+  /** Output bytes that were already written when this run began (non-zero when resumed). */
+  bytesResumed: number;
+}
+
+export interface MergeOutcome {
+  outputId: string;
+  files: { name: string; size: number }[];
+  tensors: number;
+  bytesWritten: number;
+  backend: 'cpu' | 'gpu';
+  elapsedMs: number;
+}
+
+export interface HubRequest {
+  repo: string;
+  revision: string;
+  hubUrl: string;
+  /** Held only for this call. */
+  accessToken?: string;
+}
+
+/** An interrupted merge that cannot continue; its partial output has been discarded. */
+export class ResumeError extends Error {
+  override name = 'ResumeError';
+}
+
+/** The run is going on in another tab (it holds the run's lock). */
+export class RunInUseError extends Error {
+  override name = 'RunInUseError';
+}
+
+/** A merge cut short by a reload or a crash, as its journal recorded it. */
+export type InterruptedRun = RunJournalRecord;
+
+let library = new ModelLibrary(idbKeyValueStore());
+const journal = new RunJournal();
+const runs = new Map<string, AbortController>();
+/** Progress events are sent at most this often; a tensor of a tiny model takes microseconds. */
+const PROGRESS_INTERVAL_MS = 100;
+
+function throttle<T>(send: ((value: T) => void) | undefined): { push(value: T): void; flush(): void } {
+  let last = 0;
+  let pending: T | undefined;
+  return {
+    push(value) {
+      pending = value;
+      const now = performance.now();
+      if (now - last >= PROGRESS_INTERVAL_MS) {
+        last = now;
+        send?.(value);
+        pending = undefined;
+      }
+    },
+    flush() {
+      if (pending !== undefined) send?.(pending);
+      pending = undefined;
+    },
+  };
+}
+
+async function withRun<T>(runId: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (runs.has(runId)) throw new Error(`run ${runId} is already under way`);
+  const controller = new AbortController();
+  runs.set(runId, controller);
+  try {
+    return await work(controller.signal);
+  } finally {
+    runs.delete(runId);
+  }
+}
+
+const libraryResolver: ModelResolver = async (reference) => {
+  try {
+    return await library.openModel({ name: reference });
+  } catch (e) {
+    if (e instanceof ModelNotFoundError) {
+      throw new ModelNotFoundError(`${e.message}. Import ${reference} (folder or hub) before merging.`);
+    }
+    throw e;
+  }
+};
+
+const RUN_LOCK_PREFIX = 'l2s-merge-run:';
+
+/** Runs `work` holding the run's lock; refuses when another tab holds it. */
+async function holdingRunLock<T>(runId: string, work: () => Promise<T>): Promise<T> {
+  return navigator.locks.request(RUN_LOCK_PREFIX + runId, { ifAvailable: true }, async (lock) => {
+    if (!lock)
+      throw new RunInUseError(`the merge ${runId} is running in another tab; finish or cancel it there`);
+    return work();
+  }) as Promise<T>;
+}
+
+/** Runs under way anywhere in this origin (any tab, any worker). */
+async function lockedRunIds(): Promise<Set<string>> {
+  const { held = [] } = await navigator.locks.query();
+  return new Set(
+    held
+      .map((l) => l.name ?? '')
+      .filter((name) => name.startsWith(RUN_LOCK_PREFIX))
+      .map((name) => name.slice(RUN_LOCK_PREFIX.length)),
+  );
+}
+
+/** The library models a plan reads, with their ids, so a resumption can tell a replaced model. */
+async function planModels(plan: MergePlan): Promise<RunJournalRecord['models']> {
+  const inLibrary = await library.list();
+  return plan.models.map((m) => {
+    const found = inLibrary.find((r) => r.name === m.reference);
+    if (!found) throw new ModelNotFoundError(`model '${m.reference}' is not in the library`);
+    return { name: m.reference, id: found.id };
+  });
+}
+
+/**
+ * Why an interrupted run cannot continue, or undefined when it can: every model it read is still in
+ * the library as it was, the plan is the same, and the partial shards hold at least the bytes of the
+ * tensors the journal counts as written.
+ */
+async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Promise<string | undefined> {
+  const inLibrary = await library.list();
+  for (const m of record.models) {
+    const found = inLibrary.find((r) => r.name === m.name);
+    if (!found) return `model '${m.name}' is no longer in the library`;
+    if (found.id !== m.id) return `model '${m.name}' was replaced in the library after the merge began`;
+  }
+  const { plan } = await prepareMerge(recipe, libraryResolver, record.outShardSize);
+  if (plan.tensors.length !== record.tensorsTotal) {
+    return `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`;
+  }
+  const files = await partialRunFiles(record.runId);
+  if (!files) return 'its partial output is gone from the browser storage';
+  return partialOutputShortfall(plan.layout, record.tensorsDone, new Map(files.map((f) => [f.name, f.size])));
+}
+
+async function discardInterrupted(runId: string): Promise<void> {
+  // An output folder beside a partial one is a commit cut short (files half moved): not finished.
+  if (await partialRunFiles(runId)) await deleteOutput(runId);
+  await removePartialRun(runId);
+  await journal.remove(runId);
+}
+
+/**
+ * Runs a journaled merge into `output` from `record.tensorsDone`. The record is kept up to date
+ * after each tensor and removed when the run ends here in any way: on commit, and on cancel or
+ * error, where the engine has already discarded the output. Only a run cut off with its worker
+ * (reload, crash) leaves its record behind.
+ */
+async function journaledMerge(
+  record: RunJournalRecord,
+  recipe: MergeRecipe,
+  output: OpfsOutput,
+  selected: SelectedBackend,
+  signal: AbortSignal,
+  onProgress?: (p: MergeProgressEvent) => void,
+  onLog?: (line: string) => void,
+): Promise<MergeOutcome> {
+  const progress = throttle(onProgress);
+  const started = performance.now();
+  let bytesResumed: number | undefined;
+  const forward = (p: MergeProgress) => {
+    bytesResumed ??= p.bytesDone;
+    progress.push({
+      tensorsDone: p.tensorsDone,
+      tensorsTotal: p.tensorsTotal,
+      bytesDone: p.bytesDone,
+      bytesTotal: p.bytesTotal,
+      tensor: p.tensor,
+      elapsedMs: p.elapsedMs,
+      bytesResumed,
+    });
+  };
+  try {
+    const result = await runMerge({
+      recipe,
+      resolveModel: libraryResolver,
+      output,
+      seed: record.seed,
+      outShardSize: record.outShardSize,
+      backend: selected.backend,
+      signal,
+      resume: record.tensorsDone > 0 ? { tensorsDone: record.tensorsDone } : undefined,
+      onTensorWritten: (n) => journal.setTensorsDone(record.runId, n),
+      onProgress: forward,
+      onLog,
+    });
+    progress.flush();
+    const files = (await outputFiles(output.id)).map((f) => ({ name: f.name, size: f.size }));
+    return {
+      outputId: output.id,
+      files,
+      tensors: result.tensors,
+      bytesWritten: result.bytesWritten,
+      backend: result.backend,
+      elapsedMs: performance.now() - started,
+    };
+  } finally {
+    selected.dispose();
+    // A record left by a failed delete points at no partial output; cleanUp drops it later.
+    await journal.remove(record.runId).catch(() => undefined);
+  }
+}
+
+const api = {
+  /** Chunk size for new imports (tests use small chunks to exercise boundaries and resumption). */
+  async configure(options: { chunkBytes?: number }): Promise<void> {
+    library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
+  },
+
+  /**
+   * Leftovers from a closed tab: partial runs nothing can resume (no journal record), journal
+   * records whose partial output is gone, folder imports that cannot continue.
+   */
+  async cleanUp(): Promise<{ runs: string[]; keys: number }> {
+    const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
+    const records = await journal.list();
+    const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
+    for (const r of records) {
+      if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
+    }
+    return { runs: removed, keys: await library.removeAbandoned() };
+  },
+
+  listModels: () => library.list(),
+  pendingImports: () => library.pendingImports(),
+  deleteModel: (id: string) => library.delete(id),
+  discardImport: async (id: string) => (await library.resumeImport(id)).abort(),
+
+  async importFolder(
+    runId: string,
+    folder: string,
+    files: FolderFile[],
+    onProgress?: (p: ImportProgress) => void,
+  ): Promise<ModelRecord> {
+    const progress = throttle(onProgress);
+    return withRun(runId, (signal) =>
+      importFolder(library, folder, files, { signal, onProgress: (p) => progress.push(p) }).finally(() =>
+        progress.flush(),
+      ),
+    );
+  },
+
+  async importHub(
+    runId: string,
+    request: HubRequest,
+    onProgress?: (p: ImportProgress) => void,
+  ): Promise<ModelRecord> {
+    const progress = throttle(onProgress);
+    return withRun(runId, (signal) =>
+      importFromHub(library, request.repo, request.revision, {
+        hubUrl: request.hubUrl,
+        accessToken: request.accessToken,
+        signal,
+        onProgress: (p) => progress.push(p),
+      }).finally(() => progress.flush()),
+    );
+  },
+
+  async resumeHub(
+    runId: string,
+    importId: string,
+    access: { hubUrl: string; accessToken?: string },
+    onProgress?: (p: ImportProgress) => void,
+  ): Promise<ModelRecord> {
+    const progress = throttle(onProgress);
+    return withRun(runId, (signal) =>
+      resumeHubImport(library, importId, { ...access, signal, onProgress: (p) => progress.push(p) }).finally(
+        () => progress.flush(),
+      ),
+    );
+  },
+
+  /** The built-in tiny models (generated deterministically) and a TIES recipe over them. */
+  async loadDemo(runId: string): Promise<{ models: string[] }> {
+    return withRun(runId, async (signal) => {
+      const present = new Set((await library.list()).map((m) => m.name));
+      const names: string[] = [];
+      for (const model of await makeTinyTrio()) {
+        names.push(model.name);
+        if (present.has(model.name)) continue;
+        const files = [...model.files].map(([name, bytes]) => ({
+          name,
+          blob: new Blob([bytes as BlobPart]),
+        }));
+        await importFolder(library, model.name, files, { signal });
+      }
+      return { models: names };
+    });
+  },
+
+  async gpuStatus(): Promise<{ available: boolean; adapter?: string }> {
+    if (!('gpu' in navigator) || !navigator.gpu) return { available: false };
+    const adapter = await navigator.gpu.requestAdapter().catch(() => null);
+    if (!adapter) return { available: false };
+    const info = adapter.info;
+    return {
+      available: true,
+      adapter: [info.vendor, info.architecture].filter(Boolean).join(' ') || 'unknown',
+    };
+  },
+
+  async merge(
+    runId: string,
+    request: MergeRequest,
+    onProgress?: (p: MergeProgressEvent) => void,
+    onLog?: (line: string) => void,
+  ): Promise<MergeOutcome> {
+    return withRun(runId, (signal) =>
+      holdingRunLock(runId, async () => {
+        const recipe = parseRecipe(request.recipeText, 'recipe');
+        const { plan } = await prepareMerge(recipe, libraryResolver, request.outShardSize);
+        const record: RunJournalRecord = {
+          runId,
+          recipeText: request.recipeText,
+          seed: request.seed,
+          device: request.device,
+          outShardSize: request.outShardSize,
+          startedAt: Date.now(),
+          tensorsDone: 0,
+          tensorsTotal: plan.tensors.length,
+          models: await planModels(plan),
+        };
+        const selected = await selectWorkerBackend(request.device, recipe.mergeMethod, (line) =>
+          onLog?.(line),
+        );
+        let output: OpfsOutput;
+        try {
+          output = await createOpfsOutput(runId);
+          await journal.begin(record);
+        } catch (e) {
+          selected.dispose();
+          await removePartialRun(runId);
+          throw e;
+        }
+        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+      }),
+    );
+  },
+
+  /** Merges cut short by a reload or a crash that can be resumed or discarded, oldest first. */
+  async interruptedRuns(): Promise<InterruptedRun[]> {
+    const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
+    const found: InterruptedRun[] = [];
+    for (const record of await journal.list()) {
+      if (active.has(record.runId)) continue;
+      if (await partialRunFiles(record.runId)) found.push(record);
+    }
+    return found;
+  },
+
+  /**
+   * Continues an interrupted merge from its last finished tensor into the same output; the result
+   * is the same as an uninterrupted run's. When the run cannot continue (a model was deleted or
+   * replaced, the partial files are short or gone) its leftovers are discarded and a ResumeError
+   * says why.
+   */
+  async resume(
+    runId: string,
+    onProgress?: (p: MergeProgressEvent) => void,
+    onLog?: (line: string) => void,
+  ): Promise<MergeOutcome> {
+    return withRun(runId, (signal) =>
+      holdingRunLock(runId, async () => {
+        const record = await journal.get(runId);
+        if (!record) throw new ResumeError(`there is no interrupted merge ${runId} to resume`);
+        const cannot = async (why: string): Promise<never> => {
+          await discardInterrupted(runId);
+          throw new ResumeError(
+            `the interrupted merge cannot continue: ${why}. Its partial output was discarded; run the merge again.`,
+          );
+        };
+        let recipe: MergeRecipe;
+        let obstacle: string | undefined;
+        try {
+          recipe = parseRecipe(record.recipeText, 'recipe');
+          obstacle = await resumeObstacle(record, recipe);
+        } catch (e) {
+          return cannot((e as Error).message);
+        }
+        if (obstacle) return cannot(obstacle);
+        // A backend that is missing now may come back (another tab held the GPU): keep the run.
+        const selected = await selectWorkerBackend(record.device, recipe.mergeMethod, (line) =>
+          onLog?.(line),
+        );
+        let output: OpfsOutput;
+        try {
+          output = await openOpfsOutput(runId);
+        } catch (e) {
+          selected.dispose();
+          return cannot((e as Error).message);
+        }
+        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+      }),
+    );
+  },
+
+  /** Deletes an interrupted merge's partial output and its journal record. */
+  async discardRun(runId: string): Promise<void> {
+    if (runs.has(runId)) throw new RunInUseError(`the merge ${runId} is under way; cancel it instead`);
+    await holdingRunLock(runId, () => discardInterrupted(runId));
+  },
+
+  cancel(runId: string): void {
+    runs.get(runId)?.abort();
+  },
+
+  listOutputs,
+  deleteOutput,
+  outputDirectoryState,
+
+  /** Copies a finished output into the library as a model (source: merge). */
+  async addOutputToLibrary(runId: string, outputId: string, name: string): Promise<ModelRecord> {
+    return withRun(runId, async (signal) => {
+      const files = await outputFiles(outputId);
+      const recipe = await files.find((f) => f.name === 'mergekit_config.yml')?.text();
+      return importFolder(
+        library,
+        name,
+        files.map((f) => ({ name: f.name, blob: f })),
+        { signal, source: { kind: 'merge', recipe } },
+      );
+    });
+  },
+};
+
+export type EngineApi = typeof api;
+
+Comlink.expose(api);

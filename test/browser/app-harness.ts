@@ -1,0 +1,142 @@
+/**
+ * What the app's browser tests share: a fresh persistent Chromium profile per test (real IndexedDB
+ * and OPFS quotas), tiny model folders on disk, and steps that drive the page through its
+ * data-testid contract.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { type BrowserContext, test as base, chromium, expect, type Page } from '@playwright/test';
+
+export { expect };
+
+const run = promisify(execFile);
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const BASE_URL = 'http://127.0.0.1:5174';
+
+/** The browser as playwright.config.ts chooses it: $L2S_CHROMIUM, Playwright's own, Debian's. */
+function chromiumPath(): string | undefined {
+  if (process.env.L2S_CHROMIUM) return process.env.L2S_CHROMIUM;
+  if (existsSync(chromium.executablePath())) return undefined;
+  return existsSync('/usr/bin/chromium') ? '/usr/bin/chromium' : undefined;
+}
+
+export const test = base.extend<{ context: BrowserContext; page: Page; profileDir: string }>({
+  // biome-ignore lint/correctness/noEmptyPattern: Playwright fixtures take their dependencies by destructuring.
+  profileDir: async ({}, use) => {
+    const dir = await mkdtemp(join(tmpdir(), 'l2s-profile-'));
+    await use(dir);
+    await rm(dir, { recursive: true, force: true });
+  },
+  context: async ({ profileDir }, use) => {
+    const context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: chromiumPath(),
+      args: ['--enable-unsafe-webgpu'],
+      acceptDownloads: true,
+      baseURL: BASE_URL,
+      viewport: { width: 1200, height: 900 },
+    });
+    await use(context);
+    await context.close();
+  },
+  page: async ({ context }, use) => {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await use(page);
+  },
+});
+
+/** Opens the app and waits until the engine worker has listed the library. */
+export async function openApp(page: Page, query = ''): Promise<void> {
+  await page.goto(`/${query}`);
+  await expect(page.getByTestId('storage-use')).toContainText('used of', { timeout: 30_000 });
+}
+
+export async function importFolder(page: Page, folder: string): Promise<void> {
+  await page.getByTestId('import-folder').setInputFiles(folder);
+  const status = page.getByTestId('import-status');
+  // The status still shows the previous import until this one starts.
+  await expect(status).toContainText(basename(folder), { timeout: 60_000 });
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+}
+
+export async function libraryNames(page: Page): Promise<string[]> {
+  const rows = page.getByTestId('library-model');
+  return rows.evaluateAll((els) => els.map((e) => e.getAttribute('data-name') ?? ''));
+}
+
+export async function setRecipe(page: Page, yaml: string): Promise<void> {
+  await page.getByTestId('recipe-yaml').fill(yaml);
+}
+
+export async function runMergeInPage(page: Page): Promise<void> {
+  const status = page.getByTestId('merge-status');
+  // data-runs counts started merges: a finished earlier run must not pass for this one.
+  const runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('merge-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+}
+
+/** Downloads every output file through its link; returns name -> bytes. */
+export async function downloadAll(page: Page, into: string): Promise<Map<string, Buffer>> {
+  await mkdir(into, { recursive: true });
+  const links = page.getByTestId('download-file');
+  await expect(links.first()).toBeVisible();
+  const out = new Map<string, Buffer>();
+  for (let i = 0; i < (await links.count()); i++) {
+    const [download] = await Promise.all([page.waitForEvent('download'), links.nth(i).click()]);
+    const path = join(into, download.suggestedFilename());
+    await download.saveAs(path);
+    out.set(download.suggestedFilename(), await readFile(path));
+  }
+  return out;
+}
+
+export async function readFolder(dir: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const name of (await readdir(dir)).sort()) out.set(name, await readFile(join(dir, name)));
+  return out;
+}
+
+/** The Node CLI's output for a recipe file (built on first use); `args` adds options such as --out-shard-size. */
+export async function cliMerge(
+  recipePath: string,
+  outDir: string,
+  args: readonly string[] = [],
+): Promise<Map<string, Buffer>> {
+  if (!existsSync(join(ROOT, 'dist/cli/main.js'))) await run('npm', ['run', 'build:cli'], { cwd: ROOT });
+  await run('node', [join(ROOT, 'bin/l2s-merge.mjs'), recipePath, outDir, '--seed', '0', ...args], {
+    cwd: ROOT,
+  });
+  return readFolder(outDir);
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  await mkdir(join(ROOT, 'docs/screenshots'), { recursive: true });
+  await page.screenshot({ path: join(ROOT, 'docs/screenshots', `${name}.png`), fullPage: true });
+}
+
+/** Keys of the library's IndexedDB store, read directly (to check that nothing leaked). */
+export async function libraryKeys(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () =>
+      new Promise<string[]>((resolvePromise, reject) => {
+        const open = indexedDB.open('l2s-library');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const db = open.result;
+          const req = db.transaction('kv', 'readonly').objectStore('kv').getAllKeys();
+          req.onsuccess = () => {
+            resolvePromise(req.result.map(String));
+            db.close();
+          };
+          req.onerror = () => reject(req.error);
+        };
+      }),
+  );
+}

@@ -1,0 +1,238 @@
+/**
+ * A local stand-in for the Hugging Face hub over real HTTP, answering the calls `@huggingface/hub`
+ * makes: `GET /api/models/{repo}/tree/{rev}` (file list with LFS oids = sha256) and
+ * `GET /{repo}/resolve/{rev}/{path}` (Range requests, ETag / X-Linked-* headers; LFS files redirect
+ * to a content-addressed URL as the hub redirects to its CDN). It can require a token, stall a file
+ * mid-way (to test resumption) and serve corrupted bytes (to test sha256 verification), and it logs
+ * every range it was asked for.
+ */
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface HubRepo {
+  files: Map<string, Uint8Array>;
+  revision?: string;
+  /** When set, requests need `Authorization: Bearer <token>`. */
+  token?: string;
+}
+
+export interface RangeRequest {
+  repo: string;
+  path: string;
+  range: string | null;
+}
+
+interface Stall {
+  afterBytes: number;
+  release: Promise<void>;
+  resolve: () => void;
+  /** Resolves once the server has sent `afterBytes` bytes and stopped. */
+  reached: Promise<void>;
+  markReached: () => void;
+}
+
+const CORS_HEADERS = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Headers': 'Range, Authorization, Accept, Content-Type',
+  'Access-Control-Expose-Headers':
+    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges',
+};
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** git's blob id, which the hub gives as `oid` of files stored in git itself. */
+function gitBlobSha1(bytes: Uint8Array): string {
+  return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
+}
+
+function isLfs(path: string): boolean {
+  return path.endsWith('.safetensors');
+}
+
+export class HubServer {
+  readonly requests: RangeRequest[] = [];
+  private readonly repos = new Map<string, HubRepo>();
+  private readonly byOid = new Map<string, { repo: string; path: string }>();
+  private readonly stalls = new Map<string, Stall>();
+  private readonly corrupt = new Set<string>();
+  private server?: Server;
+  url = '';
+
+  addRepo(id: string, repo: HubRepo): void {
+    this.repos.set(id, repo);
+    for (const [path, bytes] of repo.files)
+      if (isLfs(path)) this.byOid.set(sha256(bytes), { repo: id, path });
+  }
+
+  /** Serve `path` of `repo` with one byte flipped, while listing the true sha256. */
+  corruptFile(repo: string, path: string): void {
+    this.corrupt.add(`${repo}/${path}`);
+  }
+
+  /** Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open. */
+  stallFile(repo: string, path: string, afterBytes: number): { reached: Promise<void>; release: () => void } {
+    let resolve!: () => void;
+    let markReached!: () => void;
+    const release = new Promise<void>((r) => {
+      resolve = r;
+    });
+    const reached = new Promise<void>((r) => {
+      markReached = r;
+    });
+    const stall = { afterBytes, release, resolve, reached, markReached };
+    this.stalls.set(`${repo}/${path}`, stall);
+    return {
+      reached,
+      release: () => {
+        this.stalls.delete(`${repo}/${path}`);
+        resolve();
+      },
+    };
+  }
+
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((e) => {
+        if (!res.headersSent) res.writeHead(500, CORS_HEADERS);
+        res.end(String(e));
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    for (const stall of this.stalls.values()) stall.resolve();
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+  }
+
+  private authorized(repo: HubRepo, req: IncomingMessage): boolean {
+    return !repo.token || req.headers.authorization === `Bearer ${repo.token}`;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, CORS_HEADERS);
+      res.end();
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    // /api/models/{owner}/{name}/tree/{rev}
+    if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'tree') {
+      const id = `${parts[2]}/${parts[3]}`;
+      const repo = this.repos.get(id);
+      if (!repo || (repo.revision ?? 'main') !== parts[5]) return this.notFound(res, 'RepoNotFound');
+      if (!this.authorized(repo, req)) return this.unauthorized(res);
+      const entries = [...repo.files].map(([path, bytes]) => ({
+        type: 'file',
+        path,
+        size: bytes.length,
+        oid: gitBlobSha1(isLfs(path) ? new TextEncoder().encode(`lfs pointer ${sha256(bytes)}`) : bytes),
+        ...(isLfs(path) ? { lfs: { oid: sha256(bytes), size: bytes.length, pointerSize: 134 } } : {}),
+      }));
+      res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(entries));
+      return;
+    }
+    // /lfs/{sha256}: the content-addressed download the hub's resolve redirects to.
+    if (parts[0] === 'lfs' && parts.length === 2) {
+      const found = this.byOid.get(parts[1]);
+      if (!found) return this.notFound(res, 'EntryNotFound');
+      return this.sendFile(req, res, found.repo, found.path);
+    }
+    // /{owner}/{name}/resolve/{rev}/{path...}
+    if (parts[2] === 'resolve') {
+      const id = `${parts[0]}/${parts[1]}`;
+      const repo = this.repos.get(id);
+      const path = parts.slice(4).join('/');
+      if (!repo || (repo.revision ?? 'main') !== parts[3]) return this.notFound(res, 'RepoNotFound');
+      if (!this.authorized(repo, req)) return this.unauthorized(res);
+      const bytes = repo.files.get(path);
+      if (!bytes) return this.notFound(res, 'EntryNotFound');
+      if (isLfs(path)) {
+        res.writeHead(302, {
+          ...CORS_HEADERS,
+          Location: `/lfs/${sha256(bytes)}`,
+          'X-Linked-ETag': `"${sha256(bytes)}"`,
+          'X-Linked-Size': String(bytes.length),
+        });
+        res.end();
+        return;
+      }
+      return this.sendFile(req, res, id, path);
+    }
+    this.notFound(res, 'EntryNotFound');
+  }
+
+  private async sendFile(
+    req: IncomingMessage,
+    res: ServerResponse,
+    repoId: string,
+    path: string,
+  ): Promise<void> {
+    const original = this.repos.get(repoId)!.files.get(path)!;
+    let bytes = original;
+    if (this.corrupt.has(`${repoId}/${path}`)) {
+      bytes = original.slice();
+      bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    }
+    const range = req.headers.range ?? null;
+    this.requests.push({ repo: repoId, path, range });
+    let start = 0;
+    let end = bytes.length - 1;
+    let status = 200;
+    if (range) {
+      const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+      if (!m || Number(m[1]) >= bytes.length) {
+        res.writeHead(416, { ...CORS_HEADERS, 'Content-Range': `bytes */${bytes.length}` });
+        res.end();
+        return;
+      }
+      start = Number(m[1]);
+      end = m[2] ? Math.min(Number(m[2]), bytes.length - 1) : bytes.length - 1;
+      status = 206;
+    }
+    const etag = isLfs(path) ? sha256(original) : gitBlobSha1(original);
+    res.writeHead(status, {
+      ...CORS_HEADERS,
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(end - start + 1),
+      'Accept-Ranges': 'bytes',
+      ETag: `"${etag}"`,
+      ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
+    });
+    const stall = this.stalls.get(`${repoId}/${path}`);
+    let at = start;
+    // Small writes, so a stall lands mid-file and progress is visible.
+    const piece = 4096;
+    while (at <= end) {
+      if (stall && at >= stall.afterBytes) {
+        stall.markReached();
+        await stall.release;
+        res.destroy();
+        return;
+      }
+      const stop = Math.min(end + 1, at + piece, stall && at < stall.afterBytes ? stall.afterBytes : end + 1);
+      const ok = res.write(bytes.subarray(at, stop));
+      at = stop;
+      if (!ok) await new Promise((resolve) => res.once('drain', resolve));
+    }
+    res.end();
+  }
+
+  private notFound(res: ServerResponse, code: string): void {
+    res.writeHead(404, { ...CORS_HEADERS, 'X-Error-Code': code, 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ error: code }));
+  }
+
+  private unauthorized(res: ServerResponse): void {
+    res.writeHead(401, { ...CORS_HEADERS, 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ error: 'Access to this repo is restricted; pass a token' }));
+  }
+}
