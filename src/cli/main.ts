@@ -128,7 +128,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     const recipe = parseRecipe(text, args.config);
     await checkOutputDir(args.outDir, args.force);
-    backend = await selectBackend(args.device, recipe.mergeMethod, (line) => stderr.write(`l2s-merge: ${line}\n`));
+    backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
+      stderr.write(`l2s-merge: ${line}\n`),
+    );
     const output = await outputDir(args.outDir, { force: args.force });
     const result = await runMerge({
       recipe,

@@ -3,7 +3,14 @@
  * Memory stays bounded: the tensor being merged and the next one being read are the only ones
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
-import { DTYPE_BYTES, decodeToF32, encodeFromF32, type FloatDType, isFloatDType, torchDTypeName } from '../formats/dtype';
+import {
+  DTYPE_BYTES,
+  decodeToF32,
+  encodeFromF32,
+  type FloatDType,
+  isFloatDType,
+  torchDTypeName,
+} from '../formats/dtype';
 import { readModelTensors } from '../formats/model-index';
 import { readTensorBytes } from '../formats/safetensors';
 import { ShardWriter } from '../formats/shard-writer';
@@ -313,14 +320,26 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
           if (cause.name === 'GpuDeviceLostError') {
             // The GPU is gone (driver reset, sleep, another tab): finished tensors stay; go on elsewhere.
             active = fallback;
-            log(`the GPU device was lost (${cause.message}); continuing on the ${fallback.kind.toUpperCase()} from tensor ${t.name}`);
+            log(
+              `the GPU device was lost (${cause.message}); continuing on the ${fallback.kind.toUpperCase()} from tensor ${t.name}`,
+            );
           } else if (cause.name === 'GpuLimitError' || cause.name === 'GpuUnsupportedMethodError') {
             log(`tensor ${t.name} is merged on the ${fallback.kind.toUpperCase()}: ${cause.message}`);
           } else {
             throw e;
           }
           if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
-            await streamTensor({ plan, method, tensor: t, recipe, seed, writer, checkAbort, report, streamElements });
+            await streamTensor({
+              plan,
+              method,
+              tensor: t,
+              recipe,
+              seed,
+              writer,
+              checkAbort,
+              report,
+              streamElements,
+            });
             await tensorWritten(i);
             continue;
           }
@@ -486,11 +505,18 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
 }
 
 /** Rows x keepCols top-left block of a row-major tensor, on raw bytes. */
-function cutSubmatrixBytes(bytes: Uint8Array, eltBytes: number, cols: number, rows: number, keepCols: number) {
+function cutSubmatrixBytes(
+  bytes: Uint8Array,
+  eltBytes: number,
+  cols: number,
+  rows: number,
+  keepCols: number,
+) {
   if (keepCols === cols) return bytes.subarray(0, rows * cols * eltBytes);
   const out = new Uint8Array(rows * keepCols * eltBytes);
   const rowBytes = keepCols * eltBytes;
-  for (let r = 0; r < rows; r++) out.set(bytes.subarray(r * cols * eltBytes, r * cols * eltBytes + rowBytes), r * rowBytes);
+  for (let r = 0; r < rows; r++)
+    out.set(bytes.subarray(r * cols * eltBytes, r * cols * eltBytes + rowBytes), r * rowBytes);
   return out;
 }
 
@@ -510,16 +536,28 @@ async function computeTensor(
   const outDtype = t.outDtype as FloatDType;
   // The byte path needs inputs already in the working dtype (no rounding on the way in).
   const raw =
-    backend.mergeBytes !== undefined && t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
+    backend.mergeBytes !== undefined &&
+    t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
   try {
     if (raw) {
       const tensors = t.inputs.map((input, i) => {
         const info = input.tensor;
         const eltBytes = DTYPE_BYTES[info.dtype];
         const bytes = input.submatrix
-          ? cutSubmatrixBytes(loaded.bytes[i], eltBytes, info.shape[1], input.submatrix.rows, input.submatrix.cols)
+          ? cutSubmatrixBytes(
+              loaded.bytes[i],
+              eltBytes,
+              info.shape[1],
+              input.submatrix.rows,
+              input.submatrix.cols,
+            )
           : loaded.bytes[i];
-        return { model: models[i], bytes, dtype: info.dtype as FloatDType, params: perModel.get(models[i]) ?? {} };
+        return {
+          model: models[i],
+          bytes,
+          dtype: info.dtype as FloatDType,
+          params: perModel.get(models[i]) ?? {},
+        };
       });
       const out = await backend.mergeBytes!(method, { ...common, tensors, outDtype });
       if (out.byteLength !== t.byteLength) {
@@ -535,14 +573,19 @@ async function computeTensor(
     }));
     const out = await backend.merge(method, { ...common, tensors });
     const expected = elementCount(t.shape);
-    if (out.length !== expected) throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    if (out.length !== expected)
+      throw new Error(`the method returned ${out.length} values for ${expected} elements`);
     return encodeFromF32(out, outDtype);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
     const where = t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
-    throw new MergeError(`${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`, t.name, {
-      cause: e,
-    });
+    throw new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
   }
 }
 

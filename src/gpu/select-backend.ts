@@ -27,7 +27,10 @@ export interface SelectBackendOptions {
   label?: string;
 }
 
-export async function selectBackend(choice: DeviceChoice, opts: SelectBackendOptions): Promise<SelectedBackend> {
+export async function selectBackend(
+  choice: DeviceChoice,
+  opts: SelectBackendOptions,
+): Promise<SelectedBackend> {
   if (choice === 'cpu') return CPU;
   const fallback = (reason: string): SelectedBackend => {
     if (choice === 'gpu') throw new BackendUnavailableError(`cannot merge on the GPU: ${reason}`);

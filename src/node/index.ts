@@ -1,5 +1,6 @@
 /** The Node API: what the CLI uses, for scripts and benchmarks that drive the engine directly. */
 
+export { selectBackend } from '../cli/backend';
 export type { TinyQwenShape } from '../demo/tiny-qwen';
 export { tinyQwenTensorShapes } from '../demo/tiny-qwen';
 export type { MergeBackend, MergeOptions, MergeProgress, MergeResult } from '../engine/merge';
@@ -11,4 +12,3 @@ export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
 export { folderResolver, modelFolder } from './model-folder';
 export { outputDir } from './output-dir';
-export { selectBackend } from '../cli/backend';

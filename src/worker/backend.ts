@@ -2,8 +2,8 @@
 import { type DeviceChoice, type SelectedBackend, selectBackend } from '../gpu/select-backend';
 
 export type BackendChoice = DeviceChoice;
-export type { SelectedBackend };
 export { BackendUnavailableError } from '../gpu/select-backend';
+export type { SelectedBackend };
 
 export function selectWorkerBackend(
   choice: BackendChoice,

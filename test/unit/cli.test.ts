@@ -379,10 +379,21 @@ describe.skipIf(!gpuAvailable)('l2s-merge --device gpu', () => {
     it(`writes the bytes of --device cpu (${recipe})`, async () => {
       const gpu = join(dir, `out-gpu-${name}`);
       const cpu = join(dir, `out-cpu-${name}`);
-      const onGpu = await cli(join(dir, name), gpu, '--device', 'gpu', '--seed', '11', '--out-shard-size', '200K');
+      const onGpu = await cli(
+        join(dir, name),
+        gpu,
+        '--device',
+        'gpu',
+        '--seed',
+        '11',
+        '--out-shard-size',
+        '200K',
+      );
       expect(onGpu.code, onGpu.stderr).toBe(0);
       expect(onGpu.stderr).toMatch(/merging on the GPU/);
-      expect((await cli(join(dir, name), cpu, '--device', 'cpu', '--seed', '11', '--out-shard-size', '200K')).code).toBe(0);
+      expect(
+        (await cli(join(dir, name), cpu, '--device', 'cpu', '--seed', '11', '--out-shard-size', '200K')).code,
+      ).toBe(0);
       const files = (await readdir(cpu)).sort();
       expect((await readdir(gpu)).sort()).toEqual(files);
       for (const f of files) expect(await readFile(join(gpu, f)), f).toEqual(await readFile(join(cpu, f)));
