@@ -12,11 +12,17 @@ import {
   torchDTypeName,
 } from '../formats/dtype';
 import { readModelTensors } from '../formats/model-index';
-import { readTensorBytes } from '../formats/safetensors';
 import { ShardWriter } from '../formats/shard-writer';
 import { getMethod } from '../methods';
 import type { MergeInputs, MergeMethod, ModelTensor, StreamingMerge } from '../methods/types';
-import { type MergePlan, orderModels, type PlannedModel, planMerge, type TensorPlan } from '../plan/plan';
+import {
+  type MergePlan,
+  orderModels,
+  type PlanInput,
+  type PlannedModel,
+  planMerge,
+  type TensorPlan,
+} from '../plan/plan';
 import { recipeToYaml, resolveParams, validateRecipe } from '../recipe';
 import type { MergeRecipe } from '../recipe/recipe';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
@@ -189,39 +195,51 @@ function roundTo(values: Float32Array, dtype: FloatDType): Float32Array {
   return decodeToF32(encodeFromF32(values, dtype), dtype, values);
 }
 
+/** Bytes [offset, offset + length) of one input tensor; a failure names the model file and tensor. */
+async function readInput(
+  plan: MergePlan,
+  t: TensorPlan,
+  input: PlanInput,
+  offset = 0,
+  length = input.tensor.byteLength,
+): Promise<Uint8Array> {
+  const model = plan.models[input.modelIndex];
+  const source = model.index.sources.get(input.tensor.file);
+  try {
+    if (!source) throw new Error('the file is not open');
+    return await source.read(input.tensor.offset + offset, length);
+  } catch (e) {
+    throw new MergeError(
+      `${model.reference}/${input.tensor.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
+      t.name,
+      { cause: e },
+    );
+  }
+}
+
 async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
-  const bytes = await Promise.all(
-    t.inputs.map(async (input) => {
-      const model = plan.models[input.modelIndex];
-      const source = model.index.sources.get(input.tensor.file);
-      try {
-        if (!source) throw new Error('the file is not open');
-        return await readTensorBytes(source, input.tensor);
-      } catch (e) {
-        throw new MergeError(
-          `${model.reference}/${input.tensor.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
-          t.name,
-          { cause: e },
-        );
-      }
-    }),
-  );
+  const bytes = await Promise.all(t.inputs.map((input) => readInput(plan, t, input)));
   return { plan: t, bytes, inputBytes: bytes.reduce((s, b) => s + b.byteLength, 0) };
 }
 
-/** f32 inputs of one tensor, cut to the output shape and rounded to the recipe's working dtype. */
+/**
+ * f32 values of `rows` whole rows of one input, cut to the output's columns and rounded to the
+ * recipe's working dtype.
+ */
+function decodeInput(t: TensorPlan, input: PlanInput, raw: Uint8Array, rows: number, workDtype?: FloatDType) {
+  const dtype = input.tensor.dtype;
+  if (!isFloatDType(dtype)) throw new MergeError(`tensor ${t.name} is ${dtype}, not a float`, t.name);
+  let v = decodeToF32(raw, dtype);
+  if (input.submatrix) v = cutSubmatrix(v, input.tensor.shape[1], rows, input.submatrix.cols);
+  if (workDtype && workDtype !== dtype) v = roundTo(v, workDtype);
+  return v;
+}
+
 function decodeInputs(loaded: LoadedTensor, workDtype: FloatDType | undefined): Float32Array[] {
   const t = loaded.plan;
-  return loaded.bytes.map((b, i) => {
-    const input = t.inputs[i];
-    const dtype = input.tensor.dtype;
-    if (!isFloatDType(dtype)) throw new MergeError(`tensor ${t.name} is ${dtype}, not a float`, t.name);
-    let v = decodeToF32(b, dtype);
-    if (input.submatrix)
-      v = cutSubmatrix(v, input.tensor.shape[1], input.submatrix.rows, input.submatrix.cols);
-    if (workDtype && workDtype !== dtype) v = roundTo(v, workDtype);
-    return v;
-  });
+  return loaded.bytes.map((b, i) =>
+    decodeInput(t, t.inputs[i], b, t.inputs[i].submatrix?.rows ?? 0, workDtype),
+  );
 }
 
 export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
@@ -285,6 +303,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       await writer.flush();
       await opts.onTensorWritten(i + 1);
     };
+    const streamContext = { plan, method, recipe, seed, writer, checkAbort, report, streamElements };
     // Read tensor i+1 while tensor i is merged and written.
     let next = load(plan.tensors[first]);
     for (let i = first; i < plan.tensors.length; i++) {
@@ -293,17 +312,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       const loaded = await next;
       next = load(plan.tensors[i + 1]);
       if (!loaded) {
-        await streamTensor({
-          plan,
-          method,
-          tensor: t,
-          recipe,
-          seed,
-          writer,
-          checkAbort,
-          report,
-          streamElements,
-        });
+        await streamTensor({ ...streamContext, tensor: t });
         await tensorWritten(i);
         continue;
       }
@@ -329,17 +338,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             throw e;
           }
           if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
-            await streamTensor({
-              plan,
-              method,
-              tensor: t,
-              recipe,
-              seed,
-              writer,
-              checkAbort,
-              report,
-              streamElements,
-            });
+            await streamTensor({ ...streamContext, tensor: t });
             await tensorWritten(i);
             continue;
           }
@@ -426,30 +425,12 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   const readRows = async (r0: number, r1: number): Promise<{ values: Float32Array[]; bytes: number }> => {
     let bytes = 0;
     const values = await Promise.all(
-      t.inputs.map(async (input, i) => {
+      t.inputs.map(async (input) => {
         const info = input.tensor;
-        const fullRowLen = input.submatrix ? info.shape[1] : rowLen;
-        const eltBytes = info.byteLength / elementCount(info.shape);
-        const source = plan.models[input.modelIndex].index.sources.get(info.file);
-        let raw: Uint8Array;
-        try {
-          if (!source) throw new Error('the file is not open');
-          raw = await source.read(
-            info.offset + r0 * fullRowLen * eltBytes,
-            (r1 - r0) * fullRowLen * eltBytes,
-          );
-        } catch (e) {
-          throw new MergeError(
-            `${models[i]}/${info.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
-            t.name,
-            { cause: e },
-          );
-        }
+        const rowBytes = (input.submatrix ? info.shape[1] : rowLen) * DTYPE_BYTES[info.dtype];
+        const raw = await readInput(plan, t, input, r0 * rowBytes, (r1 - r0) * rowBytes);
         bytes += raw.byteLength;
-        let v = decodeToF32(raw, info.dtype as FloatDType);
-        if (input.submatrix) v = cutSubmatrix(v, fullRowLen, r1 - r0, input.submatrix.cols);
-        if (recipe.dtype && recipe.dtype !== info.dtype) v = roundTo(v, recipe.dtype);
-        return v;
+        return decodeInput(t, input, raw, r1 - r0, recipe.dtype);
       }),
     );
     return { values, bytes };
