@@ -4,6 +4,7 @@
 //   baseline         reads every input tensor and writes an output of the same size (no math)
 //   task_arithmetic  the real merge, CPU backend
 //   ties             the real merge, CPU backend
+//   lowrank_task_arithmetic  rank-64 task arithmetic (not in the default list; bench/rsvd.mjs runs it)
 // Ratios are baseline time / case time, measured in this run: 1.0 means "as fast as the I/O alone".
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -95,6 +96,9 @@ const RECIPES = {
   task_arithmetic:
     'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\ndtype: bfloat16\n',
   ties: 'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n',
+  // Rank 64 on every 2-D tensor but the embeddings (full rank there: plain task arithmetic).
+  lowrank_task_arithmetic:
+    'merge_method: lowrank_task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\nparameters:\n  rank:\n    - {filter: embed_tokens, value: 896}\n    - {value: 64}\ndtype: bfloat16\n',
 };
 
 async function runCase(name, device) {

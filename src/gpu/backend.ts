@@ -9,7 +9,7 @@
  * computed on the device with only their small results read back, then each tile is combined,
  * encoded and read back; tiles are submitted back to back, so readback overlaps the next tile's work.
  */
-import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
+import { DTYPE_BYTES, decodeToF32, encodeFromF32, type FloatDType } from '../formats/dtype';
 import {
   DIVISOR_EPSILON,
   GeneralizedTaskArithmetic,
@@ -19,6 +19,7 @@ import { MODEL_STOCK_NORM_FLOOR } from '../methods/model-stock';
 import { readBoolean, readNumber } from '../methods/params';
 import { SLERP_NORM_EPSILON, slerpCoefficients } from '../methods/slerp';
 import { breadcrumbsCuts, RESCALE_EPSILON } from '../methods/sparsify';
+import { isLowRankMethod, type LowRankMergeMethod, runAsync } from '../methods/svd/index';
 import {
   type MergeInputs,
   type MergeMethod,
@@ -32,6 +33,7 @@ import { GpuContext, type GpuContextOptions, GpuError, GpuLimitError } from './d
 import { KERNELS } from './kernels';
 import { type RankQuery, selectRanks } from './radix-select';
 import { rowSums } from './reduce';
+import { gpuLowRankOps } from './rsvd';
 import { encodeAndRead, type StackTile, TensorStack, TILE_ALIGN, tileCapacity } from './stack';
 
 /** One input tensor as stored: little-endian bytes of a float dtype. */
@@ -70,6 +72,11 @@ export const GPU_METHOD_NAMES: readonly string[] = [
   'breadcrumbs_ties',
   'della',
   'della_linear',
+  // The SVD family: randomized SVDs and low-rank products on the GPU, small factorizations in TS.
+  'lowrank_task_arithmetic',
+  'tsv',
+  'lore',
+  'twin',
 ];
 
 /** One tensor being merged: its stack, and the encoded output as tiles come back. */
@@ -185,6 +192,7 @@ export class GpuMergeBackend {
 
   /** The method's result for f32 inputs, as its CPU `merge` returns it. */
   async merge(method: MergeMethod, inputs: MergeInputs): Promise<Float32Array> {
+    if (isLowRankMethod(method)) return this.mergeLowRank(method, inputs);
     const tensors = inputs.tensors.map((t) => ({
       model: t.model,
       params: t.params,
@@ -197,6 +205,16 @@ export class GpuMergeBackend {
 
   /** Decodes, merges and encodes on the GPU; returns the result's little-endian `outDtype` bytes. */
   async mergeBytes(method: MergeMethod, inputs: MergeBytesInputs): Promise<Uint8Array> {
+    if (isLowRankMethod(method)) {
+      // The SVD family works on whole f32 matrices on the host between its GPU steps.
+      const { outDtype, tensors, ...rest } = inputs;
+      const values = tensors.map((t) => ({
+        model: t.model,
+        params: t.params,
+        values: decodeToF32(t.bytes, t.dtype),
+      }));
+      return encodeFromF32(await this.mergeLowRank(method, { ...rest, tensors: values }), outDtype);
+    }
     const run = this.wiring(method);
     const job = new MergeJob(this.ctx, inputs);
     try {
@@ -209,6 +227,14 @@ export class GpuMergeBackend {
     } finally {
       job.release();
     }
+  }
+
+  /**
+   * The SVD family: the method's own steps (src/methods/svd) with the randomized SVDs, low-rank
+   * products and polar factors on the GPU (src/gpu/rsvd.ts), so CPU and GPU share the algorithm.
+   */
+  private mergeLowRank(method: LowRankMergeMethod, inputs: MergeInputs): Promise<Float32Array> {
+    return runAsync(method.steps(inputs, gpuLowRankOps(this.ctx)));
   }
 
   private wiring(method: MergeMethod): (job: MergeJob) => Promise<void> {

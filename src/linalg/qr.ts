@@ -71,23 +71,13 @@ function choleskyQrRound(
       for (let q = p; q < n; q++) g[gp + q] += x * a[row + q];
     }
   }
-  // Cholesky G = R^T R, R upper triangular (only the upper triangle of G was formed).
-  const r = new Float64Array(n * n);
+  const r = choleskyUpper(g, n);
+  if (r === null) return null;
   let minDiag = Number.POSITIVE_INFINITY;
   let maxDiag = 0;
   for (let p = 0; p < n; p++) {
-    let d = g[p * n + p];
-    for (let k = 0; k < p; k++) d -= r[k * n + p] * r[k * n + p];
-    if (!(d > 0)) return null;
-    const rpp = Math.sqrt(d);
-    r[p * n + p] = rpp;
-    minDiag = Math.min(minDiag, rpp);
-    maxDiag = Math.max(maxDiag, rpp);
-    for (let q = p + 1; q < n; q++) {
-      let v = g[p * n + q];
-      for (let k = 0; k < p; k++) v -= r[k * n + p] * r[k * n + q];
-      r[p * n + q] = v / rpp;
-    }
+    minDiag = Math.min(minDiag, r[p * n + p]);
+    maxDiag = Math.max(maxDiag, r[p * n + p]);
   }
   if (checkCondition && maxDiag > CHOLESKY_QR_MAX_CONDITION * minDiag) return null;
   const q = new Float64Array(m * n);
@@ -102,8 +92,44 @@ function choleskyQrRound(
   return { q, r };
 }
 
+/**
+ * Cholesky factor of a symmetric n x n matrix G = R^T R, R upper triangular, in f64, row by row;
+ * reads only the upper triangle of G. Null when a pivot is not positive (G is not numerically
+ * positive definite, or holds NaN).
+ */
+export function choleskyUpper(g: Float64Array, n: number): Float64Array | null {
+  const r = new Float64Array(n * n);
+  for (let p = 0; p < n; p++) {
+    let d = g[p * n + p];
+    for (let k = 0; k < p; k++) d -= r[k * n + p] * r[k * n + p];
+    if (!(d > 0)) return null;
+    const rpp = Math.sqrt(d);
+    r[p * n + p] = rpp;
+    for (let q = p + 1; q < n; q++) {
+      let v = g[p * n + q];
+      for (let k = 0; k < p; k++) v -= r[k * n + p] * r[k * n + q];
+      r[p * n + q] = v / rpp;
+    }
+  }
+  return r;
+}
+
+/** Inverse of an n x n upper triangular matrix with a non-zero diagonal (back substitution, f64). */
+export function invertUpper(r: Float64Array, n: number): Float64Array {
+  const inv = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    inv[j * n + j] = 1 / r[j * n + j];
+    for (let i = j - 1; i >= 0; i--) {
+      let s = 0;
+      for (let k = i + 1; k <= j; k++) s += r[i * n + k] * inv[k * n + j];
+      inv[i * n + j] = -s / r[i * n + i];
+    }
+  }
+  return inv;
+}
+
 /** Product of two n x n upper triangular matrices. */
-function multiplyUpper(x: Float64Array, y: Float64Array, n: number): Float64Array {
+export function multiplyUpper(x: Float64Array, y: Float64Array, n: number): Float64Array {
   const out = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     for (let j = i; j < n; j++) {

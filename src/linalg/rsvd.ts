@@ -50,15 +50,25 @@ export interface RsvdOptions extends GaussianKey {
 export const RSVD_DEFAULT_OVERSAMPLE = 10;
 export const RSVD_DEFAULT_POWER_ITERATIONS = 2;
 
-/** Randomized truncated SVD; see the module comment for the contract and operation order. */
-export function rsvd(
-  a: Float32Array,
+/** The sizes a randomized SVD of an m x n matrix works with; see the module comment. */
+export interface RsvdDimensions {
+  /** Rank returned: min(rank, m, n). */
+  readonly r: number;
+  /** Width of the sketch: min(r + oversample, k); l = k is the exact (non-random) case. */
+  readonly l: number;
+  /** min(m, n). */
+  readonly k: number;
+  readonly oversample: number;
+  readonly powerIterations: number;
+}
+
+/** Validates the options of `rsvd` and derives its sizes (shared by the CPU and GPU versions). */
+export function rsvdDimensions(
   m: number,
   n: number,
   rank: number,
-  options: RsvdOptions,
-): LowRankFactors {
-  if (a.length !== m * n) throw new LinalgShapeError(`rsvd: expected ${m}x${n} values, got ${a.length}`);
+  options: Pick<RsvdOptions, 'oversample' | 'powerIterations'>,
+): RsvdDimensions {
   const oversample = options.oversample ?? RSVD_DEFAULT_OVERSAMPLE;
   const powerIterations = options.powerIterations ?? RSVD_DEFAULT_POWER_ITERATIONS;
   if (!Number.isInteger(rank) || rank < 0)
@@ -71,8 +81,20 @@ export function rsvd(
   }
   const k = Math.min(m, n);
   const r = Math.min(rank, k);
+  return { r, l: Math.min(r + oversample, k), k, oversample, powerIterations };
+}
+
+/** Randomized truncated SVD; see the module comment for the contract and operation order. */
+export function rsvd(
+  a: Float32Array,
+  m: number,
+  n: number,
+  rank: number,
+  options: RsvdOptions,
+): LowRankFactors {
+  if (a.length !== m * n) throw new LinalgShapeError(`rsvd: expected ${m}x${n} values, got ${a.length}`);
+  const { r, l, k, powerIterations } = rsvdDimensions(m, n, rank, options);
   if (r === 0) return emptyFactors(m, n);
-  const l = Math.min(r + oversample, k);
 
   let q: Float32Array | null;
   if (l === k) {
@@ -99,7 +121,8 @@ export function exactSvd(a: Float32Array, m: number, n: number): LowRankFactors 
   return rsvd(a, m, n, k, { seed: 0, name: '', oversample: 0 });
 }
 
-function emptyFactors(m: number, n: number): LowRankFactors {
+/** Factors of rank 0 for an m x n matrix. */
+export function emptyFactors(m: number, n: number): LowRankFactors {
   return {
     U: new Float32Array(0),
     S: new Float64Array(0),
@@ -111,7 +134,7 @@ function emptyFactors(m: number, n: number): LowRankFactors {
 }
 
 /** The first `take` columns of a rows x cols f64 matrix, as f32. */
-function leadingColumns(x: Float64Array, rows: number, cols: number, take: number): Float32Array {
+export function leadingColumns(x: Float64Array, rows: number, cols: number, take: number): Float32Array {
   const out = new Float32Array(rows * take);
   for (let i = 0; i < rows; i++) for (let j = 0; j < take; j++) out[i * take + j] = x[i * cols + j];
   return out;
@@ -142,13 +165,16 @@ function multiplyByLeading(
 }
 
 /**
- * U[:, :rank] diag(S[:rank] * scale) V[:, :rank]^T as an m x n f32 matrix (f64 accumulation).
- * `rank` defaults to all of the factors.
+ * The two operands of `lowRankProduct`: U[:, :r] (m x r) and diag(S[:r] * scale) V[:, :r]^T (r x n),
+ * r = min(rank, f.rank), so that the product is one matrix product (on the CPU or the GPU).
  */
-export function lowRankProduct(f: LowRankFactors, rank = f.rank, scale = 1): Float32Array {
+export function lowRankOperands(
+  f: LowRankFactors,
+  rank = f.rank,
+  scale = 1,
+): { u: Float32Array; svt: Float32Array; r: number } {
   const r = Math.min(rank, f.rank);
   const { rows: m, cols: n } = f;
-  if (r === 0) return new Float32Array(m * n);
   const u =
     r === f.rank
       ? f.U
@@ -159,7 +185,35 @@ export function lowRankProduct(f: LowRankFactors, rank = f.rank, scale = 1): Flo
     const s = f.S[j] * scale;
     for (let c = 0; c < n; c++) svt[j * n + c] = s * f.V[c * f.rank + j];
   }
+  return { u, svt, r };
+}
+
+/**
+ * U[:, :rank] diag(S[:rank] * scale) V[:, :rank]^T as an m x n f32 matrix (f64 accumulation).
+ * `rank` defaults to all of the factors.
+ */
+export function lowRankProduct(f: LowRankFactors, rank = f.rank, scale = 1): Float32Array {
+  const { rows: m, cols: n } = f;
+  const { u, svt, r } = lowRankOperands(f, rank, scale);
+  if (r === 0) return new Float32Array(m * n);
   return matmul(u, svt, m, r, n);
+}
+
+/**
+ * The rotation Ur Vr^T (n x n, f64) of the SVD R = Ur diag(sigma) Vr^T: with A = Q R, the polar
+ * factor of A is Q (Ur Vr^T).
+ */
+export function polarRotation(r: Float64Array, n: number): Float64Array {
+  const small = jacobiSvd(r, n, n);
+  const rotation = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += small.U[i * n + k] * small.V[j * n + k];
+      rotation[i * n + j] = s;
+    }
+  }
+  return rotation;
 }
 
 /**
@@ -172,14 +226,5 @@ export function polarFactor(a: Float32Array, m: number, n: number): Float32Array
     throw new LinalgShapeError(`polarFactor: expected ${m}x${n} values, got ${a.length}`);
   if (m < n) return transpose(polarFactor(transpose(a, m, n), n, m), n, m);
   const { Q, R } = orthonormalize(a, m, n);
-  const small = jacobiSvd(R, n, n);
-  const rotation = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let k = 0; k < n; k++) s += small.U[i * n + k] * small.V[j * n + k];
-      rotation[i * n + j] = s;
-    }
-  }
-  return multiplyByLeading(Q, m, n, rotation, n, n);
+  return multiplyByLeading(Q, m, n, polarRotation(R, n), n, n);
 }

@@ -8,10 +8,19 @@
  *   normalize (default true): out[i] = fround(sum[i] / divisor), divisor = sum_m w_m (one scalar)
  *   otherwise out[i] = sum[i].
  * mergekit has no guard on the divisor and would write Inf/NaN when the weights sum to 0; here that is
- * an error that names the fix instead.
+ * an error that names the fix instead. Element-wise, so a chunk of rows needs no statistics pass.
  */
-import { readBoolean, readNumber } from './params';
-import { type MergeInputs, type MergeMethod, MergeMethodError, type ParamSpec } from './types';
+import { chunkLength, chunkRowLength, mergeAsOneChunk, specOf } from './chunks';
+import { elementCount, readBoolean, readNumber } from './params';
+import {
+  type MergeInputs,
+  type MergeMethod,
+  MergeMethodError,
+  type ParamSpec,
+  type StreamingMerge,
+  type TensorChunk,
+  type TensorMergeSpec,
+} from './types';
 
 const fround = Math.fround;
 
@@ -33,20 +42,16 @@ export class LinearMerge implements MergeMethod {
   ];
 
   merge(inputs: MergeInputs): Float32Array {
-    const { tensors } = inputs;
+    return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  stream(spec: TensorMergeSpec): StreamingMerge {
+    const { tensors } = spec;
     if (tensors.length === 0) throw new MergeMethodError('linear needs at least one model');
-    const normalize = readBoolean(this.name, inputs.params, this.globalParams, 'normalize');
-    const weights = tensors.map((t) =>
+    const normalize = readBoolean(this.name, spec.params, this.globalParams, 'normalize');
+    const weights = Float64Array.from(tensors, (t) =>
       fround(readNumber(this.name, t.params, this.modelParams, 'weight', t.model)),
     );
-    const n = tensors[0].values.length;
-    for (const t of tensors) {
-      if (t.values.length !== n) {
-        throw new MergeMethodError(
-          `linear: model "${t.model}" has ${t.values.length} elements where "${tensors[0].model}" has ${n}`,
-        );
-      }
-    }
     let divisor = weights[0];
     for (let m = 1; m < weights.length; m++) divisor = fround(divisor + weights[m]);
     if (normalize && divisor === 0) {
@@ -55,13 +60,30 @@ export class LinearMerge implements MergeMethod {
           'change the weights or set normalize: false',
       );
     }
-    const out = new Float32Array(n);
-    const first = tensors[0].values;
-    for (let i = 0; i < n; i++) {
-      let sum = fround(weights[0] * first[i]);
-      for (let m = 1; m < tensors.length; m++) sum = fround(sum + fround(weights[m] * tensors[m].values[i]));
-      out[i] = normalize ? sum / divisor : sum;
-    }
-    return out;
+    const rowLength = chunkRowLength(spec.shape);
+    const total = elementCount(spec.shape);
+    return {
+      passes: 0,
+      accumulate: () => {},
+      produce: (chunk: TensorChunk, out: Float32Array) => {
+        const n = chunkLength(this.name, spec, chunk, rowLength, total);
+        const models = chunk.values.length;
+        // out accumulates sum_m fround(w_m * x_m[i]); every store rounds to f32.
+        for (let m = 0; m < models - 1; m++) {
+          const x = chunk.values[m];
+          const w = weights[m];
+          if (m === 0) for (let i = 0; i < n; i++) out[i] = w * x[i];
+          else for (let i = 0; i < n; i++) out[i] = out[i] + fround(w * x[i]);
+        }
+        const x = chunk.values[models - 1];
+        const w = weights[models - 1];
+        const first = models === 1;
+        for (let i = 0; i < n; i++) {
+          const term = fround(w * x[i]);
+          const sum = first ? term : fround(out[i] + term);
+          out[i] = normalize ? sum / divisor : sum;
+        }
+      },
+    };
   }
 }

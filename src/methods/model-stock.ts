@@ -14,10 +14,22 @@
  *   out[i] = fround(fround(t * avg[i]) + fround(fround(1 - t) * w0[i]))
  * NaN propagates (clamp and max keep NaN, as torch's clamp does). Identical offsets give cos = 1 and
  * t = 1 (the average); orthogonal offsets give t = 0 (the base).
+ * Streaming: for one vector per tensor, pass 0 sums the squares and dot products of the offsets over
+ * all chunks; with filter_wise, every row lies inside one chunk and no statistics pass is needed.
  */
-import { dotF32, normF32 } from './f32-reduce';
-import { readBoolean } from './params';
-import { type MergeInputs, type MergeMethod, MergeMethodError, type ParamSpec } from './types';
+
+import { chunkLength, chunkRowLength, mergeAsOneChunk, ScratchF32, specOf } from './chunks';
+import { BlockedSumF32 } from './f32-reduce';
+import { elementCount, readBoolean } from './params';
+import {
+  type MergeInputs,
+  type MergeMethod,
+  MergeMethodError,
+  type ParamSpec,
+  type StreamingMerge,
+  type TensorChunk,
+  type TensorMergeSpec,
+} from './types';
 
 const fround = Math.fround;
 
@@ -31,23 +43,58 @@ function clampKeepingNaN(x: number, lo: number, hi: number): number {
   return x;
 }
 
-/** The interpolation factor t of one vector (a range of every offset). */
-export function modelStockRatio(offsets: readonly Float32Array[], offset: number, length: number): number {
-  const count = offsets.length;
-  let cosSum = 0;
-  let pairs = 0;
-  for (let j = 0; j < count; j++) {
-    for (let k = j + 1; k < count; k++) {
-      const normProduct = fround(normF32(offsets[j], offset, length) * normF32(offsets[k], offset, length));
-      // Math.max keeps NaN, like torch's clamp(min=...).
-      const floored = Math.max(normProduct, MODEL_STOCK_NORM_FLOOR);
-      const cos = clampKeepingNaN(fround(dotF32(offsets[j], offsets[k], offset, length) / floored), -1, 1);
-      cosSum = pairs === 0 ? cos : fround(cosSum + cos);
-      pairs++;
+/** The squared norms of N offsets and their pairwise dot products over one vector, fed in pieces. */
+class ModelStockStatistics {
+  private readonly squares: BlockedSumF32[];
+  /** Dot products of the pairs j < k in lexicographic order. */
+  private readonly dots: BlockedSumF32[];
+
+  constructor(private readonly count: number) {
+    this.squares = Array.from({ length: count }, () => new BlockedSumF32());
+    this.dots = Array.from({ length: (count * (count - 1)) / 2 }, () => new BlockedSumF32());
+  }
+
+  reset(): void {
+    for (const sum of this.squares) sum.reset();
+    for (const sum of this.dots) sum.reset();
+  }
+
+  /** Adds elements [from, to) of every offset. */
+  add(offsets: readonly Float32Array[], from: number, to: number): void {
+    let pair = 0;
+    for (let j = 0; j < this.count; j++) {
+      this.squares[j].addSquares(offsets[j], from, to);
+      for (let k = j + 1; k < this.count; k++)
+        this.dots[pair++].addProducts(offsets[j], offsets[k], from, to);
     }
   }
-  const cos = fround(cosSum / pairs);
-  return fround(fround(count * cos) / fround(1 + fround((count - 1) * cos)));
+
+  /** The interpolation factor t (module comment). */
+  ratio(): number {
+    const count = this.count;
+    const norms = this.squares.map((sum) => fround(Math.sqrt(sum.result())));
+    let cosSum = 0;
+    let pair = 0;
+    for (let j = 0; j < count; j++) {
+      for (let k = j + 1; k < count; k++) {
+        const normProduct = fround(norms[j] * norms[k]);
+        // Math.max keeps NaN, like torch's clamp(min=...).
+        const floored = Math.max(normProduct, MODEL_STOCK_NORM_FLOOR);
+        const cos = clampKeepingNaN(fround(this.dots[pair].result() / floored), -1, 1);
+        cosSum = pair === 0 ? cos : fround(cosSum + cos);
+        pair++;
+      }
+    }
+    const cos = fround(cosSum / pair);
+    return fround(fround(count * cos) / fround(1 + fround((count - 1) * cos)));
+  }
+}
+
+/** The interpolation factor t of one vector (a range of every offset). */
+export function modelStockRatio(offsets: readonly Float32Array[], offset: number, length: number): number {
+  const statistics = new ModelStockStatistics(offsets.length);
+  statistics.add(offsets, offset, offset + length);
+  return statistics.ratio();
 }
 
 export class ModelStockMerge implements MergeMethod {
@@ -66,45 +113,80 @@ export class ModelStockMerge implements MergeMethod {
   readonly modelParams: readonly ParamSpec[] = [];
 
   merge(inputs: MergeInputs): Float32Array {
-    const { tensors, baseIndex } = inputs;
+    return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  stream(spec: TensorMergeSpec): StreamingMerge {
+    const { tensors, baseIndex } = spec;
     if (baseIndex < 0 || baseIndex >= tensors.length) {
       throw new MergeMethodError('model_stock needs a base_model');
     }
-    const base = tensors[baseIndex].values;
-    if (tensors.length === 1) return base.slice();
+    const rowLength = chunkRowLength(spec.shape);
+    const total = elementCount(spec.shape);
+    const length = (chunk: TensorChunk) => chunkLength(this.name, spec, chunk, rowLength, total, baseIndex);
+    if (tensors.length === 1) {
+      return {
+        passes: 0,
+        accumulate: () => {},
+        produce: (chunk: TensorChunk, out: Float32Array) => {
+          length(chunk);
+          out.set(chunk.values[baseIndex]);
+        },
+      };
+    }
     if (tensors.length < 3) {
       throw new MergeMethodError('model_stock needs at least 3 models (the base plus two or more others)');
     }
-    const filterWise = readBoolean(this.name, inputs.params, this.globalParams, 'filter_wise');
-    const n = base.length;
-    const others = tensors.filter((_, index) => index !== baseIndex);
-    for (const t of others) {
-      if (t.values.length !== n) {
-        throw new MergeMethodError(
-          `model_stock: model "${t.model}" has ${t.values.length} elements where the base has ${n}`,
-        );
-      }
-    }
-    const offsets = others.map((t) => {
-      const o = new Float32Array(n);
-      for (let i = 0; i < n; i++) o[i] = t.values[i] - base[i];
-      return o;
-    });
-    const count = others.length;
-    const rowLength = filterWise && inputs.shape.length >= 1 ? inputs.shape[inputs.shape.length - 1] : n;
-    const out = new Float32Array(n);
-    if (n === 0) return out;
-    for (let row = 0; row * rowLength < n; row++) {
-      const start = row * rowLength;
-      const t = modelStockRatio(offsets, start, rowLength);
+    const filterWise = readBoolean(this.name, spec.params, this.globalParams, 'filter_wise');
+    const otherIndices = tensors.map((_, index) => index).filter((index) => index !== baseIndex);
+    const count = otherIndices.length;
+    // The vectors t is computed over: rows along the last dimension, or the whole tensor.
+    const vectorLength = filterWise && spec.shape.length >= 1 ? spec.shape[spec.shape.length - 1] : total;
+    const statistics = new ModelStockStatistics(count);
+    const scratch = otherIndices.map(() => new ScratchF32());
+    const offsetsOf = (chunk: TensorChunk, n: number): Float32Array[] => {
+      const base = chunk.values[baseIndex];
+      return otherIndices.map((index, k) => {
+        const x = chunk.values[index];
+        const offset = scratch[k].take(n);
+        for (let i = 0; i < n; i++) offset[i] = x[i] - base[i];
+        return offset;
+      });
+    };
+    let tensorRatio: number | null = null;
+    /** out[i] = fround(t * avg[i]) + fround((1 - t) * base[i]) for i in [from, to). */
+    const interpolate = (chunk: TensorChunk, t: number, from: number, to: number, out: Float32Array) => {
+      const base = chunk.values[baseIndex];
+      const first = chunk.values[otherIndices[0]];
       const baseShare = fround(1 - t);
-      for (let i = start; i < start + rowLength; i++) {
-        let sum = others[0].values[i];
-        for (let k = 1; k < count; k++) sum = fround(sum + others[k].values[i]);
+      for (let i = from; i < to; i++) {
+        let sum = first[i];
+        for (let k = 1; k < count; k++) sum = fround(sum + chunk.values[otherIndices[k]][i]);
         const avg = fround(sum / count);
         out[i] = fround(t * avg) + fround(baseShare * base[i]);
       }
-    }
-    return out;
+    };
+    return {
+      passes: filterWise ? 0 : 1,
+      accumulate: (_pass: number, chunk: TensorChunk) => {
+        const n = length(chunk);
+        statistics.add(offsetsOf(chunk, n), 0, n);
+      },
+      produce: (chunk: TensorChunk, out: Float32Array) => {
+        const n = length(chunk);
+        if (!filterWise) {
+          tensorRatio ??= statistics.ratio();
+          interpolate(chunk, tensorRatio, 0, n, out);
+          return;
+        }
+        if (vectorLength === 0) return;
+        const offsets = offsetsOf(chunk, n);
+        for (let start = 0; start < n; start += vectorLength) {
+          statistics.reset();
+          statistics.add(offsets, start, start + vectorLength);
+          interpolate(chunk, statistics.ratio(), start, start + vectorLength, out);
+        }
+      },
+    };
   }
 }

@@ -9,7 +9,9 @@
  *
  * Selection of the r-th element is a radix select on the 32-bit keys: a histogram of the high 16 bits
  * finds the bucket holding rank r, a histogram of the low 16 bits within that bucket finds the key. Two
- * passes over the data, O(n), no sort, no copy of the tensor.
+ * passes over the data, O(n), no sort, no copy of the tensor; each pass may visit the tensor a chunk
+ * at a time, so a tensor larger than memory is selected exactly (MagnitudeRangeSelector). Descending
+ * order uses the key XOR 0x7FFFFFFF (keys are below 2^31), which reverses the order of the keys.
  */
 
 /** Key of every NaN: above +Inf (0x7F800000), so NaN magnitudes sort last ascending, first descending. */
@@ -23,48 +25,369 @@ export function magnitudeKey(bits: number): number {
 
 export type RankOrder = 'ascending' | 'descending';
 
-function bitsOf(values: Float32Array): Uint32Array {
-  return new Uint32Array(values.buffer, values.byteOffset, values.length);
+/** XORed into a magnitude key to order it: keys are below 2^31, so 0x7fffffff ^ key reverses them. */
+function flipOf(order: RankOrder): number {
+  return order === 'descending' ? 0x7fffffff : 0;
 }
 
-interface Selected {
-  /** Order key (magnitude key, bit-inverted for descending) of the element at the selected rank. */
-  readonly key: number;
-  /** How many elements have an order key strictly before it. */
-  readonly before: number;
-}
+const BUCKETS = 65536;
 
-/** The element of 1-based rank r (1 <= r <= n) in the order of (magnitudeKey ^ flip) >>> 0. */
-function selectRank(bits: Uint32Array, rank: number, flip: number): Selected {
-  const high = new Uint32Array(65536);
-  for (let i = 0; i < bits.length; i++) {
-    high[((magnitudeKey(bits[i]) ^ flip) >>> 0) >>> 16]++;
-  }
+/**
+ * Keys of the first elements kept to guess where the cuts fall (see MagnitudeRangeSelector); a
+ * tensor of at most this many elements is selected in one pass, exactly.
+ */
+export const SELECTION_SAMPLE = 1 << 20;
+/** Share of the sample's order each side of a guessed cut that its window of buckets covers. */
+const WINDOW_MARGIN = 0.02;
+/** Most buckets (256 KiB of low-bit counts each) in one cut's window. */
+const WINDOW_MAX_BUCKETS = 32;
+
+/** The bucket of a histogram holding 1-based rank `rank`, and how many counts lie before it. */
+function bucketOfRank(histogram: Uint32Array, rank: number): { bucket: number; before: number } {
   let before = 0;
-  let highBucket = 0;
-  while (before + high[highBucket] < rank) before += high[highBucket++];
-  const low = new Uint32Array(65536);
-  for (let i = 0; i < bits.length; i++) {
-    const key = (magnitudeKey(bits[i]) ^ flip) >>> 0;
-    if (key >>> 16 === highBucket) low[key & 0xffff]++;
-  }
-  let lowBucket = 0;
-  while (before + low[lowBucket] < rank) before += low[lowBucket++];
-  return { key: ((highBucket << 16) | lowBucket) >>> 0, before };
+  let bucket = 0;
+  while (bucket < histogram.length - 1 && before + histogram[bucket] < rank) before += histogram[bucket++];
+  return { bucket, before };
 }
 
-/** The first `count` elements of the order, as a key threshold plus how many ties at it are taken. */
-interface Prefix {
+/**
+ * The first `count` elements of the order: every element whose order key is below `key`, plus the
+ * first `tiesTaken` elements (lowest indices) whose order key equals it. `none` and `all` need no key.
+ */
+class OrderPrefix {
+  readonly none: boolean;
   readonly all: boolean;
-  readonly key: number;
-  readonly tiesTaken: number;
+  /** Bucket of the high 16 bits holding rank `count`, and how many elements lie in lower buckets. */
+  highBucket = 0;
+  beforeHigh = 0;
+  /** Low-bit counts of buckets [windowStart, windowStart + windowBuckets), gathered in pass 0. */
+  windowStart = 0;
+  windowBuckets = 0;
+  window: Uint32Array | null = null;
+  /** Low-bit counts of the bucket holding the cut; null once the key is known. */
+  low: Uint32Array | null = null;
+  resolved = false;
+  key = 0;
+  tiesTaken = 0;
+
+  constructor(
+    readonly count: number,
+    total: number,
+  ) {
+    this.none = count <= 0;
+    this.all = count >= total;
+  }
+
+  get selects(): boolean {
+    return !this.none && !this.all;
+  }
+
+  resolveHigh(high: Uint32Array): void {
+    const { bucket, before } = bucketOfRank(high, this.count);
+    this.highBucket = bucket;
+    this.beforeHigh = before;
+    const offset = bucket - this.windowStart;
+    if (this.window !== null && offset >= 0 && offset < this.windowBuckets) {
+      this.low = this.window.subarray(offset * BUCKETS, (offset + 1) * BUCKETS);
+      this.resolveLow();
+    } else {
+      this.low = new Uint32Array(BUCKETS);
+    }
+    this.window = null;
+  }
+
+  resolveLow(): void {
+    const { bucket, before } = bucketOfRank(this.low as Uint32Array, this.count - this.beforeHigh);
+    this.key = (this.highBucket << 16) | bucket;
+    this.tiesTaken = this.count - this.beforeHigh - before;
+    this.low = null;
+    this.resolved = true;
+  }
 }
 
-function prefixOf(bits: Uint32Array, count: number, flip: number): Prefix {
-  if (count <= 0) return { all: false, key: 0, tiesTaken: 0 };
-  if (count >= bits.length) return { all: true, key: 0, tiesTaken: 0 };
-  const selected = selectRank(bits, count, flip);
-  return { all: false, key: selected.key, tiesTaken: count - selected.before };
+/**
+ * Positions [from, to) of the stable magnitude order, selected exactly over a tensor visited in
+ * chunks, in order: `countHigh` on every chunk (pass 0), then, while `passes` is still 2, `countLow`
+ * on every chunk (pass 1), then `maskValues` on every chunk, in order, as often as needed: elements
+ * before a cut are counted by key, and the ties at a cut's key go to the lowest indices through a
+ * running count that restarts at the chunk starting at element 0.
+ *
+ * Pass 1 is usually skipped: pass 0 keeps the keys of the first SELECTION_SAMPLE elements, guesses
+ * from them the buckets where each cut falls, and from then on also counts the low 16 bits of the
+ * elements in a window of buckets around each guess (replaying the sample into them). When pass 0
+ * ends with every cut inside its window, the keys are known and `passes` drops to 1; a tensor whose
+ * first elements mislead the guess gets the exact pass 1. A tensor no larger than the sample is
+ * always selected in pass 0 alone.
+ */
+export class MagnitudeRangeSelector {
+  private readonly upTo: OrderPrefix;
+  private readonly below: OrderPrefix;
+  private readonly flip: number;
+  private readonly total: number;
+  private readonly sampleSize: number;
+  private high: Uint32Array | null = null;
+  private sample: Int32Array | null = null;
+  private sampled = 0;
+  private seen = 0;
+  private statisticsPasses: number;
+  private stage = 0;
+  private upToTies = 0;
+  private belowTies = 0;
+  private ones = new Float32Array(0);
+
+  /**
+   * `total` elements; positions outside [0, total] are clamped, as in magnitudeRankRangeMask.
+   * `sampleSize` (default SELECTION_SAMPLE) is for tests.
+   */
+  constructor(total: number, from: number, to: number, order: RankOrder, sampleSize = SELECTION_SAMPLE) {
+    const start = Math.max(0, Math.min(total, from));
+    const end = Math.max(start, Math.min(total, to));
+    this.upTo = new OrderPrefix(end, total);
+    this.below = new OrderPrefix(start, total);
+    this.flip = flipOf(order);
+    this.total = total;
+    this.sampleSize = Math.min(total, sampleSize);
+    this.statisticsPasses = end > start && (this.upTo.selects || this.below.selects) ? 2 : 0;
+    if (this.statisticsPasses > 0) {
+      this.high = new Uint32Array(BUCKETS);
+      this.sample = new Int32Array(this.sampleSize);
+    }
+  }
+
+  /**
+   * Statistics passes needed before `maskValues`: 0 when no cut needs a key, else 2 until pass 0 has
+   * seen every element, then 1 where pass 0 found the keys.
+   */
+  get passes(): number {
+    return this.statisticsPasses;
+  }
+
+  /** Pass 0: histogram of the high 16 bits of the order keys of f32 bit patterns bits[from, to). */
+  countHigh(bits: Int32Array, from: number, to: number): void {
+    const high = this.high;
+    if (high === null || this.stage !== 0) return;
+    const flip = this.flip;
+    let i = from;
+    const sample = this.sample;
+    if (sample !== null) {
+      const sampleEnd = Math.min(to, from + (sample.length - this.sampled));
+      let k = this.sampled;
+      for (; i < sampleEnd; i++, k++) {
+        const abs = bits[i] & 0x7fffffff;
+        const key = (abs > 0x7f800000 ? NAN_MAGNITUDE_KEY : abs) ^ flip;
+        high[key >>> 16]++;
+        sample[k] = key;
+      }
+      this.sampled = k;
+      if (k === sample.length) this.openWindows();
+    }
+    if (i < to) this.countWindowed(bits, i, to);
+    this.seen += to - from;
+    if (this.seen >= this.total) this.endPass0();
+  }
+
+  /** Pass 1: histograms of the low 16 bits within the buckets that hold the cuts pass 0 left open. */
+  countLow(bits: Int32Array, from: number, to: number): void {
+    if (this.stage !== 1) return;
+    const flip = this.flip;
+    const upToLow = this.upTo.low;
+    const belowLow = this.below.low;
+    const upToBucket = upToLow === null ? -1 : this.upTo.highBucket;
+    const belowBucket = belowLow === null ? -1 : this.below.highBucket;
+    for (let i = from; i < to; i++) {
+      const abs = bits[i] & 0x7fffffff;
+      const key = (abs > 0x7f800000 ? NAN_MAGNITUDE_KEY : abs) ^ flip;
+      const bucket = key >>> 16;
+      if (bucket === upToBucket) (upToLow as Uint32Array)[key & 0xffff]++;
+      if (bucket === belowBucket) (belowLow as Uint32Array)[key & 0xffff]++;
+    }
+  }
+
+  /** Pass 0 after the sample: the high histogram, plus low bits of the keys inside the windows. */
+  private countWindowed(bits: Int32Array, from: number, to: number): void {
+    const high = this.high as Uint32Array;
+    const flip = this.flip;
+    const upTo = this.upTo;
+    const below = this.below;
+    const upToWindow = upTo.window ?? new Uint32Array(0);
+    const belowWindow = below.window ?? new Uint32Array(0);
+    const upToStart = upTo.windowStart;
+    const upToBuckets = upTo.windowBuckets;
+    const belowStart = below.windowStart;
+    const belowBuckets = below.windowBuckets;
+    for (let i = from; i < to; i++) {
+      const abs = bits[i] & 0x7fffffff;
+      const key = (abs > 0x7f800000 ? NAN_MAGNITUDE_KEY : abs) ^ flip;
+      const bucket = key >>> 16;
+      high[bucket]++;
+      // Unsigned offsets: a bucket below the window start wraps to a large number.
+      const upToOffset = (bucket - upToStart) >>> 0;
+      if (upToOffset < upToBuckets) upToWindow[(upToOffset << 16) | (key & 0xffff)]++;
+      const belowOffset = (bucket - belowStart) >>> 0;
+      if (belowOffset < belowBuckets) belowWindow[(belowOffset << 16) | (key & 0xffff)]++;
+    }
+  }
+
+  /** Guesses each cut's bucket from the sample, opens a window around it, and replays the sample. */
+  private openWindows(): void {
+    const sample = this.sample as Int32Array;
+    this.sample = null;
+    if (this.sampled >= this.total) {
+      // The sample is the whole tensor: exact windows of one bucket each, found at the end of pass 0.
+      this.finishFromSample(sample);
+      return;
+    }
+    const histogram = new Uint32Array(BUCKETS);
+    for (let k = 0; k < sample.length; k++) histogram[sample[k] >>> 16]++;
+    const scale = sample.length / this.total;
+    const margin = Math.ceil(WINDOW_MARGIN * sample.length);
+    for (const cut of this.cuts()) {
+      const guess = cut.count * scale;
+      const first = bucketOfRank(histogram, Math.max(1, Math.floor(guess - margin))).bucket;
+      const last = bucketOfRank(histogram, Math.min(sample.length, Math.ceil(guess + margin))).bucket;
+      const center = bucketOfRank(histogram, Math.max(1, Math.round(guess))).bucket;
+      const startBucket = Math.max(first, center - (WINDOW_MAX_BUCKETS >> 1));
+      cut.windowStart = startBucket;
+      cut.windowBuckets = Math.min(last - startBucket + 1, WINDOW_MAX_BUCKETS);
+      cut.window = new Uint32Array(cut.windowBuckets * BUCKETS);
+    }
+    this.replay(sample);
+  }
+
+  /** Counts the low bits of sampled keys into the cuts' windows. */
+  private replay(sample: Int32Array): void {
+    for (const cut of this.cuts()) {
+      const window = cut.window as Uint32Array;
+      for (let k = 0; k < sample.length; k++) {
+        const key = sample[k];
+        const offset = (key >>> 16) - cut.windowStart;
+        if (offset >= 0 && offset < cut.windowBuckets) window[(offset << 16) | (key & 0xffff)]++;
+      }
+    }
+  }
+
+  /** Pass 0 saw a tensor no larger than the sample: every cut's bucket is known, so count it exactly. */
+  private finishFromSample(sample: Int32Array): void {
+    const high = this.high as Uint32Array;
+    for (const cut of this.cuts()) {
+      cut.windowStart = bucketOfRank(high, cut.count).bucket;
+      cut.windowBuckets = 1;
+      cut.window = new Uint32Array(BUCKETS);
+    }
+    this.replay(sample);
+  }
+
+  private endPass0(): void {
+    // A sample that never filled (an element count below the total) still holds every key seen.
+    if (this.sample !== null) {
+      const sample = this.sample.subarray(0, this.sampled);
+      this.sample = null;
+      this.finishFromSample(sample);
+    }
+    const cuts = this.cuts();
+    for (const cut of cuts) cut.resolveHigh(this.high as Uint32Array);
+    this.high = null;
+    if (cuts.every((cut) => cut.resolved)) {
+      this.statisticsPasses = 1;
+      this.stage = 2;
+    } else {
+      this.stage = 1;
+    }
+  }
+
+  /**
+   * values[valuesOffset + j] = values[valuesOffset + j] * (1 if element bits[from + j] is selected, else
+   * 0), for j in [0, to - from): torch's `x * mask` (a dropped NaN or ±Inf becomes NaN). `start` is the
+   * tensor index of bits[from]; a chunk with start 0 restarts the tie counts. `values` may be the
+   * very floats whose bit patterns `bits` holds.
+   */
+  maskValues(
+    bits: Int32Array,
+    from: number,
+    to: number,
+    start: number,
+    values: Float32Array,
+    valuesOffset = 0,
+  ): void {
+    if (this.stage === 1) {
+      for (const cut of this.cuts()) if (!cut.resolved) cut.resolveLow();
+      this.stage = 2;
+    }
+    if (start === 0) {
+      this.upToTies = 0;
+      this.belowTies = 0;
+    }
+    const upTo = this.upTo;
+    const below = this.below;
+    if (upTo.none || upTo.count === below.count) {
+      for (let j = valuesOffset; j < valuesOffset + (to - from); j++) values[j] = values[j] * 0;
+      return;
+    }
+    // Order keys lie in [0, 0x7fffffff]. `all` becomes "below 0x7fffffff, and every tie at it";
+    // `none` becomes "below 0, and no tie at it". Then (key - cut) >>> 31 is 1 iff key < cut: no
+    // data-dependent branch but the rare tie, which matters on the ~50% keep/drop decisions.
+    const flip = this.flip;
+    const upToKey = upTo.all ? 0x7fffffff : upTo.key;
+    const upToTiesTaken = upTo.all ? Number.POSITIVE_INFINITY : upTo.tiesTaken;
+    const belowKey = below.none ? 0 : below.key;
+    const belowTiesTaken = below.none ? 0 : below.tiesTaken;
+    let upToTies = this.upToTies;
+    let belowTies = this.belowTies;
+    if (below.none) {
+      // The k first of the order (TIES): the same loop without the lower cut.
+      for (let i = from, j = valuesOffset; i < to; i++, j++) {
+        const abs = bits[i] & 0x7fffffff;
+        const key = (abs > 0x7f800000 ? NAN_MAGNITUDE_KEY : abs) ^ flip;
+        let inUpTo = (key - upToKey) >>> 31;
+        if (key === upToKey && upToTies < upToTiesTaken) {
+          upToTies++;
+          inUpTo = 1;
+        }
+        values[j] = values[j] * inUpTo;
+      }
+      this.upToTies = upToTies;
+      return;
+    }
+    for (let i = from, j = valuesOffset; i < to; i++, j++) {
+      const abs = bits[i] & 0x7fffffff;
+      const key = (abs > 0x7f800000 ? NAN_MAGNITUDE_KEY : abs) ^ flip;
+      let inUpTo = (key - upToKey) >>> 31;
+      if (key === upToKey && upToTies < upToTiesTaken) {
+        upToTies++;
+        inUpTo = 1;
+      }
+      let inBelow = (key - belowKey) >>> 31;
+      if (key === belowKey && belowTies < belowTiesTaken) {
+        belowTies++;
+        inBelow = 1;
+      }
+      values[j] = values[j] * (inUpTo & (inBelow ^ 1));
+    }
+    this.upToTies = upToTies;
+    this.belowTies = belowTies;
+  }
+
+  /**
+   * mask[maskOffset + j] = 1 iff element bits[from + j] is selected, 0 otherwise: `maskValues` on
+   * ones, for callers that want the decisions rather than masked values (same tie bookkeeping).
+   */
+  selectMask(
+    bits: Int32Array,
+    from: number,
+    to: number,
+    start: number,
+    mask: Uint8Array,
+    maskOffset = 0,
+  ): void {
+    if (this.ones.length < to - from) this.ones = new Float32Array(to - from);
+    const ones = this.ones.subarray(0, to - from).fill(1);
+    this.maskValues(bits, from, to, start, ones);
+    for (let j = 0; j < ones.length; j++) mask[maskOffset + j] = ones[j];
+  }
+
+  private cuts(): OrderPrefix[] {
+    return [this.upTo, this.below].filter((cut) => cut.selects);
+  }
 }
 
 /**
@@ -79,29 +402,19 @@ export function magnitudeRankRangeMask(
   order: RankOrder,
 ): Uint8Array {
   const n = values.length;
-  const mask = new Uint8Array(n);
-  const start = Math.max(0, Math.min(n, from));
-  const end = Math.max(0, Math.min(n, to));
-  if (start >= end) return mask;
-  const bits = bitsOf(values);
-  const flip = order === 'descending' ? 0xffffffff : 0;
-  const upTo = prefixOf(bits, end, flip);
-  const below = prefixOf(bits, start, flip);
-  let upToTies = 0;
-  let belowTies = 0;
-  for (let i = 0; i < n; i++) {
-    const key = (magnitudeKey(bits[i]) ^ flip) >>> 0;
-    let inUpTo = upTo.all || key < upTo.key;
-    if (!inUpTo && key === upTo.key) inUpTo = upToTies++ < upTo.tiesTaken;
-    let inBelow = below.all || key < below.key;
-    if (!inBelow && key === below.key && start > 0) inBelow = belowTies++ < below.tiesTaken;
-    mask[i] = inUpTo && !inBelow ? 1 : 0;
+  const bits = new Int32Array(values.buffer, values.byteOffset, n);
+  const selector = new MagnitudeRangeSelector(n, from, to, order);
+  for (let pass = 0; pass < selector.passes; pass++) {
+    if (pass === 0) selector.countHigh(bits, 0, n);
+    else selector.countLow(bits, 0, n);
   }
+  const mask = new Uint8Array(n);
+  selector.selectMask(bits, 0, n, 0, mask);
   return mask;
 }
 
 /** Largest row length whose (key, position) pairs pack exactly into a double: key * 2^21 + j < 2^53. */
-const PACKED_SORT_MAX = 1 << 21;
+export const PACKED_SORT_MAX = 1 << 21;
 
 /**
  * 0-based ascending ranks of |x| within one strided fiber: element j is x[offset + j * stride] for
@@ -115,15 +428,37 @@ export function fiberMagnitudeRanks(
   stride: number,
   ranks: Uint32Array,
 ): void {
-  const bits = bitsOf(values);
+  const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
+  fiberRanksFromBits(
+    bits,
+    offset,
+    count,
+    stride,
+    ranks,
+    new Float64Array(count <= PACKED_SORT_MAX ? count : 0),
+  );
+}
+
+/**
+ * fiberMagnitudeRanks on the f32 bit patterns of the values; `packed` is sort scratch of at least
+ * `count` entries when count <= PACKED_SORT_MAX.
+ */
+export function fiberRanksFromBits(
+  bits: Int32Array,
+  offset: number,
+  count: number,
+  stride: number,
+  ranks: Uint32Array,
+  packed: Float64Array,
+): void {
   if (count <= PACKED_SORT_MAX) {
-    const packed = new Float64Array(count);
+    const keys = packed.length === count ? packed : packed.subarray(0, count);
     for (let j = 0; j < count; j++) {
-      packed[j] = magnitudeKey(bits[offset + j * stride]) * PACKED_SORT_MAX + j;
+      keys[j] = magnitudeKey(bits[offset + j * stride]) * PACKED_SORT_MAX + j;
     }
-    packed.sort();
+    keys.sort();
     for (let position = 0; position < count; position++) {
-      ranks[packed[position] % PACKED_SORT_MAX] = position;
+      ranks[keys[position] % PACKED_SORT_MAX] = position;
     }
     return;
   }

@@ -1,7 +1,7 @@
 /**
  * Sparsification of task vectors, as mergekit's `sparsify.py` does it, in f32.
  *
- * Every method builds a 0/1 mask and then applies `rescaledMaskedInPlace`:
+ * Every method decides keep (1) or drop (0) per element, then, as `rescaledMaskedInPlace` does:
  *   masked[i] = fround(delta[i] * mask[i])        (so a dropped NaN stays NaN and a dropped ±Inf becomes
  *                                                   NaN, exactly like torch's `tensor * mask`)
  *   with rescale (mergekit's RescaleNorm.l1, the meaning of `rescale: true` since mergekit 0.1):
@@ -34,10 +34,23 @@
  *   fibers shorter than 2^24. m = 1 is an error (mergekit
  *   divides 0 by 0 and torch.bernoulli rejects the NaN). Element i is kept iff u(i) < p(i), u as for
  *   DARE with i the flat index.
+ *
+ * Streaming (`ChunkSparsifier`, a tensor visited a chunk of whole rows at a time, in order): the L1
+ * norms are blocked sums carried across chunks; TIES and breadcrumbs find their cut keys in pass 0
+ * (pass 1 too when the first rows mislead the guess, see rank-select.ts); DARE draws at the flat
+ * index; DELLA ranks within the rows of the chunk. Statistics passes: magnitude / magnitude_outliers
+ * 1 or 2, random / della_magprune 0; with rescale one more (|delta| is summed in pass 0, |masked| in
+ * the last pass, once the keep decisions are known).
  */
 import { fillUniform, RNG_STREAM_SPARSIFY } from '../random/counter-rng';
-import { sumAbsF32 } from './f32-reduce';
-import { fiberMagnitudeRanks, magnitudeRankRangeMask } from './rank-select';
+import { ScratchF32, ScratchU8 } from './chunks';
+import { BlockedSumF32 } from './f32-reduce';
+import {
+  fiberRanksFromBits,
+  MagnitudeRangeSelector,
+  magnitudeRankRangeMask,
+  PACKED_SORT_MAX,
+} from './rank-select';
 import { MergeMethodError } from './types';
 
 export type SparsificationMethod = 'magnitude' | 'random' | 'magnitude_outliers' | 'della_magprune';
@@ -63,28 +76,174 @@ export interface SparsifyOptions {
   readonly epsilon?: number;
   /** L1 norm-matching rescale of the kept entries. */
   readonly rescale: boolean;
-  /** Shape of the tensor; DELLA ranks along dimension 1. */
+  /** Shape of the tensor; its element count sets TIES' and breadcrumbs' k, DELLA ranks along dimension 1. */
   readonly shape: readonly number[];
   /** Required by 'random' and 'della_magprune'. */
   readonly random?: RandomKey;
 }
 
+/**
+ * One task vector's sparsification as passes over chunks of whole rows, in order (types.ts
+ * `StreamingMerge`): `accumulate(p, ...)` on every chunk for each statistics pass p < passes, then
+ * `apply` on every chunk. Both take the chunk's delta values, which they may overwrite.
+ */
+export interface ChunkSparsifier {
+  readonly passes: number;
+  /**
+   * True when every call must cover whole rows of the tensor (DELLA ranks within rows); otherwise any
+   * consecutive range of a chunk will do, so callers may work in small cache-sized tiles.
+   */
+  readonly wholeRows: boolean;
+  /** Statistics pass `pass` over delta[0, delta.length), tensor elements [start, start + delta.length). */
+  accumulate(pass: number, delta: Float32Array, start: number): void;
+  /** Replaces the chunk's delta values by their sparsified values. */
+  apply(delta: Float32Array, start: number): void;
+}
+
 const fround = Math.fround;
 
-/** Elements per tile when drawing uniforms, to bound the scratch memory on large tensors. */
+/** Elements per tile when drawing uniforms, to bound the scratch memory on large chunks. */
 const UNIFORM_TILE = 1 << 16;
 
-/** TIES' keep mask: the trunc(density * n) largest magnitudes; null when density >= 1 (keep all). */
-export function magnitudeMask(delta: Float32Array, density: number): Uint8Array | null {
+function bitsOf(values: Float32Array): Int32Array {
+  return new Int32Array(values.buffer, values.byteOffset, values.length);
+}
+
+/** The rescale factor for L1 norms before and after masking; null where mergekit leaves the mask as is. */
+export function rescaleFactor(before: number, after: number): number | null {
+  if (before < RESCALE_EPSILON || after < RESCALE_EPSILON) return null;
+  return fround(before / after);
+}
+
+/** delta[i] = fround(delta[i] * mask[i]), then with a factor fround(delta[i] * scale). */
+function maskInPlace(delta: Float32Array, mask: Uint8Array, scale: number | null): void {
+  const n = delta.length;
+  if (scale === null) {
+    for (let i = 0; i < n; i++) delta[i] = delta[i] * mask[i];
+  } else {
+    for (let i = 0; i < n; i++) delta[i] = fround(delta[i] * mask[i]) * scale;
+  }
+}
+
+/**
+ * A sparsification that multiplies each delta by a 0/1 keep decision, then applies the optional L1
+ * rescale. With rescale, pass 0 also sums |delta| and pass `maskPasses` sums |masked delta|.
+ */
+abstract class MaskSparsifier implements ChunkSparsifier {
+  readonly wholeRows: boolean = false;
+  private readonly before = new BlockedSumF32();
+  private readonly after = new BlockedSumF32();
+  private scale: number | null | undefined;
+
+  constructor(private readonly rescale: boolean) {}
+
+  /** Statistics passes the mask needs; may drop after pass 0 (rank-select.ts). */
+  protected abstract get maskPasses(): number;
+
+  get passes(): number {
+    return this.maskPasses + (this.rescale ? 1 : 0);
+  }
+
+  /** Statistics pass `pass` < maskPasses for the mask. */
+  protected abstract countForMask(pass: number, delta: Float32Array, start: number): void;
+  /** delta[j] = fround(delta[j] * keep_j) for the elements start + j of the chunk. */
+  protected abstract applyMask(delta: Float32Array, start: number): void;
+
+  accumulate(pass: number, delta: Float32Array, start: number): void {
+    if (this.rescale && pass === 0) this.before.addAbs(delta, 0, delta.length);
+    if (pass < this.maskPasses) {
+      this.countForMask(pass, delta, start);
+    } else if (this.rescale && pass === this.maskPasses) {
+      this.applyMask(delta, start);
+      this.after.addAbs(delta, 0, delta.length);
+    }
+  }
+
+  apply(delta: Float32Array, start: number): void {
+    if (this.scale === undefined) {
+      this.scale = this.rescale ? rescaleFactor(this.before.result(), this.after.result()) : null;
+    }
+    this.applyMask(delta, start);
+    const scale = this.scale;
+    if (scale !== null) for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * scale;
+  }
+}
+
+/** TIES and breadcrumbs: positions [from, to) of the magnitude order, selected by histogram passes. */
+class RankRangeSparsifier extends MaskSparsifier {
+  private readonly selector: MagnitudeRangeSelector;
+
+  constructor(selector: MagnitudeRangeSelector, rescale: boolean) {
+    super(rescale);
+    this.selector = selector;
+  }
+
+  protected get maskPasses(): number {
+    return this.selector.passes;
+  }
+
+  protected countForMask(pass: number, delta: Float32Array): void {
+    if (pass === 0) this.selector.countHigh(bitsOf(delta), 0, delta.length);
+    else this.selector.countLow(bitsOf(delta), 0, delta.length);
+  }
+
+  protected applyMask(delta: Float32Array, start: number): void {
+    this.selector.maskValues(bitsOf(delta), 0, delta.length, start, delta);
+  }
+}
+
+/** A sparsification whose keep decisions come as a mask per chunk (drawn at random). */
+abstract class RandomMaskSparsifier extends MaskSparsifier {
+  private readonly mask = new ScratchU8();
+
+  protected get maskPasses(): number {
+    return 0;
+  }
+
+  protected countForMask(): void {}
+
+  /** mask[j] = 1 iff element start + j is kept, for j in [0, delta.length). */
+  protected abstract fillMask(delta: Float32Array, start: number, mask: Uint8Array): void;
+
+  protected applyMask(delta: Float32Array, start: number): void {
+    const mask = this.mask.take(delta.length);
+    this.fillMask(delta, start, mask);
+    maskInPlace(delta, mask, null);
+  }
+
+  /** The mask of a whole tensor given as one chunk. */
+  wholeMask(delta: Float32Array): Uint8Array {
+    const mask = new Uint8Array(delta.length);
+    this.fillMask(delta, 0, mask);
+    return mask;
+  }
+}
+
+/** TIES' k = trunc(density * n) (Python's int()); null when density >= 1 (keep all). */
+function magnitudeCount(n: number, density: number): number | null {
   if (density >= 1) return null;
-  const k = Math.trunc(density * delta.length);
+  const k = Math.trunc(density * n);
   if (k <= 0) {
     throw new MergeMethodError(
-      `density ${density} keeps no element of a tensor with ${delta.length} elements ` +
+      `density ${density} keeps no element of a tensor with ${n} elements ` +
         `(int(density * n) = ${k}); raise density`,
     );
   }
-  return magnitudeRankRangeMask(delta, 0, k, 'descending');
+  return k;
+}
+
+/** TIES: the k largest magnitudes; null when density >= 1. */
+function magnitudeSparsifier(n: number, density: number, rescale: boolean): RankRangeSparsifier | null {
+  const k = magnitudeCount(n, density);
+  return k === null
+    ? null
+    : new RankRangeSparsifier(new MagnitudeRangeSelector(n, 0, k, 'descending'), rescale);
+}
+
+/** TIES' keep mask: the trunc(density * n) largest magnitudes; null when density >= 1 (keep all). */
+export function magnitudeMask(delta: Float32Array, density: number): Uint8Array | null {
+  const k = magnitudeCount(delta.length, density);
+  return k === null ? null : magnitudeRankRangeMask(delta, 0, k, 'descending');
 }
 
 /** Python's slice bounds [start:stop] over a sequence of length n, as a half-open range. */
@@ -108,6 +267,25 @@ export function breadcrumbsCuts(n: number, density: number, gamma: number): { bo
   return { bottom, top };
 }
 
+/** Breadcrumbs' kept positions [from, to) of the ascending magnitude order (module comment). */
+function outliersRange(n: number, density: number, gamma: number): [number, number] {
+  const { bottom, top } = breadcrumbsCuts(n, density, gamma);
+  // indices[bottom:-top]; -0 is 0 in Python, so top = 0 gives an empty slice.
+  return pythonSliceRange(bottom, -top, n);
+}
+
+/** Breadcrumbs (module comment, including the empty slice when top is 0); null when density >= 1. */
+function outliersSparsifier(
+  n: number,
+  density: number,
+  gamma: number,
+  rescale: boolean,
+): RankRangeSparsifier | null {
+  if (density >= 1) return null;
+  const [from, to] = outliersRange(n, density, gamma);
+  return new RankRangeSparsifier(new MagnitudeRangeSelector(n, from, to, 'ascending'), rescale);
+}
+
 /** Breadcrumbs' keep mask (see the module comment, including the empty slice when top is 0). */
 export function magnitudeOutliersMask(
   delta: Float32Array,
@@ -115,10 +293,7 @@ export function magnitudeOutliersMask(
   gamma: number,
 ): Uint8Array | null {
   if (density >= 1) return null;
-  const n = delta.length;
-  const { bottom, top } = breadcrumbsCuts(n, density, gamma);
-  // indices[bottom:-top]; -0 is 0 in Python, so top = 0 gives an empty slice.
-  const [from, to] = pythonSliceRange(bottom, -top, n);
+  const [from, to] = outliersRange(delta.length, density, gamma);
   return magnitudeRankRangeMask(delta, from, to, 'ascending');
 }
 
@@ -129,21 +304,66 @@ function requireRandom(options: SparsifyOptions): RandomKey {
   return options.random;
 }
 
-/** DARE's keep mask: u(i) < fround(density); null when density >= 1. */
-export function bernoulliMask(n: number, density: number, random: RandomKey): Uint8Array | null {
-  if (density >= 1) return null;
+/**
+ * mask[j] = 1 iff the uniform of element start + j is below the keep probability: `probability` when
+ * a number, probability[j] when an array. Uniforms are drawn in tiles of at most UNIFORM_TILE.
+ */
+function fillRandomMask(
+  mask: Uint8Array,
+  start: number,
+  probability: number | Float32Array,
+  random: RandomKey,
+  scratch: ScratchF32,
+): void {
+  const n = mask.length;
+  const uniforms = scratch.take(Math.min(n, UNIFORM_TILE));
+  for (let offset = 0; offset < n; offset += uniforms.length) {
+    const count = Math.min(uniforms.length, n - offset);
+    const tile = count === uniforms.length ? uniforms : uniforms.subarray(0, count);
+    fillUniform(tile, random.seed, random.nameHash, random.modelIndex, RNG_STREAM_SPARSIFY, start + offset);
+    // +(a < b) rather than a conditional: keep/drop is a coin flip, which branches mispredict.
+    if (typeof probability === 'number') {
+      for (let j = 0; j < count; j++) mask[offset + j] = +(tile[j] < probability);
+    } else {
+      for (let j = 0; j < count; j++) {
+        mask[offset + j] = +(tile[j] < probability[offset + j]);
+      }
+    }
+  }
+}
+
+function checkBernoulliDensity(density: number): void {
   if (density < 0 || Number.isNaN(density)) {
     throw new MergeMethodError(`density must be between 0 and 1, got ${density}`);
   }
-  const p = fround(density);
-  const mask = new Uint8Array(n);
-  const uniforms = new Float32Array(Math.min(n, UNIFORM_TILE));
-  for (let start = 0; start < n; start += UNIFORM_TILE) {
-    const count = Math.min(UNIFORM_TILE, n - start);
-    const tile = count === uniforms.length ? uniforms : uniforms.subarray(0, count);
-    fillUniform(tile, random.seed, random.nameHash, random.modelIndex, RNG_STREAM_SPARSIFY, start);
-    for (let j = 0; j < count; j++) mask[start + j] = tile[j] < p ? 1 : 0;
+}
+
+/** DARE: element i kept iff u(i) < fround(density). */
+class BernoulliSparsifier extends RandomMaskSparsifier {
+  private readonly probability: number;
+  private readonly uniforms = new ScratchF32();
+
+  constructor(
+    density: number,
+    private readonly random: RandomKey,
+    rescale: boolean,
+  ) {
+    super(rescale);
+    checkBernoulliDensity(density);
+    this.probability = fround(density);
   }
+
+  protected fillMask(_delta: Float32Array, start: number, mask: Uint8Array): void {
+    fillRandomMask(mask, start, this.probability, this.random, this.uniforms);
+  }
+}
+
+/** DARE's keep mask: u(i) < fround(density); null when density >= 1. */
+export function bernoulliMask(n: number, density: number, random: RandomKey): Uint8Array | null {
+  if (density >= 1) return null;
+  checkBernoulliDensity(density);
+  const mask = new Uint8Array(n);
+  fillRandomMask(mask, 0, fround(density), random, new ScratchF32());
   return mask;
 }
 
@@ -158,14 +378,109 @@ function checkDellaParameters(density: number, epsilon: number): void {
 }
 
 /** The tensor as [d0, d1, rest] for ranking along dimension 1; a 1-D tensor is [1, n]. */
-function dellaFibers(shape: readonly number[], n: number): { outer: number; length: number; inner: number } {
+interface DellaFibers {
+  /** Fibers per slab (the elements of `rest`) and fiber length (d1); a slab is one row of a chunk. */
+  readonly inner: number;
+  readonly length: number;
+}
+
+function dellaFibers(shape: readonly number[], n: number): DellaFibers {
   if (shape.length === 0) {
     throw new MergeMethodError('DELLA ranks magnitudes along dimension 1 and cannot prune a scalar tensor');
   }
-  if (shape.length === 1) return { outer: 1, length: n, inner: 1 };
-  const outer = shape[0];
-  const length = shape[1];
-  return { outer, length, inner: outer * length === 0 ? 0 : n / (outer * length) };
+  const outer = shape.length === 1 ? 1 : shape[0];
+  const length = shape.length === 1 ? n : shape[1];
+  const fibers = { length, inner: outer * length === 0 ? 0 : n / (outer * length) };
+  if (length < 2 && n > 0) {
+    throw new MergeMethodError(
+      `DELLA ranks magnitudes along dimension 1, which has length ${length} in shape [${shape.join(', ')}]; ` +
+        'it needs at least 2 (use another method for this tensor)',
+    );
+  }
+  return fibers;
+}
+
+/** The f32 constants of DELLA's keep probability (module comment). */
+interface DellaScale {
+  readonly low: number;
+  readonly epsilon: number;
+  readonly rankSpan: number;
+}
+
+function dellaScale(density: number, epsilon: number, length: number): DellaScale {
+  return { low: fround(density - epsilon), epsilon: fround(epsilon), rankSpan: fround(length - 1) };
+}
+
+/** Scratch for ranking one fiber. */
+class FiberScratch {
+  readonly ranks: Uint32Array;
+  readonly packed: Float64Array;
+
+  constructor(length: number) {
+    this.ranks = new Uint32Array(length);
+    this.packed = new Float64Array(length <= PACKED_SORT_MAX ? length : 0);
+  }
+}
+
+/**
+ * DELLA's keep probabilities of a chunk of whole slabs (rows): probabilities[j] for delta[j], ranked
+ * within each fiber along dimension 1.
+ */
+function dellaChunkProbabilities(
+  delta: Float32Array,
+  fibers: DellaFibers,
+  scale: DellaScale,
+  scratch: FiberScratch,
+  probabilities: Float32Array,
+): void {
+  const { length, inner } = fibers;
+  const slab = length * inner;
+  if (slab === 0) return;
+  const bits = bitsOf(delta);
+  const ranks = scratch.ranks;
+  const { low, epsilon, rankSpan } = scale;
+  for (let slabStart = 0; slabStart < delta.length; slabStart += slab) {
+    for (let r = 0; r < inner; r++) {
+      const offset = slabStart + r;
+      fiberRanksFromBits(bits, offset, length, inner, ranks, scratch.packed);
+      for (let j = 0; j < length; j++) {
+        // 1-based rank r minus min rank 1 is the 0-based rank.
+        const norm = fround(ranks[j] / rankSpan);
+        probabilities[offset + j * inner] = low + fround(fround(norm * 2) * epsilon);
+      }
+    }
+  }
+}
+
+/** DELLA: element i kept iff u(i) < p(i), p from its magnitude rank within its fiber. */
+class DellaSparsifier extends RandomMaskSparsifier {
+  override readonly wholeRows = true;
+  private readonly fibers: DellaFibers;
+  private readonly keepScale: DellaScale;
+  private readonly scratch: FiberScratch;
+  private readonly uniforms = new ScratchF32();
+  private readonly probabilities = new ScratchF32();
+
+  constructor(
+    n: number,
+    shape: readonly number[],
+    density: number,
+    epsilon: number,
+    private readonly random: RandomKey,
+    rescale: boolean,
+  ) {
+    super(rescale);
+    checkDellaParameters(density, epsilon);
+    this.fibers = dellaFibers(shape, n);
+    this.keepScale = dellaScale(density, epsilon, this.fibers.length);
+    this.scratch = new FiberScratch(this.fibers.length);
+  }
+
+  protected fillMask(delta: Float32Array, start: number, mask: Uint8Array): void {
+    const probabilities = this.probabilities.take(delta.length);
+    dellaChunkProbabilities(delta, this.fibers, this.keepScale, this.scratch, probabilities);
+    fillRandomMask(mask, start, probabilities, this.random, this.uniforms);
+  }
 }
 
 /**
@@ -179,30 +494,15 @@ export function dellaKeepProbabilities(
   epsilon: number,
 ): Float32Array {
   checkDellaParameters(density, epsilon);
-  const n = delta.length;
-  const { outer, length, inner } = dellaFibers(shape, n);
-  if (length < 2 && n > 0) {
-    throw new MergeMethodError(
-      `DELLA ranks magnitudes along dimension 1, which has length ${length} in shape [${shape.join(', ')}]; ` +
-        'it needs at least 2 (use another method for this tensor)',
-    );
-  }
-  const low = fround(density - epsilon);
-  const epsilon32 = fround(epsilon);
-  const rankSpan = fround(length - 1);
-  const probabilities = new Float32Array(n);
-  const ranks = new Uint32Array(length);
-  for (let o = 0; o < outer; o++) {
-    for (let r = 0; r < inner; r++) {
-      const offset = o * length * inner + r;
-      fiberMagnitudeRanks(delta, offset, length, inner, ranks);
-      for (let j = 0; j < length; j++) {
-        // 1-based rank r minus min rank 1 is the 0-based rank.
-        const norm = fround(ranks[j] / rankSpan);
-        probabilities[offset + j * inner] = fround(low + fround(fround(norm * 2) * epsilon32));
-      }
-    }
-  }
+  const fibers = dellaFibers(shape, delta.length);
+  const probabilities = new Float32Array(delta.length);
+  dellaChunkProbabilities(
+    delta,
+    fibers,
+    dellaScale(density, epsilon, fibers.length),
+    new FiberScratch(fibers.length),
+    probabilities,
+  );
   return probabilities;
 }
 
@@ -214,56 +514,72 @@ export function dellaMask(
   epsilon: number,
   random: RandomKey,
 ): Uint8Array {
-  const probabilities = dellaKeepProbabilities(delta, shape, density, epsilon);
-  const n = delta.length;
-  const mask = new Uint8Array(n);
-  const uniforms = new Float32Array(Math.min(n, UNIFORM_TILE));
-  for (let start = 0; start < n; start += UNIFORM_TILE) {
-    const count = Math.min(UNIFORM_TILE, n - start);
-    const tile = count === uniforms.length ? uniforms : uniforms.subarray(0, count);
-    fillUniform(tile, random.seed, random.nameHash, random.modelIndex, RNG_STREAM_SPARSIFY, start);
-    for (let j = 0; j < count; j++) mask[start + j] = tile[j] < probabilities[start + j] ? 1 : 0;
+  return new DellaSparsifier(delta.length, shape, density, epsilon, random, false).wholeMask(delta);
+}
+
+/** DELLA at density <= 0: zeros, NaNs cleared too (torch.zeros_like). */
+class ZeroSparsifier implements ChunkSparsifier {
+  readonly passes = 0;
+  readonly wholeRows = false;
+  accumulate(): void {}
+  apply(delta: Float32Array): void {
+    delta.fill(0);
   }
-  return mask;
+}
+
+/**
+ * The chunked sparsification of one task vector of `elementCount(options.shape)` elements, or null
+ * when it leaves the task vector untouched (density >= 1). Throws MergeMethodError for parameters
+ * mergekit rejects.
+ */
+export function createSparsifier(options: SparsifyOptions, n: number): ChunkSparsifier | null {
+  const { method, density, rescale } = options;
+  switch (method) {
+    case 'magnitude':
+      return magnitudeSparsifier(n, density, rescale);
+    case 'magnitude_outliers':
+      return outliersSparsifier(n, density, options.gamma ?? 0.01, rescale);
+    case 'random':
+      return density >= 1 ? null : new BernoulliSparsifier(density, requireRandom(options), rescale);
+    case 'della_magprune':
+      if (density >= 1) return null;
+      if (density <= 0) return new ZeroSparsifier();
+      return new DellaSparsifier(
+        n,
+        options.shape,
+        density,
+        options.epsilon ?? 0.15,
+        requireRandom(options),
+        rescale,
+      );
+  }
 }
 
 /** Applies a mask and, with rescale, matches the L1 norm of the original (module comment). */
 export function rescaledMaskedInPlace(delta: Float32Array, mask: Uint8Array, rescale: boolean): void {
-  const before = rescale ? sumAbsF32(delta) : 0;
-  for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * mask[i];
+  const before = new BlockedSumF32();
+  if (rescale) before.addAbs(delta, 0, delta.length);
+  maskInPlace(delta, mask, null);
   if (!rescale) return;
-  const after = sumAbsF32(delta);
-  if (before < RESCALE_EPSILON || after < RESCALE_EPSILON) return;
-  const scale = fround(before / after);
+  const after = new BlockedSumF32();
+  after.addAbs(delta, 0, delta.length);
+  const scale = rescaleFactor(before.result(), after.result());
+  if (scale === null) return;
   for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * scale;
 }
 
 /**
- * Sparsifies one task vector in place, as mergekit's `sparsify` (module comment). Returns `delta`.
+ * Sparsifies one whole task vector in place, as mergekit's `sparsify` (module comment). Returns `delta`.
  */
 export function sparsifyInPlace(delta: Float32Array, options: SparsifyOptions): Float32Array {
-  const { method, density } = options;
-  let mask: Uint8Array | null;
-  switch (method) {
-    case 'magnitude':
-      mask = magnitudeMask(delta, density);
-      break;
-    case 'magnitude_outliers':
-      mask = magnitudeOutliersMask(delta, density, options.gamma ?? 0.01);
-      break;
-    case 'random':
-      mask = density >= 1 ? null : bernoulliMask(delta.length, density, requireRandom(options));
-      break;
-    case 'della_magprune': {
-      if (density >= 1) return delta;
-      if (density <= 0) {
-        delta.fill(0);
-        return delta;
-      }
-      mask = dellaMask(delta, options.shape, density, options.epsilon ?? 0.15, requireRandom(options));
-      break;
-    }
+  const sparsifier = createSparsifier(options, delta.length);
+  if (sparsifier === null) return delta;
+  const scratch = new Float32Array(delta.length);
+  for (let pass = 0; pass < sparsifier.passes; pass++) {
+    // Passes may overwrite the values they are given.
+    scratch.set(delta);
+    sparsifier.accumulate(pass, scratch, 0);
   }
-  if (mask) rescaledMaskedInPlace(delta, mask, options.rescale);
+  sparsifier.apply(delta, 0);
   return delta;
 }

@@ -100,6 +100,9 @@ export interface TensorChunk {
  * gathered: histograms for an exact top-k, norms for slerp), then `produce(chunk, out)` for every
  * chunk in order. The result must be bit for bit what `merge` gives on the whole tensor, for any
  * split into whole rows.
+ *
+ * `passes` may drop once a pass has made a later one unnecessary (an exact top-k whose threshold the
+ * first pass already pinned down), never below the passes already run: read it before every pass.
  */
 export interface StreamingMerge {
   readonly passes: number;

@@ -8,7 +8,11 @@ export { cpuBackend, DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge } from '../e
 export { decodeToF32, encodeFromF32 } from '../formats/dtype';
 export { readSafetensorsHeader, readTensorBytes } from '../formats/safetensors';
 export { planShards, ShardWriter } from '../formats/shard-writer';
+export { GpuContext } from '../gpu/device';
+export { rsvdGpu } from '../gpu/rsvd';
+export { frobeniusNormSquared, lowRankProduct, matmul, rsvd } from '../linalg';
 export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
 export { folderResolver, modelFolder } from './model-folder';
 export { outputDir } from './output-dir';
+export { nodeGpu } from './webgpu';

@@ -16,6 +16,7 @@ import './import-panel';
 import './recipe-editor';
 import './run-panel';
 import './output-panel';
+import './inspect-panel';
 
 /** Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?chunk=` (bytes per stored chunk). */
 function pageSettings(): { hubUrl: string; chunkBytes?: number } {
@@ -80,6 +81,8 @@ export class L2sApp extends LitElement {
   @state() private outputId?: string;
   @state() private demoState: 'idle' | 'running' | 'error' = 'idle';
   @state() private demoError = '';
+  /** The demo's models: the Inspect view compares all of them with the base by default. */
+  @state() private demoModels: string[] = [];
   private readonly settings = pageSettings();
 
   override connectedCallback(): void {
@@ -114,8 +117,9 @@ export class L2sApp extends LitElement {
     if (!this.engine) return;
     this.demoState = 'running';
     try {
-      await this.engine.api.loadDemo(newRunId());
+      const demo = await this.engine.api.loadDemo(newRunId());
       await this.refresh();
+      this.demoModels = demo.models;
       this.recipeText = DEMO_RECIPE;
       this.demoState = 'idle';
     } catch (e) {
@@ -185,6 +189,12 @@ export class L2sApp extends LitElement {
           ></l2s-output-panel>
         </div>
       </div>
+      <l2s-inspect-panel
+        .engine=${this.engine}
+        .models=${this.models}
+        .recipeText=${this.recipeText}
+        .suggested=${this.demoModels}
+      ></l2s-inspect-panel>
     `;
   }
 }

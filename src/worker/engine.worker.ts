@@ -14,9 +14,16 @@ import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
 import type { ModelResolver } from '../engine/io';
 import { type MergeProgress, prepareMerge, runMerge } from '../engine/merge';
+import {
+  type InspectProgress,
+  inspectSpectrum,
+  inspectTaskVectors,
+  type SpectrumInspection,
+  type TaskVectorInspection,
+} from '../inspect/inspect-models';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
-import type { MergeRecipe } from '../recipe/recipe';
+import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
 import { type FolderFile, type ImportProgress, importFolder } from '../store/import-folder';
 import { importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
@@ -70,6 +77,22 @@ export interface HubRequest {
   hubUrl: string;
   /** Held only for this call. */
   accessToken?: string;
+}
+
+/** Task vectors of library models against a base, for the Inspect view. */
+export interface InspectRequest {
+  base: string;
+  models: string[];
+  /** The model (one of `models`) whose TIES trimming is measured. */
+  focus: string;
+  /** TIES density settings, tried in order per tensor (the model's, the recipe's, a fallback number). */
+  density: ParameterSetting[];
+}
+
+export interface SpectrumRequest {
+  base: string;
+  model: string;
+  tensor: string;
 }
 
 /** An interrupted merge that cannot continue; its partial output has been discarded. */
@@ -451,6 +474,38 @@ const api = {
   async discardRun(runId: string): Promise<void> {
     if (runs.has(runId)) throw new RunInUseError(`the merge ${runId} is under way; cancel it instead`);
     await holdingRunLock(runId, () => discardInterrupted(runId));
+  },
+
+  /** Per-layer task-vector norms, sign conflicts and TIES' kept share, read tensor by tensor. */
+  async inspect(
+    runId: string,
+    request: InspectRequest,
+    onProgress?: (p: InspectProgress) => void,
+  ): Promise<TaskVectorInspection> {
+    const progress = throttle(onProgress);
+    return withRun(runId, async (signal) => {
+      const base = await library.openModel({ name: request.base });
+      const models = await Promise.all(request.models.map((name) => library.openModel({ name })));
+      return inspectTaskVectors({
+        base,
+        models,
+        focus: request.models.indexOf(request.focus),
+        density: request.density,
+        signal,
+        onProgress: (p) => progress.push(p),
+      }).finally(() => progress.flush());
+    });
+  },
+
+  /** The singular spectrum of one model's task vector for one 2-D tensor. */
+  async inspectSpectrum(runId: string, request: SpectrumRequest): Promise<SpectrumInspection> {
+    return withRun(runId, async (signal) => {
+      const [base, model] = await Promise.all([
+        library.openModel({ name: request.base }),
+        library.openModel({ name: request.model }),
+      ]);
+      return inspectSpectrum({ base, model, tensor: request.tensor, signal });
+    });
   },
 
   cancel(runId: string): void {

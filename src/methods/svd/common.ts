@@ -3,8 +3,15 @@
  * SVD of one 2-D tensor with its spectral-energy report.
  */
 
-import { frobeniusNormSquared, type LowRankFactors, rsvd } from '../../linalg/index.js';
-import { type MergeInputs, MergeMethodError, type ParamSpec, type ResolvedParams } from '../types.js';
+import { frobeniusNormSquared, type LowRankFactors } from '../../linalg/index.js';
+import {
+  type MergeInputs,
+  type MergeMethod,
+  MergeMethodError,
+  type ParamSpec,
+  type ResolvedParams,
+} from '../types.js';
+import { type LowRankOps, type MethodSteps, step } from './ops.js';
 
 export const OVERSAMPLE_PARAM: ParamSpec = {
   name: 'oversample',
@@ -135,7 +142,8 @@ export interface Truncation {
 }
 
 /** Leading `rank` singular triplets of one model's matrix, keyed by (seed, tensor, model index). */
-export function truncatedSvd(
+export function* truncatedSvd(
+  ops: LowRankOps,
   a: Float32Array,
   rows: number,
   cols: number,
@@ -143,15 +151,25 @@ export function truncatedSvd(
   inputs: MergeInputs,
   modelIndex: number,
   settings: RsvdSettings,
-): Truncation {
-  const factors = rsvd(a, rows, cols, rank, {
-    seed: inputs.seed,
-    name: inputs.tensorName,
-    modelIndex,
-    oversample: settings.oversample,
-    powerIterations: settings.powerIterations,
-  });
+): MethodSteps<Truncation> {
+  const factors = yield* step(
+    ops.rsvd(a, rows, cols, rank, {
+      seed: inputs.seed,
+      name: inputs.tensorName,
+      modelIndex,
+      oversample: settings.oversample,
+      powerIterations: settings.powerIterations,
+    }),
+  );
   return { factors, total: frobeniusNormSquared(a) };
+}
+
+/**
+ * A method of the SVD family: `merge` runs `steps` with the CPU operations; a GPU backend runs the
+ * same steps with its own operations.
+ */
+export interface LowRankMergeMethod extends MergeMethod {
+  steps(inputs: MergeInputs, ops: LowRankOps): MethodSteps;
 }
 
 /** acc += scale * x, in f64. */

@@ -24,11 +24,12 @@
  * Sums over models accumulate in f64; theta_0 and delta_i are stored in f32 between steps.
  */
 
-import { energyKept, type LowRankFactors, lowRankProduct } from '../../linalg/index.js';
-import { type MergeInputs, type MergeMethod, MergeMethodError } from '../types.js';
+import { energyKept, type LowRankFactors } from '../../linalg/index.js';
+import { type MergeInputs, MergeMethodError } from '../types.js';
 import {
   addScaled,
   countParam,
+  type LowRankMergeMethod,
   matrixShape,
   numberParam,
   OVERSAMPLE_PARAM,
@@ -36,6 +37,7 @@ import {
   rsvdSettings,
   truncatedSvd,
 } from './common.js';
+import { cpuLowRankOps, type LowRankOps, type MethodSteps, runSync, step } from './ops.js';
 
 const NAME = 'lore';
 
@@ -53,7 +55,7 @@ function sharedPart(thetas: readonly Float32Array[], deltas: readonly Float32Arr
   return out;
 }
 
-function merge(inputs: MergeInputs): Float32Array {
+function* steps(inputs: MergeInputs, ops: LowRankOps): MethodSteps {
   const { tensorName, params, tensors } = inputs;
   if (tensors.length === 0)
     throw new MergeMethodError(`${NAME} needs at least one model (tensor ${tensorName})`);
@@ -82,9 +84,11 @@ function merge(inputs: MergeInputs): Float32Array {
     for (let it = 0; it < iterations; it++) {
       if (it > 0) theta0 = sharedPart(thetas, deltas);
       const last = it === iterations - 1;
-      deltas = thetas.map((theta, i) => {
+      const next: Float32Array[] = [];
+      for (let i = 0; i < thetas.length; i++) {
+        const theta = thetas[i];
         for (let j = 0; j < size; j++) residual[j] = theta[j] - theta0[j];
-        const { factors, total } = truncatedSvd(residual, rows, cols, rank, inputs, i, settings);
+        const { factors, total } = yield* truncatedSvd(ops, residual, rows, cols, rank, inputs, i, settings);
         const { thresholded, kept } = singularValueThreshold(factors, mu);
         if (last) {
           inputs.report?.({
@@ -94,8 +98,9 @@ function merge(inputs: MergeInputs): Float32Array {
             energyKept: energyKept(factors.S, kept, total),
           });
         }
-        return lowRankProduct(thresholded, kept);
-      });
+        next.push(yield* step(ops.lowRankProduct(thresholded, kept)));
+      }
+      deltas = next;
     }
   }
   const acc = Float64Array.from(theta0);
@@ -119,7 +124,7 @@ function singularValueThreshold(
   return { thresholded: { ...f, S: s }, kept };
 }
 
-export const lore: MergeMethod = {
+export const lore: LowRankMergeMethod = {
   name: NAME,
   summary:
     'LoRE-Merging: estimate a shared model and low-rank task vectors, then add the task vectors to it.',
@@ -150,5 +155,6 @@ export const lore: MergeMethod = {
     },
   ],
   taskVector: false,
-  merge,
+  steps,
+  merge: (inputs) => runSync(steps(inputs, cpuLowRankOps)),
 };

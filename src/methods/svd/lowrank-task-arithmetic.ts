@@ -11,12 +11,13 @@
  * Deltas are f32 differences; the weighted sum accumulates in f64 and is rounded to f32 once.
  */
 
-import { energyKept, energyRank, lowRankProduct } from '../../linalg/index.js';
-import type { MergeInputs, MergeMethod } from '../types.js';
+import { energyKept, energyRank } from '../../linalg/index.js';
+import type { MergeInputs } from '../types.js';
 import {
   addScaled,
   countParam,
   fractionParam,
+  type LowRankMergeMethod,
   matrixShape,
   numberParam,
   OVERSAMPLE_PARAM,
@@ -26,10 +27,11 @@ import {
   taskVectors,
   truncatedSvd,
 } from './common.js';
+import { cpuLowRankOps, type LowRankOps, type MethodSteps, runSync, step } from './ops.js';
 
 const NAME = 'lowrank_task_arithmetic';
 
-function merge(inputs: MergeInputs): Float32Array {
+function* steps(inputs: MergeInputs, ops: LowRankOps): MethodSteps {
   const { tensorName, params } = inputs;
   const deltas = taskVectors(inputs, NAME);
   const base = inputs.tensors[inputs.baseIndex].values;
@@ -52,9 +54,18 @@ function merge(inputs: MergeInputs): Float32Array {
       inputs.report?.({ tensor: tensorName, model: tv.model, rank: rankCap, energyKept: 1 });
       continue;
     }
-    const { factors, total } = truncatedSvd(tv.delta, rows, cols, rankCap, inputs, tv.index, settings);
+    const { factors, total } = yield* truncatedSvd(
+      ops,
+      tv.delta,
+      rows,
+      cols,
+      rankCap,
+      inputs,
+      tv.index,
+      settings,
+    );
     const rank = energy === undefined ? factors.rank : energyRank(factors.S, energy, total);
-    addScaled(acc, lowRankProduct(factors, rank), scale);
+    addScaled(acc, yield* step(ops.lowRankProduct(factors, rank)), scale);
     inputs.report?.({
       tensor: tensorName,
       model: tv.model,
@@ -65,7 +76,7 @@ function merge(inputs: MergeInputs): Float32Array {
   return Float32Array.from(acc);
 }
 
-export const lowrankTaskArithmetic: MergeMethod = {
+export const lowrankTaskArithmetic: LowRankMergeMethod = {
   name: NAME,
   summary: 'Task arithmetic with every 2-D task vector cut to its best low-rank approximation.',
   baseModel: 'required',
@@ -89,5 +100,6 @@ export const lowrankTaskArithmetic: MergeMethod = {
     { name: 'weight', type: 'number', required: true, doc: 'Scale of this model’s task vector.' },
   ],
   taskVector: true,
-  merge,
+  steps,
+  merge: (inputs) => runSync(steps(inputs, cpuLowRankOps)),
 };

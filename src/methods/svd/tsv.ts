@@ -18,11 +18,12 @@
  * delta itself and no SVD runs.
  */
 
-import { energyKept, type LowRankFactors, lowRankProduct, polarFactor } from '../../linalg/index.js';
-import type { MergeInputs, MergeMethod } from '../types.js';
+import { energyKept, type LowRankFactors } from '../../linalg/index.js';
+import type { MergeInputs } from '../types.js';
 import {
   addScaled,
   fractionParam,
+  type LowRankMergeMethod,
   matrixShape,
   numberParam,
   OVERSAMPLE_PARAM,
@@ -31,10 +32,11 @@ import {
   taskVectors,
   truncatedSvd,
 } from './common.js';
+import { cpuLowRankOps, type LowRankOps, type MethodSteps, runSync, step } from './ops.js';
 
 const NAME = 'tsv';
 
-function merge(inputs: MergeInputs): Float32Array {
+function* steps(inputs: MergeInputs, ops: LowRankOps): MethodSteps {
   const { tensorName, params } = inputs;
   const deltas = taskVectors(inputs, NAME);
   const base = inputs.tensors[inputs.baseIndex].values;
@@ -69,8 +71,9 @@ function merge(inputs: MergeInputs): Float32Array {
   const uCat = new Float32Array(rows * width);
   const vCat = new Float32Array(cols * width);
   const sCat = new Float64Array(width);
-  deltas.forEach((tv, t) => {
-    const { factors, total } = truncatedSvd(tv.delta, rows, cols, k, inputs, tv.index, settings);
+  for (let t = 0; t < deltas.length; t++) {
+    const tv = deltas[t];
+    const { factors, total } = yield* truncatedSvd(ops, tv.delta, rows, cols, k, inputs, tv.index, settings);
     const weight = numberParam(tv.params, 'weight', tensorName, 1);
     const got = factors.rank;
     for (let i = 0; i < rows; i++)
@@ -84,20 +87,20 @@ function merge(inputs: MergeInputs): Float32Array {
       rank: got,
       energyKept: energyKept(factors.S, got, total),
     });
-  });
+  }
   const merged: LowRankFactors = {
-    U: tasks === 1 ? uCat : polarFactor(uCat, rows, width),
+    U: tasks === 1 ? uCat : yield* step(ops.polarFactor(uCat, rows, width)),
     S: sCat,
-    V: tasks === 1 ? vCat : polarFactor(vCat, cols, width),
+    V: tasks === 1 ? vCat : yield* step(ops.polarFactor(vCat, cols, width)),
     rank: width,
     rows,
     cols,
   };
-  addScaled(acc, lowRankProduct(merged), alpha);
+  addScaled(acc, yield* step(ops.lowRankProduct(merged)), alpha);
   return Float32Array.from(acc);
 }
 
-export const tsv: MergeMethod = {
+export const tsv: LowRankMergeMethod = {
   name: NAME,
   summary:
     'Task Singular Vectors merge: top singular vectors of each task vector, decorrelated across tasks.',
@@ -122,5 +125,6 @@ export const tsv: MergeMethod = {
     },
   ],
   taskVector: true,
-  merge,
+  steps,
+  merge: (inputs) => runSync(steps(inputs, cpuLowRankOps)),
 };

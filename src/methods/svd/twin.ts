@@ -12,11 +12,12 @@
  * is rounded to f32 before the differences are formed.
  */
 
-import { energyKept, lowRankProduct } from '../../linalg/index.js';
-import type { MergeInputs, MergeMethod } from '../types.js';
+import { energyKept } from '../../linalg/index.js';
+import type { MergeInputs } from '../types.js';
 import {
   addScaled,
   countParam,
+  type LowRankMergeMethod,
   matrixShape,
   numberParam,
   OVERSAMPLE_PARAM,
@@ -25,10 +26,11 @@ import {
   taskVectors,
   truncatedSvd,
 } from './common.js';
+import { cpuLowRankOps, type LowRankOps, type MethodSteps, runSync, step } from './ops.js';
 
 const NAME = 'twin';
 
-function merge(inputs: MergeInputs): Float32Array {
+function* steps(inputs: MergeInputs, ops: LowRankOps): MethodSteps {
   const { tensorName, params, tensors } = inputs;
   const deltas = taskVectors(inputs, NAME);
   const base = tensors[inputs.baseIndex].values;
@@ -47,33 +49,43 @@ function merge(inputs: MergeInputs): Float32Array {
   const matrix = matrixShape(inputs);
   const difference = new Float32Array(base.length);
   const settings = matrix === null ? null : rsvdSettings(inputs);
-  deltas.forEach((tv, i) => {
+  for (let i = 0; i < deltas.length; i++) {
+    const tv = deltas[i];
     const theta = tensors[tv.index].values;
     for (let j = 0; j < difference.length; j++) difference[j] = theta[j] - shared[j];
     if (matrix === null || settings === null) {
       addScaled(acc, difference, weights[i]);
-      return;
+      continue;
     }
     const { rows, cols } = matrix;
     const rank = Math.min(rankParam, rows, cols);
     if (rank === Math.min(rows, cols)) {
       addScaled(acc, difference, weights[i]);
       inputs.report?.({ tensor: tensorName, model: tv.model, rank, energyKept: 1 });
-      return;
+      continue;
     }
-    const { factors, total } = truncatedSvd(difference, rows, cols, rank, inputs, tv.index, settings);
-    addScaled(acc, lowRankProduct(factors), weights[i]);
+    const { factors, total } = yield* truncatedSvd(
+      ops,
+      difference,
+      rows,
+      cols,
+      rank,
+      inputs,
+      tv.index,
+      settings,
+    );
+    addScaled(acc, yield* step(ops.lowRankProduct(factors)), weights[i]);
     inputs.report?.({
       tensor: tensorName,
       model: tv.model,
       rank: factors.rank,
       energyKept: energyKept(factors.S, factors.rank, total),
     });
-  });
+  }
   return Float32Array.from(acc);
 }
 
-export const twin: MergeMethod = {
+export const twin: LowRankMergeMethod = {
   name: NAME,
   summary: 'Twin-Merging without router: task arithmetic plus each model’s low-rank exclusive part.',
   baseModel: 'required',
@@ -97,5 +109,6 @@ export const twin: MergeMethod = {
     },
   ],
   taskVector: true,
-  merge,
+  steps,
+  merge: (inputs) => runSync(steps(inputs, cpuLowRankOps)),
 };

@@ -1,7 +1,13 @@
 /// <reference lib="webworker" />
-/** Worker side of gpu-kernels.html: every case with a fresh GpuContext on navigator.gpu. */
+/**
+ * Worker side of gpu-kernels.html: every case (kernels, methods, randomized SVD) with a fresh
+ * GpuContext on navigator.gpu.
+ */
 import { GpuContext } from '../../../src/gpu/device';
 import { GPU_CASES } from './gpu-cases';
+import { RSVD_CASES } from './gpu-rsvd-cases';
+
+const ALL_CASES = [...GPU_CASES, ...RSVD_CASES];
 
 export interface CaseResult {
   readonly name: string;
@@ -21,7 +27,7 @@ const post = (m: WorkerReport) => (self as unknown as DedicatedWorkerGlobalScope
 
 async function main(): Promise<void> {
   const only = new URLSearchParams(self.location.search).get('only');
-  const cases = only ? GPU_CASES.filter((c) => c.name.includes(only)) : GPU_CASES;
+  const cases = only ? ALL_CASES.filter((c) => c.name.includes(only)) : ALL_CASES;
   post({ type: 'start', total: cases.length });
   for (const c of cases) {
     const t0 = performance.now();
