@@ -31,6 +31,7 @@ const { values: opts } = parseArgs({
     dir: { type: 'string', default: '.tmp/bench' },
     layers: { type: 'string' },
     cases: { type: 'string', default: 'baseline,task_arithmetic,ties' },
+    repeat: { type: 'string', default: '3' },
   },
 });
 const shape = { ...QWEN25_05B, layers: opts.layers ? Number(opts.layers) : QWEN25_05B.layers };
@@ -157,28 +158,40 @@ if (opts.case) {
     await writeModel(join(root, 'base'), 0, false);
     await writeModel(join(root, 'reasoner'), 0x1234, true);
   }
-  const results = [];
-  for (const name of opts.cases.split(',')) {
-    const child = spawnSync(
-      process.execPath,
-      [
-        '--expose-gc',
-        'bench/run.mjs',
-        '--case',
-        name,
-        '--device',
-        opts.device,
-        '--dir',
-        opts.dir,
-        ...(opts.layers ? ['--layers', opts.layers] : []),
-      ],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    if (child.status !== 0) throw new Error(`bench case ${name} failed (exit ${child.status})`);
-    results.push(JSON.parse(child.stdout.trim().split('\n').at(-1)));
+  // Cases are interleaved round by round and each reports its median time, so that a slow moment
+  // of the machine (page cache, another process) does not land on one case only.
+  const names = opts.cases.split(',');
+  const runs = new Map(names.map((n) => [n, []]));
+  for (let round = 0; round < Number(opts.repeat); round++) {
+    for (const name of names) {
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--expose-gc',
+          'bench/run.mjs',
+          '--case',
+          name,
+          '--device',
+          opts.device,
+          '--dir',
+          opts.dir,
+          ...(opts.layers ? ['--layers', opts.layers] : []),
+        ],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      if (child.status !== 0) throw new Error(`bench case ${name} failed (exit ${child.status})`);
+      runs.get(name).push(JSON.parse(child.stdout.trim().split('\n').at(-1)));
+    }
   }
+  const results = names.map((name) => {
+    const all = runs.get(name).sort((x, y) => x.seconds - y.seconds);
+    const median = all[Math.floor(all.length / 2)];
+    return { ...median, peakRssMB: Math.max(...all.map((r) => r.peakRssMB)) };
+  });
   const baseline = results.find((r) => r.name === 'baseline');
-  console.log(`\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model, device ${opts.device}`);
+  console.log(
+    `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model, device ${opts.device}, median of ${opts.repeat}`,
+  );
   console.log('case              seconds    MB/s (input)   ratio to baseline   peak RSS');
   for (const r of results) {
     const mbps = r.inputBytes / 1e6 / r.seconds;

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# npm run bench: throughput and memory of the engine against a read+write baseline, then the
-# randomized SVD on the GPU against the CPU and the SVD family's whole-merge cost.
+# npm run bench: throughput and memory of the engine against a read+write baseline (CPU, then the GPU
+# through Node's WebGPU when an adapter exists), then the randomized SVD on the GPU against the CPU
+# and the SVD family's whole-merge cost. Options are passed to both scripts (e.g. --layers 2).
 source "$(dirname "$0")/env.sh"
 npm run build:cli
 node --expose-gc bench/run.mjs "$@"
+if node -e "import('./dist/cli/index.js').then((m) => m.nodeGpu()).then((g) => g.requestAdapter()).then((a) => process.exit(a ? 0 : 1), () => process.exit(1))"; then
+  node --expose-gc bench/run.mjs --device gpu --layers "${L2S_BENCH_GPU_LAYERS:-2}" --repeat 1
+else
+  echo "bench: no WebGPU adapter for Node; GPU rows skipped" >&2
+fi
 node --expose-gc bench/rsvd.mjs "$@"

@@ -14,7 +14,7 @@ import {
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { getMethod } from '../methods';
-import type { MergeInputs, MergeMethod, ModelTensor, StreamingMerge } from '../methods/types';
+import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
 import {
   type MergePlan,
   orderModels,
@@ -226,10 +226,21 @@ async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor>
  * f32 values of `rows` whole rows of one input, cut to the output's columns and rounded to the
  * recipe's working dtype.
  */
-function decodeInput(t: TensorPlan, input: PlanInput, raw: Uint8Array, rows: number, workDtype?: FloatDType) {
+function decodeInput(
+  t: TensorPlan,
+  input: PlanInput,
+  raw: Uint8Array,
+  rows: number,
+  workDtype?: FloatDType,
+  out?: Float32Array,
+) {
   const dtype = input.tensor.dtype;
   if (!isFloatDType(dtype)) throw new MergeError(`tensor ${t.name} is ${dtype}, not a float`, t.name);
-  let v = decodeToF32(raw, dtype);
+  let v = decodeToF32(
+    raw,
+    dtype,
+    input.submatrix ? undefined : out?.subarray(0, raw.byteLength / DTYPE_BYTES[dtype]),
+  );
   if (input.submatrix) v = cutSubmatrix(v, input.tensor.shape[1], rows, input.submatrix.cols);
   if (workDtype && workDtype !== dtype) v = roundTo(v, workDtype);
   return v;
@@ -321,7 +332,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         bytes = loaded.bytes[0];
       } else {
         try {
-          bytes = await computeTensor(method, active, plan, loaded, recipe, seed);
+          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log);
         } catch (e) {
           const cause = (e as Error).cause as Error | undefined;
           const fallback = opts.fallbackBackend ?? cpuBackend;
@@ -342,7 +353,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             await tensorWritten(i);
             continue;
           }
-          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed);
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log);
         }
       }
       checkAbort();
@@ -422,15 +433,24 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   const rowLen = rowLength(t.shape);
   const rows = elementCount(t.shape) / rowLen;
   const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / rowLen));
-  const readRows = async (r0: number, r1: number): Promise<{ values: Float32Array[]; bytes: number }> => {
+  // Two sets of decode buffers, reused chunk after chunk: one is computed on while the other fills.
+  // Fresh multi-megabyte arrays per chunk cost more in page faults than the decoding itself.
+  const buffers = [0, 1].map(() =>
+    t.inputs.map(() => new Float32Array(Math.min(rows, rowsPerChunk) * rowLen)),
+  );
+  const readRows = async (
+    r0: number,
+    r1: number,
+    set: number,
+  ): Promise<{ values: Float32Array[]; bytes: number }> => {
     let bytes = 0;
     const values = await Promise.all(
-      t.inputs.map(async (input) => {
+      t.inputs.map(async (input, i) => {
         const info = input.tensor;
         const rowBytes = (input.submatrix ? info.shape[1] : rowLen) * DTYPE_BYTES[info.dtype];
         const raw = await readInput(plan, t, input, r0 * rowBytes, (r1 - r0) * rowBytes);
         bytes += raw.byteLength;
-        return decodeInput(t, input, raw, r1 - r0, recipe.dtype);
+        return decodeInput(t, input, raw, r1 - r0, recipe.dtype, buffers[set][i]);
       }),
     );
     return { values, bytes };
@@ -439,13 +459,13 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   const eachChunk = async (
     visit: (start: number, chunk: { values: Float32Array[]; bytes: number }) => Promise<void>,
   ) => {
-    let pending = readRows(0, Math.min(rows, rowsPerChunk));
-    for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
+    let pending = readRows(0, Math.min(rows, rowsPerChunk), 0);
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       ctx.checkAbort();
       const chunk = await pending;
       const r1 = Math.min(rows, r0 + rowsPerChunk);
       if (r1 < rows) {
-        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk));
+        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
         pending.catch(() => {});
       }
       await visit(r0 * rowLen, chunk);
@@ -470,9 +490,10 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
     );
   }
   writer.beginTensor(t.name);
+  const outBuffer = new Float32Array(Math.min(rows, rowsPerChunk) * rowLen);
   let writing: Promise<void> = Promise.resolve();
   await eachChunk(async (start, chunk) => {
-    const out = new Float32Array(chunk.values[0].length);
+    const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
     await writing;
@@ -509,11 +530,23 @@ async function computeTensor(
   loaded: LoadedTensor,
   recipe: MergeRecipe,
   seed: number,
+  log: (line: string) => void,
 ): Promise<Uint8Array> {
   const t = loaded.plan;
   const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
   const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
-  const common = { tensorName: t.name, shape: t.shape, baseIndex: t.baseIndex, params: global, seed };
+  const common = {
+    tensorName: t.name,
+    shape: t.shape,
+    baseIndex: t.baseIndex,
+    params: global,
+    seed,
+    // The SVD family says what each truncation kept.
+    report: (r: SpectralReport) =>
+      log(
+        `${r.tensor}${r.model ? ` (${r.model})` : ''}: rank ${r.rank} keeps ${(r.energyKept * 100).toFixed(1)}% of the spectrum's energy`,
+      ),
+  };
   const outDtype = t.outDtype as FloatDType;
   // The byte path needs inputs already in the working dtype (no rounding on the way in).
   const raw =

@@ -90,6 +90,7 @@ export interface TensorMergeSpec extends Omit<MergeInputs, 'tensors'> {
  * a 1-D tensor is one row), in `MergeInputs.tensors` order.
  */
 export interface TensorChunk {
+  // The engine reuses the arrays for later chunks: keep statistics, never the arrays themselves.
   readonly start: number;
   readonly values: readonly Float32Array[];
 }

@@ -365,6 +365,35 @@ describe('l2s-merge CLI on bad input', () => {
   });
 });
 
+describe('the SVD family from the CLI', () => {
+  const svdRecipes: Record<string, string> = {
+    lowrank_task_arithmetic:
+      'parameters: {rank: 8}\nmodels:\n  - model: tiny-qwen-system2\n    parameters: {weight: 0.7}\n',
+    tsv: 'parameters: {rank_fraction: 0.5}\nmodels:\n  - model: tiny-qwen-instruct\n  - model: tiny-qwen-system2\n',
+    lore: 'parameters: {mu: 0.01, iterations: 3, rank: 8}\nmodels:\n  - model: tiny-qwen-instruct\n  - model: tiny-qwen-system2\n',
+    twin: 'parameters: {rank: 4}\nmodels:\n  - model: tiny-qwen-instruct\n  - model: tiny-qwen-system2\n',
+  };
+  for (const [method, rest] of Object.entries(svdRecipes)) {
+    it(`runs ${method} on the tiny trio and logs each tensor's rank and kept energy`, async () => {
+      const file = join(dir, `${method}.yml`);
+      await writeFile(
+        file,
+        `merge_method: ${method}\nbase_model: tiny-qwen-system1\ndtype: bfloat16\n${rest}`,
+      );
+      const out = join(dir, `out-${method}`);
+      const { code, stderr } = await cli(file, out);
+      expect(code, stderr).toBe(0);
+      const ranks = stderr
+        .split('\n')
+        .filter((l) => /: rank \d+ keeps \d+\.\d% of the spectrum's energy/.test(l));
+      expect(ranks.length).toBeGreaterThan(10);
+      expect(stderr).toContain('model.layers.0.mlp.down_proj.weight');
+      const down = await outputTensor(out, 'model.layers.3.mlp.down_proj.weight');
+      expect(down.every(Number.isFinite)).toBe(true);
+    }, 60_000);
+  }
+});
+
 /** Node WebGPU (Dawn) with a software adapter where the machine has no GPU; see scripts/env.sh. */
 const gpuAvailable = await import('../../src/node/webgpu')
   .then((m) => m.nodeAdapter())
