@@ -289,11 +289,13 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     opts.onProgress?.({ ...progress });
     let active = backend;
     const streamElements = opts.streamElements ?? STREAM_ELEMENTS;
+    // Large tensors go through the method's chunked form on the CPU. A GPU backend takes tensors
+    // whole (tiling them itself) up to GPU_WHOLE_ELEMENTS, and hands back any that do not fit.
     const streamed = (t: TensorPlan | undefined) =>
       t !== undefined &&
       t.kind === 'merge' &&
       method.stream !== undefined &&
-      elementCount(t.shape) > streamElements;
+      elementCount(t.shape) > (active.kind === 'cpu' ? streamElements : GPU_WHOLE_ELEMENTS);
     const load = (t: TensorPlan | undefined) => {
       if (!t || streamed(t)) return undefined;
       const p = loadTensor(t, plan);
@@ -376,6 +378,13 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     throw e;
   }
 }
+
+/**
+ * The largest tensor a GPU backend is given whole: its inputs and result then take about
+ * (models + 1) x 4 bytes per element of GPU memory, 4 GiB with three models at this size (a 1.5B
+ * model's embeddings fit; a 7B model's are streamed on the CPU).
+ */
+export const GPU_WHOLE_ELEMENTS = 1 << 28;
 
 /** Tensors above this many elements are merged a chunk of rows at a time (methods that can). */
 export const STREAM_ELEMENTS = 1 << 22;
