@@ -1,15 +1,21 @@
-// npm run bench, browser rows: the same cases as bench/run.mjs (synthetic Qwen2.5-0.5B-shaped
-// models, bf16, base + 1 model) measured inside a module Web Worker in headless Chromium, on the
-// CPU backend and on the GPU backend (WebGPU) when the worker gets an adapter.
+// npm run bench, browser rows: the cases of bench/run.mjs (synthetic models with Qwen2.5-0.5B's
+// tensor shapes, bf16, base + 1 model) measured inside a module Web Worker in headless Chromium, on
+// the CPU backend and on the GPU backend (WebGPU) when the worker gets an adapter.
 //
 // The page (bench/browser/index.html) is served by Vite; the worker makes the models in memory as
-// Blobs, merges into OPFS (or a discarding sink with --output discard) and reports each run here.
-// Cases run round by round, interleaved; each row is a median. Ratios are baseline time / case time
-// with the one baseline (read every input tensor, write the same output, no math) of this run.
+// Blobs, merges into OPFS (or into a sink that discards, with --output discard) and reports each
+// run here. Cases run round by round, interleaved; each row is a median. Ratios are baseline time /
+// case time, against the one baseline of this run (read every input tensor, write the same output
+// to the same kind of output, no math).
 //
-// Memory: peak PSS of all the browser's processes while the case ran (Linux /proc, sampled), which
-// includes the Blobs of both models; and what the page's own measurement reports after the run
-// (measureUserAgentSpecificMemory, the page being cross-origin isolated).
+// The default embedding has 8192 rows, not Qwen2.5's 151936: it alone would be 82% of the model,
+// and on a software adapter (SwiftShader) the GPU rows of a full one take minutes. `--vocab 151936`
+// measures the real shapes. GPU rows run `--gpu-repeat` rounds (default 1), the others `--repeat`.
+//
+// Memory: "peak PSS" is the proportional set size of all the browser's processes (shared pages
+// counted once), sampled from Linux's /proc while the run goes; it includes the models' Blobs and,
+// on a software adapter, the GPU's memory. "JS peak" is the page's own measureUserAgentSpecificMemory
+// (the page and its worker, ArrayBuffers included), sampled four times a second.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
@@ -24,27 +30,38 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CASES = ['baseline', 'task_arithmetic', 'ties'];
 const DEVICES = ['cpu', 'gpu'];
 const OUTPUTS = ['opfs', 'discard'];
-/** How often the browser's memory is sampled while a case runs. */
-const MEMORY_SAMPLE_MS = 200;
+/** Reading the PSS of a multi-GB process costs the kernel tens of ms: sample twice a second. */
+const PSS_SAMPLE_MS = 500;
 
 class BrowserBenchError extends Error {
   name = 'BrowserBenchError';
 }
 
 function options() {
-  const { values } = parseArgs({
-    options: {
-      layers: { type: 'string', default: '2' },
-      repeat: { type: 'string', default: '3' },
-      cases: { type: 'string', default: CASES.join(',') },
-      devices: { type: 'string', default: DEVICES.join(',') },
-      output: { type: 'string', default: 'opfs' },
-      timeout: { type: 'string', default: '600' },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        layers: { type: 'string', default: '2' },
+        vocab: { type: 'string', default: '8192' },
+        repeat: { type: 'string', default: '3' },
+        'gpu-repeat': { type: 'string', default: '1' },
+        cases: { type: 'string', default: CASES.join(',') },
+        devices: { type: 'string', default: DEVICES.join(',') },
+        output: { type: 'string', default: 'opfs' },
+        timeout: { type: 'string', default: '900' },
+      },
+    }));
+  } catch (e) {
+    throw new BrowserBenchError(
+      `${e.message}; options: --layers N --vocab N --repeat N --gpu-repeat N --cases LIST --devices cpu,gpu --output opfs|discard --timeout SECONDS`,
+    );
+  }
   const positive = (name) => {
     const n = Number(values[name]);
-    if (!Number.isInteger(n) || n < 1) throw new BrowserBenchError(`--${name} must be a whole number >= 1`);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new BrowserBenchError(`--${name} must be a whole number >= 1; got '${values[name]}'`);
+    }
     return n;
   };
   const listOf = (name, allowed) => {
@@ -62,7 +79,9 @@ function options() {
   }
   return {
     layers: positive('layers'),
+    vocab: positive('vocab'),
     repeat: positive('repeat'),
+    gpuRepeat: positive('gpu-repeat'),
     cases: listOf('cases', CASES),
     devices: listOf('devices', DEVICES),
     output: values.output,
@@ -89,9 +108,9 @@ function freePort() {
 }
 
 /**
- * Proportional set size (shared pages split between the processes sharing them, so the sum over
- * processes counts each page once) of the browser process started with `userDataDir` and all its
- * descendants, in bytes; undefined where /proc does not tell.
+ * Proportional set size, in bytes, of the browser process started with `userDataDir` and all its
+ * descendants (shared pages split among the processes sharing them, so the sum counts each page
+ * once); undefined where /proc does not tell (not Linux).
  */
 function browserPss(userDataDir) {
   let pids;
@@ -125,11 +144,37 @@ function browserPss(userDataDir) {
       const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
       if (m) total += Number(m[1]) * 1024;
     } catch {
-      // ended
+      // the process ended while being read
     }
     stack.push(...(children.get(pid) ?? []));
   }
   return total;
+}
+
+/** The peak of `browserPss` between `start` and `stop`. */
+class PssSampler {
+  constructor(userDataDir) {
+    this.userDataDir = userDataDir;
+    this.timer = undefined;
+    this.peak = undefined;
+  }
+  sample() {
+    const pss = browserPss(this.userDataDir);
+    if (pss !== undefined) this.peak = Math.max(this.peak ?? 0, pss);
+  }
+  start() {
+    this.stop();
+    this.peak = undefined;
+    this.sample();
+    this.timer = setInterval(() => this.sample(), PSS_SAMPLE_MS);
+  }
+  stop() {
+    if (this.timer === undefined) return undefined;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.sample();
+    return this.peak;
+  }
 }
 
 const MB = (bytes) => (bytes === undefined ? '-' : `${(bytes / 1e6).toFixed(0)} MB`);
@@ -142,44 +187,58 @@ function printTable(opts, ready, browserVersion, runs, idlePss) {
   }
   const rows = keys.map((key) => {
     const all = runs.filter((r) => `${r.case}/${r.device}` === key).sort((a, b) => a.seconds - b.seconds);
-    const median = all[Math.floor(all.length / 2)];
-    const peaks = all.map((r) => r.peakPss).filter((x) => x !== undefined);
-    const mems = all.map((r) => r.memoryBytes).filter((x) => x !== undefined);
+    const peakOf = (field) => {
+      const values = all.map((r) => r[field]).filter((x) => x !== undefined);
+      return values.length > 0 ? Math.max(...values) : undefined;
+    };
     return {
-      ...median,
-      peakPss: peaks.length ? Math.max(...peaks) : undefined,
-      memoryBytes: mems.length ? Math.max(...mems) : undefined,
+      ...all[Math.floor(all.length / 2)],
+      runs: all.length,
+      peakPss: peakOf('peakPss'),
+      jsPeakBytes: peakOf('jsPeakBytes'),
     };
   });
   const baseline = rows.find((r) => r.case === 'baseline');
   const adapter = ready.adapter ?? `none (${ready.adapterMissing ?? 'GPU rows not asked for'})`;
+  const embedding = opts.vocab === 151936 ? 'full embedding' : `embedding ${opts.vocab} rows`;
   console.log(
-    `\nQwen2.5-0.5B shapes, ${opts.layers} layers, bf16, base + 1 model, browser worker (${browserVersion}), ` +
-      `adapter ${adapter}, output ${opts.output === 'opfs' ? 'OPFS' : 'discarded'}, median of ${opts.repeat}`,
+    `\nQwen2.5-0.5B shapes, ${opts.layers} layers, ${embedding}, bf16, base + 1 model, browser worker ` +
+      `(${browserVersion}), adapter: ${adapter}, output ${opts.output === 'opfs' ? 'OPFS' : 'discarded'}`,
   );
   console.log(
     `models made in the worker in ${ready.generateSeconds.toFixed(1)} s, ${MB(ready.modelBytes)} each; ` +
-      `browser PSS with them loaded ${MB(idlePss)}; JS memory from ${ready.memorySource ?? 'nothing (no API)'}`,
+      `browser PSS with them loaded ${MB(idlePss)}; JS peak from ${ready.memorySource ?? 'nothing (no measuring API)'}`,
   );
   console.log(
-    'case             device   seconds    MB/s (input)   ratio to baseline   peak PSS (browser)   JS memory',
+    'case             device   runs   seconds   MB/s (input)   ratio to baseline   peak PSS (browser)    JS peak',
   );
   for (const r of rows) {
     const mbps = r.inputBytes / 1e6 / r.seconds;
     const ratio = baseline ? (baseline.seconds / r.seconds).toFixed(2) : '-';
     console.log(
-      `${r.case.padEnd(16)} ${r.device.padEnd(6)} ${r.seconds.toFixed(2).padStart(9)} ${mbps.toFixed(0).padStart(15)} ` +
-        `${ratio.padStart(19)} ${MB(r.peakPss).padStart(20)} ${MB(r.memoryBytes).padStart(11)}`,
+      `${r.case.padEnd(16)} ${r.device.padEnd(6)} ${String(r.runs).padStart(6)} ${r.seconds.toFixed(2).padStart(9)} ` +
+        `${mbps.toFixed(0).padStart(14)} ${ratio.padStart(19)} ${MB(r.peakPss).padStart(20)} ${MB(r.jsPeakBytes).padStart(10)}`,
     );
   }
 }
 
+/** A persistent context has no Browser object to ask; the page's client hints tell the version. */
+async function browserVersionOf(page) {
+  const version = await page.evaluate(async () => {
+    const hints = await navigator.userAgentData?.getHighEntropyValues(['uaFullVersion']);
+    return hints?.uaFullVersion ?? /(?:HeadlessChrome|Chrome)\/([\d.]+)/.exec(navigator.userAgent)?.[1];
+  });
+  return `Chromium ${version ?? '(unknown version)'}`;
+}
+
 async function main() {
   const opts = options();
-  const resources = [];
+  const cleanups = [];
   const cleanup = async () => {
-    for (const close of resources.reverse()) await close().catch(() => undefined);
-    resources.length = 0;
+    while (cleanups.length > 0)
+      await cleanups
+        .pop()()
+        .catch(() => undefined);
   };
   const onSignal = (signal) => {
     cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
@@ -193,12 +252,13 @@ async function main() {
       configFile: false,
       logLevel: 'warn',
       clearScreen: false,
-      // Cross-origin isolation lets the page measure its memory; no hot reload in the middle of a run.
       server: {
         host: '127.0.0.1',
         port,
         strictPort: true,
+        // A hot reload (a source file saved meanwhile) would restart the page and its runs.
         hmr: false,
+        // Cross-origin isolation gives the page measureUserAgentSpecificMemory.
         headers: {
           'Cross-Origin-Opener-Policy': 'same-origin',
           'Cross-Origin-Embedder-Policy': 'require-corp',
@@ -206,104 +266,93 @@ async function main() {
       },
       worker: { format: 'es' },
     });
-    resources.push(() => server.close());
+    cleanups.push(() => server.close());
     await server.listen();
 
-    // A persistent profile: OPFS of an off-the-record profile lives in memory and has a small quota.
+    // A persistent profile: an off-the-record profile keeps OPFS in memory, with a small quota.
     const userDataDir = await mkdtemp(join(tmpdir(), 'l2s-browser-bench-'));
-    resources.push(() => rm(userDataDir, { recursive: true, force: true }));
-    const context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: chromiumPath(),
-      headless: true,
-      // ForceEagerMeasureMemory: measureUserAgentSpecificMemory answers at once, not at the next GC.
-      args: ['--enable-unsafe-webgpu', '--enable-blink-features=ForceEagerMeasureMemory'],
-    });
-    resources.push(() => context.close());
-    const browserVersion = `Chromium ${context.browser()?.version() ?? (await browserVersionOf(context))}`;
-
+    cleanups.push(() => rm(userDataDir, { recursive: true, force: true }));
+    let context;
+    try {
+      context = await chromium.launchPersistentContext(userDataDir, {
+        executablePath: chromiumPath(),
+        headless: true,
+        // ForceEagerMeasureMemory: measureUserAgentSpecificMemory answers at once, not at the next GC.
+        args: ['--enable-unsafe-webgpu', '--enable-blink-features=ForceEagerMeasureMemory'],
+      });
+    } catch (e) {
+      throw new BrowserBenchError(
+        `cannot start Chromium (${chromiumPath() ?? "Playwright's own"}): ${e.message.split('\n')[0]}; ` +
+          'set L2S_CHROMIUM to a Chromium or Chrome binary',
+      );
+    }
+    cleanups.push(() => context.close());
     const page = context.pages()[0] ?? (await context.newPage());
+
+    const pss = new PssSampler(userDataDir);
+    cleanups.push(async () => pss.stop());
     const runs = [];
     let ready;
     let idlePss;
-    let sampling;
-    let ok;
-    let fail;
-    const finished = new Promise((resolveRun, rejectRun) => {
-      ok = resolveRun;
-      fail = rejectRun;
+    let succeed;
+    let failWith;
+    const finished = new Promise((ok, fail) => {
+      succeed = ok;
+      failWith = (message) => fail(new BrowserBenchError(message));
     });
-    page.on('crash', () => fail(new BrowserBenchError('the bench page crashed (out of memory?)')));
-    page.on('pageerror', (e) => fail(new BrowserBenchError(`the bench page failed: ${e.message}`)));
-    resources.push(async () => {
-      if (sampling) clearInterval(sampling.timer);
-    });
+    page.on('crash', () => failWith('the bench page crashed (out of memory?)'));
+    page.on('pageerror', (e) => failWith(`the bench page failed: ${e.message}`));
     await page.exposeFunction('l2sBenchReport', (m) => {
       if (m.type === 'log') process.stderr.write(`bench/browser: ${m.line}\n`);
       else if (m.type === 'ready') {
         ready = m;
         idlePss = browserPss(userDataDir);
         process.stderr.write(
-          `bench/browser: models ready in ${m.generateSeconds.toFixed(1)} s; adapter ${m.adapter ?? `none: ${m.adapterMissing}`}\n`,
+          `bench/browser: models made in ${m.generateSeconds.toFixed(1)} s; ` +
+            `GPU adapter: ${m.adapter ?? `none (${m.adapterMissing ?? 'not asked for'}), GPU rows skipped`}\n`,
         );
-      } else if (m.type === 'run-start') {
-        const current = { peak: browserPss(userDataDir) };
-        sampling = {
-          current,
-          timer: setInterval(() => {
-            const pss = browserPss(userDataDir);
-            if (pss !== undefined) current.peak = Math.max(current.peak ?? 0, pss);
-          }, MEMORY_SAMPLE_MS),
-        };
-      } else if (m.type === 'run') {
-        let peakPss;
-        if (sampling) {
-          clearInterval(sampling.timer);
-          peakPss = sampling.current.peak;
-          sampling = undefined;
-        }
-        const r = { ...m.result, peakPss };
+      } else if (m.type === 'run-start') pss.start();
+      else if (m.type === 'run') {
+        const r = { ...m.result, peakPss: pss.stop() };
         runs.push(r);
         process.stderr.write(
-          `bench/browser: round ${r.round + 1} ${r.case} ${r.device}: ${r.seconds.toFixed(2)} s\n`,
+          `bench/browser: round ${r.round + 1}: ${r.case} ${r.device === '-' ? '' : `${r.device} `}${r.seconds.toFixed(2)} s\n`,
         );
-      } else if (m.type === 'done') ok();
-      else if (m.type === 'fatal') fail(new BrowserBenchError(`the bench worker failed: ${m.error}`));
+      } else if (m.type === 'done') succeed();
+      else if (m.type === 'fatal') failWith(m.error);
     });
     let timer;
-    const timeout = new Promise((_, fail) => {
+    const timedOut = new Promise((_, fail) => {
       timer = setTimeout(
         () =>
           fail(
             new BrowserBenchError(
-              `no result after ${opts.timeoutSeconds} s; use fewer --layers or --repeat, or a longer --timeout`,
+              `no result after ${opts.timeoutSeconds} s; use fewer --layers, --vocab or --repeat, or a longer --timeout`,
             ),
           ),
         opts.timeoutSeconds * 1000,
       );
     });
-    resources.push(async () => clearTimeout(timer));
+    cleanups.push(async () => clearTimeout(timer));
+
     const query = new URLSearchParams({
       layers: String(opts.layers),
+      vocab: String(opts.vocab),
       repeat: String(opts.repeat),
+      gpuRepeat: String(opts.gpuRepeat),
       cases: opts.cases.join(','),
       devices: opts.devices.join(','),
       output: opts.output,
     });
     await page.goto(`http://127.0.0.1:${port}/bench/browser/index.html?${query}`);
-    await Promise.race([finished, timeout]);
+    const browserVersion = await browserVersionOf(page);
+    await Promise.race([finished, timedOut]);
     printTable(opts, ready, browserVersion, runs, idlePss);
   } finally {
     await cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-}
-
-/** A persistent context has no Browser object; its user agent names the version. */
-async function browserVersionOf(context) {
-  const page = context.pages()[0] ?? (await context.newPage());
-  const ua = await page.evaluate(() => navigator.userAgent);
-  return /(?:HeadlessChrome|Chrome)\/([\d.]+)/.exec(ua)?.[1] ?? 'unknown version';
 }
 
 main().catch((e) => {

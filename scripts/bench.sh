@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run bench: throughput and memory of the engine against a read+write baseline (CPU, then the GPU
-# through Node's WebGPU when an adapter exists), then the randomized SVD on the GPU against the CPU
+# through Node's WebGPU when an adapter exists, then both in a browser worker), then the randomized
+# SVD on the GPU against the CPU
 # and the SVD family's whole-merge cost. Options are passed to both scripts (e.g. --layers 2).
 source "$(dirname "$0")/env.sh"
 npm run build:cli
@@ -10,4 +11,5 @@ if node -e "import('./dist/cli/index.js').then((m) => m.nodeGpu()).then((g) => g
 else
   echo "bench: no WebGPU adapter for Node; GPU rows skipped" >&2
 fi
+node bench/browser.mjs --layers "${L2S_BENCH_BROWSER_LAYERS:-2}"
 node --expose-gc bench/rsvd.mjs "$@"
