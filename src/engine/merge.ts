@@ -387,7 +387,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
 export const GPU_WHOLE_ELEMENTS = 1 << 28;
 
 /** Tensors above this many elements are merged a chunk of rows at a time (methods that can). */
-export const STREAM_ELEMENTS = 1 << 22;
+export const STREAM_ELEMENTS = 1 << 20;
 
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
