@@ -28,6 +28,8 @@ export class L2sOutputPanel extends LitElement {
   /** Every finished output kept in browser storage, newest first. */
   @property({ attribute: false }) outputs: OutputInfo[] = [];
   @state() private links: { file: File; url: string }[] = [];
+  /** The output whose files `links` holds: lags `outputId` while its files load. */
+  @state() private linksFor?: string;
   @state() private message = '';
   @state() private name = 'merged-model';
   @state() private busy = false;
@@ -44,6 +46,7 @@ export class L2sOutputPanel extends LitElement {
   private revokeAll(): void {
     for (const link of this.links) URL.revokeObjectURL(link.url);
     this.links = [];
+    this.linksFor = undefined;
   }
 
   private async loadFiles(): Promise<void> {
@@ -55,6 +58,7 @@ export class L2sOutputPanel extends LitElement {
       const files = await outputFiles(id);
       if (this.outputId !== id) return;
       this.links = files.map((file) => ({ file, url: URL.createObjectURL(file) }));
+      this.linksFor = id;
     } catch (e) {
       this.message = (e as Error).message;
     }
@@ -118,7 +122,7 @@ export class L2sOutputPanel extends LitElement {
   private renderSelected() {
     const canPick = 'showDirectoryPicker' in window;
     return html`
-      <table>
+      <table data-testid="output-files" data-output-id=${this.linksFor ?? ''}>
         ${this.links.map(
           ({ file, url }) => html`<tr>
             <td><a data-testid="download-file" href=${url} download=${file.name}>${file.name}</a></td>

@@ -71,6 +71,8 @@ export class L2sRunPanel extends LitElement {
   /** `--out-shard-size` as typed (5B, 500M, bytes); empty for the default. */
   @state() private shardSize = '';
   @state() private backendUsed?: 'cpu' | 'gpu';
+  /** The output the last finished merge wrote (the output panel shows it once loaded). */
+  @state() private outputUsed?: string;
   /** Merges started since the page opened; lets observers tell one run's end from the previous one's. */
   @state() private runs = 0;
   private runId?: string;
@@ -144,6 +146,7 @@ export class L2sRunPanel extends LitElement {
         }),
       );
       this.backendUsed = outcome.backend;
+      this.outputUsed = outcome.outputId;
       this.state = 'done';
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
@@ -258,6 +261,7 @@ export class L2sRunPanel extends LitElement {
           data-testid="merge-status"
           data-state=${this.state}
           data-backend=${this.backendUsed ?? ''}
+          data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error' : ''}
         >${this.message}</p>
