@@ -1,6 +1,7 @@
 /**
  * The paper's hyperparameters (Wu et al. 2025, Table 7) as recipe settings. The paper trims a
- * fraction k, so mergekit's density is 1 - k; its alpha is the task vector's weight. The paper gives
+ * fraction k, so mergekit's density is 1 - k; its alpha scales the merged task vector (a weight in
+ * task arithmetic, lambda in TIES). The paper gives
  * DARE only its drop rate p (density 1 - p) and no 32B setting.
  */
 export type ModelScale = '1.5B' | '7B' | '14B' | '32B';
@@ -27,38 +28,25 @@ export const PAPER_PRESETS: readonly RecipePreset[] = [
       note: 'alpha 0.7',
     }),
   ),
-  {
-    label: 'TIES 1.5B',
-    scale: '1.5B',
-    mergeMethod: 'ties',
-    modelParams: { weight: 1.0, density: 0.2 },
-    globalParams: { lambda: 1.0 },
-    note: 'k 0.8, alpha 1.0',
-  },
-  {
-    label: 'TIES 7B',
-    scale: '7B',
-    mergeMethod: 'ties',
-    modelParams: { weight: 1.0, density: 0.2 },
-    globalParams: { lambda: 1.0 },
-    note: 'k 0.8, alpha 1.0',
-  },
-  {
-    label: 'TIES 14B',
-    scale: '14B',
-    mergeMethod: 'ties',
-    modelParams: { weight: 0.5, density: 0.8 },
-    globalParams: { lambda: 1.0 },
-    note: 'k 0.2, alpha 0.5',
-  },
-  {
-    label: 'TIES 32B',
-    scale: '32B',
-    mergeMethod: 'ties',
-    modelParams: { weight: 0.55, density: 0.75 },
-    globalParams: { lambda: 1.0 },
-    note: 'k 0.25, alpha 0.55',
-  },
+  // TIES normalizes by the kept weights, so the paper's alpha must be lambda: as a weight it would
+  // cancel out.
+  ...(
+    [
+      ['1.5B', 0.8, 1.0],
+      ['7B', 0.8, 1.0],
+      ['14B', 0.2, 0.5],
+      ['32B', 0.25, 0.55],
+    ] as const
+  ).map(
+    ([scale, k, alpha]): RecipePreset => ({
+      label: `TIES ${scale}`,
+      scale,
+      mergeMethod: 'ties',
+      modelParams: { weight: 1.0, density: Math.round((1 - k) * 100) / 100 },
+      globalParams: { lambda: alpha },
+      note: `k ${k}, alpha ${alpha}`,
+    }),
+  ),
   ...(
     [
       ['1.5B', 0.3],

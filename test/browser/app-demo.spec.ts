@@ -26,8 +26,10 @@ test('the demo merges out of the box; form and YAML round-trip; outputs join the
   await page.getByTestId('param-0-density').press('Tab');
   await expect(yaml).toHaveValue(/density: 0\.35/);
   await page.locator('[data-testid="preset"][data-preset="TIES 14B"]').click();
-  await expect(yaml).toHaveValue(/weight: 0\.5\b/);
+  // The paper's alpha is TIES' lambda (as a weight it would be normalized away).
+  await expect(yaml).toHaveValue(/weight: 1(\.0)?\b/);
   await expect(yaml).toHaveValue(/density: 0\.8\b/);
+  await expect(yaml).toHaveValue(/lambda: 0\.5\b/);
   await page.getByTestId('recipe-method').selectOption('task_arithmetic');
   await expect(yaml).toHaveValue(/merge_method: task_arithmetic/);
   // Parameters the chosen method does not have are dropped.
@@ -41,7 +43,7 @@ test('the demo merges out of the box; form and YAML round-trip; outputs join the
   await page.getByTestId('param-0-weight').pressSequentially('1e');
   await page.getByTestId('param-0-weight').press('Tab');
   await expect(page.getByTestId('param-0-weight')).toHaveClass(/invalid/);
-  await expect(yaml).toHaveValue(/weight: 0\.5\b/);
+  await expect(yaml).toHaveValue(/weight: 1(\.0)?\b/);
 
   // YAML -> form, and errors from the parser and the validator.
   await yaml.fill(
