@@ -17,6 +17,23 @@ const run = promisify(execFile);
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const BASE_URL = 'http://127.0.0.1:5174';
 
+/** TIES over the tiny trio, as the merge and resume specs run it in the page and in the CLI. */
+export const TIES_RECIPE = `merge_method: ties
+base_model: tiny-qwen-system1
+models:
+  - model: tiny-qwen-instruct
+    parameters:
+      weight: 0.5
+      density: 0.5
+  - model: tiny-qwen-system2
+    parameters:
+      weight: 1.0
+      density: 0.2
+parameters:
+  lambda: 1.0
+dtype: bfloat16
+`;
+
 /** The browser as playwright.config.ts chooses it: $L2S_CHROMIUM, Playwright's own, Debian's. */
 function chromiumPath(): string | undefined {
   if (process.env.L2S_CHROMIUM) return process.env.L2S_CHROMIUM;

@@ -15,24 +15,9 @@ import {
   runMergeInPage,
   screenshot,
   setRecipe,
+  TIES_RECIPE,
   test,
 } from './app-harness';
-
-const TIES_RECIPE = `merge_method: ties
-base_model: tiny-qwen-system1
-models:
-  - model: tiny-qwen-instruct
-    parameters:
-      weight: 0.5
-      density: 0.5
-  - model: tiny-qwen-system2
-    parameters:
-      weight: 1.0
-      density: 0.2
-parameters:
-  lambda: 1.0
-dtype: bfloat16
-`;
 
 test('three imported folders merged with TIES give the CLI output byte for byte', async ({ page }) => {
   const trio = await tinyTrioDir();

@@ -16,6 +16,7 @@ import {
   openApp,
   screenshot,
   setRecipe,
+  TIES_RECIPE,
   test,
 } from './app-harness';
 
@@ -28,22 +29,6 @@ const MEDIUM_SHAPE: TinyQwenShape = {
   kvHeads: 2,
   vocabSize: 4096,
 };
-
-const TIES_RECIPE = `merge_method: ties
-base_model: tiny-qwen-system1
-models:
-  - model: tiny-qwen-instruct
-    parameters:
-      weight: 0.5
-      density: 0.5
-  - model: tiny-qwen-system2
-    parameters:
-      weight: 1.0
-      density: 0.2
-parameters:
-  lambda: 1.0
-dtype: bfloat16
-`;
 
 /**
  * Small shards (32, 43 and 24 tensors), so the interruption leaves a finished shard behind and one
