@@ -10,6 +10,8 @@ function chromiumPath(): string | undefined {
   return existsSync('/usr/bin/chromium') ? '/usr/bin/chromium' : undefined;
 }
 const executablePath = chromiumPath();
+// L2S_TEST_PORT lets several checkouts run their browser tests side by side.
+const port = Number(process.env.L2S_TEST_PORT ?? 5174);
 
 export default defineConfig({
   testDir: 'test/browser',
@@ -18,13 +20,13 @@ export default defineConfig({
   workers: 1,
   reporter: [['list']],
   use: {
-    baseURL: 'http://127.0.0.1:5174',
+    baseURL: `http://127.0.0.1:${port}`,
     browserName: 'chromium',
     launchOptions: { executablePath, args: ['--enable-unsafe-webgpu'] },
   },
   webServer: {
-    command: 'L2S_NO_HMR=1 npx vite --host 127.0.0.1 --port 5174 --strictPort',
-    url: 'http://127.0.0.1:5174',
+    command: `L2S_NO_HMR=1 npx vite --host 127.0.0.1 --port ${port} --strictPort`,
+    url: `http://127.0.0.1:${port}`,
     reuseExistingServer: !process.env.CI,
     timeout: 120_000,
   },

@@ -15,7 +15,7 @@ export { expect };
 
 const run = promisify(execFile);
 export const ROOT = resolve(import.meta.dirname, '../..');
-export const BASE_URL = 'http://127.0.0.1:5174';
+export const BASE_URL = `http://127.0.0.1:${process.env.L2S_TEST_PORT ?? 5174}`;
 
 /** TIES over the tiny trio, as the merge and resume specs run it in the page and in the CLI. */
 export const TIES_RECIPE = `merge_method: ties
