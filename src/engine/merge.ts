@@ -14,7 +14,9 @@ import {
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { getMethod } from '../methods';
+import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
 import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
+import { encodeAimStatistics } from '../model/aim-statistics';
 import {
   type MergePlan,
   orderModels,
@@ -98,6 +100,11 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * The base model's activation statistics, for a recipe with `aim:` (from src/model/calibration.ts,
+   * or a saved aim_statistics.safetensors). They are written into the output beside the weights.
+   */
+  aimStatistics?: ActivationStatistics;
 }
 
 export interface MergeResult {
@@ -265,6 +272,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
   try {
     checkAbort();
     const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
+    const aim = aimFor(recipe, plan, opts.aimStatistics);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
         `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
@@ -316,7 +324,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       await writer.flush();
       await opts.onTensorWritten(i + 1);
     };
-    const streamContext = { plan, method, recipe, seed, writer, checkAbort, report, streamElements };
+    const streamContext = { plan, method, recipe, seed, writer, checkAbort, report, streamElements, aim };
     // Read tensor i+1 while tensor i is merged and written.
     let next = load(plan.tensors[first]);
     for (let i = first; i < plan.tensors.length; i++) {
@@ -334,7 +342,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         bytes = loaded.bytes[0];
       } else {
         try {
-          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log, aim);
         } catch (e) {
           const cause = (e as Error).cause as Error | undefined;
           const fallback = opts.fallbackBackend ?? cpuBackend;
@@ -355,7 +363,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             await tensorWritten(i);
             continue;
           }
-          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log, aim);
         }
       }
       checkAbort();
@@ -364,7 +372,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       await tensorWritten(i);
     }
     const shardFiles = await writer.finish();
-    const extra = await writeSideFiles(opts, plan, files, method);
+    const extra = await writeSideFiles(opts, plan, files, method, aim);
     checkAbort();
     await output.commit();
     return {
@@ -377,6 +385,35 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     await output.abort().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * AIM on top of the method, when the recipe asks for it. Every tensor AIM will relax is checked
+ * against the statistics here, before anything is written.
+ */
+function aimFor(
+  recipe: MergeRecipe,
+  plan: MergePlan,
+  statistics: ActivationStatistics | undefined,
+): AimRelaxation | undefined {
+  if (!recipe.aim) return undefined;
+  if (!statistics) {
+    throw new MergeError(
+      'the recipe has an aim: block but no activation statistics were given: run the calibration ' +
+        '(src/model/calibration.ts) or name saved statistics in aim.statistics',
+    );
+  }
+  const aim = new AimRelaxation(statistics, recipe.aim.omega);
+  for (const t of plan.tensors) {
+    if (t.kind !== 'merge') continue;
+    try {
+      if (aim.factorsFor(t.name, t.shape) && t.baseIndex < 0)
+        throw new Error(`the base model has no tensor ${t.name} to relax toward`);
+    } catch (e) {
+      throw new MergeError(`AIM on tensor ${t.name}: ${(e as Error).message}`, t.name, { cause: e });
+    }
+  }
+  return aim;
 }
 
 /**
@@ -406,6 +443,7 @@ interface StreamContext {
   seed: number;
   writer: ShardWriter;
   streamElements: number;
+  aim: AimRelaxation | undefined;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
 }
@@ -441,6 +479,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   }
   const rowLen = rowLength(t.shape);
   const rows = elementCount(t.shape) / rowLen;
+  const aimFactors = ctx.aim?.factorsFor(t.name, t.shape);
   const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / rowLen));
   // Two sets of decode buffers, reused chunk after chunk: one is computed on while the other fills.
   // Fresh multi-megabyte arrays per chunk cost more in page faults than the decoding itself.
@@ -504,6 +543,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   await eachChunk(async (start, chunk) => {
     const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
+    if (aimFactors) applyRelaxation(out, chunk.values[t.baseIndex], aimFactors, start);
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
     await writing;
     writing = writer.writeTensorPart(bytes);
@@ -540,8 +580,10 @@ async function computeTensor(
   recipe: MergeRecipe,
   seed: number,
   log: (line: string) => void,
+  aim?: AimRelaxation,
 ): Promise<Uint8Array> {
   const t = loaded.plan;
+  const aimFactors = aim?.factorsFor(t.name, t.shape);
   const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
   const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
   const common = {
@@ -557,9 +599,11 @@ async function computeTensor(
       ),
   };
   const outDtype = t.outDtype as FloatDType;
-  // The byte path needs inputs already in the working dtype (no rounding on the way in).
+  // The byte path needs inputs already in the working dtype (no rounding on the way in), and
+  // hands back encoded bytes: AIM needs the method's f32 result, so it takes the f32 path.
   const raw =
     backend.mergeBytes !== undefined &&
+    aimFactors === undefined &&
     t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
   try {
     if (raw) {
@@ -594,10 +638,14 @@ async function computeTensor(
       values: v,
       params: perModel.get(models[i]) ?? {},
     }));
-    const out = await backend.merge(method, { ...common, tensors });
+    let out = await backend.merge(method, { ...common, tensors });
     const expected = elementCount(t.shape);
     if (out.length !== expected)
       throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    if (aimFactors) {
+      const base = values[t.baseIndex];
+      out = applyRelaxation(out, base, aimFactors, 0, out === base ? new Float32Array(out.length) : out);
+    }
     return encodeFromF32(out, outDtype);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
@@ -626,8 +674,11 @@ async function writeSideFiles(
   plan: MergePlan,
   files: ModelFiles[],
   method: MergeMethod,
+  aim: AimRelaxation | undefined,
 ): Promise<string[]> {
-  const { recipe, output } = opts;
+  const { output } = opts;
+  // The recorded recipe says which calibration text the statistics came from.
+  const recipe = aim ? recordAimStatistics(opts.recipe, aim.statistics) : opts.recipe;
   const written: string[] = [];
   const config: Record<string, unknown> = { ...plan.config };
   const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
@@ -651,9 +702,23 @@ async function writeSideFiles(
   }
   await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
   written.push('mergekit_config.yml');
+  if (aim) {
+    await writeFile(output, AIM_STATISTICS_FILE, encodeAimStatistics(aim.statistics));
+    written.push(AIM_STATISTICS_FILE);
+  }
   await writeFile(output, 'README.md', encoder.encode(modelCard(recipe, method, plan)));
   written.push('README.md');
   return written;
+}
+
+/** Where the output keeps the activation statistics an AIM merge used (reusable via aim.statistics). */
+export const AIM_STATISTICS_FILE = 'aim_statistics.safetensors';
+
+/** `recipe` with the calibration it ran: the statistics' own settings and text hash. */
+function recordAimStatistics(recipe: MergeRecipe, statistics: ActivationStatistics): MergeRecipe {
+  const aim = recipe.aim!;
+  const calibration = statistics.calibration ?? aim.calibration;
+  return { ...recipe, aim: { ...aim, calibration: { ...calibration, sha256: statistics.textSha256 } } };
 }
 
 function firstFloatDtype(plan: MergePlan): FloatDType | undefined {

@@ -1,3 +1,9 @@
+export {
+  type AimSettings,
+  CALIBRATION_DEFAULTS,
+  type CalibrationSettings,
+  type CalibrationSource,
+} from './aim';
 export { isHubRepoId, mergeInputModels, referencedModels } from './model-ref';
 export { parseRecipe } from './parse';
 export {
