@@ -184,6 +184,8 @@ export class ModelTokenizer {
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    // The library rejects an empty list; the text of no tokens is ''.
+    if (ids.length === 0) return '';
     return this.tokenizer.decode([...ids], {
       skip_special_tokens: options.skipSpecialTokens ?? false,
       clean_up_tokenization_spaces: false,
