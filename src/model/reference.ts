@@ -287,6 +287,7 @@ export class CpuReferenceRunner implements ModelRunner {
     const scores = new Float64Array(start + T);
 
     for (const [layer, w] of this.layers.entries()) {
+      observe?.(`${w.prefix}.input_layernorm`, x, h);
       rmsNorm(x, h, w.inputNorm, eps, normed);
       if (observe) {
         for (const proj of ['q_proj', 'k_proj', 'v_proj'])
@@ -296,6 +297,9 @@ export class CpuReferenceRunner implements ModelRunner {
       const k = linear(normed, T, h, w.k, kvDim, w.kBias);
       const v = linear(normed, T, h, w.v, kvDim, w.vBias);
       if (w.qNorm && w.kNorm) {
+        // Qwen3's per-head norms see [tokens * heads, headDim].
+        observe?.(`${w.prefix}.self_attn.q_norm`, q, headDim);
+        observe?.(`${w.prefix}.self_attn.k_norm`, k, headDim);
         rmsNorm(q, headDim, w.qNorm, eps, q);
         rmsNorm(k, headDim, w.kNorm, eps, k);
       }
@@ -340,6 +344,7 @@ export class CpuReferenceRunner implements ModelRunner {
       const o = linear(attn, T, qDim, w.o, h);
       for (let i = 0; i < x.length; i++) x[i] += o[i];
 
+      observe?.(`${w.prefix}.post_attention_layernorm`, x, h);
       rmsNorm(x, h, w.postAttnNorm, eps, normed);
       if (observe) {
         observe(`${w.prefix}.mlp.gate_proj`, normed, h);
@@ -356,6 +361,7 @@ export class CpuReferenceRunner implements ModelRunner {
 
     // Only the last position's logits are needed; the observer sees lm_head's input at every position.
     if (observe) {
+      observe(FINAL_NORM.replace(/\.weight$/, ''), x, h);
       rmsNorm(x, h, this.finalNorm, eps, normed);
       observe(LM_HEAD.replace(/\.weight$/, ''), normed, h);
     }

@@ -23,10 +23,12 @@ export interface StepResult {
 }
 
 /**
- * Called during prefill with the input of every linear module (for AIM's activation statistics):
- * `module` is the weight's tensor name without ".weight" (model.layers.0.self_attn.q_proj, ...,
- * model.layers.0.mlp.down_proj, lm_head), `x` is [tokens, channels] row-major f32. q/k/v (and
- * gate/up) receive the same array. `x` is only valid during the call: copy what you keep.
+ * Called during prefill with the input of every module that has a weight and is not an embedding
+ * (for AIM's activation statistics): `module` is the weight's tensor name without ".weight"
+ * (model.layers.0.input_layernorm, model.layers.0.self_attn.q_proj, ..., model.layers.0.mlp.down_proj,
+ * model.norm, lm_head; Qwen3's self_attn.q_norm / k_norm with x [tokens * heads, headDim]); `x` is
+ * [rows, channels] row-major f32. A norm's input is the residual stream before normalisation. q/k/v
+ * (and gate/up) receive the same array. `x` is only valid during the call: copy what you keep.
  */
 export type ModuleInputObserver = (module: string, x: Float32Array, channels: number) => void;
 
