@@ -1,5 +1,6 @@
 /**
- * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu] [--force]`
+ * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu] [--force]`,
+ * and the subcommands `l2s-merge generate ...` (src/cli/generate.ts) and `l2s-merge eval ...` (src/cli/eval.ts).
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
@@ -12,9 +13,14 @@ import { folderResolver } from '../node/model-folder';
 import { checkOutputDir, outputDir } from '../node/output-dir';
 import { parseRecipe } from '../recipe';
 import { type DeviceChoice, selectBackend } from './backend';
+import { oneLine, UsageError } from './errors';
+import { EVAL_USAGE, evalMain } from './eval';
+import { GENERATE_USAGE, generateMain } from './generate';
 import { progressReporter } from './progress';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
+       l2s-merge generate MODEL_DIR --prompt TEXT [options]   (see l2s-merge generate --help)
+       l2s-merge eval MODEL_DIR... --questions FILE.jsonl     (see l2s-merge eval --help)
 
 Merge models as a mergekit YAML recipe describes and write the result to OUT_DIR.
 Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugging Face cache.
@@ -27,10 +33,6 @@ options:
   --quiet                no progress output
   -h, --help             this help
 `;
-
-class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 interface CliArgs {
   config: string;
@@ -91,14 +93,11 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   };
 }
 
-/** One line for the user: the error's own message, already naming the file and tensor. */
-function oneLine(e: unknown): string {
-  const err = e as Error;
-  const msg = (err?.message ?? String(e)).replace(/\s*\n\s*/g, ' ');
-  return err?.name && err.name !== 'Error' ? `${err.name}: ${msg}` : msg;
-}
+export { EVAL_USAGE, GENERATE_USAGE };
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'generate') return generateMain(argv.slice(1));
+  if (argv[0] === 'eval') return evalMain(argv.slice(1));
   const stderr = process.stderr;
   let args: CliArgs | 'help';
   try {
