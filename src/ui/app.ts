@@ -4,6 +4,7 @@
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, state } from 'lit/decorators.js';
+import { DEFAULT_DATASETS_URL } from '../eval/gsm8k';
 import { DEFAULT_HUB_URL } from '../store/import-hub';
 import type { ModelRecord, PendingImport, StorageUse } from '../store/library';
 import { storageUse } from '../store/library';
@@ -17,13 +18,18 @@ import './recipe-editor';
 import './run-panel';
 import './output-panel';
 import './inspect-panel';
+import './compare-panel';
 
-/** Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?chunk=` (bytes per stored chunk). */
-function pageSettings(): { hubUrl: string; chunkBytes?: number } {
+/**
+ * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?datasets=` (the dataset
+ * viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored chunk).
+ */
+function pageSettings(): { hubUrl: string; datasetsUrl: string; chunkBytes?: number } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
+    datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
   };
 }
@@ -195,6 +201,13 @@ export class L2sApp extends LitElement {
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
       ></l2s-inspect-panel>
+      <l2s-compare-panel
+        .models=${this.models}
+        .outputs=${this.outputs}
+        .outputId=${this.outputId}
+        .recipeText=${this.recipeText}
+        .datasetsUrl=${this.settings.datasetsUrl}
+      ></l2s-compare-panel>
     `;
   }
 }
