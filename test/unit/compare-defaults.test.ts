@@ -29,7 +29,10 @@ describe('compareDefaults', () => {
 
   it('picks the most heavily weighted of several merged models', () => {
     const all = ['tiny-qwen-system1', 'tiny-qwen-instruct', 'tiny-qwen-system2'];
-    expect(compareDefaults(DEMO, all)).toEqual({ system1: 'tiny-qwen-system1', system2: 'tiny-qwen-system2' });
+    expect(compareDefaults(DEMO, all)).toEqual({
+      system1: 'tiny-qwen-system1',
+      system2: 'tiny-qwen-system2',
+    });
     // Only models in the library count.
     expect(compareDefaults(DEMO, ['tiny-qwen-instruct'])).toEqual({
       system1: undefined,
