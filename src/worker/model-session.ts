@@ -14,6 +14,7 @@ import type { ModelFiles } from '../engine/io';
 import type { DeviceChoice } from '../gpu/select-backend';
 import type { ModelConfig } from '../model/config';
 import { type FinishReason, type GenerateTimings, generate } from '../model/generate';
+import { createRunner } from '../model/index';
 import {
   ContextOverflowError,
   type ModelRunner,
@@ -22,7 +23,6 @@ import {
   type StepResult,
 } from '../model/runner';
 import { GREEDY, validateSampling } from '../model/sampling';
-import { selectRunner } from '../model/select-runner';
 import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
 import { openModelWeights } from '../model/weights';
 
@@ -38,8 +38,6 @@ export interface LoadOptions {
 export interface LoadedModelInfo {
   name: string;
   backend: 'cpu' | 'gpu';
-  /** The GPU adapter, when on the GPU. */
-  adapter?: string;
   architecture: ModelConfig['architecture'];
   numLayers: number;
   hiddenSize: number;
@@ -157,24 +155,22 @@ export class ModelSession {
       options.maxContext === undefined
         ? undefined
         : Math.min(options.maxContext, weights.config.maxPositionEmbeddings);
-    const selected = await selectRunner(weights, {
-      device: options.device,
+    const runner = await createRunner(weights, options.device, {
       gpu: options.gpu,
       maxContext,
-      notice: options.notice ?? (() => {}),
+      notice: options.notice,
     });
     const config = weights.config;
-    this.runner = selected.runner;
+    this.runner = runner;
     this.tokenizer = tokenizer;
     this.info = {
       name: files.name,
-      backend: selected.runner.backend,
-      adapter: selected.adapter,
+      backend: runner.backend,
       architecture: config.architecture,
       numLayers: config.numLayers,
       hiddenSize: config.hiddenSize,
       vocabSize: config.vocabSize,
-      maxContext: selected.runner.maxContext,
+      maxContext: runner.maxContext,
       hasChatTemplate: tokenizer.chatTemplate !== undefined,
       loadMs: performance.now() - started,
     };

@@ -160,7 +160,7 @@ describe('ModelSession', () => {
     const session = new ModelSession();
     await expect(
       session.load(await folder('system1'), { device: 'gpu', gpu: async () => undefined }),
-    ).rejects.toMatchObject({ name: 'BackendUnavailableError' });
+    ).rejects.toMatchObject({ name: 'RunnerUnavailableError' });
     const notices: string[] = [];
     const info = await session.load(await folder('system1'), {
       device: 'auto',
