@@ -175,8 +175,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let inv_t = 1.0 / step.temperature;
   var z_part = 0.0;
   for (var i = lid; i < params.count; i = i + WORKGROUP_SIZE) {
-    let e = exp((logits[i] - top) * inv_t);
-    let kept = select(0.0, e, e > 0.0);
+    let l = logits[i];
+    // NaN logits get no mass (tested on the bits: compilers may fold NaN comparisons away).
+    var kept = 0.0;
+    if (!is_nan(l)) {
+      let e = exp((l - top) * inv_t);
+      kept = select(0.0, e, e > 0.0);
+    }
     scratch[i] = kept;
     z_part = z_part + kept;
   }

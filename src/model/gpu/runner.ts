@@ -93,7 +93,9 @@ export interface GpuRunnerOptions {
 /** The matvec.wgsl row split for this device (see GpuRunnerOptions.matvecLanes). */
 export function defaultMatvecLanes(ctx: GpuContext): number {
   const info = ctx.adapterInfo as (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined;
-  const cpu = info?.isFallbackAdapter === true || /swiftshader|llvmpipe|lavapipe/i.test(`${info?.architecture} ${info?.description} ${info?.device}`);
+  const cpu =
+    info?.isFallbackAdapter === true ||
+    /swiftshader|llvmpipe|lavapipe/i.test(`${info?.architecture} ${info?.description} ${info?.device}`);
   return cpu ? 1 : 32;
 }
 
