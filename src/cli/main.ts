@@ -9,14 +9,16 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
+import { aimStatisticsForRecipe } from '../model/calibration';
 import { folderResolver } from '../node/model-folder';
 import { checkOutputDir, outputDir } from '../node/output-dir';
+import { nodeGpu } from '../node/webgpu';
 import { parseRecipe } from '../recipe';
 import { type DeviceChoice, selectBackend } from './backend';
 import { oneLine, UsageError } from './errors';
 import { EVAL_USAGE, evalMain } from './eval';
 import { GENERATE_USAGE, generateMain } from './generate';
-import { progressReporter } from './progress';
+import { calibrationReporter, progressReporter } from './progress';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
        l2s-merge generate MODEL_DIR --prompt TEXT [options]   (see l2s-merge generate --help)
@@ -30,6 +32,8 @@ options:
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
   --force                replace a non-empty OUT_DIR
+  --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
+                         (default $L2S_DATASETS_ENDPOINT, else https://datasets-server.huggingface.co)
   --quiet                no progress output
   -h, --help             this help
 `;
@@ -42,6 +46,7 @@ interface CliArgs {
   device: DeviceChoice;
   force: boolean;
   quiet: boolean;
+  datasetsEndpoint?: string;
 }
 
 function parseCli(argv: string[]): CliArgs | 'help' {
@@ -55,6 +60,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
         force: { type: 'boolean' },
+        'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -90,6 +96,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     device,
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
+    datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
   };
 }
 
@@ -130,8 +137,21 @@ export async function main(argv: string[]): Promise<number> {
     backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
       stderr.write(`l2s-merge: ${line}\n`),
     );
+    // AIM: the calibration pass on the base model comes before the merge (or saved statistics).
+    const recipeDir = dirname(resolve(args.config));
+    const aimStatistics = await aimStatisticsForRecipe(recipe, {
+      resolveModel: resolver,
+      readRecipeFile: async (path) => new Uint8Array(await readFile(resolve(recipeDir, path))),
+      device: args.device,
+      gpu: () => nodeGpu(),
+      datasetsEndpoint: args.datasetsEndpoint,
+      signal: controller.signal,
+      onProgress: args.quiet ? undefined : calibrationReporter(stderr),
+      notice: (line) => stderr.write(`l2s-merge: ${line}\n`),
+    });
     const output = await outputDir(args.outDir, { force: args.force });
     const result = await runMerge({
+      aimStatistics,
       recipe,
       resolveModel: resolver,
       output,

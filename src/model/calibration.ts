@@ -11,11 +11,13 @@
  * This is AIM's get_calib_feat (x.abs().mean over the block, summed over blocks), in f32 where that
  * code runs the model in bf16.
  */
-import type { ModelFiles } from '../engine/io';
+import type { ModelFiles, ModelResolver } from '../engine/io';
 import type { GpuContext, GpuContextOptions } from '../gpu/device';
 import type { DeviceChoice } from '../gpu/select-backend';
 import type { ActivationStatistics } from '../methods/aim';
 import type { CalibrationSettings } from '../recipe/aim';
+import type { MergeRecipe } from '../recipe/recipe';
+import { decodeAimStatistics } from './aim-statistics';
 import {
   buildCalibrationBlocks,
   builtinCandidates,
@@ -291,4 +293,59 @@ async function tryGpuStatistics(
   } finally {
     ctx?.destroy();
   }
+}
+
+export interface RecipeStatisticsOptions
+  extends Omit<AimCalibrationOptions, 'base' | 'settings' | 'readCalibrationFile'> {
+  resolveModel: ModelResolver;
+  /** Reads a file the recipe names (aim.statistics, aim.calibration.path), relative to the recipe. */
+  readRecipeFile?: (path: string) => Promise<Uint8Array>;
+}
+
+/**
+ * The activation statistics an AIM recipe needs: read from `aim.statistics` when it names a saved file,
+ * else computed by running the calibration on base_model. Undefined for a recipe without `aim:`.
+ */
+export async function aimStatisticsForRecipe(
+  recipe: MergeRecipe,
+  opts: RecipeStatisticsOptions,
+): Promise<ActivationStatistics | undefined> {
+  const aim = recipe.aim;
+  if (!aim) return undefined;
+  if (!recipe.baseModel)
+    throw new CalibrationError('aim: needs base_model, the model whose activations are measured');
+  if (aim.statistics !== undefined) {
+    if (!opts.readRecipeFile)
+      throw new CalibrationError(`aim.statistics ${aim.statistics}: no way to read local files here`);
+    let bytes: Uint8Array;
+    try {
+      bytes = await opts.readRecipeFile(aim.statistics);
+    } catch (e) {
+      throw new CalibrationError(
+        `aim.statistics ${aim.statistics}: cannot be read (${(e as Error).message})`,
+        {
+          cause: e,
+        },
+      );
+    }
+    const stats = await decodeAimStatistics(bytes, aim.statistics);
+    const expected = aim.calibration.sha256;
+    if (expected !== undefined && expected !== stats.textSha256) {
+      throw new CalibrationError(
+        `${aim.statistics}: the statistics come from calibration text ${stats.textSha256}, but the recipe's ` +
+          `aim.calibration.sha256 is ${expected}`,
+      );
+    }
+    opts.notice?.(
+      `AIM statistics from ${aim.statistics} (${stats.blocks} blocks of ${stats.blockSize} tokens); no calibration run`,
+    );
+    return stats;
+  }
+  const base = await opts.resolveModel(recipe.baseModel);
+  return runAimCalibration({
+    ...opts,
+    base,
+    settings: aim.calibration,
+    readCalibrationFile: opts.readRecipeFile,
+  });
 }
