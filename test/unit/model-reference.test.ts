@@ -3,12 +3,16 @@
  * outputs for the fixture pair (test/fixtures/qwen2-tiny-l2s/*\/reference.json, see its README).
  */
 import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ModelFiles } from '../../src/engine/io';
+import { bytesByteSource } from '../../src/formats/byte-source';
 import { generate } from '../../src/model/generate';
+import { createRunner, RunnerUnavailableError } from '../../src/model/index';
 import { type CpuReferenceRunner, createCpuRunner } from '../../src/model/reference';
 import { GREEDY } from '../../src/model/sampling';
-import { ModelTokenizer } from '../../src/model/tokenizer';
+import { ChatTemplateError, ModelTokenizer } from '../../src/model/tokenizer';
 import { openModelWeights } from '../../src/model/weights';
 import { modelFolder } from '../../src/node/model-folder';
 
@@ -158,5 +162,128 @@ describe('streaming decode', () => {
     } finally {
       await folder.close();
     }
+  });
+});
+
+/** The fixture's files in memory, with some replaced or added. */
+async function fixtureWith(system: string, changes: Record<string, string | undefined>): Promise<ModelFiles> {
+  const dir = join(FIXTURE_DIR, system);
+  const files = new Map<string, Uint8Array>();
+  for (const f of await readdir(dir)) files.set(f, new Uint8Array(await readFile(join(dir, f))));
+  for (const [f, text] of Object.entries(changes)) {
+    if (text === undefined) files.delete(f);
+    else files.set(f, new TextEncoder().encode(text));
+  }
+  return {
+    name: `mem-${system}`,
+    files: () => [...files.keys()],
+    async open(file) {
+      const bytes = files.get(file);
+      if (!bytes) throw new Error(`no ${file}`);
+      return bytesByteSource(bytes, `mem-${system}/${file}`);
+    },
+  };
+}
+
+describe('chat template sources', () => {
+  const tokenizerConfig = () =>
+    JSON.parse(readFileSync(join(FIXTURE_DIR, 'system1', 'tokenizer_config.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+  const messages = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Hi' },
+  ];
+
+  it('prefers chat_template.jinja and passes the special tokens as strings', async () => {
+    const files = await fixtureWith('system1', {
+      'chat_template.jinja':
+        '{{ eos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}',
+    });
+    const tokenizer = await ModelTokenizer.load(files);
+    expect(tokenizer.renderChat(messages, { addGenerationPrompt: true })).toBe(
+      '<|endoftext|>[system]Be brief.\n[user]Hi\n<|assistant|>',
+    );
+    expect(tokenizer.renderChat(messages)).toBe('<|endoftext|>[system]Be brief.\n[user]Hi\n');
+    // The rendered special tokens are tokens, not their characters.
+    expect(tokenizer.encodeChat(messages, { addGenerationPrompt: true })[0]).toBe(0);
+    expect(tokenizer.encodeChat(messages, { addGenerationPrompt: true }).at(-1)).toBe(3);
+  });
+
+  it('takes the "default" of a list of named templates, with bos_token from an AddedToken object', async () => {
+    const config = {
+      ...tokenizerConfig(),
+      bos_token: { content: '<|system|>', special: true },
+      chat_template: [
+        { name: 'tool_use', template: 'TOOLS' },
+        { name: 'default', template: '{{ bos_token }}{{ messages[0].content }}' },
+      ],
+    };
+    const tokenizer = await ModelTokenizer.load(
+      await fixtureWith('system1', { 'tokenizer_config.json': JSON.stringify(config) }),
+    );
+    expect(tokenizer.renderChat(messages)).toBe('<|system|>Be brief.');
+  });
+
+  it('says so when the model has no chat template', async () => {
+    const config = { ...tokenizerConfig() };
+    delete config.chat_template;
+    const tokenizer = await ModelTokenizer.load(
+      await fixtureWith('system1', { 'tokenizer_config.json': JSON.stringify(config) }),
+    );
+    expect(() => tokenizer.renderChat(messages)).toThrow(ChatTemplateError);
+    expect(() => tokenizer.renderChat(messages)).toThrow(
+      /mem-system1\/tokenizer_config\.json: the model has no chat_template/,
+    );
+    await expect(
+      ModelTokenizer.load(await fixtureWith('system1', { 'tokenizer.json': undefined })),
+    ).rejects.toThrow(/mem-system1\/tokenizer\.json: not found/);
+  });
+});
+
+describe('generate', () => {
+  it('stops within one token of an abort and streams pieces that add up to the text', async () => {
+    const files = await fixtureWith('system2', {});
+    const runner = await createCpuRunner(await openModelWeights(files), { maxContext: 128 });
+    const tokenizer = await ModelTokenizer.load(files);
+    const p = readReference('system2').prompts[0];
+    const controller = new AbortController();
+    const pieces: string[] = [];
+    const result = await generate(runner, tokenizer, p.prompt_ids, {
+      maxNewTokens: 40,
+      sampling: GREEDY,
+      signal: controller.signal,
+      onToken: (event) => {
+        pieces.push(event.text);
+        if (event.index === 9) controller.abort();
+      },
+    });
+    expect(result.finishReason).toBe('abort');
+    expect(result.tokenIds).toEqual(p.generated_ids.slice(0, 10));
+    expect(pieces.join('')).toBe(result.text);
+    expect(result.text).toBe(tokenizer.decode(p.generated_ids.slice(0, 10)));
+    expect(result.timings.promptTokens).toBe(p.prompt_ids.length);
+    expect(result.timings.generatedTokens).toBe(10);
+    expect(result.timings.decodeTokensPerSecond).toBeGreaterThan(0);
+  });
+
+  it('createRunner: auto falls back to the CPU with a notice, gpu refuses without WebGPU', async () => {
+    const weights = await openModelWeights(await fixtureWith('system1', {}));
+    const notices: string[] = [];
+    const runner = await createRunner(weights, 'auto', {
+      gpu: async () => undefined,
+      maxContext: 64,
+      notice: (line) => notices.push(line),
+    });
+    expect(runner.backend).toBe('cpu');
+    expect(runner.maxContext).toBe(64);
+    expect(notices).toEqual([
+      'running mem-system1 on the CPU: WebGPU is not available here (navigator.gpu is missing)',
+    ]);
+    await expect(createRunner(weights, 'gpu', { gpu: async () => undefined })).rejects.toThrow(
+      RunnerUnavailableError,
+    );
+    expect((await createRunner(weights, 'cpu')).backend).toBe('cpu');
   });
 });
