@@ -194,12 +194,14 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
   if (headDim % 2 !== 0) throw new ModelConfigError(file, `head_dim must be even for RoPE, found ${headDim}`);
   const intermediateSize = positiveInt(cfg, 'intermediate_size', file);
   const vocabSize = positiveInt(cfg, 'vocab_size', file);
-  const maxPositionEmbeddings = positiveInt(cfg, 'max_position_embeddings', file);
-  const rmsNormEps = positiveNumber(
-    cfg.rms_norm_eps ?? (architecture === 'llama' ? 1e-6 : undefined),
-    'rms_norm_eps',
+  // Absent keys take transformers' config-class defaults.
+  const maxPositionEmbeddings = positiveInt(
+    cfg,
+    'max_position_embeddings',
     file,
+    architecture === 'llama' ? 2048 : 32768,
   );
+  const rmsNormEps = positiveNumber(cfg.rms_norm_eps ?? 1e-6, 'rms_norm_eps', file);
 
   const partial = cfg.partial_rotary_factor;
   if (partial !== undefined && partial !== null && partial !== 1) {
@@ -210,12 +212,12 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
 
   // Biases: Qwen2 always has q/k/v biases (transformers hard-codes bias=True) and none on o_proj.
   // Llama and Qwen3 put `attention_bias` on q, k, v AND o_proj; our kernels have no o_proj bias.
-  let attentionBias = architecture === 'qwen2';
+  // (transformers' Qwen2 ignores an attention_bias key, so do we.)
+  const attentionBias = architecture === 'qwen2';
   if (architecture !== 'qwen2' && cfg.attention_bias === true) {
     throw unsupported('attention_bias', 'true is not supported for this architecture (o_proj bias)');
   }
   if (cfg.mlp_bias === true) throw unsupported('mlp_bias', 'true is not supported (MLP biases)');
-  if (architecture === 'qwen2' && cfg.attention_bias === false) attentionBias = false;
 
   const slidingWindow = readSlidingWindow(cfg, file, numLayers, architecture);
 
