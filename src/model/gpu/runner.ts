@@ -9,7 +9,8 @@
  * command encoder and one compute pass; prompts are run in chunks of `prefillChunk` tokens (the
  * activation buffers hold one chunk), decode uses the matrix-vector kernel, prefill the tiled matmul.
  *
- * Prefill hooks, in the order the forward pass reaches each linear module's input:
+ * Prefill hooks, called with the input of every module that has a weight, in the order of the CPU
+ * reference's observer (src/model/runner.ts ModuleInputObserver: norms, projections, model.norm, lm_head):
  * - `onGpuModuleInput` is called while the step is being recorded, with no compute pass open: it may
  *   record its own passes on `encoder` (e.g. a reduction of the input); the buffer holds the input
  *   [tokens, channels] f32 row-major from `offset` and is overwritten by later commands of the same
@@ -64,6 +65,8 @@ export interface GpuModuleInput {
   /** Byte offset of row 0. */
   readonly offset: number;
   readonly tokens: number;
+  /** Rows of `channels` values: tokens, or tokens x heads for Qwen3's q_norm / k_norm. */
+  readonly rows: number;
   readonly channels: number;
   /** The step's encoder; no pass is open during the call. */
   readonly encoder: GPUCommandEncoder;
@@ -121,18 +124,28 @@ export function gpuMemoryPlan(
   const kvLayerBytes = padded16(maxContext * numKvHeads * headDim * 4);
   const kvCache = 2 * numLayers * kvLayerBytes;
   const c = prefillChunk;
-  const rows = [
+  // x, normed, tmp; q, q2, q-rope, attn; k, k2; gate, up; last; logits, sampling scratch.
+  const qd = numHeads * headDim;
+  const kvd = numKvHeads * headDim;
+  const buffers = [
     c * h,
     c * h,
     c * h,
-    c * numHeads * headDim * 3,
-    c * numKvHeads * headDim * 2,
-    c * m * 2,
-    vocabSize * 2,
+    c * qd,
+    c * qd,
+    c * qd,
+    c * qd,
+    c * kvd,
+    c * kvd,
+    c * m,
+    c * m,
+    h,
+    vocabSize,
+    vocabSize,
   ];
   const activations =
-    rows.reduce((a, n) => a + padded16(n * 4), 0) + padded16(maxContext * headDim * 4) + 4 * RESULT_WORDS;
-  const largestActivation = Math.max(...rows) * 4;
+    buffers.reduce((a, n) => a + padded16(n * 4), 0) + padded16(maxContext * headDim * 4) + 4 * RESULT_WORDS;
+  const largestActivation = Math.max(...buffers) * 4;
   return {
     weights: tensorBytes,
     kvCache,
@@ -158,6 +171,8 @@ interface HookPoint {
   readonly hook: string;
   readonly buffer: GPUBuffer;
   readonly channels: number;
+  /** Rows per token: heads for Qwen3's per-head q/k norms, else 1. */
+  readonly rowsPerToken: number;
   readonly before?: Op;
 }
 
@@ -405,6 +420,7 @@ export class GpuModelRunner implements ModelRunner {
             buffer: item.buffer,
             offset: 0,
             tokens: n,
+            rows: n * item.rowsPerToken,
             channels: item.channels,
             encoder,
           });
@@ -502,7 +518,7 @@ export class GpuModelRunner implements ModelRunner {
     tokens: number,
     observe: ModuleInputObserver,
   ): Promise<GPUCommandEncoder> {
-    const bytes = tokens * item.channels * 4;
+    const bytes = tokens * item.rowsPerToken * item.channels * 4;
     const staging = this.ctx.device.createBuffer({
       label: `${this.ctx.label}.model.observe`,
       size: padded16(bytes),
@@ -678,13 +694,14 @@ export class GpuModelRunner implements ModelRunner {
         [step, this.rope, src, dst],
         ew((t) => (t * heads * headDim) / 2),
       );
-    const hook = (module: string, buffer: GPUBuffer, channels: number, before?: Op) =>
-      items.push({ hook: module, buffer, channels, before });
+    const hook = (module: string, buffer: GPUBuffer, channels: number, before?: Op, rowsPerToken = 1) =>
+      items.push({ hook: module, buffer, channels, before, rowsPerToken });
 
     for (let layer = 0; layer < cfg.numLayers; layer++) {
       const names = layerWeightNames(cfg, layer);
       const prefix = `model.layers.${layer}`;
       const cache = this.kv[layer];
+      hook(`${prefix}.input_layernorm`, a.x, h);
       items.push(norm(w(names.inputNorm), a.x, a.normed, h, 1));
       for (const proj of ['q_proj', 'k_proj', 'v_proj']) hook(`${prefix}.self_attn.${proj}`, a.normed, h);
       project(w(names.q), a.normed, a.q, qd);
@@ -696,6 +713,8 @@ export class GpuModelRunner implements ModelRunner {
       let qSrc = a.q;
       let kSrc = a.k;
       if (names.qNorm && names.kNorm) {
+        hook(`${prefix}.self_attn.q_norm`, a.q, headDim, undefined, numHeads);
+        hook(`${prefix}.self_attn.k_norm`, a.k, headDim, undefined, numKvHeads);
         items.push(norm(w(names.qNorm), a.q, a.q2, headDim, numHeads));
         items.push(norm(w(names.kNorm), a.k, a.k2, headDim, numKvHeads));
         qSrc = a.q2;
@@ -721,6 +740,7 @@ export class GpuModelRunner implements ModelRunner {
           ew((t) => t * h),
         ),
       );
+      hook(`${prefix}.post_attention_layernorm`, a.x, h);
       items.push(norm(w(names.postAttnNorm), a.x, a.normed, h, 1));
       hook(`${prefix}.mlp.gate_proj`, a.normed, h);
       hook(`${prefix}.mlp.up_proj`, a.normed, h);
@@ -746,6 +766,7 @@ export class GpuModelRunner implements ModelRunner {
       );
     }
     const finalNorm = w(FINAL_NORM);
+    hook(FINAL_NORM.replace(/\.weight$/, ''), a.x, h);
     hook(LM_HEAD.replace(/\.weight$/, ''), a.normed, h, norm(finalNorm, a.x, a.normed, h, 1));
     items.push(norm(finalNorm, a.x, a.last, h, 1, true));
     // The logits always come from the one normed row: the matrix-vector kernel whatever the mode.
