@@ -10,8 +10,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EvalResult, scoreResponse } from '../../src/eval/score';
+import { nodeGpu } from '../../src/node/webgpu';
 
 const run = promisify(execFile);
+const gpu = await nodeGpu().catch(() => null);
+const adapter = gpu ? await gpu.requestAdapter() : null;
 const FIXTURE_DIR = 'test/fixtures/qwen2-tiny-l2s';
 
 interface ReferencePrompt {
@@ -98,6 +101,36 @@ describe('l2s-merge generate', () => {
       }
     }, 60_000);
   }
+
+  it.skipIf(!adapter)(
+    '--device gpu runs the GPU runner: the reference tokens, log-probabilities within 2e-3',
+    async () => {
+      const ref = reference('system2');
+      const p = ref.prompts[3];
+      const { code, stdout, stderr } = await l2s(
+        'generate',
+        join(FIXTURE_DIR, 'system2'),
+        '--prompt',
+        p.messages[0].content,
+        '--max-new-tokens',
+        '16',
+        '--device',
+        'gpu',
+        '--json',
+      );
+      expect(code).toBe(0);
+      expect(stderr).toContain(`l2s-merge: running ${join(FIXTURE_DIR, 'system2')} on the GPU\n`);
+      const out = JSON.parse(stdout) as { token_ids: number[]; top_logprobs: Array<Array<[number, number]>> };
+      expect(out.token_ids).toEqual(p.generated_ids.slice(0, 16));
+      for (const [i, top] of p.top_logprobs.entries()) {
+        expect(out.top_logprobs[i].map(([id]) => id)).toEqual(top.top_ids);
+        for (const [j, [, lp]] of out.top_logprobs[i].entries()) {
+          expect(Math.abs(lp - top.top_logprobs[j])).toBeLessThan(2e-3);
+        }
+      }
+    },
+    180_000,
+  );
 
   it('streams the text to stdout and reports timings on stderr; --raw and --prompt-file give the same prompt', async () => {
     const p = reference('system1').prompts[1];
