@@ -188,7 +188,8 @@ export class ModelTokenizer {
     if (ids.length === 0) return '';
     return this.tokenizer.decode([...ids], {
       skip_special_tokens: options.skipSpecialTokens ?? false,
-      clean_up_tokenization_spaces: false,
+      // As transformers: the tokenizer_config.json setting, default off.
+      clean_up_tokenization_spaces: this.tokenizerConfig.clean_up_tokenization_spaces === true,
     });
   }
 
