@@ -48,6 +48,8 @@ interface SlotResult {
   state: SlotState;
   text: string;
   tokens: number;
+  /** Token events that reached the page while the model generated. */
+  streamed: number;
   outcome?: GenerationOutcome;
   backend?: 'cpu' | 'gpu';
   notice?: string;
@@ -116,6 +118,9 @@ export class L2sComparePanel extends LitElement {
       }
       .wrong {
         color: #a4161a;
+      }
+      select {
+        max-width: 100%;
       }
       td.num,
       th.num {
@@ -301,7 +306,14 @@ export class L2sComparePanel extends LitElement {
     if (!this.begin('Running each model in turn…')) return;
     const chosen = this.chosen();
     const gold = this.gold?.question === question ? this.gold.answer : undefined;
-    this.results = chosen.map(({ name }) => ({ model: name, state: 'waiting', text: '', tokens: 0, gold }));
+    this.results = chosen.map(({ name }) => ({
+      model: name,
+      state: 'waiting',
+      text: '',
+      tokens: 0,
+      streamed: 0,
+      gold,
+    }));
     const runtime = this.ensureRuntime();
     let failed = false;
     for (const [i, { option }] of chosen.entries()) {
@@ -314,11 +326,11 @@ export class L2sComparePanel extends LitElement {
         const info = await this.load(runtime, option, (line) => this.setSlot(i, { notice: line }));
         this.setSlot(i, { state: 'running', backend: info.backend });
         let text = '';
-        let tokens = 0;
+        let streamed = 0;
         const outcome = await this.generateOne(runtime, question, (t) => {
           text += t.text;
-          tokens = t.index + 1;
-          this.setSlot(i, { text, tokens });
+          streamed++;
+          this.setSlot(i, { text, tokens: t.index + 1, streamed });
         });
         this.setSlot(i, {
           state: outcome.finishReason === 'abort' ? 'stopped' : 'done',
@@ -551,12 +563,13 @@ export class L2sComparePanel extends LitElement {
       data-model=${r.model}
       data-state=${r.state}
       data-tokens=${r.tokens}
+      data-streamed=${r.streamed}
       data-token-ids=${o ? o.tokenIds.join(',') : ''}
       data-backend=${r.backend ?? ''}
       data-answer=${extracted?.value ?? ''}
     >
       <h3>${r.model}</h3>
-      <pre data-testid="compare-text" aria-live="polite">${r.text}</pre>
+      <pre data-testid="compare-text">${r.text}</pre>
       ${r.error ? html`<p class="error" role="alert">${r.error}</p>` : nothing}
       ${r.notice ? html`<p class="hint">${r.notice}</p>` : nothing}
       <div class="stats" data-testid="compare-stats">
@@ -729,10 +742,8 @@ export class L2sComparePanel extends LitElement {
           data-state=${this.state}
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error' : 'hint'}
-          role=${this.state === 'error' ? 'alert' : nothing}
-        >
-          ${this.message}
-        </p>
+          role=${this.state === 'error' ? 'alert' : 'status'}
+        >${this.message}</p>
         ${this.results.length ? html`<div class="results">${this.results.map((r, i) => this.renderResult(r, i))}</div>` : nothing}
         ${this.renderRunAll(running)}
       </section>
