@@ -432,7 +432,7 @@ function float64Forward(model: Synthetic, ids: number[]): number[][] {
   return x.map((row) => lin(norm(row, get('model.norm.weight')), head, c.vocabSize));
 }
 
-describe('CPU runner on synthetic architectures against a float64 transcription', () => {
+describe('CPU runner on synthetic architectures against a float64 transcription', { timeout: 60_000 }, () => {
   const cases: Array<[string, Record<string, unknown>, 'F32' | 'BF16']> = [
     ['Qwen3 (q/k norms, head_dim 12 != hidden/heads)', syntheticConfig('qwen3', { head_dim: 12 }), 'F32'],
     [
@@ -480,7 +480,7 @@ describe('CPU runner on synthetic architectures against a float64 transcription'
   });
 });
 
-describe('weights and runner errors', () => {
+describe('weights and runner errors', { timeout: 60_000 }, () => {
   it('refuses a missing lm_head of an untied model, naming the tensor', async () => {
     const model = syntheticModel(syntheticConfig('qwen2'), 'F32', 'lm_head.weight');
     await expect(openModelWeights(model.files)).rejects.toThrow(ModelWeightsError);

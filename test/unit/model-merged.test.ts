@@ -62,7 +62,7 @@ async function openRunner(dir: string) {
   return { folder, runner, tokenizer };
 }
 
-describe('a TIES merge of the fixture pair', () => {
+describe('a TIES merge of the fixture pair', { timeout: 60_000 }, () => {
   let merged: string;
   let again: string;
   let model: Awaited<ReturnType<typeof openRunner>>;
@@ -72,7 +72,7 @@ describe('a TIES merge of the fixture pair', () => {
     merged = await mergeInto('merged');
     again = await mergeInto('merged-again');
     model = await openRunner(merged);
-  });
+  }, 180_000);
   afterAll(async () => {
     model?.runner.dispose();
     await model?.folder.close();

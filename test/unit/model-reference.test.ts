@@ -48,7 +48,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 for (const system of ['system1', 'system2']) {
-  describe(`${system} against transformers`, () => {
+  describe(`${system} against transformers`, { timeout: 60_000 }, () => {
     const reference = readReference(system);
     let folder: Awaited<ReturnType<typeof modelFolder>>;
     let tokenizer: ModelTokenizer;
@@ -129,7 +129,7 @@ for (const system of ['system1', 'system2']) {
   });
 }
 
-describe('streaming decode', () => {
+describe('streaming decode', { timeout: 60_000 }, () => {
   it('never splits a UTF-8 character and adds up to the whole text', async () => {
     const folder = await modelFolder(join(FIXTURE_DIR, 'system1'));
     try {
@@ -185,7 +185,7 @@ async function fixtureWith(system: string, changes: Record<string, string | unde
   };
 }
 
-describe('chat template sources', () => {
+describe('chat template sources', { timeout: 60_000 }, () => {
   const tokenizerConfig = () =>
     JSON.parse(readFileSync(join(FIXTURE_DIR, 'system1', 'tokenizer_config.json'), 'utf8')) as Record<
       string,
@@ -242,7 +242,7 @@ describe('chat template sources', () => {
   });
 });
 
-describe('generate', () => {
+describe('generate', { timeout: 60_000 }, () => {
   it('stops within one token of an abort and streams pieces that add up to the text', async () => {
     const files = await fixtureWith('system2', {});
     const runner = await createCpuRunner(await openModelWeights(files), { maxContext: 128 });
