@@ -13,7 +13,7 @@
 import type { ModelFiles } from '../engine/io';
 import type { DeviceChoice } from '../gpu/select-backend';
 import type { ModelConfig } from '../model/config';
-import { type FinishReason, type GenerateTimings, generate } from '../model/generate';
+import { type FinishReason, type GenerateResult, type GenerateTimings, generate } from '../model/generate';
 import { createRunner } from '../model/index';
 import {
   ContextOverflowError,
@@ -92,14 +92,24 @@ export class NoModelLoadedError extends Error {
   override name = 'NoModelLoadedError';
 }
 
+/** Thrown inside a decode step that a stop made unnecessary; generate() ends there. */
+class StoppedBeforeDecode extends Error {
+  override name = 'AbortError';
+}
+
 /**
  * Waits for the page's answer to the previous token before each step, so a stop (a `false` answer,
- * or a cancel message taken while waiting) is seen before the next token is computed.
+ * or a cancel message taken while waiting) is seen before the next token is computed: generate()
+ * checks its signal before it asks for a step, when the answer has not come yet, so the step itself
+ * declines once the answer says stop.
  */
 class PacedRunner implements ModelRunner {
   pending?: Promise<void>;
 
-  constructor(private readonly inner: ModelRunner) {}
+  constructor(
+    private readonly inner: ModelRunner,
+    private readonly stop: AbortSignal,
+  ) {}
 
   get config() {
     return this.inner.config;
@@ -120,6 +130,7 @@ class PacedRunner implements ModelRunner {
     const pending = this.pending;
     this.pending = undefined;
     if (pending) await pending;
+    if (this.stop.aborted) throw new StoppedBeforeDecode('stopped');
     return this.inner.decode(token, sampling);
   }
   lastLogits(): Promise<Float32Array> {
@@ -220,26 +231,15 @@ export class ModelSession {
     const onAbort = () => stop.abort();
     opts.signal?.addEventListener('abort', onAbort);
     if (opts.signal?.aborted) stop.abort();
-    const paced = new PacedRunner(runner);
+    const paced = new PacedRunner(runner, stop.signal);
     const { onToken } = opts;
+    // What streamed so far, for the result of a generation stopped between two tokens.
+    const streamedIds: number[] = [];
+    let firstTokenAt = 0;
+    let lastTokenAt = 0;
     this.busy = true;
     const started = performance.now();
-    try {
-      const result = await generate(paced, tokenizer, promptTokenIds, {
-        maxNewTokens,
-        sampling,
-        signal: stop.signal,
-        onToken: onToken
-          ? (e) => {
-              paced.pending = Promise.resolve(onToken({ index: e.index, token: e.token, text: e.text })).then(
-                (keepGoing) => {
-                  if (keepGoing === false) stop.abort();
-                },
-                () => stop.abort(),
-              );
-            }
-          : undefined,
-      });
+    const outcome = (result: GenerateResult): GenerationOutcome => {
       const totalMs = performance.now() - started;
       return {
         model: info.name,
@@ -253,6 +253,46 @@ export class ModelSession {
         totalMs,
         tokensPerSecond: totalMs > 0 ? (result.tokenIds.length / totalMs) * 1000 : 0,
       };
+    };
+    try {
+      const result = await generate(paced, tokenizer, promptTokenIds, {
+        maxNewTokens,
+        sampling,
+        signal: stop.signal,
+        onToken: (e) => {
+          streamedIds.push(e.token);
+          lastTokenAt = performance.now();
+          if (e.index === 0) firstTokenAt = lastTokenAt;
+          if (!onToken) return;
+          const answer = Promise.resolve(onToken({ index: e.index, token: e.token, text: e.text })).then(
+            (keepGoing) => {
+              if (keepGoing === false) stop.abort();
+            },
+            () => stop.abort(),
+          );
+          paced.pending = answer;
+          return answer;
+        },
+      });
+      return outcome(result);
+    } catch (e) {
+      if (!(e instanceof StoppedBeforeDecode)) throw e;
+      // The same result generate() gives for an abort seen between tokens (no eos was reached).
+      const prefillMs = firstTokenAt - started;
+      const decodeMs = streamedIds.length > 1 ? lastTokenAt - firstTokenAt : 0;
+      return outcome({
+        tokenIds: streamedIds,
+        text: tokenizer.decode(streamedIds),
+        finishReason: 'abort',
+        timings: {
+          promptTokens: promptTokenIds.length,
+          generatedTokens: streamedIds.length,
+          prefillMs,
+          decodeMs,
+          prefillTokensPerSecond: prefillMs > 0 ? (promptTokenIds.length / prefillMs) * 1000 : 0,
+          decodeTokensPerSecond: decodeMs > 0 ? ((streamedIds.length - 1) / decodeMs) * 1000 : 0,
+        },
+      });
     } finally {
       this.busy = false;
       opts.signal?.removeEventListener('abort', onAbort);

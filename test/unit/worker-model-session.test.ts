@@ -83,6 +83,10 @@ describe('ModelSession', () => {
     expect(outcome.finishReason).toBe('abort');
     expect(outcome.tokenIds).toEqual(ref.generated_ids.slice(0, 5));
     expect(seen).toEqual(outcome.tokenIds);
+    expect(outcome.timings.generatedTokens).toBe(5);
+    expect(outcome.timings.decodeMs).toBeGreaterThan(0);
+    expect(ref.generated_text.startsWith(outcome.text)).toBe(true);
+    expect(outcome.text.length).toBeGreaterThan(0);
   });
 
   it('stops within one token of an abort (the worker cancel message)', async () => {
@@ -107,7 +111,9 @@ describe('ModelSession', () => {
     );
     expect(abortedAt).toBe(6);
     expect(outcome.finishReason).toBe('abort');
-    expect(outcome.tokenIds.length).toBeLessThanOrEqual(abortedAt + 2);
+    // Token 6 was streamed when the cancel came; nothing after it was computed.
+    expect(outcome.tokenIds.length).toBe(abortedAt + 1);
+    expect(outcome.timings.generatedTokens).toBe(abortedAt + 1);
     expect(outcome.tokenIds).toEqual(ref.generated_ids.slice(0, outcome.tokenIds.length));
   });
 
