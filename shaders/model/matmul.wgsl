@@ -105,3 +105,28 @@ fn main(
     }
   }
 }
+
+// The same product with one invocation per output and no workgroup memory, for CPU adapters
+// (SwiftShader), where a workgroup barrier costs far more than the loads the tiles save.
+@compute @workgroup_size(64)
+fn direct(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = group_id(wid, nwg) * 64u + lid;
+  if (i >= step.tokens * params.rows) {
+    return;
+  }
+  let t = i / params.rows;
+  let n = i % params.rows;
+  let cols = params.cols;
+  let xo = params.x_offset + t * cols;
+  let wo = n * cols;
+  var s = 0.0;
+  for (var k = 0u; k < cols; k = k + 1u) {
+    s = s + x[xo + k] * weight_at(wo + k, params.dtype);
+  }
+  let base = params.dst_offset + select(0u, step.start * params.ldc, params.step_rows != 0u) + params.row_start;
+  dst[base + t * params.ldc + n] = s;
+}

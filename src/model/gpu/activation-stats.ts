@@ -99,8 +99,7 @@ export class GpuActivationStatistics implements StatisticsSink {
 
   /** The hook: block_sum += |x| over this chunk's rows, recorded into the runner's encoder. */
   private record(input: GpuModuleInput): void {
-    const rowsPerToken = (input as GpuModuleInput & { rowsPerToken?: number }).rowsPerToken ?? 1;
-    const rows = input.tokens * rowsPerToken;
+    const rows = input.rows;
     if (input.offset % 4 !== 0)
       throw new CalibrationError(`module ${input.module}: input offset ${input.offset} is not f32-aligned`);
     const stats = this.stats(input.module, input.channels);

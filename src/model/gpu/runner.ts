@@ -555,8 +555,9 @@ export class GpuModelRunner implements ModelRunner {
     resources: Resource[],
     workgroups: (tokens: number) => number,
     overrides?: Record<string, number>,
+    entryPoint = 'main',
   ): Op {
-    const pipeline = this.ctx.pipeline(MODEL_KERNELS[kernel], overrides);
+    const pipeline = this.ctx.pipeline(MODEL_KERNELS[kernel], overrides, entryPoint);
     const entries: GPUBindGroupEntry[] = [this.uniform(params), ...resources].map((r, binding) => ({
       binding,
       resource: 'usage' in r ? { buffer: r } : { buffer: r.buffer, size: r.size },
@@ -669,7 +670,11 @@ export class GpuModelRunner implements ModelRunner {
                 0,
               ),
               [step, weightBinding(weight, i), x, dst],
-              (t) => Math.ceil(t / MATMUL_TILE) * colBlocks,
+              this.cpuAdapter
+                ? (t) => Math.ceil((t * c.rows) / 64)
+                : (t) => Math.ceil(t / MATMUL_TILE) * colBlocks,
+              undefined,
+              this.cpuAdapter ? 'direct' : 'main',
             ),
           );
         }
@@ -783,6 +788,11 @@ export class GpuModelRunner implements ModelRunner {
       );
     }
     return items;
+  }
+
+  /** On a CPU adapter (matvecLanes 1) the prefill matmul runs without workgroup memory (matmul.wgsl `direct`). */
+  private get cpuAdapter(): boolean {
+    return this.matvecLanes === 1;
   }
 
   /** Rows per matvec workgroup: 256 invocations in all. */

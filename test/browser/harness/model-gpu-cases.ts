@@ -92,11 +92,12 @@ async function run(
   buffers: GPUBuffer[],
   workgroups: number,
   overrides?: Record<string, number>,
+  entryPoint?: string,
 ): Promise<void> {
   await ctx.scoped(kernel, async () => {
     const batch = new CommandBatch(ctx, `test.${kernel}`);
     const bindings = step ? [params, new Uint32Array(stepBytes(step)), ...buffers] : [params, ...buffers];
-    batch.dispatch({ kernel: MODEL_KERNELS[kernel], overrides, bindings, workgroups });
+    batch.dispatch({ kernel: MODEL_KERNELS[kernel], overrides, entryPoint, bindings, workgroups });
     batch.submit();
   });
 }
@@ -190,35 +191,34 @@ const matmulCases: GpuCase[] = DTYPES.flatMap((dtype) =>
     [3, 130, 16],
   ].map(
     ([tokens, rows, cols]): GpuCase => ({
-      name: `model matmul ${dtype} ${tokens} tokens x [${rows}x${cols}]: Y = X W^T past one 64x64 tile`,
+      name: `model matmul ${dtype} ${tokens} tokens x [${rows}x${cols}]: Y = X W^T past one 64x64 tile (tiled and direct)`,
       async run(ctx) {
         const w = weightOf(rows * cols, rows + cols, dtype);
         const x = randomValues(tokens * cols, 11);
         const ldc = rows + 3;
         const wb = storage(ctx, w.bytes, 'w');
         const xb = storage(ctx, x, 'x');
-        const out = storage(ctx, tokens * ldc * 4, 'out');
         const colBlocks = Math.ceil(rows / 64);
         const params = paramsOf([rows, cols, DTYPE_CODE[dtype], 0, 0, 1, 0, ldc, colBlocks, 0, 0, 0]);
-        await run(
-          ctx,
-          'matmul',
-          params,
-          { tokens, start: 9 },
-          [wb, xb, out],
-          Math.ceil(tokens / 64) * colBlocks,
-        );
-        const got = await readF32(ctx, out, tokens * ldc);
-        for (let t = 0; t < tokens; t++) {
-          const want = new Float64Array(rows);
-          for (let r = 0; r < rows; r++) {
-            let s = 0;
-            for (let k = 0; k < cols; k++) s += w.values[r * cols + k] * x[t * cols + k];
-            want[r] = s;
+        // `main` (tiled, workgroup memory) and `direct` (one invocation per output, for CPU adapters).
+        for (const entry of ['main', 'direct']) {
+          const out = storage(ctx, tokens * ldc * 4, 'out');
+          const groups =
+            entry === 'main' ? Math.ceil(tokens / 64) * colBlocks : Math.ceil((tokens * rows) / 64);
+          await run(ctx, 'matmul', params, { tokens, start: 9 }, [wb, xb, out], groups, undefined, entry);
+          const got = await readF32(ctx, out, tokens * ldc);
+          for (let t = 0; t < tokens; t++) {
+            const want = new Float64Array(rows);
+            for (let r = 0; r < rows; r++) {
+              let s = 0;
+              for (let k = 0; k < cols; k++) s += w.values[r * cols + k] * x[t * cols + k];
+              want[r] = s;
+            }
+            checkClose(got.subarray(t * ldc + 1, t * ldc + 1 + rows), want, 1e-5, `matmul ${entry} row ${t}`);
           }
-          checkClose(got.subarray(t * ldc + 1, t * ldc + 1 + rows), want, 1e-5, `matmul row ${t}`);
+          out.destroy();
         }
-        for (const b of [wb, xb, out]) b.destroy();
+        for (const b of [wb, xb]) b.destroy();
       },
     }),
   ),

@@ -1,0 +1,94 @@
+/// <reference lib="webworker" />
+/**
+ * Worker side of model-gpu.html: the model kernel cases and the GPU runner cases on navigator.gpu,
+ * with the fixture models fetched from the dev server into Blobs (the app's library keeps models
+ * as Blobs too).
+ */
+import type { ModelFiles } from '../../../src/engine/io';
+import { blobByteSource } from '../../../src/formats/byte-source';
+import { GpuContext } from '../../../src/gpu/device';
+import type { WorkerReport } from './gpu-worker';
+import {
+  type FixtureReference,
+  MODEL_KERNEL_CASES,
+  type ModelFixtures,
+  modelRunnerCases,
+} from './model-gpu-cases';
+
+const FIXTURE_URL = '/test/fixtures/qwen2-tiny-l2s';
+const FILES: Record<'system1' | 'system2', string[]> = {
+  system1: [
+    'config.json',
+    'generation_config.json',
+    'model.safetensors',
+    'tokenizer.json',
+    'tokenizer_config.json',
+  ],
+  system2: [
+    'config.json',
+    'generation_config.json',
+    'model-00001-of-00002.safetensors',
+    'model-00002-of-00002.safetensors',
+    'model.safetensors.index.json',
+    'tokenizer.json',
+    'tokenizer_config.json',
+  ],
+};
+
+async function fetchBlob(url: string): Promise<Blob> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.blob();
+}
+
+const fixtures: ModelFixtures = {
+  async open(model): Promise<ModelFiles> {
+    const blobs = new Map<string, Blob>();
+    for (const f of FILES[model]) blobs.set(f, await fetchBlob(`${FIXTURE_URL}/${model}/${f}`));
+    return {
+      name: model,
+      files: () => [...blobs.keys()],
+      async open(file) {
+        const b = blobs.get(file);
+        if (!b) throw new Error(`${model}: no file ${file}`);
+        return blobByteSource(b, `${model}/${file}`);
+      },
+    };
+  },
+  async reference(model) {
+    return JSON.parse(
+      await (await fetchBlob(`${FIXTURE_URL}/${model}/reference.json`)).text(),
+    ) as FixtureReference;
+  },
+};
+
+const post = (m: WorkerReport) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m);
+
+async function main(): Promise<void> {
+  const only = new URLSearchParams(self.location.search).get('only');
+  const all = [...MODEL_KERNEL_CASES, ...modelRunnerCases(fixtures)];
+  const cases = only ? all.filter((c) => c.name.includes(only)) : all;
+  post({ type: 'start', total: cases.length });
+  for (const c of cases) {
+    const t0 = performance.now();
+    let ctx: GpuContext | undefined;
+    try {
+      ctx = await GpuContext.create({ label: 'browser-test', ...c.options });
+      const note = await c.run(ctx);
+      const ms = Math.round(performance.now() - t0);
+      post({
+        type: 'result',
+        result: { name: c.name, ok: true, ms, note: typeof note === 'string' ? note : undefined },
+      });
+    } catch (e) {
+      const err = e as Error;
+      const ms = Math.round(performance.now() - t0);
+      post({ type: 'result', result: { name: c.name, ok: false, ms, error: `${err.name}: ${err.message}` } });
+    } finally {
+      ctx?.destroy();
+    }
+  }
+  post({ type: 'done' });
+}
+
+main().catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
