@@ -58,13 +58,20 @@ describe.skipIf(!adapter)('AIM statistics on WebGPU for Node', () => {
             // A leading pad checks the offset handling.
             const pad = 4;
             const buffer = ctx.device.createBuffer({ size: (pad + x.length) * 4, usage: 0x0080 | 0x0008 });
-            ctx.device.queue.writeBuffer(buffer, pad * 4, x);
+            ctx.device.queue.writeBuffer(
+              buffer,
+              pad * 4,
+              x.buffer as ArrayBuffer,
+              x.byteOffset,
+              x.byteLength,
+            );
             const encoder = ctx.device.createCommandEncoder();
             sink.hooks.onGpuModuleInput!({
               module,
               buffer,
               offset: pad * 4,
               tokens: rows,
+              rows,
               channels,
               encoder,
             });
