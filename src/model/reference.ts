@@ -54,7 +54,8 @@ export interface CpuRunnerOptions {
 
 /**
  * out[t, o] = sum_i x[t, i] * w[o, i] (+ bias[o]): a PyTorch Linear with weight [outDim, inDim].
- * Four output rows at a time so each x row is read once per four weight rows.
+ * Register tiles of 2 tokens x 4 output rows, so each loaded weight serves two tokens and each
+ * loaded input four rows; every output still sums over i in order, so tiling changes no result.
  */
 export function linear(
   x: Float32Array,
@@ -71,7 +72,38 @@ export function linear(
     const w1 = w0 + inDim;
     const w2 = w1 + inDim;
     const w3 = w2 + inDim;
-    for (let t = 0; t < tokens; t++) {
+    let t = 0;
+    for (; t + 2 <= tokens; t += 2) {
+      const xa = t * inDim;
+      const xb = xa + inDim;
+      let a0 = 0;
+      let a1 = 0;
+      let a2 = 0;
+      let a3 = 0;
+      let b0 = 0;
+      let b1 = 0;
+      let b2 = 0;
+      let b3 = 0;
+      for (let i = 0; i < inDim; i++) {
+        const p = x[xa + i];
+        const q = x[xb + i];
+        const v0 = w[w0 + i];
+        const v1 = w[w1 + i];
+        const v2 = w[w2 + i];
+        const v3 = w[w3 + i];
+        a0 += p * v0;
+        a1 += p * v1;
+        a2 += p * v2;
+        a3 += p * v3;
+        b0 += q * v0;
+        b1 += q * v1;
+        b2 += q * v2;
+        b3 += q * v3;
+      }
+      store4(out, t * outDim + o, a0, a1, a2, a3, bias, o);
+      store4(out, (t + 1) * outDim + o, b0, b1, b2, b3, bias, o);
+    }
+    for (; t < tokens; t++) {
       const xo = t * inDim;
       let s0 = 0;
       let s1 = 0;
@@ -84,19 +116,7 @@ export function linear(
         s2 += xi * w[w2 + i];
         s3 += xi * w[w3 + i];
       }
-      const r = t * outDim + o;
-      if (bias) {
-        // torch adds the bias to the f32 product: two roundings.
-        out[r] = Math.fround(s0) + bias[o];
-        out[r + 1] = Math.fround(s1) + bias[o + 1];
-        out[r + 2] = Math.fround(s2) + bias[o + 2];
-        out[r + 3] = Math.fround(s3) + bias[o + 3];
-      } else {
-        out[r] = s0;
-        out[r + 1] = s1;
-        out[r + 2] = s2;
-        out[r + 3] = s3;
-      }
+      store4(out, t * outDim + o, s0, s1, s2, s3, bias, o);
     }
   }
   for (; o < outDim; o++) {
@@ -109,6 +129,30 @@ export function linear(
     }
   }
   return out;
+}
+
+/** Four sums into out[r..r+3]; with a bias, added to the f32-rounded product as torch does (two roundings). */
+function store4(
+  out: Float32Array,
+  r: number,
+  s0: number,
+  s1: number,
+  s2: number,
+  s3: number,
+  bias: Float32Array | undefined,
+  o: number,
+): void {
+  if (bias) {
+    out[r] = Math.fround(s0) + bias[o];
+    out[r + 1] = Math.fround(s1) + bias[o + 1];
+    out[r + 2] = Math.fround(s2) + bias[o + 2];
+    out[r + 3] = Math.fround(s3) + bias[o + 3];
+  } else {
+    out[r] = s0;
+    out[r + 1] = s1;
+    out[r + 2] = s2;
+    out[r + 3] = s3;
+  }
 }
 
 /** RMSNorm of each `dim`-long row of x, in place into `out` (may be x): w * (x * rsqrt(mean(x^2) + eps)). */

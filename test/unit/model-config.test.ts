@@ -16,7 +16,7 @@ import {
   ropeInverseFrequencies,
   UnsupportedModelError,
 } from '../../src/model/config';
-import { createCpuRunner } from '../../src/model/reference';
+import { createCpuRunner, linear } from '../../src/model/reference';
 import { ContextOverflowError, TokenRangeError } from '../../src/model/runner';
 import { GREEDY } from '../../src/model/sampling';
 import { expectedShapes, ModelWeightsError, openModelWeights } from '../../src/model/weights';
@@ -477,6 +477,31 @@ describe('CPU runner on synthetic architectures against a float64 transcription'
       expect(seen.get(`model.layers.1.${proj}`)).toBe(3);
     }
     expect(seen.get('lm_head')).toBe(3);
+  });
+});
+
+describe('linear', () => {
+  it('equals x W^T + b for every tile shape (odd token and row counts)', () => {
+    for (const [tokens, inDim, outDim] of [
+      [1, 5, 3],
+      [3, 7, 7],
+      [4, 16, 9],
+      [5, 3, 12],
+    ]) {
+      const x = randomArray(tokens * inDim, tokens, 1);
+      const w = randomArray(outDim * inDim, outDim, 1);
+      const b = randomArray(outDim, 99, 1);
+      const plain = linear(x, tokens, inDim, w, outDim);
+      const biased = linear(x, tokens, inDim, w, outDim, b);
+      for (let t = 0; t < tokens; t++) {
+        for (let o = 0; o < outDim; o++) {
+          let s = 0;
+          for (let i = 0; i < inDim; i++) s += x[t * inDim + i] * w[o * inDim + i];
+          expect(plain[t * outDim + o]).toBe(Math.fround(s));
+          expect(biased[t * outDim + o]).toBe(Math.fround(Math.fround(s) + b[o]));
+        }
+      }
+    }
   });
 });
 
