@@ -359,6 +359,26 @@ test.describe('GSM8K from the dataset viewer', () => {
     await page.getByTestId('compare-question-pick').selectOption('gsm8k-test-2');
     await expect(page.getByTestId('compare-question')).toHaveValue('Viewer question 2?');
     await expect(page.getByTestId('compare-gold')).toHaveText('Expected answer: 102');
+    // No accessibility violations axe can find in the panel (labels, names, contrast, roles).
+    await page.addScriptTag({ path: join(ROOT, 'node_modules/axe-core/axe.min.js') });
+    type AxeRule = { id: string; help: string; nodes: unknown[] };
+    const audit = await page.evaluate(async () => {
+      const axe = (
+        window as unknown as {
+          axe: { run(el: Element): Promise<{ violations: AxeRule[]; passes: AxeRule[] }> };
+        }
+      ).axe;
+      const panel = document.querySelector('l2s-app')?.shadowRoot?.querySelector('l2s-compare-panel');
+      if (!panel) throw new Error('no compare panel');
+      const result = await axe.run(panel);
+      return {
+        violations: result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.length})`),
+        labelled: result.passes.find((p) => p.id === 'label')?.nodes.length ?? 0,
+      };
+    });
+    expect(audit.violations).toEqual([]);
+    // axe looked inside the panel's shadow root: every text field is labelled (system, question, tokens, N).
+    expect(audit.labelled).toBeGreaterThanOrEqual(4);
   });
 
   test('says what to do when the dataset viewer cannot be reached', async ({ page }) => {
