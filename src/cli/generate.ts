@@ -233,16 +233,24 @@ export async function generateMain(argv: string[]): Promise<number> {
       stderr.write(`l2s-merge: ${line}\n`),
     );
     const json = args.json;
+    let printed = '';
     const result = await generate(runner, tokenizer, promptIds, {
       maxNewTokens: args.maxNewTokens,
       sampling: { ...args.sampling, topLogprobs: json ? JSON_TOP_LOGPROBS : undefined },
       signal: controller.signal,
-      onToken: json ? undefined : (event) => stdout.write(event.text),
+      onToken: json
+        ? undefined
+        : (event) => {
+            printed += event.text;
+            stdout.write(event.text);
+          },
     });
     if (json) {
       stdout.write(`${generationJson(promptIds, result)}\n`);
     } else {
-      stdout.write('\n');
+      // A character cut off by the token budget is held back while streaming; the text has it.
+      const rest = result.text.startsWith(printed) ? result.text.slice(printed.length) : '';
+      stdout.write(`${rest}\n`);
       const t = result.timings;
       stderr.write(
         `l2s-merge: ${t.generatedTokens} tokens (${result.finishReason}); prefill ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s on the ${runner.backend.toUpperCase()}\n`,
