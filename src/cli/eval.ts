@@ -34,7 +34,7 @@ options:
   --system TEXT           the system prompt (default the paper's: "${PAPER_SYSTEM_PROMPT}"); '' for none
   --reference MODEL_DIR   the model lengths are compared with (default the first MODEL_DIR)
   --device auto|cpu|gpu   where the models run (default auto)
-  --json                  print the raw results and the table as one JSON object
+  --json                  print {"results": [...], "table": [...]}: every graded response and the table
   --quiet                 no per-question progress on stderr
   -h, --help              this help
 `;
@@ -168,7 +168,8 @@ export async function evalMain(argv: string[]): Promise<number> {
       );
     }
     const questions = parseQuestionsJsonl(text, args.questions);
-    const results: EvalResult[] = [];
+    // Each result with the model's whole response, for --json.
+    const results: Array<EvalResult & { text: string }> = [];
     for (const dir of args.models) {
       model = await openModel(dir);
       const prompts = questions.map((q) =>
@@ -188,7 +189,7 @@ export async function evalMain(argv: string[]): Promise<number> {
           throw error;
         }
         const scored = scoreResponse(dir, q, out.text, out.tokenIds.length, out.finishReason);
-        results.push(scored);
+        results.push({ ...scored, text: out.text });
         log(
           `${dir} ${i + 1}/${questions.length}: ${scored.correct ? 'correct' : 'wrong'} (answer ${scored.predicted ?? 'none'}, gold ${q.answer}, ${out.tokenIds.length} tokens)`,
         );

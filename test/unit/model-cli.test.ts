@@ -259,25 +259,26 @@ describe('l2s-merge eval', () => {
     expect(json.stderr).toBe('');
     expect(json.code).toBe(0);
     const { results, table } = JSON.parse(json.stdout) as {
-      results: EvalResult[];
+      results: Array<EvalResult & { text: string }>;
       table: Array<{ model: string; accuracy: number; meanTokens: number; lengthChange?: number }>;
     };
     // What the extraction makes of transformers' own texts is what eval must report.
-    const expected: EvalResult[] = [];
+    const expected: Array<EvalResult & { text: string }> = [];
     for (const [dir, system] of [
       [s2, 'system2'],
       [s1, 'system1'],
     ]) {
       for (const [i, p] of reference(system).prompts.slice(0, 3).entries()) {
-        expected.push(
-          scoreResponse(
+        expected.push({
+          ...scoreResponse(
             dir,
             { id: `line-${i + 1}`, question: p.messages[0].content, answer: golds[i] },
             p.generated_text,
             p.generated_ids.length,
             p.generated_ids.at(-1) === 0 ? 'eos' : 'length',
           ),
-        );
+          text: p.generated_text,
+        });
       }
     }
     expect(results).toEqual(expected);
