@@ -165,6 +165,8 @@ export class L2sComparePanel extends LitElement {
   @state() private evalComplete: string[] = [];
   @state() private evalQuestions: EvalQuestion[] = [];
   private slotsPicked = false;
+  /** The merge output the merged slot got by default, so a newer merge can take its place. */
+  private mergedDefault = '';
   private runtime?: Runtime;
   private runId?: string;
   private stopRequested = false;
@@ -193,26 +195,35 @@ export class L2sComparePanel extends LitElement {
   }
 
   protected override willUpdate(changed: PropertyValues<this>): void {
-    if (this.slotsPicked) return;
-    if (
-      changed.has('models') ||
-      changed.has('outputs') ||
-      changed.has('outputId') ||
-      changed.has('recipeText')
-    ) {
-      const defaults = compareDefaults(
-        this.recipeText,
-        this.models.map((m) => m.name),
-      );
-      const merged = this.outputId ?? this.outputs[0]?.id;
-      const keys = new Set(this.options().map((o) => o.key));
-      const pick = (key: string | undefined) => (key && keys.has(key) ? key : '');
-      this.slots = [
-        pick(defaults.system2 && `lib:${defaults.system2}`),
-        pick(merged && `out:${merged}`),
-        pick(defaults.system1 && `lib:${defaults.system1}`),
-      ];
+    const relevant = ['models', 'outputs', 'outputId', 'recipeText'] as const;
+    if (!relevant.some((k) => changed.has(k))) return;
+    const keys = new Set(this.options().map((o) => o.key));
+    const pick = (key: string | undefined) => (key && keys.has(key) ? key : '');
+    const merged = pick(
+      (this.outputId ?? this.outputs[0]?.id) && `out:${this.outputId ?? this.outputs[0]?.id}`,
+    );
+    if (this.slotsPicked) {
+      // A new merge replaces the one the merged slot showed (or fills it when empty); other picks stay.
+      if (
+        merged &&
+        merged !== this.mergedDefault &&
+        (this.slots[1] === '' || this.slots[1] === this.mergedDefault)
+      ) {
+        this.slots = this.slots.map((k, i) => (i === 1 ? merged : k));
+      }
+      this.mergedDefault = merged;
+      return;
     }
+    const defaults = compareDefaults(
+      this.recipeText,
+      this.models.map((m) => m.name),
+    );
+    this.mergedDefault = merged;
+    this.slots = [
+      pick(defaults.system2 && `lib:${defaults.system2}`),
+      merged,
+      pick(defaults.system1 && `lib:${defaults.system1}`),
+    ];
   }
 
   private chosen(): Array<{ slot: number; option: ModelOption; name: string }> {
@@ -368,10 +379,10 @@ export class L2sComparePanel extends LitElement {
     const total = questions.length * chosen.length;
     this.batch = { done: 0, total, label: '' };
     const runtime = this.ensureRuntime();
-    let failed = false;
-    try {
-      for (const [m, { option, name }] of chosen.entries()) {
-        if (this.stopRequested) break;
+    const failures: string[] = [];
+    for (const [m, { option, name }] of chosen.entries()) {
+      if (this.stopRequested) break;
+      try {
         this.batch = { ...this.batch, label: `Loading ${name} (model ${m + 1} of ${chosen.length})…` };
         await this.load(runtime, option, (line) => {
           this.message = line;
@@ -393,14 +404,16 @@ export class L2sComparePanel extends LitElement {
           this.batch = { ...this.batch, done: this.batch.done + 1 };
         }
         if (answered === questions.length) this.evalComplete = [...this.evalComplete, name];
+      } catch (e) {
+        // One model failing (too big for the device, a broken file) does not cost the others' answers.
+        failures.push(`${name}: ${(e as Error).name}: ${(e as Error).message}`);
+        this.batch = { ...this.batch, done: (m + 1) * questions.length };
       }
-    } catch (e) {
-      failed = true;
-      this.message = `${(e as Error).name}: ${(e as Error).message}`;
     }
     await runtime.api.unload().catch(() => undefined);
+    if (failures.length) this.message = failures.join('\n');
     this.finish(
-      failed,
+      failures.length > 0,
       this.stopRequested
         ? `Stopped after ${this.batch?.done ?? 0} of ${total} answers.`
         : `Done: ${chosen.length} models × ${questions.length} questions.`,
