@@ -199,9 +199,8 @@ export class L2sComparePanel extends LitElement {
     if (!relevant.some((k) => changed.has(k))) return;
     const keys = new Set(this.options().map((o) => o.key));
     const pick = (key: string | undefined) => (key && keys.has(key) ? key : '');
-    const merged = pick(
-      (this.outputId ?? this.outputs[0]?.id) && `out:${this.outputId ?? this.outputs[0]?.id}`,
-    );
+    const latest = this.outputId ?? this.outputs[0]?.id;
+    const merged = pick(latest && `out:${latest}`);
     if (this.slotsPicked) {
       // A new merge replaces the one the merged slot showed (or fills it when empty); other picks stay.
       if (
