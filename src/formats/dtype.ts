@@ -196,3 +196,34 @@ export function encodeFromF32(values: Float32Array, dtype: FloatDType): Uint8Arr
   }
   return new Uint8Array(out.buffer);
 }
+
+/**
+ * How many values of little-endian `bytes` in `dtype` are Inf or NaN (all exponent bits set). Works
+ * on the encoded bytes so that every path to the output (CPU, GPU, streamed parts) is checked alike.
+ */
+export function countNonFinite(bytes: Uint8Array, dtype: FloatDType): number {
+  const width = DTYPE_BYTES[dtype];
+  const n = Math.floor(bytes.byteLength / width);
+  const aligned = bytes.byteOffset % width === 0;
+  let count = 0;
+  if (dtype === 'F32') {
+    const EXP = 0x7f800000;
+    if (aligned) {
+      const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+      for (let i = 0; i < n; i++) if ((words[i] & EXP) === EXP) count++;
+    } else {
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      for (let i = 0; i < n; i++) if ((view.getUint32(i * 4, true) & EXP) === EXP) count++;
+    }
+    return count;
+  }
+  const EXP = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+  if (aligned) {
+    const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    for (let i = 0; i < n; i++) if ((halves[i] & EXP) === EXP) count++;
+  } else {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let i = 0; i < n; i++) if ((view.getUint16(i * 2, true) & EXP) === EXP) count++;
+  }
+  return count;
+}
