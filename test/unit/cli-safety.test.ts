@@ -461,7 +461,7 @@ describe('recipe strictness from the CLI (item 8)', () => {
   it('refuses __proto__, the same folder written twice, and unknown tags, naming the line', async () => {
     const cases: Array<[string, string]> = [
       [
-        RECIPE.replace('{weight: 0.7}', '{weight: 0.7, __proto__: {density: 0.1}}'),
+        RECIPE.replace('{weight: 0.7}', '{weight: 0.7, __proto__: 0.1}'),
         'p.yml:5: models[0].parameters.__proto__: the key __proto__ is not allowed in a recipe',
       ],
       [

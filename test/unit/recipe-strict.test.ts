@@ -16,9 +16,9 @@ function messageOf(text: string): string {
 
 describe('reserved keys', () => {
   it('refuses __proto__, constructor and prototype anywhere, naming the line', () => {
-    expect(
-      messageOf(`${HEAD}models:\n  - model: a\n    parameters: {weight: 1, __proto__: {density: 0.1}}\n`),
-    ).toBe('r.yml:5: models[0].parameters.__proto__: the key __proto__ is not allowed in a recipe');
+    expect(messageOf(`${HEAD}models:\n  - model: a\n    parameters: {weight: 1, __proto__: 0.5}\n`)).toBe(
+      'r.yml:5: models[0].parameters.__proto__: the key __proto__ is not allowed in a recipe',
+    );
     expect(messageOf(`${HEAD}models:\n  - model: a\n    parameters:\n      constructor: 1\n`)).toBe(
       'r.yml:6: models[0].parameters.constructor: the key constructor is not allowed in a recipe',
     );
