@@ -396,7 +396,7 @@ describe('side files are regular files inside the model folder (item 6)', () => 
     expect(existsSync(join(d, 'out'))).toBe(false);
   });
 
-  it('refuses a FIFO, linked or not, without hanging', async () => {
+  it('refuses a FIFO, linked or not, and a FIFO as the recipe, without hanging', async () => {
     const d = await pairDir('fifo');
     const base = join(d, 'tiny-qwen-system1');
     await rm(join(base, 'tokenizer.json'));
@@ -404,6 +404,11 @@ describe('side files are regular files inside the model folder (item 6)', () => 
     expectOneLineFailure(
       await l2s(['r.yml', 'out'], { cwd: d, timeoutMs: 20_000 }),
       'ModelFileError: tiny-qwen-system1/tokenizer.json: is a FIFO (named pipe), not a regular file',
+    );
+    execFileSync('mkfifo', [join(d, 'pipe.yml')]);
+    expectOneLineFailure(
+      await l2s(['pipe.yml', 'out'], { cwd: d, timeoutMs: 20_000 }),
+      'RecipeError: pipe.yml: is a FIFO (named pipe), not a recipe file',
     );
     await rm(join(base, 'tokenizer.json'));
     execFileSync('mkfifo', [join(base, '.pipe')]);
