@@ -396,7 +396,7 @@ describe('side files are regular files inside the model folder (item 6)', () => 
     expect(existsSync(join(d, 'out'))).toBe(false);
   });
 
-  it('refuses a FIFO, linked or not, and a FIFO as the recipe, without hanging', async () => {
+  it('refuses a FIFO, linked or not, a device, and a FIFO as the recipe, without hanging', async () => {
     const d = await pairDir('fifo');
     const base = join(d, 'tiny-qwen-system1');
     await rm(join(base, 'tokenizer.json'));
@@ -405,6 +405,16 @@ describe('side files are regular files inside the model folder (item 6)', () => 
       await l2s(['r.yml', 'out'], { cwd: d, timeoutMs: 20_000 }),
       'ModelFileError: tiny-qwen-system1/tokenizer.json: is a FIFO (named pipe), not a regular file',
     );
+    // A shard may link outside the folder, but only to a regular file.
+    const shard = join(d, 'tiny-qwen-system2', 'model-00002-of-00002.safetensors');
+    await rename(shard, `${shard}.bak`);
+    await symlink('/dev/zero', shard);
+    expectOneLineFailure(
+      await l2s(['r.yml', 'out'], { cwd: d, timeoutMs: 20_000 }),
+      'ModelFileError: tiny-qwen-system2/model-00002-of-00002.safetensors: is a device, not a regular file',
+    );
+    await rm(shard);
+    await rename(`${shard}.bak`, shard);
     execFileSync('mkfifo', [join(d, 'pipe.yml')]);
     expectOneLineFailure(
       await l2s(['pipe.yml', 'out'], { cwd: d, timeoutMs: 20_000 }),
