@@ -11,14 +11,20 @@ import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { aimStatisticsForRecipe } from '../model/calibration';
 import { folderResolver } from '../node/model-folder';
-import { checkOutputDir, outputDir } from '../node/output-dir';
+import { outputDir } from '../node/output-dir';
 import { nodeGpu } from '../node/webgpu';
 import { parseRecipe } from '../recipe';
 import { type DeviceChoice, selectBackend } from './backend';
-import { oneLine, UsageError } from './errors';
+import { UsageError } from './errors';
 import { EVAL_USAGE, evalMain } from './eval';
+import { failureText } from './fatal';
 import { GENERATE_USAGE, generateMain } from './generate';
+import { guardOutputDir } from './output-guard';
 import { calibrationReporter, progressReporter } from './progress';
+import { readRecipeFile } from './recipe-file';
+import { cancelOnSignals } from './signals';
+
+export { installFatalHandlers } from './fatal';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
        l2s-merge generate MODEL_DIR --prompt TEXT [options]   (see l2s-merge generate --help)
@@ -31,7 +37,8 @@ options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
-  --force                replace a non-empty OUT_DIR
+  --force                replace OUT_DIR when it holds an earlier l2s-merge output
+  --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
                          (default $L2S_DATASETS_ENDPOINT, else https://datasets-server.huggingface.co)
   --quiet                no progress output
@@ -47,6 +54,7 @@ interface CliArgs {
   force: boolean;
   quiet: boolean;
   datasetsEndpoint?: string;
+  allowNonFinite: boolean;
 }
 
 function parseCli(argv: string[]): CliArgs | 'help' {
@@ -62,6 +70,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         force: { type: 'boolean' },
         'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
+        'allow-nonfinite': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -97,6 +106,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
     datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
+    allowNonFinite: Boolean(v['allow-nonfinite']),
   };
 }
 
@@ -118,22 +128,20 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
+  const removeSignalHandlers = cancelOnSignals(controller, say);
   const resolver = folderResolver(dirname(resolve(args.config)));
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
   try {
-    let text: string;
-    try {
-      text = await readFile(args.config, 'utf8');
-    } catch (e) {
-      throw new Error(
-        `${args.config}: cannot read the recipe (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      );
-    }
-    const recipe = parseRecipe(text, args.config);
-    await checkOutputDir(args.outDir, args.force);
+    const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
+    await guardOutputDir({
+      outDir: args.outDir,
+      force: args.force,
+      recipe,
+      recipeFile: args.config,
+      locate: resolver.locate,
+      log: say,
+    });
     backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
       stderr.write(`l2s-merge: ${line}\n`),
     );
@@ -160,7 +168,9 @@ export async function main(argv: string[]): Promise<number> {
       backend: backend.backend,
       signal: controller.signal,
       onProgress: args.quiet ? undefined : progressReporter(stderr),
-      onLog: args.quiet ? undefined : (line) => stderr.write(`l2s-merge: ${line}\n`),
+      onLog: args.quiet ? undefined : say,
+      onWarning: say,
+      nonFinite: args.allowNonFinite ? 'allow' : 'error',
     });
     if (!args.quiet) {
       stderr.write(
@@ -173,12 +183,13 @@ export async function main(argv: string[]): Promise<number> {
       stderr.write('l2s-merge: cancelled; nothing was written\n');
       return 130;
     }
-    stderr.write(`l2s-merge: ${oneLine(e)}\n`);
+    const hint =
+      (e as Error).name === 'NonFiniteOutputError' ? ' (--allow-nonfinite writes the output anyway)' : '';
+    stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await resolver.closeAll();
+    await resolver.closeAll().catch(() => {});
     backend?.dispose();
+    removeSignalHandlers();
   }
 }

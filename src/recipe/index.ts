@@ -4,7 +4,8 @@ export {
   type CalibrationSettings,
   type CalibrationSource,
 } from './aim';
-export { isHubRepoId, mergeInputModels, referencedModels } from './model-ref';
+export { MAX_LIST_ENTRIES, MAX_RECIPE_CHARS, MAX_RECIPE_DEPTH } from './limits';
+export { isHubRepoId, mergeInputModels, normalizeModelRef, referencedModels } from './model-ref';
 export { parseRecipe } from './parse';
 export {
   type ConditionalSetting,
