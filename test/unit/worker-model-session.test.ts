@@ -147,6 +147,24 @@ describe('ModelSession', () => {
     );
   });
 
+  it("renders the paper's system message through the model's own chat template", async () => {
+    const session = new ModelSession();
+    await session.load(await folder('system1'), { device: 'cpu' });
+    const system = 'Please reason step by step, and put your final answer within \\boxed{}.';
+    const question = 'How many?';
+    // The fixture's template: <|role|>\ncontent\n per message, then <|assistant|>\n.
+    expect(
+      session.promptIds({
+        messages: [
+          { role: 'system', content: system },
+          { role: 'user', content: question },
+        ],
+      }),
+    ).toEqual(session.promptIds({ raw: `<|system|>\n${system}\n<|user|>\n${question}\n<|assistant|>\n` }));
+    // <|system|> is one special token (id 1), not its characters.
+    expect(session.promptIds({ messages: [{ role: 'system', content: system }] })[0]).toBe(1);
+  });
+
   it('frees the previous model when the next is loaded', async () => {
     const session = new ModelSession();
     await session.load(await folder('system1'), { device: 'cpu' });
