@@ -710,12 +710,13 @@ export function modelRunnerCases(fixtures: ModelFixtures): GpuCase[] {
     },
   });
   cases.push({
-    name: 'model GPU runner with 64 KiB bindings: weights in row chunks, short prefill chunks, same tokens',
+    name: 'model GPU runner with 64 KiB bindings and GPU kernel shapes: weights in row chunks, short prefill chunks, same tokens',
     options: { maxStorageBufferBindingSize: 64 * 1024 },
     async run(ctx) {
       const weights = await openModelWeights(await fixtures.open('system1'));
       const reference = await fixtures.reference('system1');
-      const runner = await createGpuRunner(weights, { context: ctx, maxContext: 128 });
+      // matvecLanes 32: the GPU kernel shapes (workgroup reductions, tiled matmul) on any adapter.
+      const runner = await createGpuRunner(weights, { context: ctx, maxContext: 128, matvecLanes: 32 });
       try {
         check(
           runner.prefillChunk === 32,

@@ -25,6 +25,7 @@ worker.onmessage = (ev: MessageEvent<WorkerReport>) => {
     log.textContent += `fatal: ${msg.error}\n`;
   }
 };
+worker.postMessage({ only: new URLSearchParams(location.search).get('only') });
 worker.onerror = (ev) => {
   state.fatal = ev.message || 'the worker failed to load';
   state.done = true;

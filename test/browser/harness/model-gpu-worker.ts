@@ -35,10 +35,18 @@ const FILES: Record<'system1' | 'system2', string[]> = {
   ],
 };
 
-async function fetchBlob(url: string): Promise<Blob> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-  return res.blob();
+/** Network failures are retried: the dev server restarts when a config file changes under it. */
+async function fetchBlob(url: string, tries = 5): Promise<Blob> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+      return await res.blob();
+    } catch (e) {
+      if (!(e instanceof TypeError) || attempt >= tries) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
 }
 
 const fixtures: ModelFixtures = {
@@ -64,8 +72,7 @@ const fixtures: ModelFixtures = {
 
 const post = (m: WorkerReport) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m);
 
-async function main(): Promise<void> {
-  const only = new URLSearchParams(self.location.search).get('only');
+async function main(only: string | null): Promise<void> {
   const all = [...MODEL_KERNEL_CASES, ...modelRunnerCases(fixtures)];
   const cases = only ? all.filter((c) => c.name.includes(only)) : all;
   post({ type: 'start', total: cases.length });
@@ -91,4 +98,7 @@ async function main(): Promise<void> {
   post({ type: 'done' });
 }
 
-main().catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
+// The page sends the `only` filter of its query string (cases whose name contains it), or null.
+self.onmessage = (ev: MessageEvent<{ only: string | null }>) => {
+  main(ev.data.only).catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
+};
