@@ -16,7 +16,8 @@ import type { DeviceChoice } from '../gpu/select-backend';
 import { generate } from '../model/generate';
 import type { ModelRunner } from '../model/runner';
 import { GREEDY } from '../model/sampling';
-import { oneLine, UsageError } from './errors';
+import { UsageError } from './errors';
+import { failureText } from './fatal';
 import { chatMessages, type OpenedModel, openModel, parseCount, parseDevice, runnerFor } from './generate';
 
 /** The evaluation prompt of Wu et al. 2025 (and of Qwen2.5-Math / DeepSeek-R1's evaluations). */
@@ -208,7 +209,7 @@ export async function evalMain(argv: string[]): Promise<number> {
       stderr.write('l2s-merge eval: cancelled\n');
       return 130;
     }
-    stderr.write(`l2s-merge eval: ${oneLine(e)}\n`);
+    stderr.write(`l2s-merge eval: ${failureText(e)}\n`);
     return e instanceof UsageError ? 2 : 1;
   } finally {
     process.off('SIGINT', onSignal);

@@ -17,7 +17,8 @@ import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
 import { type ModelWeights, openModelWeights } from '../model/weights';
 import { modelFolder } from '../node/model-folder';
 import { nodeGpu } from '../node/webgpu';
-import { oneLine, UsageError } from './errors';
+import { InputFileError, UsageError } from './errors';
+import { failureText } from './fatal';
 
 export const GENERATE_USAGE = `usage: l2s-merge generate MODEL_DIR (--prompt TEXT | --prompt-file FILE) [options]
 
@@ -218,7 +219,7 @@ export async function generateMain(argv: string[]): Promise<number> {
       try {
         prompt = await readFile(args.promptFile, 'utf8');
       } catch (e) {
-        throw new Error(
+        throw new InputFileError(
           `${args.promptFile}: cannot read the prompt (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
         );
       }
@@ -258,7 +259,7 @@ export async function generateMain(argv: string[]): Promise<number> {
     }
     return result.finishReason === 'abort' ? 130 : 0;
   } catch (e) {
-    stderr.write(`l2s-merge generate: ${oneLine(e)}\n`);
+    stderr.write(`l2s-merge generate: ${failureText(e)}\n`);
     return e instanceof UsageError ? 2 : 1;
   } finally {
     process.off('SIGINT', onSignal);
