@@ -262,8 +262,10 @@ test('Stop ends a run within a token and keeps only finished models in the table
     const panel = document.querySelector('l2s-app')?.shadowRoot?.querySelector('l2s-compare-panel');
     const root = panel?.shadowRoot;
     const result = root?.querySelector('[data-testid="compare-result"]');
-    (root?.querySelector('[data-testid="compare-stop"]') as HTMLButtonElement).click();
-    return Number(result?.getAttribute('data-streamed'));
+    const stop = root?.querySelector<HTMLButtonElement>('[data-testid="compare-stop"]');
+    if (!result || !stop) throw new Error('the Stop button or the first result is missing');
+    stop.click();
+    return Number(result.getAttribute('data-streamed'));
   });
   await expect(status).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
   await expect(status).toHaveText('Stopped.');
