@@ -12,7 +12,7 @@
  * code runs the model in bf16.
  */
 import type { ModelFiles, ModelResolver } from '../engine/io';
-import type { GpuContext, GpuContextOptions } from '../gpu/device';
+import { GpuContext, type GpuContextOptions } from '../gpu/device';
 import type { DeviceChoice } from '../gpu/select-backend';
 import type { ActivationStatistics } from '../methods/aim';
 import type { CalibrationSettings } from '../recipe/aim';
@@ -27,6 +27,8 @@ import {
   hubCandidates,
 } from './calibration-text';
 import type { ModelConfig } from './config';
+import { GpuActivationStatistics } from './gpu/activation-stats';
+import { createGpuRunner } from './gpu/runner';
 import { createCpuRunner } from './reference';
 import type { ModelRunner, PrefillHooks } from './runner';
 import { ModelTokenizer } from './tokenizer';
@@ -272,16 +274,11 @@ async function tryGpuStatistics(
   calibration: CalibrationBlocks,
   opts: AimCalibrationOptions,
 ): Promise<ActivationStatistics | undefined> {
-  const [{ GpuContext: Context }, { createGpuRunner }, { GpuActivationStatistics }] = await Promise.all([
-    import('../gpu/device'),
-    import('./gpu/runner'),
-    import('./gpu/activation-stats'),
-  ]);
   const gpu = opts.gpu ? await opts.gpu() : undefined;
   const contextOptions: GpuContextOptions = { label: 'l2s.calibration', ...(gpu ? { gpu } : {}) };
   let ctx: GpuContext | undefined;
   try {
-    ctx = await Context.create(contextOptions);
+    ctx = await GpuContext.create(contextOptions);
     const runner = await createGpuRunner(weights, { context: ctx, maxContext: calibration.blockSize });
     const sink = new GpuActivationStatistics(ctx);
     try {

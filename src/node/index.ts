@@ -11,6 +11,12 @@ export { planShards, ShardWriter } from '../formats/shard-writer';
 export { GpuContext } from '../gpu/device';
 export { rsvdGpu } from '../gpu/rsvd';
 export { frobeniusNormSquared, lowRankProduct, matmul, rsvd } from '../linalg';
+// AIM's statistics pass (bench/aim.mjs).
+export { cpuStatisticsSink, runStatisticsPass } from '../model/calibration';
+export { GpuActivationStatistics } from '../model/gpu/activation-stats';
+export { createGpuRunner } from '../model/gpu/runner';
+export { createCpuRunner } from '../model/reference';
+export { openModelWeights } from '../model/weights';
 export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
 export { folderResolver, modelFolder } from './model-folder';
