@@ -14,6 +14,8 @@
  * naming the key and the file, never silently approximated.
  */
 
+import { shortJson } from '../formats/json-text';
+
 export type Architecture = 'qwen2' | 'qwen3' | 'llama';
 
 /** RoPE variants implemented: transformers' 'default' and 'linear' (positions divided by `factor`). */
@@ -97,7 +99,7 @@ function positiveInt(cfg: Json, key: string, file: string, fallback?: number): n
       file,
       v === undefined
         ? `missing ${key}`
-        : `${key} must be a positive integer, found ${JSON.stringify(cfg[key])}`,
+        : `${key} must be a positive integer, found ${shortJson(cfg[key])}`,
     );
   }
   return v;
@@ -105,7 +107,7 @@ function positiveInt(cfg: Json, key: string, file: string, fallback?: number): n
 
 function positiveNumber(v: unknown, key: string, file: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-    throw new ModelConfigError(file, `${key} must be a positive number, found ${JSON.stringify(v)}`);
+    throw new ModelConfigError(file, `${key} must be a positive number, found ${shortJson(v)}`);
   }
   return v;
 }
@@ -141,7 +143,7 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
     ) {
       throw unsupported(
         'architectures',
-        `${JSON.stringify(architectures)} is not supported (supported: ${Object.keys(ARCHITECTURES).join(', ')})`,
+        `${shortJson(architectures)} is not supported (supported: ${Object.keys(ARCHITECTURES).join(', ')})`,
       );
     }
     architecture = ARCHITECTURES[architectures[0]];
@@ -152,13 +154,13 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
     if (!fromType) {
       throw unsupported(
         'model_type',
-        `${JSON.stringify(modelType)} is not supported (supported: ${Object.keys(MODEL_TYPES).join(', ')})`,
+        `${shortJson(modelType)} is not supported (supported: ${Object.keys(MODEL_TYPES).join(', ')})`,
       );
     }
     if (architecture && architecture !== fromType) {
       throw new ModelConfigError(
         file,
-        `model_type ${JSON.stringify(modelType)} disagrees with architectures ${JSON.stringify(architectures)}`,
+        `model_type ${shortJson(modelType)} disagrees with architectures ${shortJson(architectures)}`,
       );
     }
     architecture = fromType;
@@ -167,7 +169,7 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
 
   const hiddenAct = cfg.hidden_act ?? 'silu';
   if (hiddenAct !== 'silu') {
-    throw unsupported('hidden_act', `${JSON.stringify(hiddenAct)} is not supported (only "silu")`);
+    throw unsupported('hidden_act', `${shortJson(hiddenAct)} is not supported (only "silu")`);
   }
   if (cfg.quantization_config !== undefined && cfg.quantization_config !== null) {
     throw unsupported(
@@ -205,7 +207,7 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
 
   const partial = cfg.partial_rotary_factor;
   if (partial !== undefined && partial !== null && partial !== 1) {
-    throw unsupported('partial_rotary_factor', `${JSON.stringify(partial)} is not supported (only 1)`);
+    throw unsupported('partial_rotary_factor', `${shortJson(partial)} is not supported (only 1)`);
   }
 
   const { ropeTheta, ropeType, ropeFactor } = readRope(cfg, file);
@@ -225,7 +227,7 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
   if (typeof tie !== 'boolean') {
     throw new ModelConfigError(
       file,
-      `tie_word_embeddings must be true or false, found ${JSON.stringify(tie)}`,
+      `tie_word_embeddings must be true or false, found ${shortJson(tie)}`,
     );
   }
 
@@ -261,12 +263,12 @@ function readRope(cfg: Json, file: string): { ropeTheta: number; ropeType: RopeT
   const params = cfg.rope_parameters;
   const scaling = cfg.rope_scaling;
   if (params !== undefined && params !== null && !isObject(params)) {
-    throw new ModelConfigError(file, `rope_parameters must be an object, found ${JSON.stringify(params)}`);
+    throw new ModelConfigError(file, `rope_parameters must be an object, found ${shortJson(params)}`);
   }
   if (scaling !== undefined && scaling !== null && !isObject(scaling)) {
     throw new ModelConfigError(
       file,
-      `rope_scaling must be an object or null, found ${JSON.stringify(scaling)}`,
+      `rope_scaling must be an object or null, found ${shortJson(scaling)}`,
     );
   }
   // transformers 5 may key rope_parameters by layer type ({full_attention: {...}}): not a form we run.
@@ -282,7 +284,7 @@ function readRope(cfg: Json, file: string): { ropeTheta: number; ropeType: RopeT
   if (topTheta !== undefined && paramTheta !== undefined && topTheta !== paramTheta) {
     throw new ModelConfigError(
       file,
-      `rope_theta (${JSON.stringify(topTheta)}) and rope_parameters.rope_theta (${JSON.stringify(paramTheta)}) disagree`,
+      `rope_theta (${shortJson(topTheta)}) and rope_parameters.rope_theta (${shortJson(paramTheta)}) disagree`,
     );
   }
   const ropeTheta = positiveNumber(paramTheta ?? topTheta ?? 10000, 'rope_theta', file);
@@ -299,7 +301,7 @@ function readRope(cfg: Json, file: string): { ropeTheta: number; ropeType: RopeT
   throw new UnsupportedModelError(
     file,
     `${key}.rope_type`,
-    `${JSON.stringify(rawType)} is not supported (supported: "default", "linear")`,
+    `${shortJson(rawType)} is not supported (supported: "default", "linear")`,
   );
 }
 
@@ -322,7 +324,7 @@ function readSlidingWindow(
     sliding = layerTypes.map((t, i) => {
       if (t === 'full_attention') return false;
       if (t === 'sliding_attention') return true;
-      throw new UnsupportedModelError(file, `layer_types[${i}]`, `${JSON.stringify(t)} is not supported`);
+      throw new UnsupportedModelError(file, `layer_types[${i}]`, `${shortJson(t)} is not supported`);
     });
   } else if (
     architecture !== 'llama' &&
@@ -340,7 +342,7 @@ function readSlidingWindow(
   if (typeof window !== 'number' || !Number.isInteger(window) || window <= 0) {
     throw new ModelConfigError(
       file,
-      `layers use sliding attention but sliding_window is ${JSON.stringify(window)}`,
+      `layers use sliding attention but sliding_window is ${shortJson(window)}`,
     );
   }
   return window;

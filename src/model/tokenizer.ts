@@ -11,6 +11,7 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { ModelFiles } from '../engine/io';
+import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
@@ -68,6 +69,11 @@ async function readText(files: ModelFiles, file: string): Promise<string> {
 
 async function readJson(files: ModelFiles, file: string): Promise<Record<string, unknown>> {
   const text = await readText(files, file);
+  if (jsonDepthOver(text) !== undefined) {
+    throw new TokenizerLoadError(
+      `${files.name}/${file}: nests JSON deeper than ${MAX_JSON_DEPTH} levels; the file is corrupt`,
+    );
+  }
   let json: unknown;
   try {
     json = JSON.parse(text);

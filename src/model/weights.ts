@@ -6,6 +6,7 @@
  */
 import type { ModelFiles } from '../engine/io';
 import { DTYPE_BYTES, decodeToF32, type FloatDType, isFloatDType } from '../formats/dtype';
+import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { type ModelTensorIndex, readModelTensorBytes, readModelTensors } from '../formats/model-index';
 import { type ModelConfig, ModelConfigError, parseModelConfig } from './config';
 
@@ -131,10 +132,19 @@ async function readJsonFile(files: ModelFiles, file: string): Promise<unknown> {
   if (source.size > MAX_CONFIG_BYTES) {
     throw new ModelConfigError(where, `is ${source.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit`);
   }
+  let text: string;
   try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await source.read(0, source.size)));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(await source.read(0, source.size));
   } catch (e) {
-    throw new ModelConfigError(where, `is not valid UTF-8 JSON (${(e as Error).message})`);
+    throw new ModelConfigError(where, `is not valid UTF-8 (${(e as Error).message})`);
+  }
+  if (jsonDepthOver(text) !== undefined) {
+    throw new ModelConfigError(where, `nests JSON deeper than ${MAX_JSON_DEPTH} levels; the file is corrupt`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ModelConfigError(where, `is not valid JSON (${(e as Error).message})`);
   }
 }
 
