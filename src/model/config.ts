@@ -97,9 +97,7 @@ function positiveInt(cfg: Json, key: string, file: string, fallback?: number): n
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
     throw new ModelConfigError(
       file,
-      v === undefined
-        ? `missing ${key}`
-        : `${key} must be a positive integer, found ${shortJson(cfg[key])}`,
+      v === undefined ? `missing ${key}` : `${key} must be a positive integer, found ${shortJson(cfg[key])}`,
     );
   }
   return v;
@@ -225,10 +223,7 @@ export function parseModelConfig(json: unknown, file: string, generationConfig?:
 
   const tie = cfg.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') {
-    throw new ModelConfigError(
-      file,
-      `tie_word_embeddings must be true or false, found ${shortJson(tie)}`,
-    );
+    throw new ModelConfigError(file, `tie_word_embeddings must be true or false, found ${shortJson(tie)}`);
   }
 
   const gen = isObject(generationConfig) ? generationConfig : {};
@@ -266,10 +261,7 @@ function readRope(cfg: Json, file: string): { ropeTheta: number; ropeType: RopeT
     throw new ModelConfigError(file, `rope_parameters must be an object, found ${shortJson(params)}`);
   }
   if (scaling !== undefined && scaling !== null && !isObject(scaling)) {
-    throw new ModelConfigError(
-      file,
-      `rope_scaling must be an object or null, found ${shortJson(scaling)}`,
-    );
+    throw new ModelConfigError(file, `rope_scaling must be an object or null, found ${shortJson(scaling)}`);
   }
   // transformers 5 may key rope_parameters by layer type ({full_attention: {...}}): not a form we run.
   if (isObject(params) && Object.values(params).some(isObject)) {
