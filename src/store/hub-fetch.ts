@@ -6,11 +6,14 @@
  * `@huggingface/hub` even hands back a CDN URL as the download URL when the CDN answers
  * `X-Cache: ... cloudfront`. A caller that then adds `Authorization` would send the token there. So:
  * - requests to the hub's origin get `Authorization: Bearer <token>` (callers need not add it);
- * - requests to any other origin have `Authorization` removed, whoever added it;
- * - redirects are followed hop by hop where the platform lets code read them (Node), applying the
- *   same rule to each hop. Browsers hide redirect targets from code (`redirect: 'manual'` gives an
- *   opaque response), but the Fetch standard has them drop `Authorization` on a redirect to another
- *   origin, so there the browser follows them.
+ * - requests to any other origin lose an `Authorization` header that carries the user's token,
+ *   whoever added it. Other credentials pass: the hub hands out short-lived tokens scoped to one
+ *   service (Xet's CAS gets a JWT the hub issued for it), and those are meant for that origin;
+ * - redirects are followed hop by hop where the platform lets code read them (Node): a hop to
+ *   another origin drops `Authorization` (as the Fetch standard does), then the rules above apply.
+ *   Browsers hide redirect targets from code (`redirect: 'manual'` gives an opaque response), but
+ *   the Fetch standard has them drop `Authorization` on a redirect to another origin, so there the
+ *   browser follows them.
  * A token is never sent over plain HTTP except to this machine (localhost, 127.0.0.0/8, ::1).
  */
 
@@ -129,6 +132,7 @@ function combinedSignal(a?: AbortSignal | null, b?: AbortSignal): AbortSignal | 
 /**
  * A fetch that attaches the token to requests for `hubUrl`'s origin and strips it from all others,
  * redirects included. Throws HubAccessError at once for a token the hub may not have (plain HTTP).
+ * Request bodies are taken from `init.body` (a redirect that keeps the method sends it again).
  */
 export function createHubFetch(options: HubFetchOptions): typeof fetch {
   const hub = parseHubUrl(options.hubUrl);
@@ -144,7 +148,7 @@ export function createHubFetch(options: HubFetchOptions): typeof fetch {
     const headers = new Headers(base);
     if (new URL(url).origin === hub.origin) {
       if (token) headers.set('Authorization', `Bearer ${token}`);
-    } else {
+    } else if (token && headers.get('Authorization')?.includes(token)) {
       headers.delete('Authorization');
     }
     return headers;
@@ -184,6 +188,8 @@ export function createHubFetch(options: HubFetchOptions): typeof fetch {
       if (next.protocol !== 'https:' && next.protocol !== 'http:') {
         throw new HubAccessError(`${requestUrl(input)}: the hub redirected to a non-http(s) address`);
       }
+      // Credentials given for one origin are not for the next (the Fetch standard's rule).
+      if (next.origin !== new URL(url).origin) baseHeaders.delete('Authorization');
       // As the Fetch standard: 303 turns into GET, and so do 301/302 after a POST.
       if (
         response.status === 303 ||

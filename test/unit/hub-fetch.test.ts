@@ -60,6 +60,16 @@ describe('createHubFetch', () => {
     ]);
   });
 
+  it("lets other origins' own credentials through (Xet's CAS gets a JWT the hub issued for it)", async () => {
+    const { fetch, seen } = scriptedFetch({});
+    const hubFetch = createHubFetch({ hubUrl: HUB, accessToken: 'hf_secret', fetch });
+    await hubFetch('https://cas.example/reconstruction/abc', {
+      headers: { Authorization: 'Bearer xet-jwt' },
+    });
+    await hubFetch('https://cas.example/x', { headers: { Authorization: 'token hf_secret' } });
+    expect(seen.map((s) => s.authorization)).toEqual(['Bearer xet-jwt', null]);
+  });
+
   it('treats another port or scheme of the same host as another origin', async () => {
     const { fetch, seen } = scriptedFetch({});
     const hubFetch = createHubFetch({ hubUrl: 'http://127.0.0.1:8000', accessToken: 't', fetch });
@@ -78,6 +88,8 @@ describe('createHubFetch', () => {
       [`${HUB}/a/b/resolve/abc123/model.safetensors`]: redirect(`${CDN}/lfs/sha?sig=1`),
       [`${CDN}/lfs/sha?sig=1`]: redirect('/back-home'),
       [`${CDN}/back-home`]: () => new Response('ok'),
+      [`${CDN}/signed`]: redirect('https://s3.example/object'),
+      [`https://s3.example/object`]: () => new Response('object'),
     });
     const hubFetch = createHubFetch({
       hubUrl: HUB,
@@ -92,6 +104,12 @@ describe('createHubFetch', () => {
       [`${HUB}/a/b/resolve/abc123/model.safetensors`, 'Bearer hf_secret', 'manual'],
       [`${CDN}/lfs/sha?sig=1`, null, 'manual'],
       [`${CDN}/back-home`, null, 'manual'],
+    ]);
+    // A credential meant for one origin is dropped when a redirect leaves it.
+    await hubFetch(`${CDN}/signed`, { headers: { Authorization: 'Bearer cdn-only' } });
+    expect(seen.slice(-2).map((s) => [s.url, s.authorization])).toEqual([
+      [`${CDN}/signed`, 'Bearer cdn-only'],
+      ['https://s3.example/object', null],
     ]);
   });
 
