@@ -39,9 +39,9 @@ import {
   outputFiles,
   outputIsFinished,
   partialRunFiles,
-  recoverCutCommits,
   removeAbandonedRuns,
   removePartialRun,
+  repairOutputs,
   stallCommitsAfter,
 } from './opfs-output';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
@@ -292,13 +292,17 @@ const api = {
 
   /**
    * Leftovers from a closed tab: commits cut short (their files go back to the run, which can then
-   * be resumed), runs whose commit finished but not its clean-up, partial runs nothing can resume
+   * be resumed), deletes cut short, outputs of earlier versions (given a manifest), runs whose commit finished but not its clean-up, partial runs nothing can resume
    * (no journal record), journal records whose partial output is gone, folder imports that cannot
    * continue.
    */
-  async cleanUp(): Promise<{ runs: string[]; outputs: string[]; keys: number }> {
+  async cleanUp(): Promise<{
+    runs: string[];
+    outputs: Awaited<ReturnType<typeof repairOutputs>>;
+    keys: number;
+  }> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
-    const recovered = await recoverCutCommits([...active]);
+    const repaired = await repairOutputs([...active]);
     let records = await journal.list();
     for (const r of records) {
       if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
@@ -310,7 +314,7 @@ const api = {
     for (const r of records) {
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
-    return { runs: removed, outputs: recovered, keys: await library.removeAbandoned() };
+    return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
   },
 
   listModels: () => library.list(),

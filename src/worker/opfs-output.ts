@@ -6,8 +6,8 @@
  * by one into `outputs/<id>/` (OPFS has no atomic folder rename) and then, last, writes the
  * output's manifest (`.l2s-output.json`: every file and its size). An output is finished, listed
  * and downloadable only when its manifest is there and its files match it, so a commit cut short
- * by a crash never shows; `recoverCutCommits` (at the next start) moves such files back into the
- * run's partial folder, so the run can be resumed, or removes them when that folder is gone.
+ * by a crash never shows; `repairOutputs` (at the next start) moves such files back into the
+ * run's partial folder, so the run can be resumed.
  * A partial folder left by a closed tab can be reopened (`openOpfsOutput`) to resume its run.
  */
 import type { FileSink, OutputTarget } from '../engine/io';
@@ -17,6 +17,8 @@ const OUTPUTS_DIR = 'outputs';
 const PARTIAL_SUFFIX = '.partial';
 /** Written last by `commit`; a leading dot keeps it apart from any file a merge writes. */
 export const OUTPUT_MANIFEST = '.l2s-output.json';
+/** Written first by `deleteOutput`, so a delete cut short is told from an output to keep. */
+const DELETING_MARKER = '.l2s-deleting';
 
 interface OutputManifest {
   id: string;
@@ -92,6 +94,23 @@ async function writingFile<T>(file: string, work: () => T | Promise<T>): Promise
     if (isQuotaError(e)) throw new OutputStorageFullError(file);
     throw e;
   }
+}
+
+async function writeManifest(d: FileSystemDirectoryHandle, manifest: OutputManifest): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
+  await writingFile(OUTPUT_MANIFEST, async () => {
+    const handle = await d.getFileHandle(OUTPUT_MANIFEST, { create: true });
+    const access = await openAccess(handle, `the manifest of output ${manifest.id}`);
+    try {
+      access.truncate(0);
+      if (access.write(bytes, { at: 0 }) !== bytes.byteLength) {
+        throw new OutputStorageError(`${OUTPUT_MANIFEST}: the browser stopped accepting bytes`);
+      }
+      access.flush();
+    } finally {
+      access.close();
+    }
+  });
 }
 
 async function readManifest(d: FileSystemDirectoryHandle): Promise<OutputManifest | undefined> {
@@ -275,20 +294,7 @@ function partialOutput(
       }
       // The manifest, last: from here on the output is finished.
       const manifest: OutputManifest = { id, files, committedAt: Date.now() };
-      const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-      await writingFile(OUTPUT_MANIFEST, async () => {
-        const handle = await target.getFileHandle(OUTPUT_MANIFEST, { create: true });
-        const access = await openAccess(handle, `the manifest of output ${id}`);
-        try {
-          access.truncate(0);
-          if (access.write(bytes, { at: 0 }) !== bytes.byteLength) {
-            throw new OutputStorageError(`${OUTPUT_MANIFEST}: the browser stopped accepting bytes`);
-          }
-          access.flush();
-        } finally {
-          access.close();
-        }
-      });
+      await writeManifest(target, manifest);
       finished = true;
       await runs.removeEntry(partialName, { recursive: true }).catch(() => undefined);
     },
@@ -355,43 +361,69 @@ export async function deleteOutput(id: string): Promise<void> {
   const root = await navigator.storage.getDirectory();
   const outputs = await dir(root, OUTPUTS_DIR);
   const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
-  // The manifest first: an output half deleted is no longer listed.
+  // Marked, then the manifest goes: an output half deleted is never listed, nor taken for one
+  // of the outputs written before manifests.
+  await d?.getFileHandle(DELETING_MARKER, { create: true }).catch(() => undefined);
   await d?.removeEntry(OUTPUT_MANIFEST).catch(() => undefined);
   await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
 }
 
 /**
- * Output folders without a valid manifest (a commit or a delete cut short), except those of runs
- * under way (`activeIds`): their files go back into the run's partial folder when it is still
- * there, so the run can be resumed; otherwise they are removed. Returns the ids cleaned up.
+ * Output folders that are not finished outputs, except those of runs under way (`activeIds`):
+ * - a commit cut short (the run's partial folder is still there): the files go back into it, so
+ *   the run can be resumed;
+ * - a delete cut short (its marker is there), an empty folder, or a manifest its files no longer
+ *   match: removed;
+ * - a folder of finished files without any manifest, as versions of this app before manifests
+ *   left every output (their commit removed the partial folder last): kept, with a manifest
+ *   written for the files it holds.
  */
-export async function recoverCutCommits(activeIds: readonly string[] = []): Promise<string[]> {
+export async function repairOutputs(
+  activeIds: readonly string[] = [],
+): Promise<{ restored: string[]; removed: string[]; adopted: string[] }> {
   const root = await navigator.storage.getDirectory();
   const outputs = await dir(root, OUTPUTS_DIR);
   const runs = await dir(root, RUNS_DIR);
-  const cleaned: string[] = [];
+  const result = { restored: [] as string[], removed: [] as string[], adopted: [] as string[] };
   for (const id of await entryNames(outputs)) {
     if (activeIds.includes(id)) continue;
     const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
     if (!d) {
       // A stray file where an output folder belongs.
       await outputs.removeEntry(id).catch(() => undefined);
-      cleaned.push(id);
+      result.removed.push(id);
       continue;
     }
     if (await finishedFiles(d)) continue;
+    const names = await entryNames(d);
+    const files = names.filter((n) => n !== OUTPUT_MANIFEST && n !== DELETING_MARKER);
     const partial = await runs.getDirectoryHandle(id + PARTIAL_SUFFIX).catch(() => undefined);
     if (partial) {
-      for (const name of await entryNames(d)) {
-        if (name === OUTPUT_MANIFEST) continue;
+      for (const name of files) {
         const file = await d.getFileHandle(name).catch(() => undefined);
         if (file) await (file as unknown as MovableHandle).move(partial).catch(() => undefined);
       }
+      await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+      result.restored.push(id);
+      continue;
+    }
+    const legacy = !names.includes(OUTPUT_MANIFEST) && !names.includes(DELETING_MARKER) && files.length > 0;
+    if (legacy) {
+      const infos: OutputFileInfo[] = [];
+      let committedAt = 0;
+      for (const name of files) {
+        const file = await (await d.getFileHandle(name)).getFile();
+        infos.push({ name, size: file.size });
+        committedAt = Math.max(committedAt, file.lastModified);
+      }
+      await writeManifest(d, { id, files: infos, committedAt });
+      result.adopted.push(id);
+      continue;
     }
     await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
-    cleaned.push(id);
+    result.removed.push(id);
   }
-  return cleaned;
+  return result;
 }
 
 /**

@@ -101,3 +101,38 @@ test('a tab that dies mid-commit leaves no output listed; the run resumes to the
   expect(Object.keys(after.outputs).sort()).toEqual([first, cut].sort());
   await expect(page.getByTestId('earlier-output')).toHaveCount(1);
 });
+
+test('outputs written before manifests stay listed; a delete cut short and empty folders go', async ({
+  page,
+}) => {
+  await openApp(page);
+  await page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    const outputs = await root.getDirectoryHandle('outputs', { create: true });
+    const put = async (folder: string, name: string, bytes: Uint8Array) => {
+      const d = await outputs.getDirectoryHandle(folder, { create: true });
+      const w = await (await d.getFileHandle(name, { create: true })).createWritable();
+      await w.write(bytes as Uint8Array<ArrayBuffer>);
+      await w.close();
+    };
+    await put('legacy-output', 'model.safetensors', new Uint8Array(3000).fill(7));
+    await put('legacy-output', 'config.json', new TextEncoder().encode('{}'));
+    await put('deleting-output', '.l2s-deleting', new Uint8Array(0));
+    await put('deleting-output', 'config.json', new TextEncoder().encode('{}'));
+    await outputs.getDirectoryHandle('empty-output', { create: true });
+  });
+  await page.reload();
+  await openApp(page);
+  const earlier = page.getByTestId('earlier-output');
+  await expect(earlier).toHaveCount(1);
+  await expect(earlier).toContainText('2 files');
+  expect((await opfsTree(page)).outputs).toEqual({
+    'legacy-output': ['.l2s-output.json', 'config.json', 'model.safetensors'],
+  });
+  await earlier.getByRole('button', { name: 'Show' }).click();
+  await expect(page.getByTestId('download-file')).toHaveText(['config.json', 'model.safetensors']);
+  await page.getByRole('button', { name: 'Delete output' }).click();
+  await expect(page.getByTestId('download-file')).toHaveCount(0);
+  await expect(earlier).toHaveCount(0);
+  expect((await opfsTree(page)).outputs).toEqual({});
+});
