@@ -98,7 +98,7 @@ async function writingFile<T>(file: string, work: () => T | Promise<T>): Promise
 
 async function writeManifest(d: FileSystemDirectoryHandle, manifest: OutputManifest): Promise<void> {
   const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-  await writingFile(OUTPUT_MANIFEST, async () => {
+  await writingFile(`the file list of output ${manifest.id}`, async () => {
     const handle = await d.getFileHandle(OUTPUT_MANIFEST, { create: true });
     const access = await openAccess(handle, `the manifest of output ${manifest.id}`);
     try {
@@ -285,16 +285,22 @@ function partialOutput(
       // Left by an earlier commit of this run that was cut short: never a finished output.
       await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
       const target = await outputs.getDirectoryHandle(id, { create: true });
-      let moved = 0;
-      for (const name of names) {
-        const file = await partial.getFileHandle(name);
-        await (file as unknown as MovableHandle).move(target);
-        moved++;
-        if (moved === commitStallAfterFiles) await new Promise<never>(() => {});
+      try {
+        let moved = 0;
+        for (const name of names) {
+          const file = await partial.getFileHandle(name);
+          await (file as unknown as MovableHandle).move(target);
+          moved++;
+          if (moved === commitStallAfterFiles) await new Promise<never>(() => {});
+        }
+        // The manifest, last: from here on the output is finished.
+        await writeManifest(target, { id, files, committedAt: Date.now() });
+      } catch (e) {
+        // The run fails (and `abort` removes its partial folder): none of it may stay in outputs/.
+        await target.removeEntry(OUTPUT_MANIFEST).catch(() => undefined);
+        await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+        throw e;
       }
-      // The manifest, last: from here on the output is finished.
-      const manifest: OutputManifest = { id, files, committedAt: Date.now() };
-      await writeManifest(target, manifest);
       finished = true;
       await runs.removeEntry(partialName, { recursive: true }).catch(() => undefined);
     },
