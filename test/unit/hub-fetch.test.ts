@@ -89,7 +89,7 @@ describe('createHubFetch', () => {
       [`${CDN}/lfs/sha?sig=1`]: redirect('/back-home'),
       [`${CDN}/back-home`]: () => new Response('ok'),
       [`${CDN}/signed`]: redirect('https://s3.example/object'),
-      [`https://s3.example/object`]: () => new Response('object'),
+      'https://s3.example/object': () => new Response('object'),
     });
     const hubFetch = createHubFetch({
       hubUrl: HUB,
