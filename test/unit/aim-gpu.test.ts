@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuContext } from '../../src/gpu/device';
-import { ActivationAccumulator, cpuStatisticsSink, runStatisticsPass } from '../../src/model/calibration';
+import { cpuStatisticsSink, runStatisticsPass } from '../../src/model/calibration';
 import { buildCalibrationBlocks, builtinCandidates } from '../../src/model/calibration-text';
 import { GpuActivationStatistics } from '../../src/model/gpu/activation-stats';
 import { createGpuRunner } from '../../src/model/gpu/runner';
@@ -14,24 +14,10 @@ import { ModelTokenizer } from '../../src/model/tokenizer';
 import { openModelWeights } from '../../src/model/weights';
 import { modelFolder } from '../../src/node/model-folder';
 import { nodeGpu } from '../../src/node/webgpu';
+import { AIM_GPU_CASES } from '../browser/harness/aim-gpu-cases';
 
 const gpu = await nodeGpu().catch(() => null);
 const adapter = gpu ? await gpu.requestAdapter() : null;
-
-/** Inputs with the awkward values: zeros, negative zero, signs, large and tiny magnitudes, Inf. */
-function input(rows: number, channels: number, seed: number): Float32Array {
-  const x = new Float32Array(rows * channels);
-  let s = seed >>> 0;
-  for (let i = 0; i < x.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const u = s / 2 ** 32;
-    x[i] = (u - 0.5) * 10 ** Math.floor(u * 7 - 3);
-  }
-  x[0] = 0;
-  x[1] = -0;
-  x[2] = -3.5;
-  return x;
-}
 
 describe.skipIf(!adapter)('AIM statistics on WebGPU for Node', () => {
   let ctx: GpuContext;
@@ -40,58 +26,11 @@ describe.skipIf(!adapter)('AIM statistics on WebGPU for Node', () => {
   });
   afterAll(() => ctx?.destroy());
 
-  it('the reduction kernel equals ActivationAccumulator bit for bit (chunks, shared inputs, >256 channels)', async () => {
-    const sink = new GpuActivationStatistics(ctx);
-    const cpu = new ActivationAccumulator();
-    // [module, channels, rows per chunk...]: chunked blocks as the GPU runner's prefill chunks them.
-    const shapes: [string, number, number[]][] = [
-      ['m.q_proj', 7, [5, 3]],
-      ['m.k_proj', 7, [5, 3]],
-      ['m.down_proj', 300, [4]],
-      ['m.norm', 64, [1, 1, 6]],
-    ];
-    try {
-      for (let block = 0; block < 3; block++) {
-        for (const [module, channels, chunks] of shapes) {
-          for (const [k, rows] of chunks.entries()) {
-            const x = input(rows, channels, block * 100 + k + channels);
-            // A leading pad checks the offset handling.
-            const pad = 4;
-            const buffer = ctx.device.createBuffer({ size: (pad + x.length) * 4, usage: 0x0080 | 0x0008 });
-            ctx.device.queue.writeBuffer(
-              buffer,
-              pad * 4,
-              x.buffer as ArrayBuffer,
-              x.byteOffset,
-              x.byteLength,
-            );
-            const encoder = ctx.device.createCommandEncoder();
-            sink.hooks.onGpuModuleInput!({
-              module,
-              buffer,
-              offset: pad * 4,
-              tokens: rows,
-              rows,
-              channels,
-              encoder,
-            });
-            ctx.device.queue.submit([encoder.finish()]);
-            cpu.observe(module, x, channels);
-          }
-        }
-        sink.endBlock();
-        cpu.endBlock();
-      }
-      const got = await sink.result();
-      for (const [module, a] of cpu.a) {
-        const g = got.get(module)!;
-        expect(g.length).toBe(a.length);
-        expect(Buffer.from(g.buffer).equals(Buffer.from(a.buffer)), module).toBe(true);
-      }
-    } finally {
-      sink.dispose();
-    }
-  });
+  for (const c of AIM_GPU_CASES) {
+    it(c.name, async () => {
+      await c.run(ctx);
+    });
+  }
 
   it('the GPU runner gives the CPU reference statistics within 1e-5 relative, every module', async () => {
     const files = await modelFolder('test/fixtures/qwen2-tiny-l2s/system1');
