@@ -29,7 +29,11 @@ export interface GenerateOptions {
   /** Stop ids; default: the runner's config.eosTokenIds. */
   eos?: readonly number[];
   signal?: AbortSignal;
-  onToken?: (event: TokenEvent) => void;
+  /**
+   * Called after each token. A returned promise is awaited before the next step, so an abort that
+   * lands meanwhile (e.g. a worker's round trip to the page) stops generation before another token.
+   */
+  onToken?: (event: TokenEvent) => void | Promise<unknown>;
 }
 
 export interface GenerateTimings {
@@ -93,7 +97,8 @@ export async function generate(
     if (logprobs && step.topLogprobs) logprobs.push(step.topLogprobs);
     const isEos = eos.has(step.token);
     const piece = isEos ? '' : streaming.push(step.token);
-    onToken?.({ index, token: step.token, text: piece, topLogprobs: step.topLogprobs });
+    const acknowledged = onToken?.({ index, token: step.token, text: piece, topLogprobs: step.topLogprobs });
+    if (acknowledged instanceof Promise) await acknowledged;
     if (isEos) {
       finishReason = 'eos';
       break;

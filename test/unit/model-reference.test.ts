@@ -268,6 +268,26 @@ describe('generate', { timeout: 60_000 }, () => {
     expect(result.timings.decodeTokensPerSecond).toBeGreaterThan(0);
   });
 
+  it('awaits a promise from onToken, so an abort during it stops before the next token', async () => {
+    const files = await fixtureWith('system2', {});
+    const runner = await createCpuRunner(await openModelWeights(files), { maxContext: 128 });
+    const tokenizer = await ModelTokenizer.load(files);
+    const p = readReference('system2').prompts[1];
+    const controller = new AbortController();
+    const result = await generate(runner, tokenizer, p.prompt_ids, {
+      maxNewTokens: 40,
+      sampling: GREEDY,
+      signal: controller.signal,
+      onToken: async (event) => {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        if (event.index === 3) controller.abort();
+      },
+    });
+    expect(result.finishReason).toBe('abort');
+    expect(result.tokenIds).toEqual(p.generated_ids.slice(0, 4));
+    expect(runner.length).toBe(p.prompt_ids.length + 3);
+  });
+
   it('createRunner: auto falls back to the CPU with a notice, gpu refuses without WebGPU', async () => {
     const weights = await openModelWeights(await fixtureWith('system1', {}));
     const notices: string[] = [];
