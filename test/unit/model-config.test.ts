@@ -514,6 +514,27 @@ describe('weights and runner errors', { timeout: 60_000 }, () => {
     );
   });
 
+  it('refuses a config.json that is not JSON or nests absurdly deep, naming the file', async () => {
+    const model = syntheticModel(syntheticConfig('qwen2'));
+    const withConfig = (text: string) =>
+      memoryModel(
+        'bad',
+        new Map<string, Uint8Array>([
+          ['config.json', new TextEncoder().encode(text)],
+          ['model.safetensors', safetensors(model.tensors, 'F32')],
+        ]),
+      );
+    await expect(openModelWeights(withConfig('{"hidden_size": 32,'))).rejects.toThrow(
+      /^bad\/config\.json: is not valid JSON/,
+    );
+    await expect(
+      openModelWeights(withConfig(`${'['.repeat(100_000)}${']'.repeat(100_000)}`)),
+    ).rejects.toThrow('bad/config.json: nests JSON deeper than 64 levels; the file is corrupt');
+    await expect(openModelWeights(withConfig('[1]'))).rejects.toThrow(
+      'bad/config.json: must be a JSON object',
+    );
+  });
+
   it('refuses a shape that config.json does not imply', async () => {
     const model = syntheticModel(syntheticConfig('qwen2'));
     const json = { ...syntheticConfig('qwen2'), intermediate_size: 40 };
