@@ -37,6 +37,8 @@ const SLOT_COUNT = 3;
 const SLOT_ROLES = ['System 2', 'Merged', 'System 1'];
 const DEFAULT_MAX_NEW_TOKENS = 1024;
 const DEFAULT_RUN_ALL_COUNT = 10;
+/** How long Stop waits for the run to end before it ends the runtime worker instead. */
+const STOP_GRACE_MS = 5000;
 /** Positions kept for the prompt beside the token budget when sizing a model's KV cache. */
 const PROMPT_ALLOWANCE = 1024;
 
@@ -274,13 +276,15 @@ export class L2sComparePanel extends LitElement {
   }
 
   private async load(runtime: Runtime, option: ModelOption, onNotice: (line: string) => void) {
-    return runtime.api.load(
-      { source: option.source, device: this.device, maxContext: this.maxNewTokens + PROMPT_ALLOWANCE },
-      callback(onNotice),
+    return runtime.guard(
+      runtime.api.load(
+        { source: option.source, device: this.device, maxContext: this.maxNewTokens + PROMPT_ALLOWANCE },
+        callback(onNotice),
+      ),
     );
   }
 
-  /** One generation, streaming into `update`; resolves with the outcome (finishReason 'abort' on Stop). */
+  /** One generation, streaming into `onToken`; resolves with the outcome (finishReason 'abort' on Stop). */
   private async generateOne(
     runtime: Runtime,
     question: string,
@@ -289,13 +293,15 @@ export class L2sComparePanel extends LitElement {
     const runId = newRunId();
     this.runId = runId;
     try {
-      return await runtime.api.generate(
-        runId,
-        { prompt: { messages: this.messages(question) }, maxNewTokens: this.maxNewTokens },
-        callback((t: StreamedToken) => {
-          onToken?.(t);
-          return !this.stopRequested;
-        }),
+      return await runtime.guard(
+        runtime.api.generate(
+          runId,
+          { prompt: { messages: this.messages(question) }, maxNewTokens: this.maxNewTokens },
+          callback((t: StreamedToken) => {
+            onToken?.(t);
+            return !this.stopRequested;
+          }),
+        ),
       );
     } finally {
       this.runId = undefined;
@@ -349,11 +355,16 @@ export class L2sComparePanel extends LitElement {
           outcome,
         });
       } catch (e) {
+        if (this.stopRequested && (e as Error).name === 'AbortError') {
+          this.setSlot(i, { state: 'stopped' });
+          continue;
+        }
         failed = true;
+        this.forgetDeadRuntime(e);
         this.setSlot(i, { state: 'error', error: `${(e as Error).name}: ${(e as Error).message}` });
       }
     }
-    await runtime.api.unload().catch(() => undefined);
+    await this.unload(runtime);
     this.finish(failed, this.stopRequested ? 'Stopped.' : 'Done: every model answered.');
   }
 
@@ -404,12 +415,14 @@ export class L2sComparePanel extends LitElement {
         }
         if (answered === questions.length) this.evalComplete = [...this.evalComplete, name];
       } catch (e) {
+        if (this.stopRequested && (e as Error).name === 'AbortError') break;
+        this.forgetDeadRuntime(e);
         // One model failing (too big for the device, a broken file) does not cost the others' answers.
         failures.push(`${name}: ${(e as Error).name}: ${(e as Error).message}`);
         this.batch = { ...this.batch, done: (m + 1) * questions.length };
       }
     }
-    await runtime.api.unload().catch(() => undefined);
+    await this.unload(runtime);
     if (failures.length) this.message = failures.join('\n');
     this.finish(
       failures.length > 0,
@@ -428,7 +441,32 @@ export class L2sComparePanel extends LitElement {
 
   private stop(): void {
     this.stopRequested = true;
-    if (this.runId) void this.runtime?.api.cancel(this.runId);
+    const runtime = this.runtime;
+    if (this.runId) void runtime?.api.cancel(this.runId);
+    // A generation stops within a token, but loading a model or a long prefill cannot be cut
+    // short: if the run has not ended soon, end the worker itself (a fresh one starts next time).
+    const run = this.runs;
+    setTimeout(() => {
+      if (this.state !== 'running' || this.runs !== run || this.runtime !== runtime || !runtime) return;
+      this.runtime = undefined;
+      runtime.terminate();
+    }, STOP_GRACE_MS);
+  }
+
+  /** Frees the model after a run; nothing to do when the worker is gone. */
+  private async unload(runtime: Runtime): Promise<void> {
+    try {
+      await runtime.guard(runtime.api.unload());
+    } catch {
+      // A terminated or crashed worker holds nothing any more.
+    }
+  }
+
+  /** After a crash of the runtime worker, the next run starts a new one. */
+  private forgetDeadRuntime(e: unknown): void {
+    if ((e as Error).name !== 'RuntimeWorkerError') return;
+    this.runtime?.terminate();
+    this.runtime = undefined;
   }
 
   private async loadGsm8k(): Promise<void> {

@@ -309,7 +309,19 @@ test('Stop ends a run within a token and keeps only finished models in the table
   expect(answered).toBeLessThan(BUILTIN_QUESTIONS.length);
   await expect(status).toHaveText(`Stopped after ${answered} of ${3 * BUILTIN_QUESTIONS.length} answers.`);
 
+  // Stop while a model is still loading: the run ends (the worker is ended if loading takes long).
+  await page.getByTestId('compare-device').selectOption('auto');
+  runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('compare-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  await expect(page.getByTestId('compare-result').first()).toHaveAttribute('data-state', /loading|running/);
+  await page.getByTestId('compare-stop').click();
+  await expect(status).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
+  await expect(status).toHaveText('Stopped.');
+  await expect(page.getByTestId('compare-result').first()).toHaveAttribute('data-state', 'stopped');
+
   // The runtime is free again: a question runs to the end.
+  await page.getByTestId('compare-device').selectOption('cpu');
   await page.getByTestId('compare-model-1').selectOption('');
   await page.getByTestId('compare-model-2').selectOption('');
   runs = Number(await status.getAttribute('data-runs'));
