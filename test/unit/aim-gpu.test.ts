@@ -3,9 +3,14 @@
  * against its TS twin bit for bit, and the GPU runner's statistics against the CPU reference's.
  * Skipped only when no adapter can be had.
  */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main';
 import { GpuContext } from '../../src/gpu/device';
-import { cpuStatisticsSink, runStatisticsPass } from '../../src/model/calibration';
+import { encodeAimStatistics } from '../../src/model/aim-statistics';
+import { cpuStatisticsSink, runAimCalibration, runStatisticsPass } from '../../src/model/calibration';
 import { buildCalibrationBlocks, builtinCandidates } from '../../src/model/calibration-text';
 import { GpuActivationStatistics } from '../../src/model/gpu/activation-stats';
 import { createGpuRunner } from '../../src/model/gpu/runner';
@@ -16,6 +21,7 @@ import { modelFolder } from '../../src/node/model-folder';
 import { nodeGpu } from '../../src/node/webgpu';
 import { AIM_GPU_CASES } from '../browser/harness/aim-gpu-cases';
 
+const FIXTURE = resolve('test/fixtures/qwen2-tiny-l2s');
 const gpu = await nodeGpu().catch(() => null);
 const adapter = gpu ? await gpu.requestAdapter() : null;
 
@@ -70,4 +76,39 @@ describe.skipIf(!adapter)('AIM statistics on WebGPU for Node', () => {
       await files.close();
     }
   }, 400_000);
+
+  it('AIM-TIES on the GPU merge backend writes the CPU backend bytes (same statistics)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'l2s-aim-gpu-'));
+    const files = await modelFolder(`${FIXTURE}/system1`);
+    try {
+      const stats = await runAimCalibration({
+        base: files,
+        settings: { source: { kind: 'builtin' }, samples: 4, blockSize: 64, seed: 42 },
+        device: 'cpu',
+      });
+      await writeFile(join(dir, 'stats.safetensors'), encodeAimStatistics(stats));
+      await writeFile(
+        join(dir, 'aim.yml'),
+        `merge_method: ties\nbase_model: ${FIXTURE}/system1\nmodels:\n  - model: ${FIXTURE}/system2\n` +
+          '    parameters: {weight: 1.0, density: 0.2}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n' +
+          'aim: {omega: 0.4, statistics: stats.safetensors}\n',
+      );
+      for (const device of ['cpu', 'gpu']) {
+        const code = await main([
+          join(dir, 'aim.yml'),
+          join(dir, `out-${device}`),
+          '--device',
+          device,
+          '--quiet',
+        ]);
+        expect(code, device).toBe(0);
+      }
+      const cpu = await readFile(join(dir, 'out-cpu', 'model.safetensors'));
+      const gpuOut = await readFile(join(dir, 'out-gpu', 'model.safetensors'));
+      expect(gpuOut.equals(cpu)).toBe(true);
+    } finally {
+      await files.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
