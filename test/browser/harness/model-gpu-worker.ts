@@ -49,10 +49,22 @@ async function fetchBlob(url: string, tries = 5): Promise<Blob> {
   }
 }
 
+/** Every fixture file, fetched once before the cases run (file name -> Blob, per model). */
+const fetched = new Map<string, Map<string, Blob>>();
+
+async function fetchFixtures(): Promise<void> {
+  for (const model of ['system1', 'system2'] as const) {
+    const blobs = new Map<string, Blob>();
+    for (const f of [...FILES[model], 'reference.json'])
+      blobs.set(f, await fetchBlob(`${FIXTURE_URL}/${model}/${f}`));
+    fetched.set(model, blobs);
+  }
+}
+
 const fixtures: ModelFixtures = {
   async open(model): Promise<ModelFiles> {
-    const blobs = new Map<string, Blob>();
-    for (const f of FILES[model]) blobs.set(f, await fetchBlob(`${FIXTURE_URL}/${model}/${f}`));
+    const blobs = new Map(fetched.get(model));
+    blobs.delete('reference.json');
     return {
       name: model,
       files: () => [...blobs.keys()],
@@ -64,9 +76,7 @@ const fixtures: ModelFixtures = {
     };
   },
   async reference(model) {
-    return JSON.parse(
-      await (await fetchBlob(`${FIXTURE_URL}/${model}/reference.json`)).text(),
-    ) as FixtureReference;
+    return JSON.parse(await fetched.get(model)!.get('reference.json')!.text()) as FixtureReference;
   },
 };
 
@@ -75,6 +85,7 @@ const post = (m: WorkerReport) => (self as unknown as DedicatedWorkerGlobalScope
 async function main(only: string | null): Promise<void> {
   const all = [...MODEL_KERNEL_CASES, ...modelRunnerCases(fixtures)];
   const cases = only ? all.filter((c) => c.name.includes(only)) : all;
+  await fetchFixtures();
   post({ type: 'start', total: cases.length });
   for (const c of cases) {
     const t0 = performance.now();
