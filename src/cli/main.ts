@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
+import { DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { aimStatisticsForRecipe } from '../model/calibration';
 import { folderResolver } from '../node/model-folder';
@@ -145,7 +145,9 @@ export async function main(argv: string[]): Promise<number> {
     backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
       stderr.write(`l2s-merge: ${line}\n`),
     );
-    // AIM: the calibration pass on the base model comes before the merge (or saved statistics).
+    // AIM: the calibration pass on the base model comes before the merge (or saved statistics);
+    // the plan is checked first, so a recipe that cannot merge fails before the long pass.
+    if (recipe.aim) await prepareMerge(recipe, resolver, args.outShardSize);
     const recipeDir = dirname(resolve(args.config));
     const aimStatistics = await aimStatisticsForRecipe(recipe, {
       resolveModel: resolver,
