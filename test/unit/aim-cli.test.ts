@@ -196,6 +196,15 @@ describe('l2s-merge with an AIM-TIES recipe', () => {
     expect(bad.stderr).toMatch(
       /bad.yml:9: aim.omega: must be a number from 0 to 1 \(the paper uses 0.4\), not 1.5/,
     );
+    // A recipe that cannot merge fails on its plan, before the calibration pass.
+    await writeFile(
+      join(dir, 'missing.yml'),
+      recipe(AIM_BLOCK).replace(`${FIXTURE}/system2`, `${FIXTURE}/system3`),
+    );
+    const missing = await cli(join(dir, 'missing.yml'), join(dir, 'out-missing'), '--device', 'cpu');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/system3/);
+    expect(missing.stderr).not.toMatch(/AIM calibration/);
     await writeFile(
       join(dir, 'sha.yml'),
       recipe(`${AIM_BLOCK.replace('seed: 42}', `seed: 42, sha256: ${'ab'.repeat(32)}}`)}`),
