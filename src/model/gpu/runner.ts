@@ -157,7 +157,9 @@ export function gpuMemoryPlan(
 }
 
 function gib(bytes: number): string {
-  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  if (bytes >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  return `${(bytes / 2 ** 10).toFixed(1)} KiB`;
 }
 
 interface Op {
@@ -302,7 +304,11 @@ export class GpuModelRunner implements ModelRunner {
         tensorBytes += gpuWeightBytes(info.shape, info.dtype, limit);
       }
       const plan = gpuMemoryPlan(config, tensorBytes, maxContext, chunk);
-      const adapterLimits = `the adapter allows buffers of ${gib(ctx.device.limits.maxBufferSize)} and bindings of ${gib(ctx.limits.deviceBindingBytes)}`;
+      const adapterLimits =
+        `the adapter allows buffers of ${gib(ctx.device.limits.maxBufferSize)} and storage bindings of ${gib(limit)}` +
+        (limit < ctx.limits.deviceBindingBytes
+          ? ` (lowered from ${gib(ctx.limits.deviceBindingBytes)})`
+          : '');
       const needs = `${weights.files.name} needs ${gib(plan.total)} of GPU memory (weights ${gib(plan.weights)}, KV cache for ${maxContext} tokens ${gib(plan.kvCache)}, activations ${gib(plan.activations)})`;
       if (plan.kvLayerBytes > limit) {
         const perToken = config.numKvHeads * config.headDim * 4;
