@@ -1,0 +1,28 @@
+import { readFileSync } from 'node:fs';
+import type { Plugin } from 'vite';
+// @ts-expect-error: a plain .mjs build script, shared with `npm run build:wasm`
+import { buildKernels, KERNELS_SOURCE } from './build-kernels.mjs';
+
+const SUFFIX = '?kernels-wasm';
+
+/**
+ * `import bytes from '<path>/merge-kernels.ts?kernels-wasm'` gives the compiled WebAssembly kernels as
+ * a Uint8Array, inlined in the bundle (the module is small), for the app, the worker, the CLI and the
+ * tests alike. The source is compiled with asc when it is newer than the build.
+ */
+export function mergeKernelsWasm(): Plugin {
+  return {
+    name: 'l2s-merge-kernels-wasm',
+    enforce: 'pre',
+    resolveId(id) {
+      return id.endsWith(SUFFIX) ? `\0${KERNELS_SOURCE}${SUFFIX}` : null;
+    },
+    load(id) {
+      if (!id.endsWith(SUFFIX)) return null;
+      const binary: string = buildKernels();
+      this.addWatchFile(KERNELS_SOURCE);
+      const base64 = readFileSync(binary).toString('base64');
+      return `export default Uint8Array.from(atob(${JSON.stringify(base64)}), (c) => c.charCodeAt(0));\n`;
+    },
+  };
+}
