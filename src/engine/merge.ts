@@ -630,9 +630,8 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   let firstRead: Promise<number> | undefined;
   const eachChunk = async (visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>) => {
     if (rows === 0) return;
-    let pending = oneChunk
-      ? (firstRead ??= readRows(0, rows, 0))
-      : readRows(0, Math.min(rows, rowsPerChunk), 0);
+    if (oneChunk) firstRead ??= readRows(0, rows, 0);
+    let pending = firstRead ?? readRows(0, Math.min(rows, rowsPerChunk), 0);
     for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       ctx.checkAbort();
       const bytes = await pending;
