@@ -13,6 +13,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -172,6 +173,7 @@ async function runCase(name, device) {
   const resolver = api.folderResolver(root);
   const output = await api.outputDir(out, { force: true });
   const started = performance.now();
+  const cpuStarted = process.cpuUsage();
   let inputBytes = 0;
   if (name === 'floor') {
     inputBytes = await ioFloor(recipe, resolver, output);
@@ -192,9 +194,13 @@ async function runCase(name, device) {
     });
   }
   const seconds = (performance.now() - started) / 1000;
+  // CPU time of the process (every thread: the reads' thread pool too): steadier than wall time
+  // on a machine shared with other work.
+  const cpu = process.cpuUsage(cpuStarted);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   await resolver.closeAll();
   await rm(out, { recursive: true, force: true });
-  return { name, device, seconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
+  return { name, device, seconds, cpuSeconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
 }
 
 if (opts.case) {
@@ -240,6 +246,7 @@ if (opts.case) {
       name,
       best: all[0].seconds,
       median: all[Math.floor((all.length - 1) / 2)].seconds,
+      cpuBest: Math.min(...all.map((r) => r.cpuSeconds)),
       inputBytes: all[0].inputBytes,
       peakRssMB: Math.max(...all.map((r) => r.peakRssMB)),
     };
@@ -248,7 +255,8 @@ if (opts.case) {
   const floor = results.find((r) => r.name === 'floor');
   console.log(
     `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model (${(results[0].inputBytes / 1e9).toFixed(2)} GB read), ` +
-      `device ${opts.device}, kernels ${opts.kernels}, ${opts.repeat} interleaved rounds`,
+      `device ${opts.device}, kernels ${opts.kernels}, ${opts.repeat} interleaved rounds, ` +
+      `load average ${os.loadavg()[0].toFixed(1)} on ${os.availableParallelism()} cores`,
   );
   console.log(
     'case              best s  median s   GB/s (best)   floor/case best  floor/case median   peak RSS',
@@ -258,7 +266,8 @@ if (opts.case) {
     const ratio = (a, b) => (floor ? (a / b).toFixed(2) : '-');
     console.log(
       `${r.name.padEnd(16)} ${r.best.toFixed(2).padStart(7)} ${r.median.toFixed(2).padStart(9)} ${gbps.toFixed(2).padStart(13)} ` +
-        `${ratio(floor?.best, r.best).padStart(16)} ${ratio(floor?.median, r.median).padStart(18)} ${`${r.peakRssMB.toFixed(0)} MB`.padStart(10)}`,
+        `${ratio(floor?.best, r.best).padStart(16)} ${ratio(floor?.median, r.median).padStart(18)} ` +
+        `${r.cpuBest.toFixed(2).padStart(14)} ${`${r.peakRssMB.toFixed(0)} MB`.padStart(10)}`,
     );
   }
 }

@@ -613,3 +613,23 @@ export function bernoulliMask(uniform: usize, n: i32, p: f32, values: usize): vo
     store<f32>(values + (j << 2), load<f32>(values + (j << 2)) * keep);
   }
 }
+
+/** histogram[key >>> 16]++ for the n order keys at `keys` (the sample's histogram). */
+export function keyHistogram(keys: usize, n: i32, histogram: usize): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const h = histogram + (<usize>(load<u32>(keys + (i << 2)) >>> 16) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+  }
+}
+
+/** Low-bit counts of the n keys at `keys` whose bucket lies in [start, start + buckets): a replayed sample. */
+export function replayKeys(keys: usize, n: i32, window: usize, start: u32, buckets: u32): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = load<u32>(keys + (i << 2));
+    const offset = (key >>> 16) - start;
+    if (offset < buckets) {
+      const p = window + ((<usize>((offset << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+  }
+}

@@ -42,6 +42,16 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
         counts.fill(0);
         return counts;
       },
+      keyHistogram: (keys, histogram) => {
+        if (!reachable(keys, histogram)) return false;
+        kernels.keyHistogram(at(keys), keys.length, at(histogram));
+        return true;
+      },
+      replay: (keys, window, start, buckets) => {
+        if (!reachable(keys, window)) return false;
+        kernels.replayKeys(at(keys), keys.length, at(window), start, buckets);
+        return true;
+      },
       countSampled: (bits, from, to, flip, high, sample, sampleOffset) => {
         if (!reachable(bits, high, sample)) return false;
         kernels.countSampled(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);

@@ -98,6 +98,8 @@ export interface KernelExports {
     offsetHigh: number,
   ): void;
   bernoulliMask(uniform: number, n: number, p: number, values: number): void;
+  keyHistogram(keys: number, n: number, histogram: number): void;
+  replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
 }
 
 const PAGE = 65536;

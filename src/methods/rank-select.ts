@@ -65,6 +65,10 @@ export interface SelectionKernels {
     sample: Int32Array,
     sampleOffset: number,
   ): boolean;
+  /** histogram[key >>> 16]++ for every key (the sample's histogram). */
+  keyHistogram(keys: Int32Array, histogram: Uint32Array): boolean;
+  /** The low bits of the keys whose bucket lies in [start, start + buckets), counted into `window`. */
+  replay(keys: Int32Array, window: Uint32Array, start: number, buckets: number): boolean;
   /** MagnitudeRangeSelector.countWindowed's loop; windows of 0 buckets are empty. */
   countWindowed(
     bits: Int32Array,
@@ -321,7 +325,9 @@ export class MagnitudeRangeSelector {
       return;
     }
     const histogram = this.counts(BUCKETS);
-    for (let k = 0; k < sample.length; k++) histogram[sample[k] >>> 16]++;
+    if (!this.kernels?.keyHistogram(sample, histogram)) {
+      for (let k = 0; k < sample.length; k++) histogram[sample[k] >>> 16]++;
+    }
     const scale = sample.length / this.total;
     const margin = Math.ceil(WINDOW_MARGIN * sample.length);
     for (const cut of this.cuts()) {
@@ -341,6 +347,7 @@ export class MagnitudeRangeSelector {
   private replay(sample: Int32Array): void {
     for (const cut of this.cuts()) {
       const window = cut.window as Uint32Array;
+      if (this.kernels?.replay(sample, window, cut.windowStart, cut.windowBuckets)) continue;
       for (let k = 0; k < sample.length; k++) {
         const key = sample[k];
         const offset = (key >>> 16) - cut.windowStart;
