@@ -259,7 +259,7 @@ if (opts.case) {
       `load average ${os.loadavg()[0].toFixed(1)} on ${os.availableParallelism()} cores`,
   );
   console.log(
-    'case              best s  median s   GB/s (best)   floor/case best  floor/case median   peak RSS',
+    'case              best s  median s   GB/s (best)   floor/case best  floor/case median   CPU s (best)   peak RSS',
   );
   for (const r of results) {
     const gbps = r.inputBytes / 1e9 / r.best;

@@ -633,3 +633,53 @@ export function replayKeys(keys: usize, n: i32, window: usize, start: u32, bucke
     }
   }
 }
+
+/**
+ * mixSum for one model stored as bf16, a bf16 base and a bf16 output (task_arithmetic's common
+ * case), eight elements a step: the same operations as mixSum, with the 16-bit lanes widened by a
+ * shuffle and narrowed by one saturating pack (every lane is at most 0xffff).
+ */
+export function mixSumOneBf16(
+  x: usize,
+  base: usize,
+  out: usize,
+  n: i32,
+  weight: f32,
+  divisor: f32,
+  divide: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  const whole = <usize>(n & ~7);
+  const zero = i32x4.splat(0);
+  const w = f32x4.splat(weight);
+  const divisor4 = f32x4.splat(divisor);
+  const lambda4 = f32x4.splat(lambda);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const xv = v128.load(x + (i << 1));
+    const bv = v128.load(base + (i << 1));
+    const xLow = v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const xHigh = v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15);
+    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+    let low = f32x4.mul(f32x4.sub(xLow, bLow), w);
+    let high = f32x4.mul(f32x4.sub(xHigh, bHigh), w);
+    if (divide) {
+      low = f32x4.div(low, divisor4);
+      high = f32x4.div(high, divisor4);
+    }
+    if (scale) {
+      low = f32x4.mul(low, lambda4);
+      high = f32x4.mul(high, lambda4);
+    }
+    const packed = i16x8.narrow_i32x4_u(bf16Bits4(f32x4.add(bLow, low)), bf16Bits4(f32x4.add(bHigh, high)));
+    v128.store(out + (i << 1), packed);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const b = load1(base, BF16, i);
+    let acc = (load1(x, BF16, i) - b) * weight;
+    if (divide) acc = acc / divisor;
+    if (scale) acc = acc * lambda;
+    store1(out, BF16, i, b + acc);
+  }
+}

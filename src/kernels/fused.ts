@@ -298,6 +298,30 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
     }
     const scaleByLambda = options.lambda !== 1;
     const lambda = Math.fround(options.lambda);
+    const divide = options.normalize && this.divisor !== 1;
+    const only = models.length === 1 ? models[0] : undefined;
+    if (
+      consensus === null &&
+      only !== undefined &&
+      !only.sparsifier &&
+      baseDtype === 'BF16' &&
+      outDtype === 'BF16' &&
+      this.raw.inputDtypes[only.index] === 'BF16'
+    ) {
+      // One bf16 model, bf16 in and out: the whole chunk in one kernel call.
+      exports.mixSumOneBf16(
+        this.buffers.inputPtr[set][only.index],
+        basePtr,
+        outPtr,
+        elements,
+        this.plan.weights[0],
+        this.divisor,
+        +divide,
+        lambda,
+        +scaleByLambda,
+      );
+      return this.buffers.output(outSet, elements);
+    }
     for (let from = 0; from < elements; from += this.tileLength) {
       const to = Math.min(elements, from + this.tileLength);
       for (let m = 0; m < models.length; m++) {
@@ -317,7 +341,6 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
       const baseTile = basePtr + from * baseElt;
       const outTile = outPtr + from * outElt;
       if (consensus === null) {
-        const divide = options.normalize && this.divisor !== 1;
         exports.mixSum(
           this.table,
           models.length,

@@ -98,6 +98,17 @@ export interface KernelExports {
     offsetHigh: number,
   ): void;
   bernoulliMask(uniform: number, n: number, p: number, values: number): void;
+  mixSumOneBf16(
+    x: number,
+    base: number,
+    out: number,
+    n: number,
+    weight: number,
+    divisor: number,
+    divide: number,
+    lambda: number,
+    scale: number,
+  ): void;
   keyHistogram(keys: number, n: number, histogram: number): void;
   replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
 }

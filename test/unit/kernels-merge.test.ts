@@ -82,6 +82,12 @@ const CASES: Case[] = [
   {
     method: 'task_arithmetic',
     params: { normalize: true, lambda: 0.6 },
+    models: 1,
+    modelParams: () => ({ weight: 0.35 }),
+  },
+  {
+    method: 'task_arithmetic',
+    params: { normalize: true, lambda: 0.6 },
     models: 3,
     modelParams: (m) => ({ weight: [0.5, 1, -0.25][m] }),
   },
