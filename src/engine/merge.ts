@@ -4,17 +4,19 @@
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
 
-import { readInto } from '../formats/byte-source';
+import { type ByteSource, readInto } from '../formats/byte-source';
 import {
+  countNonFinite,
   DTYPE_BYTES,
   decodeToF32,
   encodeFromF32,
   type FloatDType,
   isFloatDType,
-  torchDTypeName,
 } from '../formats/dtype';
+import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
+import { formatBytes } from '../formats/size';
 import { rawChunkMerge } from '../kernels/fused';
 import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
@@ -29,6 +31,7 @@ import {
 } from '../plan/plan';
 import { recipeToYaml, resolveParams, validateRecipe } from '../recipe';
 import type { MergeRecipe } from '../recipe/recipe';
+import { outputConfigJson } from './config-json';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
 import { modelCard } from './model-card';
 
@@ -108,6 +111,22 @@ export interface MergeOptions {
    * reference. The bytes written are the same either way.
    */
   cpuKernels?: 'auto' | 'ts';
+  /**
+   * Merged tensors holding Inf or NaN (a lambda or weight that overflows the dtype): `error` (the
+   * default) reports each, finishes the pass and then fails without committing the output; `allow`
+   * reports them and writes the output.
+   */
+  nonFinite?: 'error' | 'allow';
+  /** Warnings (non-finite tensors); default `onLog`. */
+  onWarning?: (line: string) => void;
+}
+
+/** A merged tensor with Inf or NaN values. */
+export interface NonFiniteTensor {
+  tensor: string;
+  /** Values that are Inf or NaN. */
+  count: number;
+  elements: number;
 }
 
 export interface MergeResult {
@@ -115,6 +134,8 @@ export interface MergeResult {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Merged tensors holding Inf or NaN (written only with `nonFinite: 'allow'`). */
+  nonFinite: NonFiniteTensor[];
 }
 
 /** A failure while merging one tensor; the message names the model file and the tensor. */
@@ -129,6 +150,19 @@ export class MergeError extends Error {
   }
 }
 
+/** The merge produced Inf or NaN values; nothing was written. */
+export class NonFiniteOutputError extends Error {
+  override name = 'NonFiniteOutputError';
+  constructor(readonly tensors: readonly NonFiniteTensor[]) {
+    const first = tensors[0];
+    super(
+      `${tensors.length} merged tensor(s) hold Inf or NaN values (first: ${first.tensor}, ` +
+        `${first.count} of ${first.elements} values); a lambda or weight too large for the dtype, ` +
+        'or non-finite inputs; nothing was written',
+    );
+  }
+}
+
 export function abortError(): Error {
   const e = new Error('the merge was cancelled');
   e.name = 'AbortError';
@@ -136,7 +170,7 @@ export function abortError(): Error {
 }
 
 /** Files copied from the tokenizer source besides config.json. */
-const TOKENIZER_FILES = [
+export const TOKENIZER_FILES = [
   'tokenizer.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
@@ -147,18 +181,37 @@ const TOKENIZER_FILES = [
   'chat_template.jinja',
 ];
 
+/**
+ * Largest side file (config.json, generation_config.json, tokenizer files) read whole and copied.
+ * The largest real tokenizer.json files are about 35 MB (Gemma's 262k vocabulary).
+ */
+export const MAX_SIDE_FILE_BYTES = 64_000_000;
+
+function checkSideFileSize(model: ModelFiles, file: string, src: ByteSource): void {
+  if (src.size > MAX_SIDE_FILE_BYTES) {
+    throw new MergeError(
+      `${model.name}/${file}: is ${formatBytes(src.size)}, over the ${formatBytes(MAX_SIDE_FILE_BYTES)} limit for ` +
+        'a config or tokenizer file',
+    );
+  }
+}
+
 async function readAll(model: ModelFiles, file: string): Promise<Uint8Array> {
   const src = await model.open(file);
+  checkSideFileSize(model, file, src);
   return src.read(0, src.size);
 }
 
-async function readConfig(model: ModelFiles): Promise<Record<string, unknown>> {
-  if (!model.files().includes('config.json')) return {};
+async function readConfig(model: ModelFiles): Promise<{ config: Record<string, unknown>; text?: string }> {
+  if (!model.files().includes('config.json')) return { config: {} };
   const text = new TextDecoder().decode(await readAll(model, 'config.json'));
+  if (jsonDepthOver(text) !== undefined) {
+    throw new MergeError(`${model.name}/config.json: nests JSON deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   try {
     const parsed = JSON.parse(text) as unknown;
     if (parsed && typeof parsed === 'object' && !Array.isArray(parsed))
-      return parsed as Record<string, unknown>;
+      return { config: parsed as Record<string, unknown>, text };
   } catch {
     // fall through to the error below
   }
@@ -177,12 +230,21 @@ export async function prepareMerge(
   const files = await Promise.all(refs.map((r) => resolveModel(r)));
   const models: PlannedModel[] = await Promise.all(
     files.map(async (f, i) => {
-      const [index, config] = await Promise.all([readModelTensors(f), readConfig(f)]);
-      return { reference: refs[i], index, config };
+      const [index, { config, text }] = await Promise.all([readModelTensors(f), readConfig(f)]);
+      return { reference: refs[i], index, config, configText: text };
     }),
   );
   const plan = planMerge(recipe, method, models, baseIndex, { maxShardBytes: outShardSize });
+  // The side files are copied last; a bad one must fail the run before any tensor is merged.
+  const baseFiles = files[Math.max(plan.baseIndex, 0)];
+  for (const name of sideFilesOf(baseFiles)) checkSideFileSize(baseFiles, name, await baseFiles.open(name));
   return { plan, method, files };
+}
+
+/** The files copied from the base besides config.json: tokenizer files and the generation config. */
+function sideFilesOf(model: ModelFiles): string[] {
+  const present = new Set(model.files());
+  return [...TOKENIZER_FILES, 'generation_config.json'].filter((name) => present.has(name));
 }
 
 /** A tensor's inputs as read from the files: raw bytes, decoded only when its turn comes. */
@@ -363,7 +425,25 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       await writer.flush();
       await opts.onTensorWritten(i + 1);
     };
-    const streamContext = { plan, method, recipe, seed, writer, checkAbort, report, streamElements };
+    const nonFinite: NonFiniteTensor[] = [];
+    const warn = opts.onWarning ?? log;
+    const noteNonFinite = (t: TensorPlan, count: number) => {
+      if (count === 0) return;
+      const elements = elementCount(t.shape);
+      nonFinite.push({ tensor: t.name, count, elements });
+      warn(`warning: tensor ${t.name}: ${count} of ${elements} merged values are Inf or NaN`);
+    };
+    const streamContext = {
+      plan,
+      method,
+      recipe,
+      seed,
+      writer,
+      checkAbort,
+      report,
+      streamElements,
+      noteNonFinite,
+    };
     // Read tensor i+1 while tensor i is merged and written.
     let next = load(plan.tensors[first]);
     for (let i = first; i < plan.tensors.length; i++) {
@@ -407,10 +487,13 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         }
       }
       checkAbort();
+      if (t.kind === 'merge') noteNonFinite(t, countNonFinite(bytes, t.outDtype as FloatDType));
       await writer.writeTensor(t.name, bytes);
       report(t, loaded.inputBytes, bytes.byteLength, true);
       await tensorWritten(i);
     }
+    if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
+      throw new NonFiniteOutputError(nonFinite);
     const shardFiles = await writer.finish();
     const extra = await writeSideFiles(opts, plan, files, method);
     checkAbort();
@@ -420,6 +503,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       tensors: plan.tensors.length,
       bytesWritten: progress.bytesDone,
       backend: active.kind,
+      nonFinite,
     };
   } catch (e) {
     await output.abort().catch(() => {});
@@ -456,6 +540,7 @@ interface StreamContext {
   streamElements: number;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
+  noteNonFinite(t: TensorPlan, count: number): void;
 }
 
 /**
@@ -549,10 +634,12 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   writer.beginTensor(t.name);
   const outBuffer = new Float32Array(Math.min(rows, rowsPerChunk) * rowLen);
   let writing: Promise<void> = Promise.resolve();
+  let nonFinite = 0;
   await eachChunk(async (start, chunk) => {
     const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
+    nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
     await writing;
     writing = writer.writeTensorPart(bytes);
     writing.catch(() => {});
@@ -560,6 +647,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   });
   await writing;
   await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
 }
 
@@ -652,8 +740,10 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   let writing: Promise<void> = Promise.resolve();
   // Progress per chunk; a tensor of one chunk reports once, as a whole tensor does.
   const unreported = { input: 0, output: 0 };
+  let nonFinite = 0;
   await eachChunk(async (set, r0, r1, bytes) => {
     const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
+    nonFinite += countNonFinite(out, t.outDtype as FloatDType);
     // The kernels alternate two output buffers: the one written before this must be done.
     await writing;
     writing = writer.writeTensorPart(out);
@@ -667,6 +757,7 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   });
   await writing;
   await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, unreported.input, unreported.output, true);
   return true;
 }
@@ -785,25 +876,16 @@ async function writeSideFiles(
 ): Promise<string[]> {
   const { recipe, output } = opts;
   const written: string[] = [];
-  const config: Record<string, unknown> = { ...plan.config };
   const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
-  if (outDtype) config.torch_dtype = torchDTypeName(outDtype);
-  if (plan.untiesHead) config.tie_word_embeddings = false;
-  await writeFile(output, 'config.json', encoder.encode(`${JSON.stringify(config, null, 2)}\n`));
+  const config = outputConfigJson(plan.configText, plan.config, outDtype, plan.untiesHead);
+  await writeFile(output, 'config.json', encoder.encode(config));
   written.push('config.json');
 
   // The tokenizer always comes from the base (recipes may only say tokenizer_source: base).
   const baseFiles = files[Math.max(plan.baseIndex, 0)];
-  const tokenizerFiles = baseFiles;
-  const available = new Set(tokenizerFiles.files());
-  for (const name of TOKENIZER_FILES) {
-    if (!available.has(name)) continue;
-    await writeFile(output, name, await readAll(tokenizerFiles, name));
+  for (const name of sideFilesOf(baseFiles)) {
+    await writeFile(output, name, await readAll(baseFiles, name));
     written.push(name);
-  }
-  if (baseFiles.files().includes('generation_config.json')) {
-    await writeFile(output, 'generation_config.json', await readAll(baseFiles, 'generation_config.json'));
-    written.push('generation_config.json');
   }
   await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
   written.push('mergekit_config.yml');

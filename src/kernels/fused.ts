@@ -2,7 +2,10 @@
  * The CPU's per-chunk decode -> method -> encode step on the WebAssembly kernels (wasm.ts): a tensor
  * visited a chunk of whole rows at a time, its inputs as stored (bf16, f16, f32 bytes) in the
  * kernel arena, the output encoded there. Bytes are exactly those of the reference (the method's
- * `stream`, decodeToF32 and encodeFromF32); the choice of path never changes a result.
+ * `stream`, decodeToF32 and encodeFromF32); the choice of path never changes a result, with one
+ * exception: a NaN output may carry another sign or payload than the reference's NaN (which
+ * operand's payload an operation on two NaNs keeps, and the sign of Inf - Inf's NaN, follow the
+ * instructions V8 picks for the reference's loops, which may swap an addition's operands).
  *
  * - linear, task_arithmetic and the rest of the generalized task-arithmetic family: per tile, the
  *   kernels take the task vectors from the stored bytes, the sparsifiers of sparsify.ts decide what
