@@ -250,7 +250,8 @@ async function main() {
     const port = await freePort();
     const server = await createServer({
       root: repoRoot,
-      configFile: false,
+      // The project's config for its plugins (the WebAssembly kernels); the settings below win.
+      configFile: join(repoRoot, 'vite.config.ts'),
       logLevel: 'warn',
       clearScreen: false,
       server: {

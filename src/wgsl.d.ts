@@ -4,7 +4,7 @@ declare module '*.wgsl?raw' {
 }
 
 /** The compiled merge kernels (wasm/vite-plugin.ts). */
-declare module '*?kernels-wasm' {
+declare module 'virtual:merge-kernels-wasm' {
   const bytes: Uint8Array;
   export default bytes;
 }

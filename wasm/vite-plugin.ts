@@ -3,10 +3,12 @@ import type { Plugin } from 'vite';
 // @ts-expect-error: a plain .mjs build script, shared with `npm run build:wasm`
 import { buildKernels, KERNELS_SOURCE } from './build-kernels.mjs';
 
-const SUFFIX = '?kernels-wasm';
+/** The module's name; a virtual id, so no other plugin takes it for the AssemblyScript source. */
+export const KERNELS_MODULE = 'virtual:merge-kernels-wasm';
+const RESOLVED = `\0${KERNELS_MODULE}`;
 
 /**
- * `import bytes from '<path>/merge-kernels.ts?kernels-wasm'` gives the compiled WebAssembly kernels as
+ * `import bytes from 'virtual:merge-kernels-wasm'` gives the compiled WebAssembly kernels as
  * a Uint8Array, inlined in the bundle (the module is small), for the app, the worker, the CLI and the
  * tests alike. The source is compiled with asc when it is newer than the build.
  */
@@ -15,10 +17,10 @@ export function mergeKernelsWasm(): Plugin {
     name: 'l2s-merge-kernels-wasm',
     enforce: 'pre',
     resolveId(id) {
-      return id.endsWith(SUFFIX) ? `\0${KERNELS_SOURCE}${SUFFIX}` : null;
+      return id === KERNELS_MODULE ? RESOLVED : null;
     },
     load(id) {
-      if (!id.endsWith(SUFFIX)) return null;
+      if (id !== RESOLVED) return null;
       const binary: string = buildKernels();
       this.addWatchFile(KERNELS_SOURCE);
       const base64 = readFileSync(binary).toString('base64');

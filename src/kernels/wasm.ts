@@ -4,7 +4,7 @@
  * kernel gives its bytes exactly. Where WebAssembly SIMD is missing (or L2S_CPU_KERNELS=ts in Node),
  * `loadKernels` returns null and the engine runs the reference.
  */
-import kernelBytes from '../../wasm/merge-kernels.ts?kernels-wasm';
+import kernelBytes from 'virtual:merge-kernels-wasm';
 import type { FloatDType } from '../formats/dtype';
 
 /** The kernels' dtype codes. */
