@@ -133,6 +133,7 @@ try {
       runner = await api.createCpuRunner(weights, { maxContext: blockSize });
       sinkOf = () => api.cpuStatisticsSink();
     }
+    console.error(`bench/aim: ${device}: model loaded`);
     // Warm-up (pipelines, page cache), then plain prefill and the statistics pass, interleaved.
     await runner.prefill(Array.from(blocks[0].subarray(0, 8)), greedy);
     runner.reset();
@@ -150,6 +151,7 @@ try {
       sink.dispose?.();
     }
     const tokens = blockSize * blockCount;
+    console.error(`bench/aim: ${device}: plain ${plainMs.toFixed(0)} ms, calibration ${statsMs.toFixed(0)} ms for ${tokens} tokens`);
     rows.push({
       device,
       plain: (tokens / plainMs) * 1000,
