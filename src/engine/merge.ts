@@ -398,10 +398,12 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       return arena;
     };
     // On the CPU every merged tensor of a streamed method goes through the kernels a chunk of rows
-    // at a time, straight from its stored bytes (no whole-tensor buffers).
+    // at a time, straight from its stored bytes (no whole-tensor buffers). The kernels encode as
+    // they go, so a tensor AIM relaxes (it needs the method's f32 result) takes the TS path instead.
     const fused = (t: TensorPlan) =>
       active.kind === 'cpu' &&
       t.kind === 'merge' &&
+      aim?.factorsFor(t.name, t.shape) === undefined &&
       method.stream !== undefined &&
       isFloatDType(t.outDtype) &&
       t.inputs.every((input) => !input.submatrix && isFloatDType(input.tensor.dtype)) &&
