@@ -7,6 +7,7 @@
  * by a closed tab can be reopened (`openOpfsOutput`) to resume the run it belongs to.
  */
 import type { FileSink, OutputTarget } from '../engine/io';
+import { parseRecipe } from '../recipe';
 
 const RUNS_DIR = 'runs';
 const OUTPUTS_DIR = 'outputs';
@@ -218,6 +219,21 @@ export interface OutputInfo {
   id: string;
   files: OutputFileInfo[];
   createdAt: number;
+  /** From the output's mergekit_config.yml; undefined when it is missing or unreadable. */
+  recipe?: { method: string; models: string[] };
+}
+
+/** merge_method and the models (base first) of a mergekit_config.yml, read without validating. */
+async function recipeSummary(file: File): Promise<OutputInfo['recipe']> {
+  try {
+    const recipe = parseRecipe(await file.text(), file.name);
+    const models = [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter(
+      (m): m is string => m !== undefined,
+    );
+    return { method: recipe.mergeMethod, models: [...new Set(models)] };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Finished merges in `outputs/`, newest first. */
@@ -229,12 +245,14 @@ export async function listOutputs(): Promise<OutputInfo[]> {
     const d = await outputs.getDirectoryHandle(id);
     const files: OutputFileInfo[] = [];
     let createdAt = 0;
+    let recipe: OutputInfo['recipe'];
     for (const name of await entryNames(d)) {
       const file = await (await d.getFileHandle(name)).getFile();
       files.push({ name, size: file.size });
       createdAt = Math.max(createdAt, file.lastModified);
+      if (name === 'mergekit_config.yml') recipe = await recipeSummary(file);
     }
-    result.push({ id, files, createdAt });
+    result.push({ id, files, createdAt, recipe });
   }
   return result.sort((a, b) => b.createdAt - a.createdAt);
 }
@@ -298,6 +316,31 @@ export async function removePartialRun(id: string): Promise<void> {
   const root = await navigator.storage.getDirectory();
   const runs = await dir(root, RUNS_DIR);
   await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true }).catch(() => undefined);
+}
+
+/**
+ * Deletes a run's partial folder, retrying while a terminated worker's access handles still hold
+ * its files (they are let go a moment after the worker goes); throws if it is still there after
+ * `waitMs`.
+ */
+export async function removePartialRunWithin(id: string, waitMs: number): Promise<void> {
+  const root = await navigator.storage.getDirectory();
+  const runs = await dir(root, RUNS_DIR);
+  const deadline = performance.now() + waitMs;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true });
+      return;
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'NotFoundError') return;
+      if (performance.now() >= deadline) {
+        throw new OutputStorageError(
+          `the cancelled merge ${id} still holds its files; reload the page to remove them`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 /** Names in `runs/` (unfinished) and `outputs/` (finished), for checks that nothing leaked. */
