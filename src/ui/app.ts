@@ -109,6 +109,7 @@ export class L2sApp extends LitElement {
     const engine = startEngine();
     this.engine = engine;
     void this.restoreRecipe();
+    window.addEventListener('hashchange', this.onHashChange);
     void (async () => {
       await engine.api.configure({ chunkBytes: this.settings.chunkBytes });
       await engine.api.cleanUp();
@@ -116,6 +117,16 @@ export class L2sApp extends LitElement {
       this.gpu = await engine.api.gpuStatus();
     })();
   }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    window.removeEventListener('hashchange', this.onHashChange);
+  }
+
+  /** A shared link pasted into this tab's address bar. */
+  private readonly onHashChange = (): void => {
+    if (recipeFromFragment() !== undefined) void this.restoreRecipe();
+  };
 
   /** A shared link's recipe (`#recipe=`), else the one this browser had when the page last closed. */
   private async restoreRecipe(): Promise<void> {

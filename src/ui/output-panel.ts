@@ -171,7 +171,7 @@ export class L2sOutputPanel extends LitElement {
     if (this.confirming !== id) {
       return html`<button
         data-testid="output-delete"
-        aria-label=${`Delete ${what}`}
+        aria-label=${id === this.outputId ? nothing : `Delete ${what}`}
         ?disabled=${this.busy}
         @click=${() => {
           this.confirming = id;

@@ -113,6 +113,15 @@ export class L2sRecipeEditor extends LitElement {
         color: #5d6677;
         font-size: 12px;
       }
+      @media (max-width: 600px) {
+        .params {
+          grid-template-columns: max-content minmax(0, 1fr);
+        }
+        .params .doc {
+          grid-column: 1 / -1;
+          margin-bottom: 4px;
+        }
+      }
       .model {
         border-top: 1px solid #e7eaf0;
         padding: 4px 0;
