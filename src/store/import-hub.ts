@@ -7,6 +7,7 @@
  * sha256 differs from the hub's is deleted and the import fails naming it.
  */
 import { downloadFile, fileDownloadInfo, listFiles } from '@huggingface/hub';
+import { hubFetchFor } from './hub-transport';
 import type { ImportProgress } from './import-folder';
 import { ImportAbortedError, isModelFile } from './import-folder';
 import { LibraryError, type ModelImport, type ModelLibrary, type ModelRecord } from './library';
@@ -33,7 +34,7 @@ export function isRepoId(s: string): boolean {
 }
 
 function hubFetch(access: HubAccess): typeof fetch {
-  return (input, init) => fetch(input, { ...init, signal: access.signal });
+  return hubFetchFor(access.hubUrl ?? DEFAULT_HUB_URL, access.signal);
 }
 
 function describeStatus(status: number, what: string): string {

@@ -263,6 +263,7 @@ export class L2sApp extends LitElement {
           ></l2s-run-panel>
           <l2s-output-panel
             .engine=${this.engine}
+            .hubUrl=${this.settings.hubUrl}
             .outputId=${this.outputId}
             .outputs=${this.outputs}
             @output-select=${(e: CustomEvent<string | undefined>) => {

@@ -8,6 +8,8 @@
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
+import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
+import { DEFAULT_HUB_URL } from '../store/import-hub';
 import { type Engine, newRunId } from '../worker/client';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
 import { panelStyles } from './panel-styles';
@@ -43,6 +45,14 @@ export class L2sOutputPanel extends LitElement {
       li {
         margin: 4px 0;
       }
+      fieldset {
+        border: 1px solid #e0e4ec;
+        border-radius: 6px;
+        min-width: 0;
+      }
+      .row label {
+        margin: 0;
+      }
     `,
   ];
 
@@ -59,6 +69,16 @@ export class L2sOutputPanel extends LitElement {
   @state() private busy = false;
   /** The output whose Delete was pressed once: it asks to confirm. */
   @state() private confirming?: string;
+  /** Where "Push to the hub" sends the output (the page's hub, `?hub=`). */
+  @property() hubUrl = DEFAULT_HUB_URL;
+  @state() private pushRepo = '';
+  /** Kept only in this component's memory: never stored or logged. */
+  @state() private pushToken = '';
+  @state() private pushPrivate = true;
+  @state() private pushState: 'idle' | 'running' | 'done' | 'error' = 'idle';
+  @state() private pushMessage = '';
+  @state() private pushFiles = new Map<string, { state: string; progress: number }>();
+  private pushAbort?: AbortController;
 
   protected override willUpdate(changed: PropertyValues<this>): void {
     if (changed.has('outputId')) void this.loadFiles();
@@ -133,6 +153,114 @@ export class L2sOutputPanel extends LitElement {
     } finally {
       this.busy = false;
     }
+  }
+
+  private async push(e: Event): Promise<void> {
+    e.preventDefault();
+    if (this.pushState === 'running') return;
+    const files = this.links.map((l) => l.file);
+    const repo = this.pushRepo.trim();
+    this.pushState = 'running';
+    this.pushMessage = `Pushing ${files.length} files to ${repo}…`;
+    this.pushFiles = new Map();
+    const abort = new AbortController();
+    this.pushAbort = abort;
+    try {
+      const result = await pushToHub({
+        repo,
+        accessToken: this.pushToken,
+        hubUrl: this.hubUrl,
+        files,
+        private: this.pushPrivate,
+        signal: abort.signal,
+        onProgress: (p: HubUploadProgress) => {
+          if (!p.file) return;
+          const next = new Map(this.pushFiles);
+          next.set(p.file.path, { state: p.file.state, progress: p.file.progress });
+          this.pushFiles = next;
+        },
+      });
+      this.pushState = 'done';
+      this.pushMessage = `${result.created ? 'Created' : 'Updated'} ${repo}: ${result.repoUrl}`;
+    } catch (error) {
+      const err = error as Error;
+      this.pushState = err.name === 'AbortError' ? 'idle' : 'error';
+      this.pushMessage =
+        err.name === 'AbortError' ? 'Push cancelled; the repo was not changed.' : err.message;
+    } finally {
+      this.pushAbort = undefined;
+    }
+  }
+
+  private renderPush() {
+    const running = this.pushState === 'running';
+    return html`<form @submit=${this.push}>
+      <fieldset>
+        <legend>Push to the hub</legend>
+        <div class="row">
+          <label
+            >Repo
+            <input
+              type="text"
+              data-testid="push-repo"
+              placeholder="you/merged-model"
+              .value=${this.pushRepo}
+              @input=${(e: Event) => {
+                this.pushRepo = (e.target as HTMLInputElement).value;
+              }}
+          /></label>
+          <label
+            >Write token
+            <input
+              type="password"
+              autocomplete="off"
+              data-testid="push-token"
+              .value=${this.pushToken}
+              @input=${(e: Event) => {
+                this.pushToken = (e.target as HTMLInputElement).value;
+              }}
+          /></label>
+          <label
+            ><input
+              type="checkbox"
+              data-testid="push-private"
+              .checked=${this.pushPrivate}
+              @change=${(e: Event) => {
+                this.pushPrivate = (e.target as HTMLInputElement).checked;
+              }}
+            />
+            private (a new repo)</label
+          >
+          <button type="submit" data-testid="push-run" ?disabled=${running || !this.pushRepo.trim() || !this.pushToken}>
+            Push
+          </button>
+          ${running ? html`<button type="button" data-testid="push-cancel" @click=${() => this.pushAbort?.abort()}>Cancel</button>` : nothing}
+        </div>
+        <div class="hint">
+          Creates the model repo (or adds a commit to it) on ${this.hubUrl} with every file above, the model card and
+          mergekit_config.yml included. The token goes to that hub only and stays in this tab's memory.
+        </div>
+        ${
+          this.pushFiles.size
+            ? html`<table class="files" data-testid="push-files">
+                ${[...this.pushFiles].map(
+                  ([path, p]) => html`<tr>
+                    <td class="file">${path}</td>
+                    <td>${p.state}</td>
+                    <td><progress aria-label=${`${path}: ${p.state}`} max="1" .value=${p.progress}></progress></td>
+                  </tr>`,
+                )}
+              </table>`
+            : nothing
+        }
+        <p
+          role="status"
+          data-testid="push-status"
+          data-state=${this.pushState}
+          class=${this.pushState === 'error' ? 'error' : ''}
+        >${this.pushMessage}</p>
+      </fieldset>
+    </form>`;
   }
 
   private async addToLibrary(): Promise<void> {
@@ -227,6 +355,7 @@ export class L2sOutputPanel extends LitElement {
         <button data-testid="add-to-library" ?disabled=${this.busy} @click=${this.addToLibrary}>Add to library</button>
         ${this.deleteControl(id, 'this output', bytes)}
       </p>
+      ${this.renderPush()}
     `;
   }
 
