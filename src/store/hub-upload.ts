@@ -39,7 +39,7 @@ export interface HubUploadResult {
   commitUrl?: string;
 }
 
-function describe(e: unknown, repo: string, hubUrl: string): HubUploadError {
+function uploadError(e: unknown, repo: string, hubUrl: string): HubUploadError {
   if (isUnreachable(e)) return new HubUploadError(`${repo}: ${unreachableMessage(hubUrl)}`);
   if (e instanceof HubApiError) {
     if (e.statusCode === 401) {
@@ -80,7 +80,7 @@ export async function pushToHub(request: HubUploadRequest): Promise<HubUploadRes
     repoUrl = made.repoUrl || repoUrl;
   } catch (e) {
     // 409: the repo exists already; the commit below updates it.
-    if (!(e instanceof HubApiError && e.statusCode === 409)) throw describe(e, repo, hubUrl);
+    if (!(e instanceof HubApiError && e.statusCode === 409)) throw uploadError(e, repo, hubUrl);
   }
   try {
     const commits = commitIter({
@@ -107,6 +107,6 @@ export async function pushToHub(request: HubUploadRequest): Promise<HubUploadRes
     }
   } catch (e) {
     if (signal?.aborted) throw new DOMException('The upload was cancelled.', 'AbortError');
-    throw describe(e, repo, hubUrl);
+    throw uploadError(e, repo, hubUrl);
   }
 }
