@@ -46,7 +46,7 @@ export function softwareAdapterReason(adapter: GPUAdapter): string | undefined {
   const text = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
   const named = SOFTWARE_ADAPTER_NAMES.exec(text)?.[0];
   if (flags.info?.isFallbackAdapter || flags.isFallbackAdapter || named) {
-    return `the only WebGPU adapter is a software renderer (${named ?? adapterName(adapter)}), slower than the CPU; choose the GPU by hand to use it anyway`;
+    return `the only WebGPU adapter is a software renderer (${named ?? adapterName(adapter)}), slower than the CPU; choose device gpu to use it anyway`;
   }
   return undefined;
 }

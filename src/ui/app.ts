@@ -80,7 +80,8 @@ export class L2sApp extends LitElement {
     }
     @media (max-width: 800px) {
       .grid {
-        grid-template-columns: 1fr;
+        /* minmax(0, ...): a long name or a wide form never widens the page past the screen. */
+        grid-template-columns: minmax(0, 1fr);
       }
     }
     button.demo {

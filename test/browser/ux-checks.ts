@@ -17,6 +17,27 @@ export async function horizontalOverflow(page: Page): Promise<number> {
   return page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
 }
 
+/** Elements (in open shadow roots too) whose right edge is past the viewport, for failure messages. */
+export async function elementsPastViewport(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const out: string[] = [];
+    const walk = (root: Document | ShadowRoot) => {
+      for (const el of root.querySelectorAll('*')) {
+        const right = el.getBoundingClientRect().right;
+        if (right > width + 0.5) {
+          out.push(
+            `${el.tagName.toLowerCase()} ${el.getAttribute('data-testid') ?? el.className}: ${Math.round(right)} px`,
+          );
+        }
+        if (el.shadowRoot) walk(el.shadowRoot);
+      }
+    };
+    walk(document);
+    return out;
+  });
+}
+
 /**
  * Screenshots of the page as it is at 1440 px and at 390 px; returns the overflow at 390 px. The
  * viewport goes back to what it was.
