@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
 import { downloadAll, expect, libraryNames, openApp, runMergeInPage, setRecipe, test } from './app-harness';
 import { HubServer } from './hub-server';
-import { viewShots } from './ux-checks';
+import { checkView } from './ux-checks';
 
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -49,7 +49,9 @@ test('Push to the hub creates, then updates, a repo; the token goes to the hub o
     await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
     await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
     await expect(status).toContainText(`Created me/tiny-l2s-merge: ${hub.url}/me/tiny-l2s-merge`);
-    await viewShots(page, 'hub-push');
+    const pushView = await checkView(page, 'hub-push');
+    expect(pushView.overflow).toBeLessThanOrEqual(0);
+    expect(pushView.violations, JSON.stringify(pushView.violations, null, 1)).toEqual([]);
     const pushed = hub.repo('me/tiny-l2s-merge')?.files;
     expect([...(pushed?.keys() ?? [])].sort()).toEqual([...files.keys()].sort());
     for (const [name, bytes] of files) expect(Buffer.from(pushed!.get(name)!).equals(bytes), name).toBe(true);
@@ -100,7 +102,9 @@ test('an unreachable hub says so; a recipe naming a missing hub id offers to dow
     await expect(page.getByTestId('merge-run')).toBeDisabled();
     const offer = page.getByTestId('recipe-missing-hub');
     await expect(offer).toHaveAttribute('data-repo', 'test-org/tiny-qwen-system2');
-    await viewShots(page, 'recipe-missing-hub');
+    const offerView = await checkView(page, 'recipe-missing-hub');
+    expect(offerView.overflow).toBeLessThanOrEqual(0);
+    expect(offerView.violations, JSON.stringify(offerView.violations, null, 1)).toEqual([]);
     await offer.getByTestId('recipe-download-hub').click();
     await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
     await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');

@@ -45,10 +45,22 @@ test('every view fits 390 px and has no serious axe violations', async ({ page }
         await runMergeInPage(page);
       },
     ],
+    [
+      'inspect',
+      async () => {
+        await page.getByTestId('inspect-run').click();
+        await expect(page.getByTestId('inspect-status')).toHaveAttribute('data-state', 'done', {
+          timeout: 60_000,
+        });
+      },
+    ],
   ] as const) {
     await prepare();
     const { overflow, violations } = await checkView(page, `view-${name}`);
-    expect(overflow, `${name}: page wider than 390 px`).toBeLessThanOrEqual(0);
+    expect(
+      overflow,
+      `${name}: wider than 390 px: ${(await elementsPastViewport(page)).join(', ')}`,
+    ).toBeLessThanOrEqual(0);
     expect(violations, `${name}: ${JSON.stringify(violations, null, 1)}`).toEqual([]);
   }
   // The icon is served (no 404 on every load).
