@@ -3,12 +3,13 @@
  * README.md and mergekit_config.yml) committed to a model repo with the user's token, as
  * mergekit-gui and LazyMergekit do. The repo is created when missing (private unless asked
  * otherwise) and updated when it exists. Uploads go through `commitIter` of @huggingface/hub
- * (what its uploadFilesWithProgress wraps) so that every request passes through hubFetchFor:
+ * (what its uploadFilesWithProgress wraps) so that every request passes through createHubFetch
+ * (the token to the chosen hub's origin only, never over plain HTTP but to localhost):
  * LFS files are hashed, offered to the hub's LFS batch endpoint, uploaded with a plain PUT where
  * asked (basic or multipart, not xet), then one commit adds every file.
  */
 import { commitIter, createRepo, HubApiError } from '@huggingface/hub';
-import { hubFetchFor } from './hub-transport';
+import { createHubFetch, HubAccessError } from './hub-fetch';
 import { isRepoId, isUnreachable, unreachableMessage } from './import-hub';
 
 export class HubUploadError extends Error {
@@ -63,7 +64,14 @@ export async function pushToHub(request: HubUploadRequest): Promise<HubUploadRes
   if (!accessToken.trim())
     throw new HubUploadError(`${repo}: pushing needs an access token with write access`);
   if (request.files.length === 0) throw new HubUploadError(`${repo}: the output has no files to push`);
-  const fetch = hubFetchFor(hubUrl, signal);
+  let fetch: typeof globalThis.fetch;
+  try {
+    fetch = createHubFetch({ hubUrl, accessToken, signal });
+  } catch (e) {
+    if (e instanceof HubAccessError)
+      throw new HubUploadError(`${repo}: the token was not sent: ${e.message}`);
+    throw e;
+  }
   const base = hubUrl.replace(/\/+$/, '');
   let created = false;
   let repoUrl = `${base}/${repo}`;

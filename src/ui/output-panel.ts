@@ -8,8 +8,8 @@
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
+import { DEFAULT_HUB_URL, hubUrlWarning } from '../store/hub-fetch';
 import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
-import { DEFAULT_HUB_URL } from '../store/import-hub';
 import { type Engine, newRunId } from '../worker/client';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
 import { panelStyles } from './panel-styles';
@@ -53,6 +53,13 @@ export class L2sOutputPanel extends LitElement {
       .row label {
         margin: 0;
       }
+      .warning {
+        background: #fff4d6;
+        border: 1px solid #e0b341;
+        border-radius: 6px;
+        padding: 6px 8px;
+        color: #5a4300;
+      }
     `,
   ];
 
@@ -75,6 +82,8 @@ export class L2sOutputPanel extends LitElement {
   /** Kept only in this component's memory: never stored or logged. */
   @state() private pushToken = '';
   @state() private pushPrivate = true;
+  /** For a hub other than huggingface.co: the user ticked that it may have the token. */
+  @state() private pushConsent = false;
   @state() private pushState: 'idle' | 'running' | 'done' | 'error' = 'idle';
   @state() private pushMessage = '';
   @state() private pushFiles = new Map<string, { state: string; progress: number }>();
@@ -160,6 +169,11 @@ export class L2sOutputPanel extends LitElement {
     if (this.pushState === 'running') return;
     const files = this.links.map((l) => l.file);
     const repo = this.pushRepo.trim();
+    if (hubUrlWarning(this.hubUrl) && !this.pushConsent) {
+      this.pushState = 'error';
+      this.pushMessage = `The token was not sent: tick "Send my token to ${this.hubUrl}" if you trust that server.`;
+      return;
+    }
     this.pushState = 'running';
     this.pushMessage = `Pushing ${files.length} files to ${repo}…`;
     this.pushFiles = new Map();
@@ -190,6 +204,23 @@ export class L2sOutputPanel extends LitElement {
     } finally {
       this.pushAbort = undefined;
     }
+  }
+
+  private renderPushWarning() {
+    const warning = hubUrlWarning(this.hubUrl);
+    if (!warning) return nothing;
+    return html`<p class="warning" data-testid="push-hub-warning">${warning}</p>
+      <label
+        ><input
+          type="checkbox"
+          data-testid="push-consent"
+          .checked=${this.pushConsent}
+          @change=${(e: Event) => {
+            this.pushConsent = (e.target as HTMLInputElement).checked;
+          }}
+        />
+        Send my token to ${this.hubUrl}</label
+      >`;
   }
 
   private renderPush() {
@@ -236,6 +267,7 @@ export class L2sOutputPanel extends LitElement {
           </button>
           ${running ? html`<button type="button" data-testid="push-cancel" @click=${() => this.pushAbort?.abort()}>Cancel</button>` : nothing}
         </div>
+        ${this.renderPushWarning()}
         <div class="hint">
           Creates the model repo (or adds a commit to it) on ${this.hubUrl} with every file above, the model card and
           mergekit_config.yml included. The token goes to that hub only and stays in this tab's memory.

@@ -37,6 +37,12 @@ test('Push to the hub creates, then updates, a repo; the token goes to the hub o
 
     await page.getByTestId('push-repo').fill('me/tiny-l2s-merge');
     await page.getByTestId('push-token').fill('hf_wrong');
+    // Not huggingface.co: the token goes only once the user says this hub may have it.
+    await expect(page.getByTestId('push-hub-warning')).toContainText(hub.url);
+    await page.getByTestId('push-run').click();
+    await expect(page.getByTestId('push-status')).toContainText('The token was not sent');
+    expect(hub.log.filter((c) => c.authorization !== null)).toEqual([]);
+    await page.getByTestId('push-consent').check();
     await page.getByTestId('push-run').click();
     const status = page.getByTestId('push-status');
     await expect(status).toHaveAttribute('data-state', 'error', { timeout: 30_000 });
@@ -65,9 +71,9 @@ test('Push to the hub creates, then updates, a repo; the token goes to the hub o
     await expect(status).toContainText('Updated me/tiny-l2s-merge');
 
     // The token went to the chosen hub and nowhere else.
-    expect(hub.calls.some((c) => c.authorization === 'Bearer hf_write')).toBe(true);
-    expect(storage.calls.length).toBeGreaterThan(0);
-    expect(storage.calls.filter((c) => c.authorization !== undefined)).toEqual([]);
+    expect(hub.log.some((c) => c.authorization === 'Bearer hf_write')).toBe(true);
+    expect(storage.log.filter((c) => c.method === 'PUT').length).toBe(1);
+    expect(storage.log.filter((c) => c.authorization !== null)).toEqual([]);
     const stored = await page.evaluate(() => JSON.stringify(localStorage) + document.cookie);
     expect(stored).not.toContain('hf_write');
   } finally {

@@ -10,7 +10,11 @@
  * `POST /api/models/{repo}/preupload/{rev}`, `POST /{repo}.git/info/lfs/objects/batch` (answering
  * with "basic" PUT URLs, on another server when `lfsStorage` is set, as the hub hands out S3 URLs),
  * `PUT /upload/{sha256}` (checked against its sha256), and `POST /api/models/{repo}/commit/{rev}`
- * (NDJSON). Every call is logged with the Authorization header it carried.
+ * (NDJSON).
+ *
+ * A second HubServer with the same repos can play the CDN on another origin: point the hub's
+ * `lfsBaseUrl` at it and give it `xCache` (the hub's CDN answers `X-Cache: Hit from cloudfront`).
+ * `log` holds every request with the Authorization header it carried, preflights included.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -29,6 +33,22 @@ export interface RangeRequest {
   range: string | null;
 }
 
+export interface LoggedRequest {
+  method: string;
+  /** The request path as sent (still percent-encoded). */
+  url: string;
+  authorization: string | null;
+  /** A preflight's Access-Control-Request-Headers. */
+  requestHeaders: string | null;
+}
+
+export interface HubServerOptions {
+  /** Where LFS resolves redirect to (another origin, as the hub's CDN); this server by default. */
+  lfsBaseUrl?: string;
+  /** An X-Cache header on every file this server sends, as a CDN answers. */
+  xCache?: string;
+}
+
 interface Stall {
   afterBytes: number;
   release: Promise<void>;
@@ -38,18 +58,12 @@ interface Stall {
   markReached: () => void;
 }
 
-export interface LoggedCall {
-  method: string;
-  path: string;
-  authorization?: string;
-}
-
 const CORS_HEADERS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Allow-Methods': 'GET, HEAD, POST, PUT, OPTIONS',
   'Access-Control-Allow-Headers': 'Range, Authorization, Accept, Content-Type, X-Request-Id',
   'Access-Control-Expose-Headers':
-    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges',
+    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges, X-Cache',
 };
 
 function sha256(bytes: Uint8Array): string {
@@ -73,14 +87,13 @@ async function body(req: IncomingMessage): Promise<Buffer> {
 
 export class HubServer {
   readonly requests: RangeRequest[] = [];
-  /** Every request but CORS preflights, in order. */
-  readonly calls: LoggedCall[] = [];
   /** LFS objects received by PUT, by sha256. */
   readonly uploaded = new Map<string, Uint8Array>();
   /** Tokens that may create repos and commit to them. */
   readonly writeTokens = new Set<string>();
   /** Where LFS uploads are sent (another origin, like the hub's S3); this server when unset. */
   lfsStorage?: HubServer;
+  readonly log: LoggedRequest[] = [];
   private readonly repos = new Map<string, HubRepo>();
   private readonly byOid = new Map<string, { repo: string; path: string }>();
   private readonly stalls = new Map<string, Stall>();
@@ -91,6 +104,8 @@ export class HubServer {
   repo(id: string): HubRepo | undefined {
     return this.repos.get(id);
   }
+
+  constructor(private readonly options: HubServerOptions = {}) {}
 
   addRepo(id: string, repo: HubRepo): void {
     this.repos.set(id, repo);
@@ -147,6 +162,12 @@ export class HubServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.log.push({
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      authorization: req.headers.authorization ?? null,
+      requestHeaders: (req.headers['access-control-request-headers'] as string | undefined) ?? null,
+    });
     if (req.method === 'OPTIONS') {
       res.writeHead(204, CORS_HEADERS);
       res.end();
@@ -154,11 +175,6 @@ export class HubServer {
     }
     const url = new URL(req.url ?? '/', 'http://localhost');
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-    this.calls.push({
-      method: req.method ?? 'GET',
-      path: url.pathname,
-      authorization: req.headers.authorization,
-    });
     if (req.method === 'POST' || req.method === 'PUT') return this.handleWrite(req, res, parts);
     // /api/models/{owner}/{name}/tree/{rev}
     if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'tree') {
@@ -195,7 +211,7 @@ export class HubServer {
       if (isLfs(path)) {
         res.writeHead(302, {
           ...CORS_HEADERS,
-          Location: `/lfs/${sha256(bytes)}`,
+          Location: `${this.options.lfsBaseUrl ?? ''}/lfs/${sha256(bytes)}`,
           'X-Linked-ETag': `"${sha256(bytes)}"`,
           'X-Linked-Size': String(bytes.length),
         });
@@ -242,6 +258,7 @@ export class HubServer {
       'Content-Length': String(end - start + 1),
       'Accept-Ranges': 'bytes',
       ETag: `"${etag}"`,
+      ...(this.options.xCache ? { 'X-Cache': this.options.xCache } : {}),
       ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
     });
     const stall = this.stalls.get(`${repoId}/${path}`);

@@ -1,7 +1,6 @@
-/** The page's rules that need no browser: recipe checks, software-adapter detection, the token-scoped fetch. */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+/** The page's rules that need no browser: recipe checks and software-adapter detection. */
+import { describe, expect, it } from 'vitest';
 import { softwareAdapterReason } from '../../src/gpu/select-backend';
-import { hubFetchFor } from '../../src/store/hub-transport';
 import { checkRecipe } from '../../src/ui/recipe-check';
 
 const LIBRARY = ['base', 'other'];
@@ -65,26 +64,5 @@ describe('softwareAdapterReason', () => {
   it('leaves hardware GPUs alone', () => {
     expect(softwareAdapterReason(adapter({ vendor: 'nvidia', architecture: 'hopper' }))).toBeUndefined();
     expect(softwareAdapterReason(adapter({ vendor: 'apple', architecture: 'metal-3' }))).toBeUndefined();
-  });
-});
-
-describe('hubFetchFor', () => {
-  afterEach(() => vi.unstubAllGlobals());
-  it('sends Authorization to the hub only', async () => {
-    const seen: [string, string | null][] = [];
-    vi.stubGlobal('fetch', async (input: RequestInfo | URL, init?: RequestInit) => {
-      seen.push([String(input), new Headers(init?.headers).get('Authorization')]);
-      return new Response('');
-    });
-    const f = hubFetchFor('https://hub.example/');
-    const headers = { Authorization: 'Bearer hf_x' };
-    await f('https://hub.example/api/models/a/b', { headers });
-    await f('https://cdn.example/lfs/abc', { headers });
-    await f('https://hub.example.evil.com/api', { headers });
-    expect(seen).toEqual([
-      ['https://hub.example/api/models/a/b', 'Bearer hf_x'],
-      ['https://cdn.example/lfs/abc', null],
-      ['https://hub.example.evil.com/api', null],
-    ]);
   });
 });
