@@ -10,7 +10,7 @@ import { DEFAULT_HUB_URL } from '../store/import-hub';
 import type { ModelRecord, PendingImport, StorageUse } from '../store/library';
 import { storageUse } from '../store/library';
 import { type Engine, newRunId, startEngine } from '../worker/client';
-import type { InterruptedRun, MergeOutcome } from '../worker/engine.worker';
+import type { EngineOptions, InterruptedRun, MergeOutcome } from '../worker/engine.worker';
 import type { OutputInfo } from '../worker/opfs-output';
 import { DEMO_RECIPE } from './demo-recipe';
 import type { L2sImportPanel } from './import-panel';
@@ -110,6 +110,11 @@ export class L2sApp extends LitElement {
   /** The demo's models: the Inspect view compares all of them with the base by default. */
   @state() private demoModels: string[] = [];
   private readonly settings = pageSettings();
+  /** How every engine worker of the page is configured (the run panel starts one per merge). */
+  private readonly engineOptions: EngineOptions = {
+    chunkBytes: this.settings.chunkBytes,
+    stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
+  };
 
   override connectedCallback(): void {
     super.connectedCallback();
@@ -118,10 +123,7 @@ export class L2sApp extends LitElement {
     void this.restoreRecipe();
     window.addEventListener('hashchange', this.onHashChange);
     void (async () => {
-      await engine.api.configure({
-        chunkBytes: this.settings.chunkBytes,
-        stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
-      });
+      await engine.api.configure(this.engineOptions);
       await engine.api.cleanUp();
       await this.refresh();
       this.gpu = await engine.api.gpuStatus();
@@ -260,6 +262,7 @@ export class L2sApp extends LitElement {
             .recipeText=${this.recipeText}
             .problem=${check.parseError ?? check.error ?? ''}
             .gpu=${this.gpu}
+            .engineOptions=${this.engineOptions}
             @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}

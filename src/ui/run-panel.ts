@@ -12,7 +12,12 @@ import { live } from 'lit/directives/live.js';
 import { formatBytes, parseByteSize } from '../formats/size';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
-import type { InterruptedRun, MergeOutcome, MergeProgressEvent } from '../worker/engine.worker';
+import type {
+  EngineOptions,
+  InterruptedRun,
+  MergeOutcome,
+  MergeProgressEvent,
+} from '../worker/engine.worker';
 import { panelStyles } from './panel-styles';
 import { loadUiState, saveUiState } from './ui-state';
 
@@ -103,6 +108,8 @@ export class L2sRunPanel extends LitElement {
   /** Why the recipe cannot be merged as it stands (the recipe editor shows the same); empty if it can. */
   @property() problem = '';
   @property({ attribute: false }) gpu?: GpuStatus;
+  /** The page's engine settings, given to each merge's worker as to the page's own. */
+  @property({ attribute: false }) engineOptions: EngineOptions = {};
   /** Merges cut short by a reload or a crash (the app lists them from the engine's journal). */
   @property({ attribute: false }) interrupted: InterruptedRun[] = [];
   @state() private state: RunState = 'idle';
@@ -256,13 +263,15 @@ export class L2sRunPanel extends LitElement {
     this.channel?.postMessage({ started: runId });
     try {
       const outcome = await Promise.race([
-        call(
-          engine,
-          runId,
-          callback((p: MergeProgressEvent) => this.onProgress(p)),
-          callback((line: string) => {
-            this.log = [...this.log, line];
-          }),
+        engine.api.configure(this.engineOptions).then(() =>
+          call(
+            engine,
+            runId,
+            callback((p: MergeProgressEvent) => this.onProgress(p)),
+            callback((line: string) => {
+              this.log = [...this.log, line];
+            }),
+          ),
         ),
         ended,
       ]);

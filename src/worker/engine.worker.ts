@@ -55,6 +55,12 @@ import {
 } from './opfs-output';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
 
+/** Settings from the page's URL that every engine worker of the page takes (see `configure`). */
+export interface EngineOptions {
+  chunkBytes?: number;
+  stallCommitAfterFiles?: number;
+}
+
 export interface MergeRequest {
   recipeText: string;
   seed: number;
@@ -304,7 +310,7 @@ const api = {
    * Chunk size for new imports (tests use small chunks to exercise boundaries and resumption), and
    * for the crash tests a commit that stops after moving `stallCommitAfterFiles` files.
    */
-  async configure(options: { chunkBytes?: number; stallCommitAfterFiles?: number }): Promise<void> {
+  async configure(options: EngineOptions): Promise<void> {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
     stallCommitsAfter(options.stallCommitAfterFiles);
   },

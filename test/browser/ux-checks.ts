@@ -1,16 +1,15 @@
 /**
- * Checks the practitioner-facing specs share: screenshots at a desktop and a phone width (into
- * test-results/screenshots/, never docs/), horizontal overflow at the phone width, and axe-core's
- * accessibility rules run in the page.
+ * Checks the practitioner-facing specs share: screenshots at a desktop and a phone width (through
+ * the harness's `screenshot`: test-results/screenshots/ in a test run, docs/screenshots/ under
+ * `npm run screenshots`), horizontal overflow at the phone width, and axe-core's accessibility rules
+ * run in the page.
  */
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
-import { ROOT } from './app-harness';
+import { ROOT, screenshot } from './app-harness';
 
 export const DESKTOP = { width: 1440, height: 900 };
 export const PHONE = { width: 390, height: 844 };
-const SHOTS_DIR = join(ROOT, 'test-results/screenshots');
 
 /** How far the page is wider than its viewport (0 when it does not scroll sideways). */
 export async function horizontalOverflow(page: Page): Promise<number> {
@@ -44,12 +43,11 @@ export async function elementsPastViewport(page: Page): Promise<string[]> {
  */
 export async function viewShots(page: Page, name: string): Promise<{ phoneOverflow: number }> {
   const before = page.viewportSize();
-  await mkdir(SHOTS_DIR, { recursive: true });
   await page.setViewportSize(DESKTOP);
-  await page.screenshot({ path: join(SHOTS_DIR, `${name}-1440.png`), fullPage: true });
+  await screenshot(page, `${name}-1440`);
   await page.setViewportSize(PHONE);
   const phoneOverflow = await horizontalOverflow(page);
-  await page.screenshot({ path: join(SHOTS_DIR, `${name}-390.png`), fullPage: true });
+  await screenshot(page, `${name}-390`);
   if (before) await page.setViewportSize(before);
   return { phoneOverflow };
 }
