@@ -34,9 +34,19 @@ export class L2sLibraryPanel extends LitElement {
         text-align: right;
         font-variant-numeric: tabular-nums;
       }
-      td.name {
+      /* Cells wrap at dashes first; a part longer than its column breaks anywhere, so the table
+         never outgrows its panel. */
+      td {
         overflow-wrap: anywhere;
-        max-width: 22em;
+      }
+      td.name {
+        min-width: 8em;
+      }
+      td button {
+        white-space: nowrap;
+      }
+      :host {
+        container-type: inline-size;
       }
       .confirm {
         display: flex;
@@ -44,9 +54,18 @@ export class L2sLibraryPanel extends LitElement {
         flex-wrap: wrap;
         align-items: center;
       }
-      @media (max-width: 600px) {
+      /* The panel's own width (a column of the page), not the screen's, decides what fits. */
+      .meta {
+        display: none;
+        color: #5d6677;
+        font-size: 12px;
+      }
+      @container (max-width: 640px) {
         .wide {
           display: none;
+        }
+        .meta {
+          display: block;
         }
       }
     `,
@@ -105,7 +124,12 @@ export class L2sLibraryPanel extends LitElement {
               <tbody>
                 ${this.models.map(
                   (m) => html`<tr data-testid="library-model" data-name=${m.name}>
-                    <td class="name" title=${m.name}>${m.name}</td>
+                    <td class="name" title=${m.name}>
+                      ${m.name}
+                      <div class="meta">
+                        ${m.summary.architecture ?? '?'} · ${m.summary.tensorCount} tensors · ${describeSource(m)}
+                      </div>
+                    </td>
                     <td class="wide">${m.summary.architecture ?? '?'}</td>
                     <td>${m.summary.dtype ?? '?'}</td>
                     <td class="num wide">${m.summary.tensorCount}</td>
