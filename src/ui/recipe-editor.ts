@@ -180,6 +180,8 @@ export class L2sRecipeEditor extends LitElement {
   /** Models the recipe names that are not in the library but look like hub ids (offered for download). */
   @state() private missingHubIds: string[] = [];
   @state() private shareUrl = '';
+  /** Parameters a method switch dropped, by owner (`model:<name>` or `global`), to restore later. */
+  private readonly setAside = new Map<string, ParameterBlock>();
   @state() private shareNote = '';
   /** Form fields whose text is not a number: kept aside so the YAML stays valid meanwhile. */
   @state() private invalidFields = new Set<string>();
@@ -225,12 +227,21 @@ export class L2sRecipeEditor extends LitElement {
       );
       return;
     }
-    // Keep the models; drop parameters the new method does not know.
+    // Keep the models and the parameters the new method knows. The others are set aside (per model,
+    // in this tab) and come back when a method that knows them is chosen again: going from TIES to
+    // linear and back keeps the densities.
     const known = new Set([...method.modelParams, ...method.globalParams].map((p) => p.name));
-    const keep = (block: ParameterBlock) =>
-      Object.fromEntries(Object.entries(block).filter(([k]) => known.has(k)));
+    const keep = (block: ParameterBlock, owner: string): ParameterBlock => {
+      const aside = { ...this.setAside.get(owner), ...block };
+      const kept = Object.fromEntries(Object.entries(aside).filter(([k]) => known.has(k)));
+      this.setAside.set(owner, Object.fromEntries(Object.entries(aside).filter(([k]) => !known.has(k))));
+      return kept;
+    };
     let baseModel = current.baseModel;
-    let models = current.models.map((m) => ({ model: m.model, parameters: keep(m.parameters) }));
+    let models = current.models.map((m) => ({
+      model: m.model,
+      parameters: keep(m.parameters, `model:${m.model}`),
+    }));
     if (method.baseModel === 'unused' && baseModel !== undefined) {
       models = [{ model: baseModel, parameters: {} }, ...models];
       baseModel = undefined;
@@ -245,7 +256,7 @@ export class L2sRecipeEditor extends LitElement {
     if (method.name === 'slerp') models = models.filter((m) => m.model !== baseModel).slice(0, 1);
     this.commit(
       withRequiredParams(
-        { ...current, mergeMethod: name, baseModel, models, parameters: keep(current.parameters) },
+        { ...current, mergeMethod: name, baseModel, models, parameters: keep(current.parameters, 'global') },
         method,
       ),
     );

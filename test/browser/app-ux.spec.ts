@@ -130,6 +130,13 @@ test('the recipe editor keeps typed YAML, follows the method, and Merge says wha
     await expect(page.getByTestId('recipe-error'), name).toHaveCount(0);
     await expect(page.getByTestId('merge-run'), name).toBeEnabled();
   }
+  // Parameters a switch drops come back with a method that has them: TIES -> linear -> TIES.
+  await yaml.fill(DEMO_TIES);
+  await method.selectOption('linear');
+  await expect(yaml).not.toHaveValue(/density|lambda/);
+  await method.selectOption('ties');
+  await expect(yaml).toHaveValue(/density: 0\.2/);
+  await expect(yaml).toHaveValue(/lambda: 1/);
   // Going to slerp from three models keeps the base and the first other model (slerp takes two).
   await yaml.fill(DEMO_TIES.replace('models:\n', 'models:\n  - model: tiny-qwen-instruct\n'));
   await method.selectOption('slerp');
