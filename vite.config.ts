@@ -15,12 +15,14 @@ export default defineConfig({
     include: [
       'lit',
       'lit/decorators.js',
+      'lit/directives/live.js',
       'yaml',
       'comlink',
       'idb-keyval',
       '@huggingface/hub',
       '@huggingface/tokenizers',
       '@huggingface/jinja',
+      'client-zip',
     ],
   },
   // Browser tests set L2S_NO_HMR: a hot reload in the middle of a test (any source file saved)

@@ -647,7 +647,7 @@ export class L2sInspectPanel extends LitElement {
         </svg>
         <div class="legend">
           <span><span class="swatch" style="background: #1c5fb8"></span>σ<sub>i</sub> / σ<sub>1</sub> (log)</span>
-          <span style="color: #2b8a3e"><span class="swatch dashed"></span>cumulative energy (right axis)</span>
+          <span style="color: #24733a"><span class="swatch dashed"></span>cumulative energy (right axis)</span>
         </div>
         <figcaption>
           Sparse, low-rank task vectors are why TIES and the low-rank (SVD) merges keep the reasoning while dropping
