@@ -151,7 +151,9 @@ try {
       sink.dispose?.();
     }
     const tokens = blockSize * blockCount;
-    console.error(`bench/aim: ${device}: plain ${plainMs.toFixed(0)} ms, calibration ${statsMs.toFixed(0)} ms for ${tokens} tokens`);
+    console.error(
+      `bench/aim: ${device}: plain ${plainMs.toFixed(0)} ms, calibration ${statsMs.toFixed(0)} ms for ${tokens} tokens`,
+    );
     rows.push({
       device,
       plain: (tokens / plainMs) * 1000,
