@@ -33,7 +33,7 @@ export interface GenerateOptions {
    * Called after each token. A returned promise is awaited before the next step, so an abort that
    * lands meanwhile (e.g. a worker's round trip to the page) stops generation before another token.
    */
-  onToken?: (event: TokenEvent) => void | Promise<unknown>;
+  onToken?: (event: TokenEvent) => unknown;
 }
 
 export interface GenerateTimings {
