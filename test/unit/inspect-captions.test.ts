@@ -32,8 +32,12 @@ function report(
 ): TaskVectorInspection {
   const layers: LayerInspection[] = norms[0].map((_, layer) => ({
     layer,
-    norms: models.map((_, m) => ({ attention: norm(norms[m][layer][0]), mlp: norm(norms[m][layer][1]) })),
-    signs: { attention: signs(conflicts[layer][0]), mlp: signs(conflicts[layer][1]) },
+    norms: models.map((_, m) => ({
+      attention: norm(norms[m][layer][0]),
+      mlp: norm(norms[m][layer][1]),
+      other: norm(0),
+    })),
+    signs: { attention: signs(conflicts[layer][0]), mlp: signs(conflicts[layer][1]), other: signs(0) },
     ties,
   }));
   const total = (m: number) => {
