@@ -17,6 +17,9 @@ import './recipe-editor';
 import './run-panel';
 import './output-panel';
 import './inspect-panel';
+import './lesson/lesson';
+import './lesson/paper-experiment';
+import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
 
 /** Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?chunk=` (bytes per stored chunk). */
 function pageSettings(): { hubUrl: string; chunkBytes?: number } {
@@ -84,9 +87,16 @@ export class L2sApp extends LitElement {
   /** The demo's models: the Inspect view compares all of them with the base by default. */
   @state() private demoModels: string[] = [];
   private readonly settings = pageSettings();
+  /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
+  @state() private lessonStep?: number = lessonStepFromHash(location.hash);
+  private readonly onHash = () => {
+    const step = lessonStepFromHash(location.hash);
+    if (step !== undefined) this.lessonStep = step;
+  };
 
   override connectedCallback(): void {
     super.connectedCallback();
+    window.addEventListener('hashchange', this.onHash);
     const engine = startEngine();
     this.engine = engine;
     void (async () => {
@@ -95,6 +105,27 @@ export class L2sApp extends LitElement {
       await this.refresh();
       this.gpu = await engine.api.gpuStatus();
     })();
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    window.removeEventListener('hashchange', this.onHash);
+  }
+
+  private closeLesson(): void {
+    this.lessonStep = undefined;
+    if (lessonStepFromHash(location.hash) !== undefined)
+      history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  /** A lesson step's link: close the lesson, load the demo when asked, show the section. */
+  private async lessonNavigate(detail: LessonNavigateDetail): Promise<void> {
+    this.closeLesson();
+    if (detail.loadDemo) await this.loadDemo();
+    await this.updateComplete;
+    this.renderRoot
+      .querySelector(`#${detail.section}`)
+      ?.scrollIntoView({ behavior: 'smooth', block: 'start' });
   }
 
   private async refresh(): Promise<void> {
@@ -136,14 +167,20 @@ export class L2sApp extends LitElement {
         <span class="backend" data-testid="webgpu-status" data-webgpu=${gpu ? String(gpu.available) : 'unknown'}>
           ${gpu === undefined ? 'Checking for WebGPU…' : gpu.available ? `WebGPU present (${gpu.adapter})` : 'No WebGPU: merges run on the CPU'}
         </span>
-        <button class="demo" data-testid="demo" ?disabled=${this.demoState === 'running'} @click=${this.loadDemo}>
+        <button class="demo" data-testid="lesson-open" @click=${() => {
+          this.lessonStep = 0;
+        }}>Learn L2S</button>
+        <button class="demo" data-testid="demo" ?disabled=${this.demoState === 'running'} @click=${this.loadDemo}
+          title="Three tiny synthetic Qwen2-shaped models with random weights, generated in the page: they show what a merge does to tensors, but cannot generate text.">
           ${this.demoState === 'running' ? 'Loading the demo…' : 'Try the L2S demo'}
         </button>
+        ${this.demoModels.length ? html`<span class="backend" data-testid="demo-note">Demo models are synthetic (random weights): good for seeing what a merge does to tensors, not for generating text.</span>` : ''}
         ${this.demoState === 'error' ? html`<span role="alert">${this.demoError}</span>` : ''}
       </header>
       <div class="grid">
         <div>
           <l2s-library-panel
+            id="library"
             .engine=${this.engine}
             .models=${this.models}
             .storage=${this.storage}
@@ -158,6 +195,7 @@ export class L2sApp extends LitElement {
         </div>
         <div>
           <l2s-recipe-editor
+            id="recipe"
             .models=${this.models}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => {
@@ -165,6 +203,7 @@ export class L2sApp extends LitElement {
             }}
           ></l2s-recipe-editor>
           <l2s-run-panel
+            id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
             .interrupted=${this.interrupted}
@@ -190,11 +229,40 @@ export class L2sApp extends LitElement {
         </div>
       </div>
       <l2s-inspect-panel
+        id="inspect"
         .engine=${this.engine}
         .models=${this.models}
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
       ></l2s-inspect-panel>
+      <l2s-paper-experiment
+        id="experiment"
+        .engine=${this.engine}
+        .models=${this.models}
+        .outputs=${this.outputs}
+        .hubUrl=${this.settings.hubUrl}
+        @library-changed=${this.refresh}
+        @recipe-change=${(e: CustomEvent<string>) => {
+          this.recipeText = e.detail;
+        }}
+        @merge-done=${(e: CustomEvent<MergeOutcome>) => {
+          this.outputId = e.detail.outputId;
+          void this.refresh();
+        }}
+      ></l2s-paper-experiment>
+      ${
+        this.lessonStep === undefined
+          ? ''
+          : html`<l2s-lesson
+            .engine=${this.engine}
+            .models=${this.models}
+            .recipeText=${this.recipeText}
+            .suggested=${this.demoModels}
+            .step=${this.lessonStep}
+            @lesson-close=${this.closeLesson}
+            @lesson-navigate=${(e: CustomEvent<LessonNavigateDetail>) => void this.lessonNavigate(e.detail)}
+          ></l2s-lesson>`
+      }
     `;
   }
 }

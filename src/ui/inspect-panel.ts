@@ -99,6 +99,13 @@ export class L2sInspectPanel extends LitElement {
         vertical-align: middle;
         margin-right: 4px;
       }
+      .synthetic {
+        background: #fff3bf;
+        color: #5c4200;
+        border-radius: 4px;
+        padding: 0 4px;
+        font-size: 12px;
+      }
       .num {
         font-variant-numeric: tabular-nums;
       }
@@ -180,6 +187,10 @@ export class L2sInspectPanel extends LitElement {
       (name, i) => i !== merged && recipeModels.includes(name) && !isMerge(name),
     );
     return merged >= 0 && system2 >= 0 ? { merged, system2 } : undefined;
+  }
+
+  private isSynthetic(name: string): boolean {
+    return this.models.find((m) => m.name === name)?.source.kind === 'demo';
   }
 
   private get base(): string | undefined {
@@ -326,7 +337,7 @@ export class L2sInspectPanel extends LitElement {
     }
     return html`
       <div class="row">
-        <span>Base: <strong>${base}</strong></span>
+        <span>Base: <strong>${base}</strong>${this.isSynthetic(base) ? html` <span class="synthetic">synthetic</span>` : nothing}</span>
         <span>Compare:</span>
         ${this.candidates.map(
           (name) => html`<label
@@ -336,7 +347,7 @@ export class L2sInspectPanel extends LitElement {
               data-name=${name}
               .checked=${selected.includes(name)}
               @change=${(e: Event) => this.toggle(name, (e.target as HTMLInputElement).checked)}
-            />${name}</label
+            />${name}${this.isSynthetic(name) ? html` <span class="synthetic">synthetic</span>` : nothing}</label
           >`,
         )}
       </div>

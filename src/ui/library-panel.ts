@@ -14,6 +14,8 @@ function describeSource(m: ModelRecord): string {
       return `hub ${m.source.repo}@${m.source.revision}`;
     case 'merge':
       return 'merge';
+    case 'demo':
+      return 'synthetic demo (random weights)';
   }
 }
 

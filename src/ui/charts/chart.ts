@@ -12,6 +12,8 @@ import { fileStem, saveBlob, svgDocument, svgToPng } from './export';
 export interface ChartFrame {
   width: number;
   fontSize: number;
+  /** The most height the owner gives the chart (a lesson step fits one screen). */
+  maxHeight?: number;
 }
 
 export type ChartDraw = (frame: ChartFrame) => SVGSVGElement | HTMLElement;
@@ -25,6 +27,20 @@ export interface LegendItem {
 export interface ChartSpec {
   draw: ChartDraw;
   legend: LegendItem[];
+}
+
+/**
+ * One image to assistive technology: Plot labels its inner mark groups with aria-label, which ARIA
+ * does not allow on generic elements; the chart's own label (and its caption beside it) speak for it.
+ * Tooltip groups keep a data attribute, so exports can leave them out.
+ */
+function accessibleChart(svg: SVGSVGElement | undefined): void {
+  if (!svg) return;
+  svg.setAttribute('role', 'img');
+  for (const el of svg.querySelectorAll('[aria-label]')) {
+    if (el.getAttribute('aria-label') === 'tip') el.setAttribute('data-chart-tip', '');
+    el.removeAttribute('aria-label');
+  }
 }
 
 @customElement('l2s-chart')
@@ -77,6 +93,8 @@ export class L2sChart extends LitElement {
   @property({ attribute: 'chart-title' }) chartTitle = 'chart';
   /** Font size of axes and labels (presenter mode raises it). */
   @property({ type: Number, attribute: 'font-size' }) fontSize = 12;
+  /** Upper bound on the chart's height in CSS pixels (0: the chart's own choice). */
+  @property({ type: Number, attribute: 'max-height' }) maxHeight = 0;
   /** Hides the export buttons (a lesson step shows them only on request). */
   @property({ type: Boolean, attribute: 'no-export' }) noExport = false;
 
@@ -101,12 +119,14 @@ export class L2sChart extends LitElement {
   }
 
   protected override willUpdate(changed: PropertyValues): void {
-    if (
-      (changed.has('spec') || changed.has('width') || changed.has('fontSize')) &&
-      this.spec &&
-      this.width > 0
-    ) {
-      this.node = this.spec.draw({ width: this.width, fontSize: this.fontSize });
+    const redraw = ['spec', 'width', 'fontSize', 'maxHeight'].some((k) => changed.has(k));
+    if (redraw && this.spec && this.width > 0) {
+      this.node = this.spec.draw({
+        width: this.width,
+        fontSize: this.fontSize,
+        maxHeight: this.maxHeight || undefined,
+      });
+      accessibleChart(this.svg);
     }
   }
 

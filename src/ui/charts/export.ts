@@ -28,7 +28,7 @@ export function svgDocument(svg: SVGSVGElement, legend: readonly ExportLegendIte
   const { width, height } = svgSize(svg);
   const chart = svg.cloneNode(true) as SVGSVGElement;
   // Tooltips exist only under the pointer; a file shows the chart at rest.
-  for (const tip of chart.querySelectorAll('[aria-label="tip"]')) tip.remove();
+  for (const tip of chart.querySelectorAll('[data-chart-tip], [aria-label="tip"]')) tip.remove();
   chart.setAttribute('width', String(width));
   chart.setAttribute('height', String(height));
   chart.setAttribute('x', '0');

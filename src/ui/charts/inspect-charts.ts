@@ -17,7 +17,7 @@ const BLOCK_COLORS = ['#3b6fd0', '#c2410c'];
 
 /** Height that keeps a chart readable at its width (wide on a projector, narrow on a phone). */
 function heightFor(frame: ChartFrame): number {
-  return Math.round(Math.max(200, Math.min(360, frame.width * 0.55)));
+  return Math.round(Math.max(180, Math.min(frame.maxHeight ?? 360, frame.width * 0.55)));
 }
 
 function base(frame: ChartFrame, ariaLabel: string): Plot.PlotOptions {
