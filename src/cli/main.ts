@@ -3,16 +3,21 @@
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { folderResolver } from '../node/model-folder';
-import { checkOutputDir, outputDir } from '../node/output-dir';
+import { outputDir } from '../node/output-dir';
 import { parseRecipe } from '../recipe';
 import { type DeviceChoice, selectBackend } from './backend';
+import { failureText } from './fatal';
+import { guardOutputDir } from './output-guard';
 import { progressReporter } from './progress';
+import { readRecipeFile } from './recipe-file';
+import { cancelOnSignals } from './signals';
+
+export { installFatalHandlers } from './fatal';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
 
@@ -23,7 +28,8 @@ options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
-  --force                replace a non-empty OUT_DIR
+  --force                replace OUT_DIR when it holds an earlier l2s-merge output
+  --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --quiet                no progress output
   -h, --help             this help
 `;
@@ -40,6 +46,7 @@ interface CliArgs {
   device: DeviceChoice;
   force: boolean;
   quiet: boolean;
+  allowNonFinite: boolean;
 }
 
 function parseCli(argv: string[]): CliArgs | 'help' {
@@ -54,6 +61,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         device: { type: 'string' },
         force: { type: 'boolean' },
         quiet: { type: 'boolean' },
+        'allow-nonfinite': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -88,14 +96,8 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     device,
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
+    allowNonFinite: Boolean(v['allow-nonfinite']),
   };
-}
-
-/** One line for the user: the error's own message, already naming the file and tensor. */
-function oneLine(e: unknown): string {
-  const err = e as Error;
-  const msg = (err?.message ?? String(e)).replace(/\s*\n\s*/g, ' ');
-  return err?.name && err.name !== 'Error' ? `${err.name}: ${msg}` : msg;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -112,22 +114,20 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
+  const removeSignalHandlers = cancelOnSignals(controller, say);
   const resolver = folderResolver(dirname(resolve(args.config)));
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
   try {
-    let text: string;
-    try {
-      text = await readFile(args.config, 'utf8');
-    } catch (e) {
-      throw new Error(
-        `${args.config}: cannot read the recipe (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      );
-    }
-    const recipe = parseRecipe(text, args.config);
-    await checkOutputDir(args.outDir, args.force);
+    const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
+    await guardOutputDir({
+      outDir: args.outDir,
+      force: args.force,
+      recipe,
+      recipeFile: args.config,
+      locate: resolver.locate,
+      log: say,
+    });
     backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
       stderr.write(`l2s-merge: ${line}\n`),
     );
@@ -141,7 +141,9 @@ export async function main(argv: string[]): Promise<number> {
       backend: backend.backend,
       signal: controller.signal,
       onProgress: args.quiet ? undefined : progressReporter(stderr),
-      onLog: args.quiet ? undefined : (line) => stderr.write(`l2s-merge: ${line}\n`),
+      onLog: args.quiet ? undefined : say,
+      onWarning: say,
+      nonFinite: args.allowNonFinite ? 'allow' : 'error',
     });
     if (!args.quiet) {
       stderr.write(
@@ -154,12 +156,13 @@ export async function main(argv: string[]): Promise<number> {
       stderr.write('l2s-merge: cancelled; nothing was written\n');
       return 130;
     }
-    stderr.write(`l2s-merge: ${oneLine(e)}\n`);
+    const hint =
+      (e as Error).name === 'NonFiniteOutputError' ? ' (--allow-nonfinite writes the output anyway)' : '';
+    stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await resolver.closeAll();
+    await resolver.closeAll().catch(() => {});
     backend?.dispose();
+    removeSignalHandlers();
   }
 }

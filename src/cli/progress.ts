@@ -30,9 +30,16 @@ export function progressLine(p: MergeProgress, width = 24): string {
   );
 }
 
-/** Redraws in place on a terminal; elsewhere prints a line at most every `intervalMs`. */
-export function progressReporter(stream: NodeJS.WriteStream, intervalMs = 2000): (p: MergeProgress) => void {
-  let last = 0;
+/**
+ * Redraws in place on a terminal; elsewhere (a log file, CI) prints the first report, then a line at
+ * most every `intervalMs`, and the last. Large tensors report every chunk, so the first tensor is
+ * throttled like any other.
+ */
+export function progressReporter(
+  stream: Pick<NodeJS.WriteStream, 'write' | 'isTTY' | 'columns'>,
+  intervalMs = 2000,
+): (p: MergeProgress) => void {
+  let last = Number.NEGATIVE_INFINITY;
   return (p) => {
     const now = Date.now();
     const done = p.tensorsDone === p.tensorsTotal;
@@ -41,7 +48,7 @@ export function progressReporter(stream: NodeJS.WriteStream, intervalMs = 2000):
       last = now;
       stream.write(`\r${progressLine(p).slice(0, (stream.columns ?? 120) - 1)}\x1b[K${done ? '\n' : ''}`);
     } else {
-      if (now - last < intervalMs && !done && p.tensorsDone !== 0) return;
+      if (now - last < intervalMs && !done) return;
       last = now;
       stream.write(`${progressLine(p)}\n`);
     }

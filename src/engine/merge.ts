@@ -3,16 +3,20 @@
  * Memory stays bounded: the tensor being merged and the next one being read are the only ones
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
+
+import type { ByteSource } from '../formats/byte-source';
 import {
+  countNonFinite,
   DTYPE_BYTES,
   decodeToF32,
   encodeFromF32,
   type FloatDType,
   isFloatDType,
-  torchDTypeName,
 } from '../formats/dtype';
+import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
+import { formatBytes } from '../formats/size';
 import { getMethod } from '../methods';
 import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
 import {
@@ -25,6 +29,7 @@ import {
 } from '../plan/plan';
 import { recipeToYaml, resolveParams, validateRecipe } from '../recipe';
 import type { MergeRecipe } from '../recipe/recipe';
+import { outputConfigJson } from './config-json';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
 import { modelCard } from './model-card';
 
@@ -98,6 +103,22 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * Merged tensors holding Inf or NaN (a lambda or weight that overflows the dtype): `error` (the
+   * default) reports each, finishes the pass and then fails without committing the output; `allow`
+   * reports them and writes the output.
+   */
+  nonFinite?: 'error' | 'allow';
+  /** Warnings (non-finite tensors); default `onLog`. */
+  onWarning?: (line: string) => void;
+}
+
+/** A merged tensor with Inf or NaN values. */
+export interface NonFiniteTensor {
+  tensor: string;
+  /** Values that are Inf or NaN. */
+  count: number;
+  elements: number;
 }
 
 export interface MergeResult {
@@ -105,6 +126,8 @@ export interface MergeResult {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Merged tensors holding Inf or NaN (written only with `nonFinite: 'allow'`). */
+  nonFinite: NonFiniteTensor[];
 }
 
 /** A failure while merging one tensor; the message names the model file and the tensor. */
@@ -119,6 +142,19 @@ export class MergeError extends Error {
   }
 }
 
+/** The merge produced Inf or NaN values; nothing was written. */
+export class NonFiniteOutputError extends Error {
+  override name = 'NonFiniteOutputError';
+  constructor(readonly tensors: readonly NonFiniteTensor[]) {
+    const first = tensors[0];
+    super(
+      `${tensors.length} merged tensor(s) hold Inf or NaN values (first: ${first.tensor}, ` +
+        `${first.count} of ${first.elements} values); a lambda or weight too large for the dtype, ` +
+        'or non-finite inputs; nothing was written',
+    );
+  }
+}
+
 export function abortError(): Error {
   const e = new Error('the merge was cancelled');
   e.name = 'AbortError';
@@ -126,7 +162,7 @@ export function abortError(): Error {
 }
 
 /** Files copied from the tokenizer source besides config.json. */
-const TOKENIZER_FILES = [
+export const TOKENIZER_FILES = [
   'tokenizer.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
@@ -137,18 +173,37 @@ const TOKENIZER_FILES = [
   'chat_template.jinja',
 ];
 
+/**
+ * Largest side file (config.json, generation_config.json, tokenizer files) read whole and copied.
+ * The largest real tokenizer.json files are about 35 MB (Gemma's 262k vocabulary).
+ */
+export const MAX_SIDE_FILE_BYTES = 64_000_000;
+
+function checkSideFileSize(model: ModelFiles, file: string, src: ByteSource): void {
+  if (src.size > MAX_SIDE_FILE_BYTES) {
+    throw new MergeError(
+      `${model.name}/${file}: is ${formatBytes(src.size)}, over the ${formatBytes(MAX_SIDE_FILE_BYTES)} limit for ` +
+        'a config or tokenizer file',
+    );
+  }
+}
+
 async function readAll(model: ModelFiles, file: string): Promise<Uint8Array> {
   const src = await model.open(file);
+  checkSideFileSize(model, file, src);
   return src.read(0, src.size);
 }
 
-async function readConfig(model: ModelFiles): Promise<Record<string, unknown>> {
-  if (!model.files().includes('config.json')) return {};
+async function readConfig(model: ModelFiles): Promise<{ config: Record<string, unknown>; text?: string }> {
+  if (!model.files().includes('config.json')) return { config: {} };
   const text = new TextDecoder().decode(await readAll(model, 'config.json'));
+  if (jsonDepthOver(text) !== undefined) {
+    throw new MergeError(`${model.name}/config.json: nests JSON deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   try {
     const parsed = JSON.parse(text) as unknown;
     if (parsed && typeof parsed === 'object' && !Array.isArray(parsed))
-      return parsed as Record<string, unknown>;
+      return { config: parsed as Record<string, unknown>, text };
   } catch {
     // fall through to the error below
   }
@@ -167,12 +222,21 @@ export async function prepareMerge(
   const files = await Promise.all(refs.map((r) => resolveModel(r)));
   const models: PlannedModel[] = await Promise.all(
     files.map(async (f, i) => {
-      const [index, config] = await Promise.all([readModelTensors(f), readConfig(f)]);
-      return { reference: refs[i], index, config };
+      const [index, { config, text }] = await Promise.all([readModelTensors(f), readConfig(f)]);
+      return { reference: refs[i], index, config, configText: text };
     }),
   );
   const plan = planMerge(recipe, method, models, baseIndex, { maxShardBytes: outShardSize });
+  // The side files are copied last; a bad one must fail the run before any tensor is merged.
+  const baseFiles = files[Math.max(plan.baseIndex, 0)];
+  for (const name of sideFilesOf(baseFiles)) checkSideFileSize(baseFiles, name, await baseFiles.open(name));
   return { plan, method, files };
+}
+
+/** The files copied from the base besides config.json: tokenizer files and the generation config. */
+function sideFilesOf(model: ModelFiles): string[] {
+  const present = new Set(model.files());
+  return [...TOKENIZER_FILES, 'generation_config.json'].filter((name) => present.has(name));
 }
 
 /** A tensor's inputs as read from the files: raw bytes, decoded only when its turn comes. */
@@ -316,7 +380,25 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       await writer.flush();
       await opts.onTensorWritten(i + 1);
     };
-    const streamContext = { plan, method, recipe, seed, writer, checkAbort, report, streamElements };
+    const nonFinite: NonFiniteTensor[] = [];
+    const warn = opts.onWarning ?? log;
+    const noteNonFinite = (t: TensorPlan, count: number) => {
+      if (count === 0) return;
+      const elements = elementCount(t.shape);
+      nonFinite.push({ tensor: t.name, count, elements });
+      warn(`warning: tensor ${t.name}: ${count} of ${elements} merged values are Inf or NaN`);
+    };
+    const streamContext = {
+      plan,
+      method,
+      recipe,
+      seed,
+      writer,
+      checkAbort,
+      report,
+      streamElements,
+      noteNonFinite,
+    };
     // Read tensor i+1 while tensor i is merged and written.
     let next = load(plan.tensors[first]);
     for (let i = first; i < plan.tensors.length; i++) {
@@ -359,10 +441,13 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         }
       }
       checkAbort();
+      if (t.kind === 'merge') noteNonFinite(t, countNonFinite(bytes, t.outDtype as FloatDType));
       await writer.writeTensor(t.name, bytes);
       report(t, loaded.inputBytes, bytes.byteLength, true);
       await tensorWritten(i);
     }
+    if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
+      throw new NonFiniteOutputError(nonFinite);
     const shardFiles = await writer.finish();
     const extra = await writeSideFiles(opts, plan, files, method);
     checkAbort();
@@ -372,6 +457,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       tensors: plan.tensors.length,
       bytesWritten: progress.bytesDone,
       backend: active.kind,
+      nonFinite,
     };
   } catch (e) {
     await output.abort().catch(() => {});
@@ -408,6 +494,7 @@ interface StreamContext {
   streamElements: number;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
+  noteNonFinite(t: TensorPlan, count: number): void;
 }
 
 /**
@@ -501,10 +588,12 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   writer.beginTensor(t.name);
   const outBuffer = new Float32Array(Math.min(rows, rowsPerChunk) * rowLen);
   let writing: Promise<void> = Promise.resolve();
+  let nonFinite = 0;
   await eachChunk(async (start, chunk) => {
     const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
+    nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
     await writing;
     writing = writer.writeTensorPart(bytes);
     writing.catch(() => {});
@@ -512,6 +601,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   });
   await writing;
   await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
 }
 
@@ -629,25 +719,16 @@ async function writeSideFiles(
 ): Promise<string[]> {
   const { recipe, output } = opts;
   const written: string[] = [];
-  const config: Record<string, unknown> = { ...plan.config };
   const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
-  if (outDtype) config.torch_dtype = torchDTypeName(outDtype);
-  if (plan.untiesHead) config.tie_word_embeddings = false;
-  await writeFile(output, 'config.json', encoder.encode(`${JSON.stringify(config, null, 2)}\n`));
+  const config = outputConfigJson(plan.configText, plan.config, outDtype, plan.untiesHead);
+  await writeFile(output, 'config.json', encoder.encode(config));
   written.push('config.json');
 
   // The tokenizer always comes from the base (recipes may only say tokenizer_source: base).
   const baseFiles = files[Math.max(plan.baseIndex, 0)];
-  const tokenizerFiles = baseFiles;
-  const available = new Set(tokenizerFiles.files());
-  for (const name of TOKENIZER_FILES) {
-    if (!available.has(name)) continue;
-    await writeFile(output, name, await readAll(tokenizerFiles, name));
+  for (const name of sideFilesOf(baseFiles)) {
+    await writeFile(output, name, await readAll(baseFiles, name));
     written.push(name);
-  }
-  if (baseFiles.files().includes('generation_config.json')) {
-    await writeFile(output, 'generation_config.json', await readAll(baseFiles, 'generation_config.json'));
-    written.push('generation_config.json');
   }
   await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
   written.push('mergekit_config.yml');

@@ -196,3 +196,41 @@ export function encodeFromF32(values: Float32Array, dtype: FloatDType): Uint8Arr
   }
   return new Uint8Array(out.buffer);
 }
+
+/**
+ * How many values of little-endian `bytes` in `dtype` are Inf or NaN (all exponent bits set). Works
+ * on the encoded bytes so that every path to the output (CPU, GPU, streamed parts) is checked alike.
+ * One 32-bit load per two 16-bit values: adding one to an all-ones exponent carries into the bit
+ * above it (the sign position, masked off first), which flags the value without a branch.
+ */
+export function countNonFinite(bytes: Uint8Array, dtype: FloatDType): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let count = 0;
+  if (dtype === 'F32') {
+    const n = bytes.byteLength >> 2;
+    if (bytes.byteOffset % 4 === 0) {
+      const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+      for (let i = 0; i < n; i++) if ((words[i] & 0x7f800000) === 0x7f800000) count++;
+    } else {
+      for (let i = 0; i < n; i++) if ((view.getUint32(i * 4, true) & 0x7f800000) === 0x7f800000) count++;
+    }
+    return count;
+  }
+  // Exponent masks of two packed values, and the one that carries each into its sign bit.
+  const [exp, one] = dtype === 'BF16' ? [0x7f80, 0x0080] : [0x7c00, 0x0400];
+  const exp2 = (exp * 0x10001) >>> 0;
+  const one2 = one * 0x10001;
+  const n = bytes.byteLength >> 1;
+  let start = 0;
+  if (bytes.byteOffset % 4 === 0) {
+    const pairs = n >> 1;
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, pairs);
+    for (let i = 0; i < pairs; i++) {
+      const flags = (((words[i] & exp2) >>> 0) + one2) & 0x80008000;
+      if (flags !== 0) count += ((flags >>> 15) & 1) + (flags >>> 31);
+    }
+    start = pairs * 2;
+  }
+  for (let i = start; i < n; i++) if ((view.getUint16(i * 2, true) & exp) === exp) count++;
+  return count;
+}

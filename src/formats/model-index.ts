@@ -8,6 +8,7 @@
  */
 import type { ModelFiles } from '../engine/io';
 import type { ByteSource } from './byte-source';
+import { jsonDepthOver, MAX_JSON_DEPTH, shortJson } from './json-text';
 import { readSafetensorsHeader, readTensorBytes, type TensorInfo } from './safetensors';
 
 export const MODEL_INDEX_FILE = 'model.safetensors.index.json';
@@ -18,6 +19,13 @@ const SINGLE_FILE = 'model.safetensors';
  * not an index, and reading it whole would only waste memory.
  */
 export const MAX_INDEX_BYTES = 100_000_000;
+
+/**
+ * Most tensors one model may have, over all its shards. The largest published MoE checkpoints have
+ * about 150,000 (Kimi K2: 384 experts x 61 layers, with fp8 scales); each entry costs a few hundred
+ * bytes of memory, so this bounds what a hostile set of headers can make us hold.
+ */
+export const MAX_MODEL_TENSORS = 300_000;
 
 export class ModelIndexError extends Error {
   override name = 'ModelIndexError';
@@ -93,9 +101,18 @@ async function readWeightMap(model: ModelFiles, files: readonly string[]): Promi
   if (source.size > MAX_INDEX_BYTES) {
     throw fail(`is ${source.size} bytes, over the ${MAX_INDEX_BYTES}-byte limit for an index`);
   }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(await source.read(0, source.size));
+  } catch (e) {
+    throw fail(`is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  if (jsonDepthOver(text) !== undefined) {
+    throw fail(`nests JSON deeper than ${MAX_JSON_DEPTH} levels; an index nests 2, so the file is corrupt`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await source.read(0, source.size)));
+    json = JSON.parse(text);
   } catch (e) {
     throw fail(`is not valid UTF-8 JSON (${(e as Error).message})`);
   }
@@ -103,11 +120,17 @@ async function readWeightMap(model: ModelFiles, files: readonly string[]): Promi
   const raw = json.weight_map;
   if (!isPlainObject(raw)) throw fail('weight_map must be an object mapping tensor names to shard files');
 
+  const entries = Object.entries(raw);
+  if (entries.length > MAX_MODEL_TENSORS) {
+    throw fail(
+      `weight_map lists ${entries.length} tensors, over the limit of ${MAX_MODEL_TENSORS} for one model`,
+    );
+  }
   const available = new Set(files);
   const weightMap = new Map<string, string>();
-  for (const [tensor, file] of Object.entries(raw)) {
+  for (const [tensor, file] of entries) {
     if (typeof file !== 'string')
-      throw fail(`weight_map value must be a file name, found ${JSON.stringify(file)}`, tensor);
+      throw fail(`weight_map value must be a file name, found ${shortJson(file)}`, tensor);
     if (!available.has(file)) throw fail(`weight_map refers to ${file}, which is not in the model`, tensor);
     weightMap.set(tensor, file);
   }
@@ -118,6 +141,14 @@ async function addShard(model: ModelFiles, file: string, index: ModelTensorIndex
   const source = await model.open(file);
   index.sources.set(file, source);
   const header = await readSafetensorsHeader(source);
+  if (index.tensors.size + header.tensors.size > MAX_MODEL_TENSORS) {
+    throw new ModelIndexError(
+      model.name,
+      `the shards hold more than ${MAX_MODEL_TENSORS} tensors (${index.tensors.size + header.tensors.size} so far), ` +
+        'over the limit for one model; the headers are corrupt',
+      { file },
+    );
+  }
   for (const [name, info] of header.tensors) {
     const earlier = index.tensors.get(name);
     if (earlier) {

@@ -9,6 +9,7 @@
  */
 import type { ByteSource } from './byte-source';
 import { DTYPE_BYTES, type DType, isDType } from './dtype';
+import { jsonDepthOver, MAX_JSON_DEPTH, shortJson } from './json-text';
 
 /** Bytes of the u64 header-length prefix. */
 const LENGTH_PREFIX_BYTES = 8;
@@ -91,6 +92,12 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<Safeten
   } catch {
     throw fail('header is not valid UTF-8');
   }
+  const depth = jsonDepthOver(text);
+  if (depth !== undefined) {
+    throw fail(
+      `header nests JSON deeper than ${MAX_JSON_DEPTH} levels; a safetensors header nests 3, so the file is corrupt or not safetensors`,
+    );
+  }
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -132,8 +139,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function describeJson(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string')
-    return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)}`;
+  if (typeof v === 'string') return `the string ${shortJson(v, 40)}`;
   return `${typeof v} ${String(v)}`;
 }
 
@@ -164,30 +170,27 @@ function parseTensorEntry(
 
   const dtype = entry.dtype;
   if (typeof dtype !== 'string' || !isDType(dtype)) {
-    throw fail(
-      `unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
-      name,
-    );
+    throw fail(`unknown dtype ${shortJson(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`, name);
   }
 
   const shape = entry.shape;
   if (!Array.isArray(shape)) throw fail(`shape must be an array, found ${describeJson(shape)}`, name);
   for (const [axis, dim] of shape.entries()) {
     if (typeof dim !== 'number' || !Number.isSafeInteger(dim) || dim < 0) {
-      throw fail(`shape ${JSON.stringify(shape)}: dimension ${axis} must be a non-negative integer`, name);
+      throw fail(`shape ${shortJson(shape)}: dimension ${axis} must be a non-negative integer`, name);
     }
   }
 
   const offsets = entry.data_offsets;
   if (!Array.isArray(offsets) || offsets.length !== 2) {
-    throw fail(`data_offsets must be [begin, end], found ${JSON.stringify(offsets)}`, name);
+    throw fail(`data_offsets must be [begin, end], found ${shortJson(offsets)}`, name);
   }
   const [begin, end] = offsets as unknown[];
   if (typeof begin !== 'number' || typeof end !== 'number' || !Number.isSafeInteger(begin)) {
-    throw fail(`data_offsets ${JSON.stringify(offsets)} must be integers`, name);
+    throw fail(`data_offsets ${shortJson(offsets)} must be integers`, name);
   }
   if (!Number.isSafeInteger(end) || begin < 0 || end < begin) {
-    throw fail(`data_offsets ${JSON.stringify(offsets)} must satisfy 0 <= begin <= end`, name);
+    throw fail(`data_offsets ${shortJson(offsets)} must satisfy 0 <= begin <= end`, name);
   }
 
   const byteLength = end - begin;
@@ -195,13 +198,13 @@ function parseTensorEntry(
   if (expected !== byteLength) {
     const want = expected === undefined ? 'more bytes than any file can hold' : `${expected} bytes`;
     throw fail(
-      `shape ${JSON.stringify(shape)} of ${dtype} needs ${want}, but data_offsets ${JSON.stringify(offsets)} span ${byteLength}`,
+      `shape ${shortJson(shape)} of ${dtype} needs ${want}, but data_offsets ${shortJson(offsets)} span ${byteLength}`,
       name,
     );
   }
   if (end > dataByteLength) {
     throw fail(
-      `data_offsets ${JSON.stringify(offsets)} run past the end of the data section ` +
+      `data_offsets ${shortJson(offsets)} run past the end of the data section ` +
         `(${dataByteLength} bytes after the header); the file is truncated`,
       name,
     );

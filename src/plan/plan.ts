@@ -4,6 +4,7 @@
  * before a byte of output is written.
  */
 import { DTYPE_BYTES, type DType, type FloatDType, isFloatDType } from '../formats/dtype';
+import { shortJson } from '../formats/json-text';
 import type { ModelTensorIndex } from '../formats/model-index';
 import type { TensorInfo } from '../formats/safetensors';
 import { planShards, type ShardLayout } from '../formats/shard-writer';
@@ -23,6 +24,8 @@ export interface PlannedModel {
   readonly index: ModelTensorIndex;
   /** Parsed config.json, `{}` when the model has none. */
   readonly config: Record<string, unknown>;
+  /** config.json as written, so the output's can keep its formatting. */
+  readonly configText?: string;
 }
 
 export interface PlanInput {
@@ -54,6 +57,8 @@ export interface MergePlan {
   readonly baseIndex: number;
   /** The base model's (or the first model's) config.json, the template of the output's. */
   readonly config: Record<string, unknown>;
+  /** The same config.json as written, when there is one. */
+  readonly configText?: string;
   readonly numLayers: number;
   /** True when the output has its own lm_head though the base ties it. */
   readonly untiesHead: boolean;
@@ -203,13 +208,15 @@ export function planMerge(
     tensors.map((t) => ({ name: t.name, dtype: t.outDtype, shape: t.shape })),
     options.maxShardBytes,
   );
-  const numLayers = Number(template.config.num_hidden_layers ?? countLayers(names));
+  for (const model of models) checkLayerCount(model);
+  const numLayers = checkLayerCount(template);
   return {
     tensors,
     layout,
     models,
     baseIndex,
     config: template.config,
+    configText: template.configText,
     numLayers,
     untiesHead,
     totalInputBytes,
@@ -223,6 +230,29 @@ function lookup(model: PlannedModel, name: string): TensorInfo | undefined {
   if (direct) return direct;
   if (name === LM_HEAD_NAME && ties(model.config)) return model.index.tensors.get(EMBED_NAME);
   return undefined;
+}
+
+/**
+ * The number of layers that layer gradients are spread over: config.json's num_hidden_layers, which
+ * must be a whole number equal to the layers in the weights (a wrong count would silently move every
+ * gradient), else the layers found in the weights.
+ */
+function checkLayerCount(model: PlannedModel): number {
+  const inWeights = countLayers([...model.index.tensors.keys()]);
+  const raw = model.config.num_hidden_layers;
+  if (raw === undefined || raw === null) return inWeights;
+  if (typeof raw !== 'number' || !Number.isSafeInteger(raw) || raw < 0) {
+    throw new PlanError(
+      `${model.reference}/config.json: num_hidden_layers is ${shortJson(raw)}, not a whole number of layers`,
+    );
+  }
+  if (inWeights > 0 && raw !== inWeights) {
+    throw new PlanError(
+      `${model.reference}/config.json: num_hidden_layers is ${raw}, but the weights have ${inWeights} layers ` +
+        `(model.layers.0 to model.layers.${inWeights - 1}); fix config.json`,
+    );
+  }
+  return raw;
 }
 
 function countLayers(names: string[]): number {

@@ -1,4 +1,5 @@
-export { isHubRepoId, mergeInputModels, referencedModels } from './model-ref';
+export { MAX_LIST_ENTRIES, MAX_RECIPE_CHARS, MAX_RECIPE_DEPTH } from './limits';
+export { isHubRepoId, mergeInputModels, normalizeModelRef, referencedModels } from './model-ref';
 export { parseRecipe } from './parse';
 export {
   type ConditionalSetting,

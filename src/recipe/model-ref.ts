@@ -23,6 +23,26 @@ export function isHubRepoId(ref: string): boolean {
   return !ref.endsWith('.git');
 }
 
+/**
+ * A reference with its path spelling made canonical, for telling whether two references name the
+ * same model: `X`, `X/`, `./X` and `a/../X` are one folder. Hub ids are unchanged by this.
+ */
+export function normalizeModelRef(ref: string): string {
+  const absolute = ref.startsWith('/');
+  const parts: string[] = [];
+  for (const part of ref.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (parts.length > 0 && parts[parts.length - 1] !== '..') parts.pop();
+      else if (!absolute) parts.push(part);
+      continue;
+    }
+    parts.push(part);
+  }
+  const joined = parts.join('/');
+  return absolute ? `/${joined}` : joined || '.';
+}
+
 /** Every model whose weights the merge reads: the base first, then `models` in order, each once. */
 export function referencedModels(recipe: MergeRecipe): string[] {
   const seen = new Set<string>();

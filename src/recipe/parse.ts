@@ -6,6 +6,8 @@
 
 import { type Document, isNode, LineCounter, parseDocument } from 'yaml';
 import { dtypeFromRecipe, type FloatDType } from '../formats/dtype';
+import { recipeNodeFault, recipeTextOverLimit } from './limits';
+import { normalizeModelRef } from './model-ref';
 import {
   type ConditionalSetting,
   formatPath,
@@ -226,7 +228,7 @@ class RecipeReader {
     if (!Array.isArray(v) || v.length === 0) {
       this.fail(path, 'models must be a list with at least one `- model: ...` entry');
     }
-    const seen = new Set<string>();
+    const seen = new Map<string, { model: string; index: number }>();
     return v.map((entry, i) => {
       const entryPath = [...path, i];
       if (!isMapping(entry)) this.fail(entryPath, `each entry must be a mapping like - model: org/name`);
@@ -237,9 +239,17 @@ class RecipeReader {
       }
       if (!('model' in entry)) this.fail(entryPath, 'a model entry needs `model:`');
       const model = this.modelRef(entry.model, [...entryPath, 'model']);
-      // mergekit keys inputs by model, so a second entry of the same model would be dropped.
-      if (seen.has(model)) this.fail([...entryPath, 'model'], `model ${model} is listed more than once`);
-      seen.add(model);
+      // mergekit keys inputs by model, so a second entry of the same model would be dropped. `X`,
+      // `X/` and `./X` are one folder.
+      const earlier = seen.get(normalizeModelRef(model));
+      if (earlier) {
+        this.fail(
+          [...entryPath, 'model'],
+          `model ${model} is listed more than once` +
+            (earlier.model === model ? '' : ` (models[${earlier.index}] names it as ${earlier.model})`),
+        );
+      }
+      seen.set(normalizeModelRef(model), { model, index: i });
       return { model, parameters: this.parameterBlock(entry.parameters, [...entryPath, 'parameters']) };
     });
   }
@@ -247,6 +257,8 @@ class RecipeReader {
 
 /** Parse mergekit recipe text. `source` names the file in error messages. */
 export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
+  const overLimit = recipeTextOverLimit(text);
+  if (overLimit) throw new RecipeError(overLimit, { source });
   const lines = new LineCounter();
   // PyYAML, which mergekit uses, reads YAML 1.1 (`yes`/`on` are booleans).
   const doc = parseDocument(text, {
@@ -265,6 +277,15 @@ export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
           ? 'a key appears twice in the same mapping'
           : `invalid YAML: ${fault.message}`;
     throw new RecipeError(detail, { source, line: lines.linePos(fault.pos[0]).line });
+  }
+  const nodeFault = recipeNodeFault(doc.contents);
+  if (nodeFault) {
+    const at = nodeFault.node.range?.[0];
+    throw new RecipeError(nodeFault.detail, {
+      source,
+      path: formatPath(nodeFault.path),
+      line: at === undefined ? undefined : lines.linePos(at).line,
+    });
   }
   let root: Json;
   try {
@@ -355,6 +376,16 @@ export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
   if (models === undefined) reader.fail([], 'models is missing: list the models to merge as - model: ...');
   recipe.mergeMethod = mergeMethod;
   recipe.models = models;
+  const base = recipe.baseModel;
+  const sameAsBase = models.findIndex(
+    (m) => base !== undefined && m.model !== base && normalizeModelRef(m.model) === normalizeModelRef(base),
+  );
+  if (sameAsBase >= 0) {
+    reader.fail(
+      ['base_model'],
+      `${base} names the same model as models[${sameAsBase}] (${models[sameAsBase].model}); write it the same way in both places`,
+    );
+  }
   recordOrigin(recipe, { source, lineOf: (path) => reader.lineOf(path) });
   return recipe;
 }

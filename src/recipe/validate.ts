@@ -5,7 +5,7 @@
  */
 
 import type { MergeMethod, ParamSpec } from '../methods/types';
-import { mergeInputModels } from './model-ref';
+import { mergeInputModels, normalizeModelRef } from './model-ref';
 import {
   type MergeRecipe,
   type ParameterBlock,
@@ -51,8 +51,9 @@ export function validateRecipe(recipe: MergeRecipe, method: MergeMethod, source?
   if (recipe.models.length === 0) fail(['models'], 'list at least one model to merge');
   const seen = new Set<string>();
   recipe.models.forEach((entry, i) => {
-    if (seen.has(entry.model)) fail(['models', i, 'model'], `model ${entry.model} is listed more than once`);
-    seen.add(entry.model);
+    if (seen.has(normalizeModelRef(entry.model)))
+      fail(['models', i, 'model'], `model ${entry.model} is listed more than once`);
+    seen.add(normalizeModelRef(entry.model));
   });
 
   const inputs = mergeInputModels(recipe);

@@ -21,13 +21,19 @@ import './lesson/lesson';
 import './lesson/paper-experiment';
 import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
 
-/** Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors), `?chunk=` (bytes per stored chunk). */
-function pageSettings(): { hubUrl: string; chunkBytes?: number } {
+/**
+ * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
+ * `?chunk=` (bytes per stored chunk), `?stallCommit=` (crash tests: a merge's commit stops after
+ * that many files, as if the tab died there).
+ */
+function pageSettings(): { hubUrl: string; chunkBytes?: number; stallCommitAfterFiles?: number } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
+  const stall = Number(params.get('stallCommit'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
+    stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
   };
 }
 
@@ -100,7 +106,10 @@ export class L2sApp extends LitElement {
     const engine = startEngine();
     this.engine = engine;
     void (async () => {
-      await engine.api.configure({ chunkBytes: this.settings.chunkBytes });
+      await engine.api.configure({
+        chunkBytes: this.settings.chunkBytes,
+        stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
+      });
       await engine.api.cleanUp();
       await this.refresh();
       this.gpu = await engine.api.gpuStatus();

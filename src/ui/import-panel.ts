@@ -1,10 +1,15 @@
 /**
  * <l2s-import-panel>: brings models into the library from a local folder (picker or drag and drop)
  * or from the Hugging Face hub, with per-file progress; lists hub downloads that can be resumed.
+ *
+ * A hub other than huggingface.co (a `?hub=` in the address, or the Hub URL field) is shown with a
+ * warning, and an access token goes to it only after the user ticks that they trust it; over plain
+ * HTTP (other than to localhost) a token is never sent.
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
+import { DEFAULT_HUB_URL, hubUrlWarning, tokenRefusal } from '../store/hub-fetch';
 import { type FolderFile, filesFromDirectoryInput, type ImportProgress } from '../store/import-folder';
 import type { PendingImport } from '../store/library';
 import { callback, type Engine, newRunId } from '../worker/client';
@@ -66,12 +71,19 @@ export class L2sImportPanel extends LitElement {
         font-size: 12px;
         font-variant-numeric: tabular-nums;
       }
+      .warning {
+        background: #fff4d6;
+        border: 1px solid #e0b341;
+        border-radius: 6px;
+        padding: 6px 8px;
+        color: #5a4300;
+      }
     `,
   ];
 
   @property({ attribute: false }) engine?: Engine;
   @property({ attribute: false }) pending: PendingImport[] = [];
-  @property() hubUrl = 'https://huggingface.co';
+  @property() hubUrl = DEFAULT_HUB_URL;
   @state() private state: ImportState = 'idle';
   @state() private message = '';
   @state() private dragOver = false;
@@ -79,6 +91,8 @@ export class L2sImportPanel extends LitElement {
   @state() private revision = 'main';
   /** Kept only in this component's memory: never stored or logged. */
   @state() private accessToken = '';
+  /** The user said the hub at `hubUrl` (not the default one) may have the token; reset when it changes. */
+  @state() private tokenConsent = false;
   /** Per-file progress of the import under way. */
   @state() private fileProgress = new Map<string, { done: number; size: number }>();
   @state() private total = { done: 0, size: 0 };
@@ -152,11 +166,46 @@ export class L2sImportPanel extends LitElement {
     for (const folder of folders) await this.importFiles(folder.name, await filesOfDroppedFolder(folder));
   }
 
+  protected override willUpdate(changed: Map<PropertyKey, unknown>): void {
+    if (changed.has('hubUrl')) this.tokenConsent = false;
+  }
+
+  private hubOrigin(): string {
+    try {
+      return new URL(this.hubUrl).origin;
+    } catch {
+      return this.hubUrl;
+    }
+  }
+
+  /** Why the token may not go out now, or undefined; checked before any request carries it. */
+  private tokenBlocked(): string | undefined {
+    if (!this.accessToken) return undefined;
+    const refusal = tokenRefusal(this.hubUrl);
+    if (refusal)
+      return `The access token was not sent: ${refusal}. Clear the token to download public models from it.`;
+    if (this.hubOrigin() !== DEFAULT_HUB_URL && !this.tokenConsent) {
+      return (
+        `The access token was not sent: this page is set to use the hub at ${this.hubOrigin()}, not ${DEFAULT_HUB_URL}. ` +
+        `Tick "Send my access token to ${this.hubOrigin()}" if you trust that server, or clear the token.`
+      );
+    }
+    return undefined;
+  }
+
+  private refuseToken(why: string): Promise<void> {
+    this.state = 'error';
+    this.message = why;
+    return Promise.resolve();
+  }
+
   private importHub(e: Event): Promise<void> {
     e.preventDefault();
     const engine = this.engine;
     const repo = this.repo.trim();
     if (!engine || !repo) return Promise.resolve();
+    const blocked = this.tokenBlocked();
+    if (blocked) return this.refuseToken(blocked);
     return this.run(`Downloading ${repo}…`, (runId) =>
       engine.api.importHub(
         runId,
@@ -174,6 +223,8 @@ export class L2sImportPanel extends LitElement {
   private resume(p: PendingImport): Promise<void> {
     const engine = this.engine;
     if (!engine) return Promise.resolve();
+    const blocked = this.tokenBlocked();
+    if (blocked) return this.refuseToken(blocked);
     return this.run(`Resuming ${p.name}…`, (runId) =>
       engine.api.resumeHub(
         runId,
@@ -209,6 +260,30 @@ export class L2sImportPanel extends LitElement {
     `;
   }
 
+  private renderHubWarning() {
+    const warning = hubUrlWarning(this.hubUrl);
+    if (!warning) return '';
+    const consentPossible = !tokenRefusal(this.hubUrl);
+    return html`<div class="warning" data-testid="hub-warning" role="alert">
+      ${warning}
+      ${
+        consentPossible
+          ? html`<label
+              ><input
+                type="checkbox"
+                data-testid="hub-token-consent"
+                .checked=${this.tokenConsent}
+                @change=${(e: Event) => {
+                  this.tokenConsent = (e.target as HTMLInputElement).checked;
+                }}
+              />
+              Send my access token to ${this.hubOrigin()}</label
+            >`
+          : ''
+      }
+    </div>`;
+  }
+
   override render() {
     const running = this.state === 'running';
     return html`
@@ -240,6 +315,7 @@ export class L2sImportPanel extends LitElement {
         <form @submit=${this.importHub}>
           <fieldset>
             <legend>From the Hugging Face hub</legend>
+            ${this.renderHubWarning()}
             <div class="row">
               <input
                 type="text"

@@ -38,9 +38,12 @@ import {
   openOpfsOutput,
   outputDirectoryState,
   outputFiles,
+  outputIsFinished,
   partialRunFiles,
   removeAbandonedRuns,
   removePartialRun,
+  repairOutputs,
+  stallCommitsAfter,
 } from './opfs-output';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
 
@@ -211,8 +214,8 @@ async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Pr
 }
 
 async function discardInterrupted(runId: string): Promise<void> {
-  // An output folder beside a partial one is a commit cut short (files half moved): not finished.
-  if (await partialRunFiles(runId)) await deleteOutput(runId);
+  // An unfinished output folder beside a partial one is a commit cut short (files half moved).
+  if ((await partialRunFiles(runId)) && !(await outputIsFinished(runId))) await deleteOutput(runId);
   await removePartialRun(runId);
   await journal.remove(runId);
 }
@@ -279,23 +282,40 @@ async function journaledMerge(
 }
 
 const api = {
-  /** Chunk size for new imports (tests use small chunks to exercise boundaries and resumption). */
-  async configure(options: { chunkBytes?: number }): Promise<void> {
+  /**
+   * Chunk size for new imports (tests use small chunks to exercise boundaries and resumption), and
+   * for the crash tests a commit that stops after moving `stallCommitAfterFiles` files.
+   */
+  async configure(options: { chunkBytes?: number; stallCommitAfterFiles?: number }): Promise<void> {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
+    stallCommitsAfter(options.stallCommitAfterFiles);
   },
 
   /**
-   * Leftovers from a closed tab: partial runs nothing can resume (no journal record), journal
-   * records whose partial output is gone, folder imports that cannot continue.
+   * Leftovers from a closed tab: commits cut short (their files go back to the run, which can then
+   * be resumed), deletes cut short, outputs of earlier versions (given a manifest), runs whose commit finished but not its clean-up, partial runs nothing can resume
+   * (no journal record), journal records whose partial output is gone, folder imports that cannot
+   * continue.
    */
-  async cleanUp(): Promise<{ runs: string[]; keys: number }> {
+  async cleanUp(): Promise<{
+    runs: string[];
+    outputs: Awaited<ReturnType<typeof repairOutputs>>;
+    keys: number;
+  }> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
-    const records = await journal.list();
+    const repaired = await repairOutputs([...active]);
+    let records = await journal.list();
+    for (const r of records) {
+      if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
+      await removePartialRun(r.runId);
+      await journal.remove(r.runId);
+    }
+    records = await journal.list();
     const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
     for (const r of records) {
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
-    return { runs: removed, keys: await library.removeAbandoned() };
+    return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
   },
 
   listModels: () => library.list(),

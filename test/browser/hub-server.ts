@@ -5,6 +5,10 @@
  * to a content-addressed URL as the hub redirects to its CDN). It can require a token, stall a file
  * mid-way (to test resumption) and serve corrupted bytes (to test sha256 verification), and it logs
  * every range it was asked for.
+ *
+ * A second HubServer with the same repos can play the CDN on another origin: point the hub's
+ * `lfsBaseUrl` at it and give it `xCache` (the hub's CDN answers `X-Cache: Hit from cloudfront`).
+ * `log` holds every request with the Authorization header it carried, preflights included.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -23,6 +27,22 @@ export interface RangeRequest {
   range: string | null;
 }
 
+export interface LoggedRequest {
+  method: string;
+  /** The request path as sent (still percent-encoded). */
+  url: string;
+  authorization: string | null;
+  /** A preflight's Access-Control-Request-Headers. */
+  requestHeaders: string | null;
+}
+
+export interface HubServerOptions {
+  /** Where LFS resolves redirect to (another origin, as the hub's CDN); this server by default. */
+  lfsBaseUrl?: string;
+  /** An X-Cache header on every file this server sends, as a CDN answers. */
+  xCache?: string;
+}
+
 interface Stall {
   afterBytes: number;
   release: Promise<void>;
@@ -36,7 +56,7 @@ const CORS_HEADERS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Allow-Headers': 'Range, Authorization, Accept, Content-Type',
   'Access-Control-Expose-Headers':
-    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges',
+    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges, X-Cache',
 };
 
 function sha256(bytes: Uint8Array): string {
@@ -54,12 +74,15 @@ function isLfs(path: string): boolean {
 
 export class HubServer {
   readonly requests: RangeRequest[] = [];
+  readonly log: LoggedRequest[] = [];
   private readonly repos = new Map<string, HubRepo>();
   private readonly byOid = new Map<string, { repo: string; path: string }>();
   private readonly stalls = new Map<string, Stall>();
   private readonly corrupt = new Set<string>();
   private server?: Server;
   url = '';
+
+  constructor(private readonly options: HubServerOptions = {}) {}
 
   addRepo(id: string, repo: HubRepo): void {
     this.repos.set(id, repo);
@@ -116,6 +139,12 @@ export class HubServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.log.push({
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      authorization: req.headers.authorization ?? null,
+      requestHeaders: (req.headers['access-control-request-headers'] as string | undefined) ?? null,
+    });
     if (req.method === 'OPTIONS') {
       res.writeHead(204, CORS_HEADERS);
       res.end();
@@ -158,7 +187,7 @@ export class HubServer {
       if (isLfs(path)) {
         res.writeHead(302, {
           ...CORS_HEADERS,
-          Location: `/lfs/${sha256(bytes)}`,
+          Location: `${this.options.lfsBaseUrl ?? ''}/lfs/${sha256(bytes)}`,
           'X-Linked-ETag': `"${sha256(bytes)}"`,
           'X-Linked-Size': String(bytes.length),
         });
@@ -205,6 +234,7 @@ export class HubServer {
       'Content-Length': String(end - start + 1),
       'Accept-Ranges': 'bytes',
       ETag: `"${etag}"`,
+      ...(this.options.xCache ? { 'X-Cache': this.options.xCache } : {}),
       ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
     });
     const stall = this.stalls.get(`${repoId}/${path}`);

@@ -240,7 +240,7 @@ describe('l2s-merge CLI on the tiny Qwen2 trio', () => {
     }
   });
 
-  it('refuses a non-empty OUT_DIR unless --force, and --force replaces it whole', async () => {
+  it('refuses a non-empty OUT_DIR unless --force, and --force replaces only an earlier output', async () => {
     const out = join(dir, 'out-busy');
     await mkdir(out);
     await writeFile(join(out, 'keep.txt'), 'mine');
@@ -249,9 +249,19 @@ describe('l2s-merge CLI on the tiny Qwen2 trio', () => {
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toMatch(/out-busy.*not empty.*--force/);
     expect(await readFile(join(out, 'keep.txt'), 'utf8')).toBe('mine');
-    expect((await cli(join(dir, 'ties.yml'), out, '--force', '--quiet')).code).toBe(0);
-    expect(existsSync(join(out, 'keep.txt'))).toBe(false);
-    expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
+    // keep.txt is not something a merge writes: --force refuses too.
+    const forced = await cli(join(dir, 'ties.yml'), out, '--force', '--quiet');
+    expect(forced.code).toBe(1);
+    expect(forced.stderr).toMatch(
+      /out-busy: --force replaces only a folder that l2s-merge wrote, and it holds keep\.txt/,
+    );
+    expect(await readFile(join(out, 'keep.txt'), 'utf8')).toBe('mine');
+    await rm(join(out, 'keep.txt'));
+    expect((await cli(join(dir, 'ties.yml'), out, '--quiet')).code).toBe(0);
+    const first = await readFile(join(out, 'model.safetensors'));
+    expect((await cli(join(dir, 'dare.yml'), out, '--force', '--quiet')).code).toBe(0);
+    expect(await readFile(join(out, 'model.safetensors'))).not.toEqual(first);
+    expect(await readFile(join(out, 'mergekit_config.yml'), 'utf8')).toContain('dare_ties');
   });
 });
 
