@@ -3,12 +3,10 @@
  * at 150% zoom, pictures computed from the loaded (synthetic, and labelled so) demo models, chart
  * export, captions that follow the data, and no serious accessibility violations.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
-import { expect, openApp, ROOT, test } from './app-harness';
-
-const SHOTS = join(ROOT, 'test-results/screenshots');
+import { expect, openApp, ROOT, screenshot, test } from './app-harness';
 
 /** Critical and serious axe-core violations inside the lesson (the dialog over the app). */
 async function lessonAxeViolations(
@@ -30,7 +28,13 @@ async function lessonAxeViolations(
     const result = await axe.run({ include: { fromShadowDom: ['l2s-app', 'l2s-lesson'] } });
     return result.violations
       .filter((v) => v.impact === 'critical' || v.impact === 'serious')
-      .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help, html: (v.nodes as { html: string }[]).map((n) => n.html.slice(0, 120)) }));
+      .map((v) => ({
+        id: v.id,
+        impact: v.impact,
+        nodes: v.nodes.length,
+        help: v.help,
+        html: (v.nodes as { html: string }[]).map((n) => n.html.slice(0, 120)),
+      }));
   });
 }
 
@@ -38,7 +42,6 @@ test('the lesson walks by keyboard, pictures the loaded models, exports charts, 
   page,
 }) => {
   test.setTimeout(120_000);
-  await mkdir(SHOTS, { recursive: true });
   await page.setViewportSize({ width: 1280, height: 720 });
   await openApp(page);
   await page.getByTestId('demo').click();
@@ -65,7 +68,7 @@ test('the lesson walks by keyboard, pictures the loaded models, exports charts, 
     const picture = lesson.getByTestId('lesson-picture');
     if (await picture.count())
       await expect(picture).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
-    await page.screenshot({ path: join(SHOTS, `lesson-${String(i + 1).padStart(2, '0')}-${ids[i]}.png`) });
+    await screenshot(page, `lesson-${String(i + 1).padStart(2, '0')}-${ids[i]}`, { fullPage: false });
     // Nothing of a step hides off the side of a projected 1280 x 720 screen.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     expect(overflow).toBeLessThanOrEqual(0);
@@ -120,7 +123,7 @@ test('the lesson walks by keyboard, pictures the loaded models, exports charts, 
     .getByTestId('lesson-title')
     .evaluate((e) => Number.parseFloat(getComputedStyle(e).fontSize));
   expect(titleSize).toBeGreaterThanOrEqual(24);
-  await page.screenshot({ path: join(SHOTS, 'lesson-zoom-150.png') });
+  await screenshot(page, 'lesson-zoom-150', { fullPage: false });
   await page.setViewportSize({ width: 1280, height: 720 });
 
   expect(await lessonAxeViolations(page)).toEqual([]);
