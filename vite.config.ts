@@ -1,12 +1,14 @@
 import { defineConfig } from 'vitest/config';
+import { mergeKernelsWasm } from './wasm/vite-plugin';
 
 export default defineConfig({
+  plugins: [mergeKernelsWasm()],
   build: {
     outDir: 'dist/app',
     target: 'es2022',
     sourcemap: true,
   },
-  worker: { format: 'es' },
+  worker: { format: 'es', plugins: () => [mergeKernelsWasm()] },
   // Pre-bundle every browser dependency at start-up: one found later (in a worker, or on a code
   // path a test reaches late) makes the dev server reload the page, which would cut a test short.
   optimizeDeps: {

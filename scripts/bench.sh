@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: throughput and memory of the engine against a read+write baseline (CPU, then the GPU
-# through Node's WebGPU when an adapter exists, then both in a browser worker), then the randomized
+# npm run bench: throughput and memory of the engine against the I/O floor (positioned reads into
+# reused buffers and the writes, no math): CPU, then the GPU through Node's WebGPU when an adapter exists, then both in a browser worker, then the randomized
 # SVD on the GPU against the CPU and the SVD family's whole-merge cost. Options are passed to
 # bench/run.mjs and bench/rsvd.mjs (e.g. --layers 2).
 source "$(dirname "$0")/env.sh"

@@ -4,7 +4,7 @@
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
 
-import type { ByteSource } from '../formats/byte-source';
+import { type ByteSource, readInto } from '../formats/byte-source';
 import {
   countNonFinite,
   DTYPE_BYTES,
@@ -17,6 +17,8 @@ import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { formatBytes } from '../formats/size';
+import { rawChunkMerge } from '../kernels/fused';
+import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
 import {
@@ -103,6 +105,12 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * What runs the CPU's per-chunk decode -> method -> encode step: 'auto' (the default) the
+   * WebAssembly SIMD kernels where they load, else the TypeScript reference; 'ts' always the
+   * reference. The bytes written are the same either way.
+   */
+  cpuKernels?: 'auto' | 'ts';
   /**
    * Merged tensors holding Inf or NaN (a lambda or weight that overflows the dtype): `error` (the
    * default) reports each, finishes the pass and then fails without committing the output; `allow`
@@ -281,6 +289,28 @@ async function readInput(
   }
 }
 
+/** readInput into a reused buffer (the kernels' arena): bytes [offset, offset + target.byteLength). */
+async function readInputInto(
+  plan: MergePlan,
+  t: TensorPlan,
+  input: PlanInput,
+  offset: number,
+  target: Uint8Array,
+): Promise<void> {
+  const model = plan.models[input.modelIndex];
+  const source = model.index.sources.get(input.tensor.file);
+  try {
+    if (!source) throw new Error('the file is not open');
+    await readInto(source, input.tensor.offset + offset, target);
+  } catch (e) {
+    throw new MergeError(
+      `${model.reference}/${input.tensor.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
+      t.name,
+      { cause: e },
+    );
+  }
+}
+
 async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
   const bytes = await Promise.all(t.inputs.map((input) => readInput(plan, t, input)));
   return { plan: t, bytes, inputBytes: bytes.reduce((s, b) => s + b.byteLength, 0) };
@@ -353,13 +383,28 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     opts.onProgress?.({ ...progress });
     let active = backend;
     const streamElements = opts.streamElements ?? STREAM_ELEMENTS;
+    // The CPU's kernels, made when the first tensor needs them (also after a fall back from a GPU).
+    let arena: KernelArena | null | undefined;
+    const kernels = () => {
+      if (arena === undefined) arena = loadKernels(opts.cpuKernels ?? 'auto');
+      return arena;
+    };
+    // On the CPU every merged tensor of a streamed method goes through the kernels a chunk of rows
+    // at a time, straight from its stored bytes (no whole-tensor buffers).
+    const fused = (t: TensorPlan) =>
+      active.kind === 'cpu' &&
+      t.kind === 'merge' &&
+      method.stream !== undefined &&
+      isFloatDType(t.outDtype) &&
+      t.inputs.every((input) => !input.submatrix && isFloatDType(input.tensor.dtype)) &&
+      kernels() !== null;
     // Large tensors go through the method's chunked form on the CPU. A GPU backend takes tensors
     // whole (tiling them itself) up to GPU_WHOLE_ELEMENTS, and hands back any that do not fit.
     const streamed = (t: TensorPlan | undefined) =>
       t !== undefined &&
       t.kind === 'merge' &&
       method.stream !== undefined &&
-      elementCount(t.shape) > (active.kind === 'cpu' ? streamElements : GPU_WHOLE_ELEMENTS);
+      (fused(t) || elementCount(t.shape) > (active.kind === 'cpu' ? streamElements : GPU_WHOLE_ELEMENTS));
     const load = (t: TensorPlan | undefined) => {
       if (!t || streamed(t)) return undefined;
       const p = loadTensor(t, plan);
@@ -407,7 +452,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       const loaded = await next;
       next = load(plan.tensors[i + 1]);
       if (!loaded) {
-        await streamTensor({ ...streamContext, tensor: t });
+        const onKernels = fused(t) && (await kernelTensor({ ...streamContext, tensor: t }, kernels()!));
+        if (!onKernels) await streamTensor({ ...streamContext, tensor: t });
         await tensorWritten(i);
         continue;
       }
@@ -603,6 +649,117 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
+}
+
+/**
+ * The per-chunk decode -> method -> encode step on the CPU kernels (src/kernels/fused.ts): one tensor
+ * read a chunk of rows at a time into reused buffers, straight from the files into the kernels'
+ * memory (the next chunk is read while this one computes), merged and encoded there, and written.
+ * A tensor that fits in one chunk is read once for all its passes. Returns false, having read
+ * nothing, where the kernels have no form of the method; `streamTensor` then does it.
+ */
+async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boolean> {
+  const { plan, method, tensor: t, recipe, seed, writer } = ctx;
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const where = () => t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+  const failed = (e: unknown) =>
+    new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
+  const total = elementCount(t.shape);
+  const rowLen = rowLength(t.shape);
+  const rows = rowLen === 0 ? 0 : total / rowLen;
+  const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / Math.max(1, rowLen)));
+  const inputDtypes = t.inputs.map((input) => input.tensor.dtype as FloatDType);
+  let job: ReturnType<typeof rawChunkMerge>;
+  try {
+    job = rawChunkMerge(arena, method, {
+      spec: {
+        tensorName: t.name,
+        shape: t.shape,
+        tensors: models.map((model) => ({ model, params: perModel.get(model) ?? {} })),
+        baseIndex: t.baseIndex,
+        params: global,
+        seed,
+      },
+      inputDtypes,
+      outDtype: t.outDtype as FloatDType,
+      workDtype: recipe.dtype,
+      chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
+    });
+  } catch (e) {
+    throw failed(e);
+  }
+  if (!job) return false;
+  const kernel = job;
+  const rowBytes = inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
+  const readRows = async (r0: number, r1: number, set: number): Promise<number> => {
+    await Promise.all(
+      t.inputs.map((input, i) =>
+        readInputInto(plan, t, input, r0 * rowBytes[i], kernel.input(set, i, (r1 - r0) * rowLen)),
+      ),
+    );
+    return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
+  };
+  const compute = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw failed(e);
+    }
+  };
+  // A tensor of one chunk stays in buffer set 0 from the first read on.
+  const oneChunk = rows <= rowsPerChunk;
+  let firstRead: Promise<number> | undefined;
+  const eachChunk = async (visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>) => {
+    if (rows === 0) return;
+    if (oneChunk) firstRead ??= readRows(0, rows, 0);
+    let pending = firstRead ?? readRows(0, Math.min(rows, rowsPerChunk), 0);
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
+      ctx.checkAbort();
+      const bytes = await pending;
+      const r1 = Math.min(rows, r0 + rowsPerChunk);
+      if (r1 < rows) {
+        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
+        pending.catch(() => {});
+      }
+      await visit(k % 2, r0, r1, bytes);
+    }
+  };
+  for (let pass = 0; pass < kernel.passes; pass++) {
+    await eachChunk(async (set, r0, r1) =>
+      compute(() => kernel.accumulate(pass, set, r0 * rowLen, (r1 - r0) * rowLen)),
+    );
+  }
+  writer.beginTensor(t.name);
+  let writing: Promise<void> = Promise.resolve();
+  // Progress per chunk; a tensor of one chunk reports once, as a whole tensor does.
+  const unreported = { input: 0, output: 0 };
+  let nonFinite = 0;
+  await eachChunk(async (set, r0, r1, bytes) => {
+    const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
+    nonFinite += countNonFinite(out, t.outDtype as FloatDType);
+    // The kernels alternate two output buffers: the one written before this must be done.
+    await writing;
+    writing = writer.writeTensorPart(out);
+    writing.catch(() => {});
+    if (oneChunk) {
+      unreported.input += bytes;
+      unreported.output += out.byteLength;
+    } else {
+      ctx.report(t, bytes, out.byteLength, false);
+    }
+  });
+  await writing;
+  await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
+  ctx.report(t, unreported.input, unreported.output, true);
+  return true;
 }
 
 /** Rows x keepCols top-left block of a row-major tensor, on raw bytes. */
