@@ -4,6 +4,7 @@
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, state } from 'lit/decorators.js';
+import { DEFAULT_DATASETS_URL } from '../eval/gsm8k';
 import { DEFAULT_HUB_URL } from '../store/import-hub';
 import type { ModelRecord, PendingImport, StorageUse } from '../store/library';
 import { storageUse } from '../store/library';
@@ -17,21 +18,29 @@ import './recipe-editor';
 import './run-panel';
 import './output-panel';
 import './inspect-panel';
+import './compare-panel';
 import './lesson/lesson';
 import './lesson/paper-experiment';
 import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
 
 /**
  * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
- * `?chunk=` (bytes per stored chunk), `?stallCommit=` (crash tests: a merge's commit stops after
- * that many files, as if the tab died there).
+ * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
+ * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
+ * died there).
  */
-function pageSettings(): { hubUrl: string; chunkBytes?: number; stallCommitAfterFiles?: number } {
+function pageSettings(): {
+  hubUrl: string;
+  datasetsUrl: string;
+  chunkBytes?: number;
+  stallCommitAfterFiles?: number;
+} {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   const stall = Number(params.get('stallCommit'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
+    datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
     stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
   };
@@ -244,6 +253,14 @@ export class L2sApp extends LitElement {
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
       ></l2s-inspect-panel>
+      <l2s-compare-panel
+        id="compare"
+        .models=${this.models}
+        .outputs=${this.outputs}
+        .outputId=${this.outputId}
+        .recipeText=${this.recipeText}
+        .datasetsUrl=${this.settings.datasetsUrl}
+      ></l2s-compare-panel>
       <l2s-paper-experiment
         id="experiment"
         .engine=${this.engine}

@@ -9,8 +9,11 @@ import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import type { FloatDType } from '../formats/dtype';
 import { METHODS } from '../methods';
+import { AIM_DEFAULT_OMEGA } from '../methods/aim';
 import type { MergeMethod, ParamSpec } from '../methods/types';
 import {
+  CALIBRATION_DEFAULTS,
+  type CalibrationSettings,
   type MergeRecipe,
   type ParameterBlock,
   type ParameterSetting,
@@ -22,6 +25,8 @@ import {
 import type { ModelRecord } from '../store/library';
 import { panelStyles } from './panel-styles';
 import { PAPER_PRESETS, type RecipePreset } from './presets';
+
+const DEFAULT_CALIBRATION: CalibrationSettings = { source: { kind: 'builtin' }, ...CALIBRATION_DEFAULTS };
 
 const DTYPES: readonly { value: FloatDType | ''; label: string }[] = [
   { value: '', label: '(as the models)' },
@@ -188,7 +193,79 @@ export class L2sRecipeEditor extends LitElement {
       models: models.map((m) => ({ model: m.model, parameters: { ...preset.modelParams } })),
       parameters: { ...preset.globalParams },
       dtype: current.dtype ?? 'BF16',
+      aim: preset.aim,
     });
+  }
+
+  /** AIM on or off, or a new omega; the calibration settings stay as the YAML has them. */
+  private setAim(aim: MergeRecipe['aim']): void {
+    const r = this.recipe;
+    if (!r) return;
+    this.commit({ ...r, aim });
+  }
+
+  private renderAim(r: MergeRecipe, method: MergeMethod) {
+    if (method.baseModel === 'unused') return nothing;
+    const aim = r.aim;
+    const source = aim?.calibration.source;
+    return html`<h3>AIM</h3>
+      <label title="Activation-informed merging (Nobari et al. 2025)"
+        ><input
+          type="checkbox"
+          data-testid="recipe-aim"
+          .checked=${aim !== undefined}
+          @change=${(e: Event) =>
+            this.setAim(
+              (e.target as HTMLInputElement).checked
+                ? { omega: AIM_DEFAULT_OMEGA, calibration: DEFAULT_CALIBRATION }
+                : undefined,
+            )}
+        />
+        AIM on top of ${method.name}</label
+      >
+      <div class="doc">
+        Runs the base model on calibration text first, then pulls each merged weight back toward the base in
+        proportion to how active its input channel is there: W = base + (merged − base)(1 − (1 − ω)·I).
+        ω = 1 is the plain merge.
+      </div>
+      ${
+        aim
+          ? html`<div class="params">
+              <label title="omega: 1 keeps the plain merge, 0 restores the base on the most active channel">omega</label>
+              <input
+                type="number"
+                step="any"
+                min="0"
+                max="1"
+                data-testid="param-aim-omega"
+                class=${this.invalidFields.has('aim-omega') ? 'invalid' : ''}
+                .value=${String(aim.omega)}
+                @input=${(e: Event) => this.markField('aim-omega', e.target as HTMLInputElement)}
+                @change=${(e: Event) => {
+                  const input = e.target as HTMLInputElement;
+                  const v = Number(input.value);
+                  if (!this.markField('aim-omega', input) || input.value.trim() === '' || v < 0 || v > 1)
+                    return;
+                  this.setAim({ ...aim, omega: v });
+                }}
+              />
+              <span class="doc">0.4 in the paper (AIM's README: 0.2 to 0.6)</span>
+              <label>calibration</label>
+              <span data-testid="aim-calibration"
+                >${
+                  source?.kind === 'hub'
+                    ? `${source.dataset} (${source.field.join(' + ')})`
+                    : source?.kind === 'file'
+                      ? source.path
+                      : 'built-in questions'
+                }</span
+              >
+              <span class="doc"
+                >${aim.calibration.samples} samples, ${aim.calibration.blockSize}-token blocks, seed ${aim.calibration.seed}${aim.statistics ? `; statistics from ${aim.statistics}` : ''} (edit in the YAML)</span
+              >
+            </div>`
+          : nothing
+      }`;
   }
 
   private setModelParam(index: number, name: string, value: number | boolean | undefined): void {
@@ -359,6 +436,7 @@ export class L2sRecipeEditor extends LitElement {
                 ${DTYPES.map((d) => html`<option value=${d.value} ?selected=${(r.dtype ?? '') === d.value}>${d.label}</option>`)}
               </select>
             </label>
+            ${this.renderAim(r, method)}
           `
           : nothing
       }

@@ -21,6 +21,7 @@ import {
   type SpectrumInspection,
   type TaskVectorInspection,
 } from '../inspect/inspect-models';
+import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
@@ -52,6 +53,8 @@ export interface MergeRequest {
   seed: number;
   outShardSize?: number;
   device: BackendChoice;
+  /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
+  datasetsEndpoint?: string;
 }
 
 export interface MergeProgressEvent {
@@ -234,9 +237,35 @@ async function journaledMerge(
   signal: AbortSignal,
   onProgress?: (p: MergeProgressEvent) => void,
   onLog?: (line: string) => void,
+  datasetsEndpoint?: string,
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
+  // AIM: the calibration pass on the base model, in this worker, before any tensor is merged. It is
+  // deterministic, so a resumed run recomputes the same statistics.
+  let aimStatistics: Awaited<ReturnType<typeof aimStatisticsForRecipe>>;
+  try {
+    aimStatistics = await aimStatisticsForRecipe(recipe, {
+      resolveModel: libraryResolver,
+      device: record.device,
+      datasetsEndpoint,
+      signal,
+      notice: (line) => onLog?.(line),
+      onProgress: (p) => {
+        if (p.blocksDone === 0) onLog?.(`AIM calibration: ${p.blocksTotal} blocks on the base model`);
+        else
+          onLog?.(
+            `AIM calibration: block ${p.blocksDone}/${p.blocksTotal}, ` +
+              `${Math.round((p.tokensDone / Math.max(p.elapsedMs, 1)) * 1000)} tokens/s, ETA ${Math.round((p.etaMs ?? 0) / 1000)} s`,
+          );
+      },
+    });
+  } catch (e) {
+    selected.dispose();
+    await output.abort().catch(() => undefined);
+    await journal.remove(record.runId).catch(() => undefined);
+    throw e;
+  }
   let bytesResumed: number | undefined;
   const forward = (p: MergeProgress) => {
     bytesResumed ??= p.bytesDone;
@@ -253,6 +282,7 @@ async function journaledMerge(
   try {
     const result = await runMerge({
       recipe,
+      aimStatistics,
       resolveModel: libraryResolver,
       output,
       seed: record.seed,
@@ -437,7 +467,16 @@ const api = {
           await removePartialRun(runId);
           throw e;
         }
-        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+        return journaledMerge(
+          record,
+          recipe,
+          output,
+          selected,
+          signal,
+          onProgress,
+          onLog,
+          request.datasetsEndpoint,
+        );
       }),
     );
   },
