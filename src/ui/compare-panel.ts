@@ -69,6 +69,12 @@ interface ModelOption {
 
 const formatSeconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 
+/** The `compare-table` event: the finished rows, and the model name in each slot (System 2, merged, System 1). */
+export interface CompareTableDetail {
+  rows: EvalTableRow[];
+  slots: (string | undefined)[];
+}
+
 @customElement('l2s-compare-panel')
 export class L2sComparePanel extends LitElement {
   static override styles = [
@@ -424,6 +430,16 @@ export class L2sComparePanel extends LitElement {
     }
     await this.unload(runtime);
     if (failures.length) this.message = failures.join('\n');
+    // Whoever embeds the panel (the guided experiment) gets the table of the models that answered all.
+    const complete = new Set(this.evalComplete);
+    const names = SLOT_ROLES.map((_, slot) => chosen.find((c) => c.slot === slot)?.name);
+    this.dispatchEvent(
+      new CustomEvent<CompareTableDetail>('compare-table', {
+        detail: { rows: this.tableRows().filter((r) => !r.partial && complete.has(r.model)), slots: names },
+        bubbles: true,
+        composed: true,
+      }),
+    );
     this.finish(
       failures.length > 0,
       this.stopRequested

@@ -16,7 +16,6 @@ import {
   comparisonCsv,
   comparisonRows,
   type ExperimentEstimate,
-  type ExperimentRow,
   estimateExperiment,
   experimentRecipe,
   type GpuVerdict,
@@ -29,8 +28,10 @@ import { callback, type Engine, newRunId } from '../../worker/client';
 import type { MergeOutcome, MergeProgressEvent } from '../../worker/engine.worker';
 import type { OutputInfo } from '../../worker/opfs-output';
 import '../charts/chart';
+import '../compare-panel';
 import type { ChartFrame, ChartSpec } from '../charts/chart';
 import { saveBlob } from '../charts/export';
+import type { CompareTableDetail } from '../compare-panel';
 import { panelStyles } from '../panel-styles';
 
 type Phase = 'idle' | 'planning' | 'planned' | 'downloading' | 'merging' | 'merged' | 'error';
@@ -253,16 +254,13 @@ export class L2sPaperExperiment extends LitElement {
     if (this.runId) void this.engine?.api.cancel(this.runId);
   }
 
-  /** The Compare panel's table, once "Run all questions" is done. */
-  private onCompareTable(rows: ExperimentRow[]): void {
-    const merged = this.outputs.find((o) => o.id === this.outputId);
-    const table = comparisonRows(rows, {
-      system1: this.system1,
-      system2: this.system2,
-      merged:
-        rows.find((r) => r.model !== this.system1 && r.model !== this.system2)?.model ??
-        merged?.id ??
-        'merged',
+  /** The Compare panel's table, once "Run all questions" is done: slots are System 2, merged, System 1. */
+  private onCompareTable(detail: CompareTableDetail): void {
+    const [system2, merged, system1] = detail.slots;
+    const table = comparisonRows(detail.rows, {
+      system2: system2 ?? this.system2,
+      merged: merged ?? 'merged',
+      system1: system1 ?? this.system1,
     });
     this.table = table;
     this.chart = comparisonChart(table);
@@ -399,7 +397,7 @@ export class L2sPaperExperiment extends LitElement {
                   .outputs=${this.outputs}
                   .outputId=${this.outputId}
                   .recipeText=${experimentRecipe(this.system1, this.system2)}
-                  @compare-table=${(e: CustomEvent<ExperimentRow[]>) => this.onCompareTable(e.detail)}
+                  @compare-table=${(e: CustomEvent<CompareTableDetail>) => this.onCompareTable(e.detail)}
                 ></l2s-compare-panel>`
             : nothing
         }
