@@ -15,10 +15,12 @@ export default defineConfig({
     include: [
       'lit',
       'lit/decorators.js',
+      'lit/directives/live.js',
       'yaml',
       'comlink',
       'idb-keyval',
       '@huggingface/hub',
+      'client-zip',
       '@huggingface/tokenizers',
       '@huggingface/jinja',
     ],

@@ -36,7 +36,8 @@ Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugg
 options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
-  --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
+  --device auto|cpu|gpu  where the math runs (default auto: a hardware GPU through WebGPU, else the
+                         CPU, saying why; gpu also takes a software adapter such as SwiftShader)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets

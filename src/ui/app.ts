@@ -1,6 +1,8 @@
 /**
  * <l2s-app>: the page. It owns the engine worker and the state every panel shows (library, storage,
  * the recipe text, the last output); panels call the engine and announce changes with events.
+ * The recipe text is kept across reloads (ui-state.ts); a link with `#recipe=` (a shared recipe)
+ * replaces it on open.
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, state } from 'lit/decorators.js';
@@ -9,9 +11,14 @@ import { DEFAULT_HUB_URL } from '../store/import-hub';
 import type { ModelRecord, PendingImport, StorageUse } from '../store/library';
 import { storageUse } from '../store/library';
 import { type Engine, newRunId, startEngine } from '../worker/client';
-import type { InterruptedRun, MergeOutcome } from '../worker/engine.worker';
+import type { EngineOptions, InterruptedRun, MergeOutcome } from '../worker/engine.worker';
 import type { OutputInfo } from '../worker/opfs-output';
 import { DEMO_RECIPE } from './demo-recipe';
+import type { L2sImportPanel } from './import-panel';
+import { checkRecipe } from './recipe-check';
+import { recipeFromFragment } from './recipe-editor';
+import type { GpuStatus } from './run-panel';
+import { loadUiState, saveUiState } from './ui-state';
 import './library-panel';
 import './import-panel';
 import './recipe-editor';
@@ -46,6 +53,9 @@ function pageSettings(): {
   };
 }
 
+/** Where the recipe text is kept across reloads. */
+const RECIPE_KEY = 'recipe';
+
 @customElement('l2s-app')
 export class L2sApp extends LitElement {
   static override styles = css`
@@ -71,6 +81,15 @@ export class L2sApp extends LitElement {
     }
     .backend {
       color: #4b5567;
+      overflow-wrap: anywhere;
+    }
+    nav {
+      display: flex;
+      gap: 6px;
+      flex-wrap: wrap;
+    }
+    nav button {
+      font-size: 13px;
     }
     .grid {
       display: grid;
@@ -79,7 +98,8 @@ export class L2sApp extends LitElement {
     }
     @media (max-width: 800px) {
       .grid {
-        grid-template-columns: 1fr;
+        /* minmax(0, ...): a long name or a wide form never widens the page past the screen. */
+        grid-template-columns: minmax(0, 1fr);
       }
     }
     button.demo {
@@ -92,7 +112,7 @@ export class L2sApp extends LitElement {
   @state() private models: ModelRecord[] = [];
   @state() private pending: PendingImport[] = [];
   @state() private storage?: StorageUse;
-  @state() private gpu?: { available: boolean; adapter?: string };
+  @state() private gpu?: GpuStatus;
   @state() private recipeText = '';
   @state() private outputs: OutputInfo[] = [];
   @state() private interrupted: InterruptedRun[] = [];
@@ -108,17 +128,21 @@ export class L2sApp extends LitElement {
     const step = lessonStepFromHash(location.hash);
     if (step !== undefined) this.lessonStep = step;
   };
+  /** How every engine worker of the page is configured (the run panel starts one per merge). */
+  private readonly engineOptions: EngineOptions = {
+    chunkBytes: this.settings.chunkBytes,
+    stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
+  };
 
   override connectedCallback(): void {
     super.connectedCallback();
     window.addEventListener('hashchange', this.onHash);
     const engine = startEngine();
     this.engine = engine;
+    void this.restoreRecipe();
+    window.addEventListener('hashchange', this.onHashChange);
     void (async () => {
-      await engine.api.configure({
-        chunkBytes: this.settings.chunkBytes,
-        stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
-      });
+      await engine.api.configure(this.engineOptions);
       await engine.api.cleanUp();
       await this.refresh();
       this.gpu = await engine.api.gpuStatus();
@@ -127,6 +151,7 @@ export class L2sApp extends LitElement {
 
   override disconnectedCallback(): void {
     super.disconnectedCallback();
+    window.removeEventListener('hashchange', this.onHashChange);
     window.removeEventListener('hashchange', this.onHash);
   }
 
@@ -144,6 +169,35 @@ export class L2sApp extends LitElement {
     this.renderRoot
       .querySelector(`#${detail.section}`)
       ?.scrollIntoView({ behavior: 'smooth', block: 'start' });
+  }
+
+  /** A shared link pasted into this tab's address bar. */
+  private readonly onHashChange = (): void => {
+    if (recipeFromFragment() !== undefined) void this.restoreRecipe();
+  };
+
+  /** A shared link's recipe (`#recipe=`), else the one this browser had when the page last closed. */
+  private async restoreRecipe(): Promise<void> {
+    const shared = recipeFromFragment();
+    if (shared !== undefined) {
+      this.setRecipe(shared);
+      // Loaded once: a reload keeps the edits made since, not the link's recipe.
+      history.replaceState(null, '', location.pathname + location.search);
+      return;
+    }
+    const saved = await loadUiState<string>(RECIPE_KEY);
+    // Something typed before the store answered wins.
+    if (saved !== undefined && this.recipeText === '') this.recipeText = saved;
+  }
+
+  private setRecipe(text: string): void {
+    this.recipeText = text;
+    void saveUiState(RECIPE_KEY, text);
+  }
+
+  /** Scrolls a panel into view: the page is long on a phone, with the library first. */
+  private jump(selector: string): void {
+    this.renderRoot.querySelector(selector)?.scrollIntoView({ block: 'start' });
   }
 
   private async refresh(): Promise<void> {
@@ -169,7 +223,7 @@ export class L2sApp extends LitElement {
       const demo = await this.engine.api.loadDemo(newRunId());
       await this.refresh();
       this.demoModels = demo.models;
-      this.recipeText = DEMO_RECIPE;
+      this.setRecipe(DEMO_RECIPE);
       this.demoState = 'idle';
     } catch (e) {
       this.demoState = 'error';
@@ -179,11 +233,29 @@ export class L2sApp extends LitElement {
 
   override render() {
     const gpu = this.gpu;
+    const check = checkRecipe(
+      this.recipeText,
+      this.models.map((m) => m.name),
+    );
     return html`
       <header>
         <h1>l2s-merge</h1>
-        <span class="backend" data-testid="webgpu-status" data-webgpu=${gpu ? String(gpu.available) : 'unknown'}>
-          ${gpu === undefined ? 'Checking for WebGPU…' : gpu.available ? `WebGPU present (${gpu.adapter})` : 'No WebGPU: merges run on the CPU'}
+        <span
+          class="backend"
+          data-testid="webgpu-status"
+          data-webgpu=${gpu ? String(gpu.available) : 'unknown'}
+          data-software=${gpu?.software ? 'true' : 'false'}
+          title=${gpu?.software ?? ''}
+        >
+          ${
+            gpu === undefined
+              ? 'Checking for WebGPU…'
+              : !gpu.available
+                ? 'No WebGPU: merges run on the CPU'
+                : gpu.software
+                  ? `WebGPU is a software renderer here (${gpu.adapter}): auto merges on the CPU`
+                  : `WebGPU present (${gpu.adapter})`
+          }
         </span>
         <button class="demo" data-testid="lesson-open" @click=${() => {
           this.lessonStep = 0;
@@ -194,7 +266,13 @@ export class L2sApp extends LitElement {
         </button>
         ${this.demoModels.length ? html`<span class="backend" data-testid="demo-note">Demo models are synthetic (random weights): good for seeing what a merge does to tensors, not for generating text.</span>` : ''}
         ${this.demoState === 'error' ? html`<span role="alert">${this.demoError}</span>` : ''}
+        <nav aria-label="Panels">
+          <button data-testid="jump-library" @click=${() => this.jump('l2s-library-panel')}>Library</button>
+          <button data-testid="jump-recipe" @click=${() => this.jump('l2s-recipe-editor')}>Recipe</button>
+          <button data-testid="jump-merge" @click=${() => this.jump('l2s-run-panel')}>Merge</button>
+        </nav>
       </header>
+      <main>
       <div class="grid">
         <div>
           <l2s-library-panel
@@ -205,6 +283,7 @@ export class L2sApp extends LitElement {
             @library-changed=${this.refresh}
           ></l2s-library-panel>
           <l2s-import-panel
+            id="import"
             .engine=${this.engine}
             .pending=${this.pending}
             .hubUrl=${this.settings.hubUrl}
@@ -216,14 +295,19 @@ export class L2sApp extends LitElement {
             id="recipe"
             .models=${this.models}
             .text=${this.recipeText}
-            @recipe-change=${(e: CustomEvent<string>) => {
-              this.recipeText = e.detail;
+            @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
+            @hub-download-request=${(e: CustomEvent<string>) => {
+              void this.renderRoot.querySelector<L2sImportPanel>('#import')?.downloadFromHub(e.detail);
             }}
           ></l2s-recipe-editor>
           <l2s-run-panel
             id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
+            .problem=${check.parseError ?? check.error ?? ''}
+            .gpu=${this.gpu}
+            .engineOptions=${this.engineOptions}
+            @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}
             @merge-started=${() => {
@@ -236,6 +320,7 @@ export class L2sApp extends LitElement {
           ></l2s-run-panel>
           <l2s-output-panel
             .engine=${this.engine}
+            .hubUrl=${this.settings.hubUrl}
             .outputId=${this.outputId}
             .outputs=${this.outputs}
             @output-select=${(e: CustomEvent<string | undefined>) => {
@@ -268,14 +353,13 @@ export class L2sApp extends LitElement {
         .outputs=${this.outputs}
         .hubUrl=${this.settings.hubUrl}
         @library-changed=${this.refresh}
-        @recipe-change=${(e: CustomEvent<string>) => {
-          this.recipeText = e.detail;
-        }}
+        @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
         @merge-done=${(e: CustomEvent<MergeOutcome>) => {
           this.outputId = e.detail.outputId;
           void this.refresh();
         }}
       ></l2s-paper-experiment>
+      </main>
       ${
         this.lessonStep === undefined
           ? ''

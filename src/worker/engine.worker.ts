@@ -14,6 +14,7 @@ import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
 import type { ModelResolver } from '../engine/io';
 import { type MergeProgress, prepareMerge, runMerge } from '../engine/merge';
+import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
   type InspectProgress,
   inspectSpectrum,
@@ -26,7 +27,14 @@ import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
 import { type HubModelPlan, planHubModel } from '../store/hub-plan';
-import { type FolderFile, type ImportProgress, importFolder } from '../store/import-folder';
+import {
+  DuplicateModelError,
+  type FolderFile,
+  findSameModel,
+  type ImportProgress,
+  importFolder,
+  selectModelFiles,
+} from '../store/import-folder';
 import { importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
@@ -43,10 +51,17 @@ import {
   partialRunFiles,
   removeAbandonedRuns,
   removePartialRun,
+  removePartialRunWithin,
   repairOutputs,
   stallCommitsAfter,
 } from './opfs-output';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
+
+/** Settings from the page's URL that every engine worker of the page takes (see `configure`). */
+export interface EngineOptions {
+  chunkBytes?: number;
+  stallCommitAfterFiles?: number;
+}
 
 export interface MergeRequest {
   recipeText: string;
@@ -62,11 +77,16 @@ export interface MergeProgressEvent {
   tensorsTotal: number;
   bytesDone: number;
   bytesTotal: number;
+  /** Input bytes read so far: moves inside a large tensor, which is read a chunk of rows at a time. */
+  inputBytesDone: number;
+  inputBytesTotal: number;
   tensor?: string;
   /** Since this run (or this resumption) began. */
   elapsedMs: number;
   /** Output bytes that were already written when this run began (non-zero when resumed). */
   bytesResumed: number;
+  /** Where the math runs. */
+  backend: 'cpu' | 'gpu';
 }
 
 export interface MergeOutcome {
@@ -164,6 +184,8 @@ const libraryResolver: ModelResolver = async (reference) => {
 };
 
 const RUN_LOCK_PREFIX = 'l2s-merge-run:';
+/** How long a cancelled run's terminated worker may take to let go of its lock and files. */
+const CANCEL_WAIT_MS = 15_000;
 
 /** Runs `work` holding the run's lock; refuses when another tab holds it. */
 async function holdingRunLock<T>(runId: string, work: () => Promise<T>): Promise<T> {
@@ -274,9 +296,12 @@ async function journaledMerge(
       tensorsTotal: p.tensorsTotal,
       bytesDone: p.bytesDone,
       bytesTotal: p.bytesTotal,
+      inputBytesDone: p.inputBytesDone,
+      inputBytesTotal: p.inputBytesTotal,
       tensor: p.tensor,
       elapsedMs: p.elapsedMs,
       bytesResumed,
+      backend: selected.backend.kind,
     });
   };
   try {
@@ -316,7 +341,7 @@ const api = {
    * Chunk size for new imports (tests use small chunks to exercise boundaries and resumption), and
    * for the crash tests a commit that stops after moving `stallCommitAfterFiles` files.
    */
-  async configure(options: { chunkBytes?: number; stallCommitAfterFiles?: number }): Promise<void> {
+  async configure(options: EngineOptions): Promise<void> {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
     stallCommitsAfter(options.stallCommitAfterFiles);
   },
@@ -334,6 +359,13 @@ const api = {
   }> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
     const repaired = await repairOutputs([...active]);
+    // A run cancelled in a tab that closed before its files were removed is removed now.
+    for (const runId of await journal.cancelledRuns()) {
+      if (active.has(runId)) continue;
+      await discardInterrupted(runId);
+      await deleteOutput(runId);
+      await journal.clearCancelled(runId);
+    }
     let records = await journal.list();
     for (const r of records) {
       if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
@@ -360,11 +392,17 @@ const api = {
     onProgress?: (p: ImportProgress) => void,
   ): Promise<ModelRecord> {
     const progress = throttle(onProgress);
-    return withRun(runId, (signal) =>
-      importFolder(library, folder, files, { signal, onProgress: (p) => progress.push(p) }).finally(() =>
-        progress.flush(),
-      ),
-    );
+    return withRun(runId, async (signal) => {
+      const same = await findSameModel(library, selectModelFiles(folder, files));
+      if (same) {
+        throw new DuplicateModelError(
+          `${folder} is already in the library as ${same.name} (the same files, sizes and bytes); nothing was stored`,
+        );
+      }
+      return importFolder(library, folder, files, { signal, onProgress: (p) => progress.push(p) }).finally(
+        () => progress.flush(),
+      );
+    });
   },
 
   async importHub(
@@ -423,15 +461,14 @@ const api = {
     });
   },
 
-  async gpuStatus(): Promise<{ available: boolean; adapter?: string }> {
+  /** What the page says about WebGPU; `software` is set when auto would merge on the CPU, and why. */
+  async gpuStatus(): Promise<{ available: boolean; adapter?: string; software?: string }> {
     if (!('gpu' in navigator) || !navigator.gpu) return { available: false };
-    const adapter = await navigator.gpu.requestAdapter().catch(() => null);
+    const adapter = await navigator.gpu
+      .requestAdapter({ powerPreference: 'high-performance' })
+      .catch(() => null);
     if (!adapter) return { available: false };
-    const info = adapter.info;
-    return {
-      available: true,
-      adapter: [info.vendor, info.architecture].filter(Boolean).join(' ') || 'unknown',
-    };
+    return { available: true, adapter: adapterName(adapter), software: softwareAdapterReason(adapter) };
   },
 
   async merge(
@@ -484,9 +521,10 @@ const api = {
   /** Merges cut short by a reload or a crash that can be resumed or discarded, oldest first. */
   async interruptedRuns(): Promise<InterruptedRun[]> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
+    const cancelled = new Set(await journal.cancelledRuns());
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
-      if (active.has(record.runId)) continue;
+      if (active.has(record.runId) || cancelled.has(record.runId)) continue;
       if (await partialRunFiles(record.runId)) found.push(record);
     }
     return found;
@@ -578,6 +616,29 @@ const api = {
 
   cancel(runId: string): void {
     runs.get(runId)?.abort();
+  },
+
+  /** Merges under way in any tab of this origin (each holds its run's Web Lock). */
+  runsUnderWay: async (): Promise<string[]> => [...(await lockedRunIds())],
+
+  /**
+   * Removes what a merge whose worker was terminated (Cancel) left: its partial output, an output it
+   * committed just before, its journal record. The run is marked cancelled first, so that if this
+   * tab closes before the files are removed the next start removes them instead of offering a
+   * resume. Waits for the terminated worker's lock and file handles to go.
+   */
+  async removeCancelledRun(runId: string): Promise<void> {
+    await journal.markCancelled(runId);
+    await navigator.locks.request(
+      RUN_LOCK_PREFIX + runId,
+      { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
+      async () => {
+        await removePartialRunWithin(runId, CANCEL_WAIT_MS);
+        await deleteOutput(runId);
+        await journal.remove(runId);
+        await journal.clearCancelled(runId);
+      },
+    );
   },
 
   listOutputs,
