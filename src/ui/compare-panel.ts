@@ -86,6 +86,17 @@ export class L2sComparePanel extends LitElement {
         flex-wrap: wrap;
         align-items: flex-end;
       }
+      /* Long model names and questions must not widen the page on a phone. */
+      .row > label {
+        max-width: 100%;
+        min-width: 0;
+      }
+      select {
+        max-width: 100%;
+      }
+      .table-wrap {
+        overflow-x: auto;
+      }
       textarea {
         font: inherit;
         width: 100%;
@@ -723,7 +734,7 @@ export class L2sComparePanel extends LitElement {
       }
       ${
         rows.length
-          ? html`<table data-testid="compare-table">
+          ? html`<div class="table-wrap"><table data-testid="compare-table">
               <caption class="hint">
                 ${this.evalQuestions.length} questions, greedy; length change relative to ${reference ?? 'the first model'}
               </caption>
@@ -755,7 +766,7 @@ export class L2sComparePanel extends LitElement {
                   </tr>`,
                 )}
               </tbody>
-            </table>
+            </table></div>
             ${this.renderAnswers()}`
           : nothing
       }
@@ -768,7 +779,7 @@ export class L2sComparePanel extends LitElement {
     const byKey = new Map(this.evalResults.map((r) => [`${r.model}\n${r.questionId}`, r]));
     return html`<details>
       <summary>Answers per question</summary>
-      <table data-testid="compare-answers">
+      <div class="table-wrap"><table data-testid="compare-answers">
         <thead>
           <tr>
             <th scope="col">Question</th>
@@ -790,7 +801,7 @@ export class L2sComparePanel extends LitElement {
             </tr>`,
           )}
         </tbody>
-      </table>
+      </table></div>
     </details>`;
   }
 

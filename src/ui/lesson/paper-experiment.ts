@@ -135,6 +135,9 @@ export class L2sPaperExperiment extends LitElement {
       code {
         overflow-wrap: anywhere;
       }
+      .table-wrap {
+        overflow-x: auto;
+      }
     `,
   ];
 
@@ -280,10 +283,10 @@ export class L2sPaperExperiment extends LitElement {
       <td>${this.inLibrary(plan.repo) ? 'in the library' : `${plan.files.length} files to download`}</td>
     </tr>`;
     return html`
-      <table class="facts" data-testid="experiment-plan-table">
+      <div class="table-wrap"><table class="facts" data-testid="experiment-plan-table">
         <thead><tr><th>Role</th><th>Repo</th><th>Size</th><th></th></tr></thead>
         <tbody>${row('System 1', p.system1)} ${row('System 2', p.system2)}</tbody>
-      </table>
+      </table></div>
       <p data-testid="experiment-storage">
         Needs ${formatBytes(e.storageBytes)} of browser storage (${formatBytes(e.downloadBytes)} to download, a
         ${formatBytes(e.outputBytes)} merged model);
@@ -323,7 +326,7 @@ export class L2sPaperExperiment extends LitElement {
     const pct = (v: number | undefined) => (v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
     return html`
       <h3>Your run beside the paper</h3>
-      <table data-testid="experiment-results">
+      <div class="table-wrap"><table data-testid="experiment-results">
         <thead>
           <tr>
             <th>Model</th><th>Questions</th><th>Accuracy</th><th>Mean tokens</th><th>Length vs System 2</th>
@@ -343,7 +346,7 @@ export class L2sPaperExperiment extends LitElement {
             </tr>`,
           )}
         </tbody>
-      </table>
+      </table></div>
       <p class="hint">
         The paper: ${PAPER.authors}, Table 2, all 1,319 GSM8K test questions, up to 10,240 new tokens, vLLM at
         temperature 0. Fewer questions or a lower token budget change the figures; the direction is what to look for.
