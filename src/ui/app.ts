@@ -26,6 +26,9 @@ import './run-panel';
 import './output-panel';
 import './inspect-panel';
 import './compare-panel';
+import './lesson/lesson';
+import './lesson/paper-experiment';
+import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
 
 /**
  * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
@@ -119,6 +122,12 @@ export class L2sApp extends LitElement {
   /** The demo's models: the Inspect view compares all of them with the base by default. */
   @state() private demoModels: string[] = [];
   private readonly settings = pageSettings();
+  /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
+  @state() private lessonStep?: number = lessonStepFromHash(location.hash);
+  private readonly onHash = () => {
+    const step = lessonStepFromHash(location.hash);
+    if (step !== undefined) this.lessonStep = step;
+  };
   /** How every engine worker of the page is configured (the run panel starts one per merge). */
   private readonly engineOptions: EngineOptions = {
     chunkBytes: this.settings.chunkBytes,
@@ -127,6 +136,7 @@ export class L2sApp extends LitElement {
 
   override connectedCallback(): void {
     super.connectedCallback();
+    window.addEventListener('hashchange', this.onHash);
     const engine = startEngine();
     this.engine = engine;
     void this.restoreRecipe();
@@ -142,6 +152,23 @@ export class L2sApp extends LitElement {
   override disconnectedCallback(): void {
     super.disconnectedCallback();
     window.removeEventListener('hashchange', this.onHashChange);
+    window.removeEventListener('hashchange', this.onHash);
+  }
+
+  private closeLesson(): void {
+    this.lessonStep = undefined;
+    if (lessonStepFromHash(location.hash) !== undefined)
+      history.replaceState(null, '', location.pathname + location.search);
+  }
+
+  /** A lesson step's link: close the lesson, load the demo when asked, show the section. */
+  private async lessonNavigate(detail: LessonNavigateDetail): Promise<void> {
+    this.closeLesson();
+    if (detail.loadDemo) await this.loadDemo();
+    await this.updateComplete;
+    this.renderRoot
+      .querySelector(`#${detail.section}`)
+      ?.scrollIntoView({ behavior: 'smooth', block: 'start' });
   }
 
   /** A shared link pasted into this tab's address bar. */
@@ -230,9 +257,14 @@ export class L2sApp extends LitElement {
                   : `WebGPU present (${gpu.adapter})`
           }
         </span>
-        <button class="demo" data-testid="demo" ?disabled=${this.demoState === 'running'} @click=${this.loadDemo}>
+        <button class="demo" data-testid="lesson-open" @click=${() => {
+          this.lessonStep = 0;
+        }}>Learn L2S</button>
+        <button class="demo" data-testid="demo" ?disabled=${this.demoState === 'running'} @click=${this.loadDemo}
+          title="Three tiny synthetic Qwen2-shaped models with random weights, generated in the page: they show what a merge does to tensors, but cannot generate text.">
           ${this.demoState === 'running' ? 'Loading the demo…' : 'Try the L2S demo'}
         </button>
+        ${this.demoModels.length ? html`<span class="backend" data-testid="demo-note">Demo models are synthetic (random weights): good for seeing what a merge does to tensors, not for generating text.</span>` : ''}
         ${this.demoState === 'error' ? html`<span role="alert">${this.demoError}</span>` : ''}
         <nav aria-label="Panels">
           <button data-testid="jump-library" @click=${() => this.jump('l2s-library-panel')}>Library</button>
@@ -244,6 +276,7 @@ export class L2sApp extends LitElement {
       <div class="grid">
         <div>
           <l2s-library-panel
+            id="library"
             .engine=${this.engine}
             .models=${this.models}
             .storage=${this.storage}
@@ -259,6 +292,7 @@ export class L2sApp extends LitElement {
         </div>
         <div>
           <l2s-recipe-editor
+            id="recipe"
             .models=${this.models}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
@@ -267,6 +301,7 @@ export class L2sApp extends LitElement {
             }}
           ></l2s-recipe-editor>
           <l2s-run-panel
+            id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
             .problem=${check.parseError ?? check.error ?? ''}
@@ -297,19 +332,47 @@ export class L2sApp extends LitElement {
         </div>
       </div>
       <l2s-inspect-panel
+        id="inspect"
         .engine=${this.engine}
         .models=${this.models}
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
       ></l2s-inspect-panel>
       <l2s-compare-panel
+        id="compare"
         .models=${this.models}
         .outputs=${this.outputs}
         .outputId=${this.outputId}
         .recipeText=${this.recipeText}
         .datasetsUrl=${this.settings.datasetsUrl}
       ></l2s-compare-panel>
+      <l2s-paper-experiment
+        id="experiment"
+        .engine=${this.engine}
+        .models=${this.models}
+        .outputs=${this.outputs}
+        .hubUrl=${this.settings.hubUrl}
+        @library-changed=${this.refresh}
+        @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
+        @merge-done=${(e: CustomEvent<MergeOutcome>) => {
+          this.outputId = e.detail.outputId;
+          void this.refresh();
+        }}
+      ></l2s-paper-experiment>
       </main>
+      ${
+        this.lessonStep === undefined
+          ? ''
+          : html`<l2s-lesson
+            .engine=${this.engine}
+            .models=${this.models}
+            .recipeText=${this.recipeText}
+            .suggested=${this.demoModels}
+            .step=${this.lessonStep}
+            @lesson-close=${this.closeLesson}
+            @lesson-navigate=${(e: CustomEvent<LessonNavigateDetail>) => void this.lessonNavigate(e.detail)}
+          ></l2s-lesson>`
+      }
     `;
   }
 }

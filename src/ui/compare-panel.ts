@@ -69,6 +69,12 @@ interface ModelOption {
 
 const formatSeconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 
+/** The `compare-table` event: the finished rows, and the model name in each slot (System 2, merged, System 1). */
+export interface CompareTableDetail {
+  rows: EvalTableRow[];
+  slots: (string | undefined)[];
+}
+
 @customElement('l2s-compare-panel')
 export class L2sComparePanel extends LitElement {
   static override styles = [
@@ -79,6 +85,17 @@ export class L2sComparePanel extends LitElement {
         gap: 12px;
         flex-wrap: wrap;
         align-items: flex-end;
+      }
+      /* Long model names and questions must not widen the page on a phone. */
+      .row > label {
+        max-width: 100%;
+        min-width: 0;
+      }
+      select {
+        max-width: 100%;
+      }
+      .table-wrap {
+        overflow-x: auto;
       }
       textarea {
         font: inherit;
@@ -424,6 +441,16 @@ export class L2sComparePanel extends LitElement {
     }
     await this.unload(runtime);
     if (failures.length) this.message = failures.join('\n');
+    // Whoever embeds the panel (the guided experiment) gets the table of the models that answered all.
+    const complete = new Set(this.evalComplete);
+    const names = SLOT_ROLES.map((_, slot) => chosen.find((c) => c.slot === slot)?.name);
+    this.dispatchEvent(
+      new CustomEvent<CompareTableDetail>('compare-table', {
+        detail: { rows: this.tableRows().filter((r) => !r.partial && complete.has(r.model)), slots: names },
+        bubbles: true,
+        composed: true,
+      }),
+    );
     this.finish(
       failures.length > 0,
       this.stopRequested
@@ -707,7 +734,7 @@ export class L2sComparePanel extends LitElement {
       }
       ${
         rows.length
-          ? html`<table data-testid="compare-table">
+          ? html`<div class="table-wrap"><table data-testid="compare-table">
               <caption class="hint">
                 ${this.evalQuestions.length} questions, greedy; length change relative to ${reference ?? 'the first model'}
               </caption>
@@ -739,7 +766,7 @@ export class L2sComparePanel extends LitElement {
                   </tr>`,
                 )}
               </tbody>
-            </table>
+            </table></div>
             ${this.renderAnswers()}`
           : nothing
       }
@@ -752,7 +779,7 @@ export class L2sComparePanel extends LitElement {
     const byKey = new Map(this.evalResults.map((r) => [`${r.model}\n${r.questionId}`, r]));
     return html`<details>
       <summary>Answers per question</summary>
-      <table data-testid="compare-answers">
+      <div class="table-wrap"><table data-testid="compare-answers">
         <thead>
           <tr>
             <th scope="col">Question</th>
@@ -774,7 +801,7 @@ export class L2sComparePanel extends LitElement {
             </tr>`,
           )}
         </tbody>
-      </table>
+      </table></div>
     </details>`;
   }
 

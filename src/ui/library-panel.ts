@@ -17,6 +17,8 @@ function describeSource(m: ModelRecord): string {
       return `hub ${m.source.repo}@${m.source.revision}`;
     case 'merge':
       return 'merge';
+    case 'demo':
+      return 'synthetic demo (random weights)';
   }
 }
 

@@ -26,6 +26,7 @@ import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
+import { type HubModelPlan, planHubModel } from '../store/hub-plan';
 import {
   DuplicateModelError,
   type FolderFile,
@@ -434,7 +435,15 @@ const api = {
     );
   },
 
-  /** The built-in tiny models (generated deterministically) and a TIES recipe over them. */
+  /** A hub model's files, sizes and shape, read before anything large is downloaded. */
+  async planHub(
+    runId: string,
+    request: { repo: string; revision: string; hubUrl: string },
+  ): Promise<HubModelPlan> {
+    return withRun(runId, (signal) => planHubModel(request.repo, request.revision, request.hubUrl, signal));
+  },
+
+  /** The built-in tiny models (synthetic: generated deterministically, random weights) and a TIES recipe. */
   async loadDemo(runId: string): Promise<{ models: string[] }> {
     return withRun(runId, async (signal) => {
       const present = new Set((await library.list()).map((m) => m.name));
@@ -446,7 +455,7 @@ const api = {
           name,
           blob: new Blob([bytes as BlobPart]),
         }));
-        await importFolder(library, model.name, files, { signal });
+        await importFolder(library, model.name, files, { signal, source: { kind: 'demo' } });
       }
       return { models: names };
     });
