@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseGsm8kAnswer } from '../eval/gsm8k';
-import type { EvalQuestion } from '../eval/questions';
+import { type EvalQuestion, PAPER_SYSTEM_PROMPT } from '../eval/questions';
 import { type EvalResult, formatEvalTable, scoreResponse, summarize } from '../eval/score';
 import type { DeviceChoice } from '../gpu/select-backend';
 import { generate } from '../model/generate';
@@ -21,7 +21,6 @@ import { failureText } from './fatal';
 import { chatMessages, type OpenedModel, openModel, parseCount, parseDevice, runnerFor } from './generate';
 
 /** The evaluation prompt of Wu et al. 2025 (and of Qwen2.5-Math / DeepSeek-R1's evaluations). */
-export const PAPER_SYSTEM_PROMPT = 'Please reason step by step, and put your final answer within \\boxed{}.';
 export const DEFAULT_EVAL_MAX_NEW_TOKENS = 1024;
 
 export const EVAL_USAGE = `usage: l2s-merge eval MODEL_DIR... --questions FILE.jsonl [options]

@@ -4,6 +4,9 @@
  * let Compare and `eval` run offline; the real GSM8K test split comes from src/eval/gsm8k.ts.
  */
 
+/** The paper's evaluation prompt (Qwen2.5-Math's `qwen25-math-cot`), the default system message. */
+export const PAPER_SYSTEM_PROMPT = 'Please reason step by step, and put your final answer within \\boxed{}.';
+
 export interface EvalQuestion {
   /** Stable id: `builtin-NN` or `gsm8k-test-N` (the row index of the split). */
   id: string;

@@ -12,7 +12,7 @@ import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { answersMatch, extractAnswer } from '../eval/answer';
 import { DEFAULT_DATASETS_URL, fetchGsm8kTest } from '../eval/gsm8k';
-import { BUILTIN_QUESTIONS, type EvalQuestion } from '../eval/questions';
+import { BUILTIN_QUESTIONS, type EvalQuestion, PAPER_SYSTEM_PROMPT } from '../eval/questions';
 import {
   type EvalResult,
   type EvalTableRow,
@@ -31,7 +31,6 @@ import { compareDefaults } from './compare-defaults';
 import { panelStyles } from './panel-styles';
 
 /** The paper's evaluation system prompt (Qwen2.5-Math toolkit, prompt type qwen25-math-cot). */
-export const PAPER_SYSTEM_PROMPT = 'Please reason step by step, and put your final answer within \\boxed{}.';
 
 const SLOT_COUNT = 3;
 const SLOT_ROLES = ['System 2', 'Merged', 'System 1'];
