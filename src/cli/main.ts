@@ -7,6 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
+import { NodeCpuThreads } from '../node/kernel-threads';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
 import { parseRecipe } from '../recipe';
@@ -28,6 +29,7 @@ options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
+  --threads N            CPU threads for the merge kernels, 1 to 64 (default 2; 1 runs them on the main thread)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --quiet                no progress output
@@ -44,6 +46,7 @@ interface CliArgs {
   seed: number;
   outShardSize: number;
   device: DeviceChoice;
+  threads: number;
   force: boolean;
   quiet: boolean;
   allowNonFinite: boolean;
@@ -59,6 +62,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         seed: { type: 'string' },
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
+        threads: { type: 'string' },
         force: { type: 'boolean' },
         quiet: { type: 'boolean' },
         'allow-nonfinite': { type: 'boolean' },
@@ -80,6 +84,9 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device))
     throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  const threadsText = (v.threads as string | undefined) ?? '2';
+  if (!/^\d+$/.test(threadsText) || Number(threadsText) < 1 || Number(threadsText) > 64)
+    throw new UsageError(`--threads must be an integer from 1 to 64, got ${threadsText}`);
   let outShardSize = DEFAULT_OUT_SHARD_SIZE;
   if (v['out-shard-size'] !== undefined) {
     try {
@@ -94,6 +101,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     seed: Number(seedText),
     outShardSize,
     device,
+    threads: Number(threadsText),
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
     allowNonFinite: Boolean(v['allow-nonfinite']),
@@ -118,6 +126,7 @@ export async function main(argv: string[]): Promise<number> {
   const removeSignalHandlers = cancelOnSignals(controller, say);
   const resolver = folderResolver(dirname(resolve(args.config)));
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
+  let threads: NodeCpuThreads | undefined;
   try {
     const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
     await guardOutputDir({
@@ -132,6 +141,8 @@ export async function main(argv: string[]): Promise<number> {
       stderr.write(`l2s-merge: ${line}\n`),
     );
     const output = await outputDir(args.outDir, { force: args.force });
+    // Started only for the CPU: a GPU backend leaves the CPU kernels to its fallback.
+    if (args.threads > 1 && backend.backend.kind === 'cpu') threads = NodeCpuThreads.start(args.threads);
     const result = await runMerge({
       recipe,
       resolveModel: resolver,
@@ -139,6 +150,7 @@ export async function main(argv: string[]): Promise<number> {
       seed: args.seed,
       outShardSize: args.outShardSize,
       backend: backend.backend,
+      cpuThreads: threads,
       signal: controller.signal,
       onProgress: args.quiet ? undefined : progressReporter(stderr),
       onLog: args.quiet ? undefined : say,
@@ -161,6 +173,7 @@ export async function main(argv: string[]): Promise<number> {
     stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
+    await threads?.close().catch(() => {});
     await resolver.closeAll().catch(() => {});
     backend?.dispose();
     removeSignalHandlers();

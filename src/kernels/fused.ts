@@ -395,6 +395,24 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
 }
 
 /**
+ * Whether every chunk's output of `rawChunkMerge` depends on that chunk alone: no statistics passes
+ * and no state carried from chunk to chunk (DARE's uniforms are keyed by element index, DELLA ranks
+ * within rows). Such a tensor's chunks may be produced by different threads, each on its own
+ * instance, with the bytes of one instance producing them all. TIES' and breadcrumbs' masks carry
+ * the tie count from chunk to chunk, and the other methods' reductions span the tensor.
+ */
+export function chunksIndependent(
+  method: MergeMethod,
+  raw: Pick<RawTensorSpec, 'inputDtypes' | 'workDtype'>,
+): boolean {
+  if (raw.workDtype !== undefined && raw.inputDtypes.some((d) => d !== raw.workDtype)) return false;
+  if (method instanceof LinearMerge) return true;
+  if (!(method instanceof GeneralizedTaskArithmetic)) return false;
+  const s = method.variant.sparsification;
+  return s !== 'magnitude' && s !== 'magnitude_outliers';
+}
+
+/**
  * The raw-chunk merge of one tensor on the kernels, or null where the method has no streamed form.
  * Throws the method's own MergeMethodError for parameters it rejects.
  */

@@ -14,6 +14,7 @@ export { rsvdGpu } from '../gpu/rsvd';
 export { frobeniusNormSquared, lowRankProduct, matmul, rsvd } from '../linalg';
 export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
+export { NodeCpuThreads } from './kernel-threads';
 export { folderResolver, modelFolder } from './model-folder';
 export { outputDir } from './output-dir';
 export { nodeGpu } from './webgpu';
