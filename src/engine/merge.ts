@@ -777,7 +777,7 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   let nonFinite = 0;
   await eachChunk(async (set, r0, r1, bytes) => {
     const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
-    nonFinite += countNonFinite(out, t.outDtype as FloatDType);
+    nonFinite += arena.countNonFinite(out, t.outDtype as FloatDType);
     // The kernels alternate two output buffers: the one written before this must be done.
     await writing;
     writing = writer.writeTensorPart(out);
@@ -892,7 +892,7 @@ async function threadTensor(ctx: StreamContext, onThreads: TensorOnThreads): Pro
   for (let k = 0; k < chunks; k++) {
     ctx.checkAbort();
     const chunk = await next();
-    nonFinite += countNonFinite(chunk.bytes, t.outDtype as FloatDType);
+    nonFinite += chunk.nonFinite;
     await writer.writeTensorPart(chunk.bytes);
     chunk.release();
     if (chunks === 1) {

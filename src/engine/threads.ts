@@ -38,6 +38,8 @@ export interface ThreadChunk {
   readonly bytes: Uint8Array;
   /** Input bytes read for it. */
   readonly inputBytes: number;
+  /** Its values that are Inf or NaN (dtype.ts countNonFinite), counted on the thread. */
+  readonly nonFinite: number;
   /** The buffer may be reused: call once the bytes are written. */
   release(): void;
 }

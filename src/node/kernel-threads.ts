@@ -43,7 +43,7 @@ export interface KernelJob {
 }
 
 export type WorkerReply =
-  | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number }
+  | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
   | { id: number; kind: 'error'; message: string; causeName: string; read: number };
 
 /** The worker threads could not be started, or one stopped. */
@@ -196,6 +196,7 @@ export class NodeCpuThreads implements CpuThreads {
         return {
           bytes: slots.data[reply.slot].subarray(0, reply.length),
           inputBytes: reply.inputBytes,
+          nonFinite: reply.nonFinite,
           release: () => {
             Atomics.store(slots.control, reply.slot, 0);
             Atomics.notify(slots.control, reply.slot);

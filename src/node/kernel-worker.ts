@@ -110,6 +110,7 @@ async function runJob(job: KernelJob): Promise<void> {
   await each(mine, (set, k, bytes) => {
     const r0 = k * rowsPerChunk;
     const produced = kernel.produce(set, r0 * rowLen, (Math.min(rows, r0 + rowsPerChunk) - r0) * rowLen);
+    const nonFinite = arena.countNonFinite(produced, job.outDtype);
     const slot = out.produced++ & 1;
     // Wait until the engine has written what this slot held.
     while (Atomics.load(out.control, slot) !== 0) Atomics.wait(out.control, slot, 1);
@@ -121,6 +122,7 @@ async function runJob(job: KernelJob): Promise<void> {
       slot,
       length: produced.byteLength,
       inputBytes: bytes,
+      nonFinite,
     };
     port!.postMessage(reply);
   });
