@@ -540,6 +540,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       nonFinite,
     };
   } catch (e) {
+    // Tensors started on the threads are dropped: the threads stay free for another run.
+    opts.cpuThreads?.cancel();
     await output.abort().catch(() => {});
     throw e;
   }

@@ -70,4 +70,6 @@ export interface CpuThreads {
   reads(source: ByteSource): boolean;
   /** Queues a tensor: each thread works through its queue in order, so start tensors in write order. */
   start(tensor: ThreadTensor): TensorOnThreads;
+  /** Abandons every tensor started so far (a failed or cancelled run); the threads stay usable. */
+  cancel(): void;
 }

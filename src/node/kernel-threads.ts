@@ -73,6 +73,8 @@ class ReplyQueue {
 
 interface Thread {
   readonly worker: Worker;
+  /** Jobs with ids up to this one are abandoned (shared with the thread). */
+  readonly cancelled: Int32Array;
   readonly jobs: Map<number, ReplyQueue>;
   slots?: { set: SlotSet; bytes: number; control: Int32Array; data: Uint8Array[] };
   /** Why the thread stopped, once it has. */
@@ -97,10 +99,11 @@ export class NodeCpuThreads implements CpuThreads {
   static start(count: number, workerUrl = new URL('./kernel-worker.js', import.meta.url)): NodeCpuThreads {
     const threads: Thread[] = [];
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(workerUrl);
+      const cancelled = new Int32Array(new SharedArrayBuffer(4));
+      const worker = new Worker(workerUrl, { workerData: { cancelled: cancelled.buffer } });
       // Idle threads never keep the process alive.
       worker.unref();
-      const thread: Thread = { worker, jobs: new Map() };
+      const thread: Thread = { worker, cancelled, jobs: new Map() };
       worker.on('message', (r: WorkerReply) => thread.jobs.get(r.id)?.push(r));
       const stop = (why: string) => {
         thread.stopped ??= why;
@@ -204,6 +207,18 @@ export class NodeCpuThreads implements CpuThreads {
         };
       },
     };
+  }
+
+  cancel(): void {
+    const last = this.nextId - 1;
+    for (const thread of this.threads) {
+      Atomics.store(thread.cancelled, 0, last);
+      // A thread waiting for a slot wakes and sees it.
+      if (thread.slots) for (const slot of [0, 1]) Atomics.notify(thread.slots.control, slot);
+      for (const [id, q] of thread.jobs)
+        q.push({ id, kind: 'error', message: 'the tensor was abandoned', causeName: 'AbortError', read: -1 });
+      thread.jobs.clear();
+    }
   }
 
   /** Stops the threads (a job under way is abandoned). */

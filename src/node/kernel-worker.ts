@@ -5,7 +5,7 @@
  * output slots that the engine's thread writes from. Jobs run one after another, in arrival order.
  */
 import { read } from 'node:fs';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { DTYPE_BYTES } from '../formats/dtype';
 import { rawChunkMerge } from '../kernels/fused';
 import { loadKernels } from '../kernels/wasm';
@@ -41,11 +41,23 @@ function readFully(fd: number, target: Uint8Array, position: number, name: strin
   });
 }
 
+/** Jobs with ids up to this are abandoned (kernel-threads.ts cancel). */
+const cancelled = new Int32Array((workerData as { cancelled: SharedArrayBuffer }).cancelled);
+
+class Abandoned extends Error {
+  override name = 'Abandoned';
+}
+
 const arena = loadKernels('auto');
+/** The job before this one. */
+let lastJob = 0;
 let slots: { set: SlotSet; control: Int32Array; data: Uint8Array[]; produced: number } | undefined;
 
 async function runJob(job: KernelJob): Promise<void> {
-  if (!arena) throw new Error('the WebAssembly SIMD kernels do not load on this thread');
+  const check = () => {
+    if (job.id <= Atomics.load(cancelled, 0)) throw new Abandoned();
+  };
+  // The slots first: a later job may rely on having sent them with this one.
   if (job.slots) {
     const set = job.slots;
     slots = {
@@ -55,6 +67,13 @@ async function runJob(job: KernelJob): Promise<void> {
       produced: 0,
     };
   }
+  // After an abandoned job (a failed or cancelled run), whatever its chunks left in the slots is
+  // wanted no more: the engine releases only the chunks of the jobs it still writes.
+  if (lastJob !== 0 && lastJob <= Atomics.load(cancelled, 0) && slots)
+    for (const slot of [0, 1]) Atomics.store(slots.control, slot, 0);
+  lastJob = job.id;
+  check();
+  if (!arena) throw new Error('the WebAssembly SIMD kernels do not load on this thread');
   const out = slots!;
   const { rows, rowLength: rowLen, rowsPerChunk } = job;
   const kernel = rawChunkMerge(arena, getMethod(job.method), {
@@ -93,6 +112,7 @@ async function runJob(job: KernelJob): Promise<void> {
     let pending = firstRead ?? readChunk(list[0], 0);
     for (let j = 0; j < list.length; j++) {
       const bytes = await pending;
+      check();
       if (j + 1 < list.length) {
         pending = readChunk(list[j + 1], (j + 1) % 2);
         pending.catch(() => {});
@@ -113,7 +133,11 @@ async function runJob(job: KernelJob): Promise<void> {
     const nonFinite = arena.countNonFinite(produced, job.outDtype);
     const slot = out.produced++ & 1;
     // Wait until the engine has written what this slot held.
-    while (Atomics.load(out.control, slot) !== 0) Atomics.wait(out.control, slot, 1);
+    while (Atomics.load(out.control, slot) !== 0) {
+      check();
+      // Timed: a cancel between the check and the wait must not go unseen.
+      Atomics.wait(out.control, slot, 1, 50);
+    }
     out.data[slot].set(produced);
     Atomics.store(out.control, slot, 1);
     const reply: WorkerReply = {
@@ -132,6 +156,7 @@ let queue: Promise<void> = Promise.resolve();
 port.on('message', (job: KernelJob) => {
   queue = queue.then(() =>
     runJob(job).catch((e: Error) => {
+      if (e instanceof Abandoned) return;
       const reply: WorkerReply = {
         id: job.id,
         kind: 'error',

@@ -4,6 +4,7 @@
  * 'ts'): the same files, byte for byte, on the trained fixture pair, the tiny trio and a synthetic
  * model with Qwen2.5-0.5B's layer shapes.
  */
+import { statSync, truncateSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +68,7 @@ const countingThreads: CpuThreads = {
     onThreads.push(tensor);
     return nodeThreads.start(tensor);
   },
+  cancel: () => nodeThreads.cancel(),
 };
 
 beforeAll(async () => {
@@ -223,6 +225,53 @@ describe('the engine on the kernels writes the reference bytes', () => {
       }
     });
   }
+
+  it('a run cancelled while tensors are on the threads leaves them ready for the next run', async () => {
+    const recipe = parseRecipe(TRIO_RECIPES.ties, 'test');
+    const controller = new AbortController();
+    const resolver = folderResolver(trioFolder);
+    const started = onThreads.length;
+    try {
+      const run = runMerge({
+        recipe,
+        resolveModel: resolver,
+        output: memoryOutput().target,
+        cpuThreads: countingThreads,
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.tensorsDone >= 2) controller.abort();
+        },
+      });
+      await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    } finally {
+      await resolver.closeAll();
+    }
+    expect(onThreads.length).toBeGreaterThan(started + 2);
+    expectSameFiles(await bothWays(TRIO_RECIPES.ties, memoryResolver(trio), 0, trioFolder));
+  });
+
+  it('a read that fails on a thread names the model file and the tensor', async () => {
+    const folder = await onDisk(trio);
+    const resolver = folderResolver(folder);
+    const shard = join(folder, 'tiny-qwen-instruct', 'model.safetensors');
+    try {
+      const run = runMerge({
+        recipe: parseRecipe(TRIO_RECIPES.task_arithmetic, 'test'),
+        resolveModel: resolver,
+        output: memoryOutput().target,
+        cpuThreads: countingThreads,
+        // Planned (the header is read) and no tensor read yet: the file loses its second half.
+        onLog: () => truncateSync(shard, Math.floor(statSync(shard).size / 2)),
+      });
+      await expect(run).rejects.toThrow(
+        /^tiny-qwen-instruct\/model\.safetensors: reading tensor \S+ failed: .*file ended at \d+/,
+      );
+    } finally {
+      await resolver.closeAll();
+    }
+    // The threads go on with the next run.
+    expectSameFiles(await bothWays(TRIO_RECIPES.task_arithmetic, memoryResolver(trio), 0, trioFolder));
+  });
 
   it('ties and task_arithmetic on the trained fixture pair', async () => {
     const fixtures = join(__dirname, '../fixtures/qwen2-tiny-l2s');
