@@ -141,8 +141,10 @@ export async function main(argv: string[]): Promise<number> {
       stderr.write(`l2s-merge: ${line}\n`),
     );
     const output = await outputDir(args.outDir, { force: args.force });
-    // Started only for the CPU: a GPU backend leaves the CPU kernels to its fallback.
-    if (args.threads > 1 && backend.backend.kind === 'cpu') threads = NodeCpuThreads.start(args.threads);
+    // Started only for the CPU (a GPU backend leaves the CPU kernels to its fallback), and where the
+    // threads' script is built (the bundle has it; an in-process run from source does not).
+    if (args.threads > 1 && backend.backend.kind === 'cpu' && NodeCpuThreads.available())
+      threads = NodeCpuThreads.start(args.threads);
     const result = await runMerge({
       recipe,
       resolveModel: resolver,

@@ -368,7 +368,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
-        `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
+        `${plan.layout.shards.length} output shard(s), backend ${backend.kind}` +
+        (opts.cpuThreads ? `, ${opts.cpuThreads.count} kernel threads` : ''),
     );
     const writer = new ShardWriter(plan.layout, (name) => output.createFile(name));
     const first = opts.resume?.tensorsDone ?? 0;

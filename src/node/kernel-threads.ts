@@ -4,6 +4,8 @@
  * fileByteSource) and hands back encoded chunks in two shared output slots per thread, reused from
  * chunk to chunk; the engine's thread writes them and frees the slot.
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import {
   type CpuThreads,
@@ -86,7 +88,18 @@ function fdOf(source: ByteSource): number | undefined {
   return typeof fd === 'number' ? fd : undefined;
 }
 
+/** The threads' script in the CLI bundle (dist/cli/kernel-worker.js), next to this module's chunk. */
+export const KERNEL_WORKER_URL = new URL('./kernel-worker.js', import.meta.url);
+
 export class NodeCpuThreads implements CpuThreads {
+  /**
+   * Whether the threads' script is there: it is in the built bundle, not beside the TypeScript
+   * source (an in-process run from source keeps the kernels on its own thread).
+   */
+  static available(workerUrl: URL = KERNEL_WORKER_URL): boolean {
+    return workerUrl.protocol === 'file:' && existsSync(fileURLToPath(workerUrl));
+  }
+
   private nextId = 1;
   private owner = 0;
 
@@ -96,7 +109,11 @@ export class NodeCpuThreads implements CpuThreads {
    * `count` threads on the worker script next to this module (dist/cli/kernel-worker.js), or at
    * `workerUrl`.
    */
-  static start(count: number, workerUrl = new URL('./kernel-worker.js', import.meta.url)): NodeCpuThreads {
+  static start(count: number, workerUrl: URL = KERNEL_WORKER_URL): NodeCpuThreads {
+    if (!NodeCpuThreads.available(workerUrl))
+      throw new KernelThreadError(
+        `cannot start kernel threads: ${workerUrl.href} is missing (npm run build:cli)`,
+      );
     const threads: Thread[] = [];
     for (let i = 0; i < count; i++) {
       const cancelled = new Int32Array(new SharedArrayBuffer(4));
