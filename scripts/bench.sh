@@ -13,3 +13,7 @@ else
 fi
 node bench/browser.mjs --layers "${L2S_BENCH_BROWSER_LAYERS:-2}"
 node --expose-gc bench/rsvd.mjs "$@"
+# The model runtime: prefill / decode tokens/s on synthetic Qwen2.5-0.5B/1.5B shapes, Node then a browser worker.
+node bench/runtime.mjs --layers "${L2S_BENCH_RUNTIME_LAYERS:-2}"
+# AIM: calibration tokens/s on a synthetic 1.5B-shaped model (2 layers by default), GPU where Node has an adapter.
+node bench/aim.mjs --layers "${L2S_BENCH_AIM_LAYERS:-2}"

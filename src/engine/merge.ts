@@ -20,7 +20,9 @@ import { formatBytes } from '../formats/size';
 import { chunksIndependent, rawChunkMerge } from '../kernels/fused';
 import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
+import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
 import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
+import { encodeAimStatistics } from '../model/aim-statistics';
 import {
   type MergePlan,
   orderModels,
@@ -106,6 +108,11 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * The base model's activation statistics, for a recipe with `aim:` (from src/model/calibration.ts,
+   * or a saved aim_statistics.safetensors). They are written into the output beside the weights.
+   */
+  aimStatistics?: ActivationStatistics;
   /**
    * What runs the CPU's per-chunk decode -> method -> encode step: 'auto' (the default) the
    * WebAssembly SIMD kernels where they load, else the TypeScript reference; 'ts' always the
@@ -366,6 +373,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
   try {
     checkAbort();
     const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
+    const aim = aimFor(recipe, plan, opts.aimStatistics);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
         `${plan.layout.shards.length} output shard(s), backend ${backend.kind}` +
@@ -398,10 +406,12 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       return arena;
     };
     // On the CPU every merged tensor of a streamed method goes through the kernels a chunk of rows
-    // at a time, straight from its stored bytes (no whole-tensor buffers).
+    // at a time, straight from its stored bytes (no whole-tensor buffers). The kernels encode as
+    // they go, so a tensor AIM relaxes (it needs the method's f32 result) takes the TS path instead.
     const fused = (t: TensorPlan) =>
       active.kind === 'cpu' &&
       t.kind === 'merge' &&
+      aim?.factorsFor(t.name, t.shape) === undefined &&
       method.stream !== undefined &&
       isFloatDType(t.outDtype) &&
       t.inputs.every((input) => !input.submatrix && isFloatDType(input.tensor.dtype)) &&
@@ -450,6 +460,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       checkAbort,
       report,
       streamElements,
+      aim,
       noteNonFinite,
     };
     const threads = opts.cpuThreads;
@@ -497,7 +508,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         bytes = loaded.bytes[0];
       } else {
         try {
-          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log, aim);
         } catch (e) {
           const cause = (e as Error).cause as Error | undefined;
           const fallback = opts.fallbackBackend ?? cpuBackend;
@@ -518,7 +529,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             await tensorWritten(i);
             continue;
           }
-          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log, aim);
         }
       }
       checkAbort();
@@ -530,7 +541,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
       throw new NonFiniteOutputError(nonFinite);
     const shardFiles = await writer.finish();
-    const extra = await writeSideFiles(opts, plan, files, method);
+    const extra = await writeSideFiles(opts, plan, files, method, aim);
     checkAbort();
     await output.commit();
     return {
@@ -546,6 +557,35 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     await output.abort().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * AIM on top of the method, when the recipe asks for it. Every tensor AIM will relax is checked
+ * against the statistics here, before anything is written.
+ */
+function aimFor(
+  recipe: MergeRecipe,
+  plan: MergePlan,
+  statistics: ActivationStatistics | undefined,
+): AimRelaxation | undefined {
+  if (!recipe.aim) return undefined;
+  if (!statistics) {
+    throw new MergeError(
+      'the recipe has an aim: block but no activation statistics were given: run the calibration ' +
+        '(src/model/calibration.ts) or name saved statistics in aim.statistics',
+    );
+  }
+  const aim = new AimRelaxation(statistics, recipe.aim.omega);
+  for (const t of plan.tensors) {
+    if (t.kind !== 'merge') continue;
+    try {
+      if (aim.factorsFor(t.name, t.shape) && t.baseIndex < 0)
+        throw new Error(`the base model has no tensor ${t.name} to relax toward`);
+    } catch (e) {
+      throw new MergeError(`AIM on tensor ${t.name}: ${(e as Error).message}`, t.name, { cause: e });
+    }
+  }
+  return aim;
 }
 
 /**
@@ -575,6 +615,7 @@ interface StreamContext {
   seed: number;
   writer: ShardWriter;
   streamElements: number;
+  aim: AimRelaxation | undefined;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
   noteNonFinite(t: TensorPlan, count: number): void;
@@ -611,6 +652,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   }
   const rowLen = rowLength(t.shape);
   const rows = elementCount(t.shape) / rowLen;
+  const aimFactors = ctx.aim?.factorsFor(t.name, t.shape);
   const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / rowLen));
   // Two sets of decode buffers, reused chunk after chunk: one is computed on while the other fills.
   // Fresh multi-megabyte arrays per chunk cost more in page faults than the decoding itself.
@@ -675,6 +717,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   await eachChunk(async (start, chunk) => {
     const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
+    if (aimFactors) applyRelaxation(out, chunk.values[t.baseIndex], aimFactors, start);
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
     nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
     await writing;
@@ -935,8 +978,10 @@ async function computeTensor(
   recipe: MergeRecipe,
   seed: number,
   log: (line: string) => void,
+  aim?: AimRelaxation,
 ): Promise<Uint8Array> {
   const t = loaded.plan;
+  const aimFactors = aim?.factorsFor(t.name, t.shape);
   const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
   const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
   const common = {
@@ -952,9 +997,11 @@ async function computeTensor(
       ),
   };
   const outDtype = t.outDtype as FloatDType;
-  // The byte path needs inputs already in the working dtype (no rounding on the way in).
+  // The byte path needs inputs already in the working dtype (no rounding on the way in), and
+  // hands back encoded bytes: AIM needs the method's f32 result, so it takes the f32 path.
   const raw =
     backend.mergeBytes !== undefined &&
+    aimFactors === undefined &&
     t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
   try {
     if (raw) {
@@ -989,10 +1036,14 @@ async function computeTensor(
       values: v,
       params: perModel.get(models[i]) ?? {},
     }));
-    const out = await backend.merge(method, { ...common, tensors });
+    let out = await backend.merge(method, { ...common, tensors });
     const expected = elementCount(t.shape);
     if (out.length !== expected)
       throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    if (aimFactors) {
+      const base = values[t.baseIndex];
+      out = applyRelaxation(out, base, aimFactors, 0, out === base ? new Float32Array(out.length) : out);
+    }
     return encodeFromF32(out, outDtype);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
@@ -1021,8 +1072,11 @@ async function writeSideFiles(
   plan: MergePlan,
   files: ModelFiles[],
   method: MergeMethod,
+  aim: AimRelaxation | undefined,
 ): Promise<string[]> {
-  const { recipe, output } = opts;
+  const { output } = opts;
+  // The recorded recipe says which calibration text the statistics came from.
+  const recipe = aim ? recordAimStatistics(opts.recipe, aim.statistics) : opts.recipe;
   const written: string[] = [];
   const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
   const config = outputConfigJson(plan.configText, plan.config, outDtype, plan.untiesHead);
@@ -1037,9 +1091,23 @@ async function writeSideFiles(
   }
   await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
   written.push('mergekit_config.yml');
+  if (aim) {
+    await writeFile(output, AIM_STATISTICS_FILE, encodeAimStatistics(aim.statistics));
+    written.push(AIM_STATISTICS_FILE);
+  }
   await writeFile(output, 'README.md', encoder.encode(modelCard(recipe, method, plan)));
   written.push('README.md');
   return written;
+}
+
+/** Where the output keeps the activation statistics an AIM merge used (reusable via aim.statistics). */
+export const AIM_STATISTICS_FILE = 'aim_statistics.safetensors';
+
+/** `recipe` with the calibration it ran: the statistics' own settings and text hash. */
+function recordAimStatistics(recipe: MergeRecipe, statistics: ActivationStatistics): MergeRecipe {
+  const aim = recipe.aim!;
+  const calibration = statistics.calibration ?? aim.calibration;
+  return { ...recipe, aim: { ...aim, calibration: { ...calibration, sha256: statistics.textSha256 } } };
 }
 
 function firstFloatDtype(plan: MergePlan): FloatDType | undefined {

@@ -12,6 +12,17 @@ export { planShards, ShardWriter } from '../formats/shard-writer';
 export { GpuContext } from '../gpu/device';
 export { rsvdGpu } from '../gpu/rsvd';
 export { frobeniusNormSquared, lowRankProduct, matmul, rsvd } from '../linalg';
+// AIM's statistics pass (bench/aim.mjs).
+export { cpuStatisticsSink, runStatisticsPass } from '../model/calibration';
+// The model runtime: what `l2s-merge generate` runs.
+export { parseModelConfig } from '../model/config';
+export { generate } from '../model/generate';
+export { GpuActivationStatistics } from '../model/gpu/activation-stats';
+export { createGpuRunner } from '../model/gpu/runner';
+export { createRunner } from '../model/index';
+export { createCpuRunner } from '../model/reference';
+export { ModelTokenizer } from '../model/tokenizer';
+export { openModelWeights } from '../model/weights';
 export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
 export { NodeCpuThreads } from './kernel-threads';

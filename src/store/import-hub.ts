@@ -89,8 +89,30 @@ function describeStatus(status: number, what: string): string {
   return `${what}: the hub answered HTTP ${status}`;
 }
 
-function rethrowHubError(e: unknown, what: string, signal?: AbortSignal): never {
+/**
+ * A fetch that never got an answer (DNS, refused connection, offline, CORS): browsers say only
+ * "Failed to fetch" (Chromium), "NetworkError when attempting to fetch resource." (Firefox) or
+ * "Load failed" (Safari), all as a TypeError.
+ */
+export function isUnreachable(e: unknown): boolean {
+  return e instanceof TypeError && /failed to fetch|networkerror|load failed|fetch failed/i.test(e.message);
+}
+
+/** What to tell the user when the hub at `hubUrl` cannot be reached. */
+export function unreachableMessage(hubUrl: string): string {
+  let host = hubUrl;
+  try {
+    host = new URL(hubUrl).host;
+  } catch {
+    // not a URL: name it as typed
+  }
+  return `cannot reach ${host} (offline?): check the connection and the hub URL, then try again`;
+}
+
+function rethrowHubError(e: unknown, what: string, signal?: AbortSignal, hubUrl?: string): never {
   if (signal?.aborted) throw new ImportAbortedError(what);
+  if (isUnreachable(e))
+    throw new HubDownloadError(`${what}: ${unreachableMessage(hubUrl ?? DEFAULT_HUB_URL)}`);
   if (e instanceof Error && 'statusCode' in e && typeof e.statusCode === 'number') {
     throw new HubDownloadError(describeStatus(e.statusCode, what));
   }
@@ -148,7 +170,7 @@ export async function importFromHub(
       files.push({ name: entry.path, size, expectedSha256: entry.lfs?.oid, expectedGitSha1: gitSha1 });
     }
   } catch (e) {
-    rethrowHubError(e, `${repo}@${revision}`, access.signal);
+    rethrowHubError(e, `${repo}@${revision}`, access.signal, access.hubUrl);
   }
   if (!files.some((f) => f.name === 'config.json')) {
     throw new HubDownloadError(`${repo}@${revision}: the repo has no config.json at its top level`);
@@ -230,7 +252,7 @@ async function downloadRemaining(job: ModelImport, access: HubAccess): Promise<M
         });
       }
     } catch (e) {
-      rethrowHubError(e, what, access.signal);
+      rethrowHubError(e, what, access.signal, access.hubUrl);
     } finally {
       await reader.cancel().catch(() => undefined);
     }
@@ -290,6 +312,6 @@ async function openFileStream(
     if (!response.body) throw new HubDownloadError(`${what}: the hub sent no body`);
     return response.body;
   } catch (e) {
-    rethrowHubError(e, what, access.signal);
+    rethrowHubError(e, what, access.signal, access.hubUrl);
   }
 }

@@ -26,7 +26,9 @@ export const MAX_CHUNK_BYTES = 256 * 1024 * 1024;
 export type ModelSource =
   | { kind: 'folder' }
   | { kind: 'hub'; repo: string; revision: string }
-  | { kind: 'merge'; recipe?: string };
+  | { kind: 'merge'; recipe?: string }
+  /** The built-in demo's synthetic models (random weights generated in the page). */
+  | { kind: 'demo' };
 
 export interface StoredFile {
   name: string;

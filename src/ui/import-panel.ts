@@ -71,6 +71,16 @@ export class L2sImportPanel extends LitElement {
         font-size: 12px;
         font-variant-numeric: tabular-nums;
       }
+      .files .name {
+        overflow-wrap: anywhere;
+      }
+      input {
+        max-width: 100%;
+        box-sizing: border-box;
+      }
+      fieldset {
+        min-width: 0;
+      }
       .warning {
         background: #fff4d6;
         border: 1px solid #e0b341;
@@ -199,8 +209,15 @@ export class L2sImportPanel extends LitElement {
     return Promise.resolve();
   }
 
-  private importHub(e: Event): Promise<void> {
-    e.preventDefault();
+  /** Downloads `repo` (a recipe named it and the library lacks it); the panel shows the progress. */
+  downloadFromHub(repo: string): Promise<void> {
+    this.repo = repo;
+    this.scrollIntoView({ block: 'nearest' });
+    return this.importHub();
+  }
+
+  private importHub(e?: Event): Promise<void> {
+    e?.preventDefault();
     const engine = this.engine;
     const repo = this.repo.trim();
     if (!engine || !repo) return Promise.resolve();
@@ -247,13 +264,18 @@ export class L2sImportPanel extends LitElement {
   private renderProgress() {
     if (this.state !== 'running' || this.fileProgress.size === 0) return '';
     return html`
-      <progress data-testid="import-progress" max=${this.total.size} .value=${this.total.done}></progress>
+      <progress
+        data-testid="import-progress"
+        aria-label="Import progress"
+        max=${this.total.size}
+        .value=${this.total.done}
+      ></progress>
       <table class="files">
         ${[...this.fileProgress].map(
           ([name, p]) => html`<tr>
-            <td>${name}</td>
+            <td class="name">${name}</td>
             <td>${formatBytes(p.done)} / ${formatBytes(p.size)}</td>
-            <td><progress max=${p.size} .value=${p.done}></progress></td>
+            <td><progress aria-label=${`${name} downloaded`} max=${p.size} .value=${p.done}></progress></td>
           </tr>`,
         )}
       </table>
@@ -320,6 +342,7 @@ export class L2sImportPanel extends LitElement {
               <input
                 type="text"
                 data-testid="hub-repo"
+                aria-label="Hub repo id"
                 placeholder="owner/model, e.g. Qwen/Qwen2.5-Math-1.5B"
                 size="36"
                 .value=${this.repo}
@@ -330,6 +353,7 @@ export class L2sImportPanel extends LitElement {
               <input
                 type="text"
                 data-testid="hub-revision"
+                aria-label="Revision"
                 size="8"
                 title="Revision: branch, tag or commit"
                 .value=${this.revision}
@@ -383,7 +407,7 @@ export class L2sImportPanel extends LitElement {
               </ul>`
             : ''
         }
-        <p data-testid="import-status" data-state=${this.state} class=${this.state === 'error' ? 'error' : ''}>${this.message}${
+        <p role="status" data-testid="import-status" data-state=${this.state} class=${this.state === 'error' ? 'error' : ''}>${this.message}${
           running ? html` <button data-testid="import-cancel" @click=${this.cancel}>Cancel</button>` : ''
         }</p>
         ${this.renderProgress()}

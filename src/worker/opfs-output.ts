@@ -11,6 +11,7 @@
  * A partial folder left by a closed tab can be reopened (`openOpfsOutput`) to resume its run.
  */
 import type { FileSink, OutputTarget } from '../engine/io';
+import { parseRecipe } from '../recipe';
 
 const RUNS_DIR = 'runs';
 const OUTPUTS_DIR = 'outputs';
@@ -330,6 +331,21 @@ export interface OutputInfo {
   id: string;
   files: OutputFileInfo[];
   createdAt: number;
+  /** From the output's mergekit_config.yml; undefined when it is missing or unreadable. */
+  recipe?: { method: string; models: string[] };
+}
+
+/** merge_method and the models (base first) of a mergekit_config.yml, read without validating. */
+async function recipeSummary(file: File): Promise<OutputInfo['recipe']> {
+  try {
+    const recipe = parseRecipe(await file.text(), file.name);
+    const models = [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter(
+      (m): m is string => m !== undefined,
+    );
+    return { method: recipe.mergeMethod, models: [...new Set(models)] };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Finished merges in `outputs/` (those with a manifest their files match), newest first. */
@@ -341,7 +357,13 @@ export async function listOutputs(): Promise<OutputInfo[]> {
     const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
     const finished = d && (await finishedFiles(d));
     if (!finished) continue;
-    result.push({ id, files: finished.manifest.files, createdAt: finished.manifest.committedAt });
+    const config = finished.files.find((f) => f.name === 'mergekit_config.yml');
+    result.push({
+      id,
+      files: finished.manifest.files,
+      createdAt: finished.manifest.committedAt,
+      recipe: config ? await recipeSummary(config) : undefined,
+    });
   }
   return result.sort((a, b) => b.createdAt - a.createdAt);
 }
@@ -470,6 +492,31 @@ export async function removePartialRun(id: string): Promise<void> {
   const root = await navigator.storage.getDirectory();
   const runs = await dir(root, RUNS_DIR);
   await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true }).catch(() => undefined);
+}
+
+/**
+ * Deletes a run's partial folder, retrying while a terminated worker's access handles still hold
+ * its files (they are let go a moment after the worker goes); throws if it is still there after
+ * `waitMs`.
+ */
+export async function removePartialRunWithin(id: string, waitMs: number): Promise<void> {
+  const root = await navigator.storage.getDirectory();
+  const runs = await dir(root, RUNS_DIR);
+  const deadline = performance.now() + waitMs;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true });
+      return;
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'NotFoundError') return;
+      if (performance.now() >= deadline) {
+        throw new OutputStorageError(
+          `the cancelled merge ${id} still holds its files; reload the page to remove them`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 /** Names in `runs/` (unfinished) and `outputs/` (finished), for checks that nothing leaked. */

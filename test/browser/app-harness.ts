@@ -164,10 +164,15 @@ export async function cliMerge(
  * The one way a browser test takes a screenshot: under test-results/screenshots/ in a test run,
  * into docs/screenshots/ only under `npm run screenshots` (see screenshot-path.ts).
  */
-export async function screenshot(page: Page, name: string): Promise<void> {
+/** Saves a screenshot: the whole page, or with `fullPage: false` the viewport (a lesson step). */
+export async function screenshot(
+  page: Page,
+  name: string,
+  options: { fullPage?: boolean } = {},
+): Promise<void> {
   const path = screenshotPath(ROOT, name);
   await mkdir(dirname(path), { recursive: true });
-  await page.screenshot({ path, fullPage: true });
+  await page.screenshot({ path, fullPage: options.fullPage ?? true });
 }
 
 /** Keys of the library's IndexedDB store, read directly (to check that nothing leaked). */

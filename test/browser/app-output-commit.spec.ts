@@ -132,6 +132,7 @@ test('outputs written before manifests stay listed; a delete cut short and empty
   await earlier.getByRole('button', { name: 'Show' }).click();
   await expect(page.getByTestId('download-file')).toHaveText(['config.json', 'model.safetensors']);
   await page.getByRole('button', { name: 'Delete output' }).click();
+  await page.getByTestId('output-delete-confirm').click();
   await expect(page.getByTestId('download-file')).toHaveCount(0);
   await expect(earlier).toHaveCount(0);
   expect((await opfsTree(page)).outputs).toEqual({});
