@@ -208,7 +208,14 @@ async function runCase(caseName, device) {
   const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   await resolver.closeAll();
   await rm(out, { recursive: true, force: true });
-  return { name: caseName, device, seconds, cpuSeconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
+  return {
+    name: caseName,
+    device,
+    seconds,
+    cpuSeconds,
+    inputBytes,
+    peakRssMB: process.resourceUsage().maxRSS / 1024,
+  };
 }
 
 if (opts.case) {
