@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { aimStatisticsForRecipe } from '../model/calibration';
+import { NodeCpuThreads } from '../node/kernel-threads';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
 import { nodeGpu } from '../node/webgpu';
@@ -38,6 +39,7 @@ options:
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: a hardware GPU through WebGPU, else the
                          CPU, saying why; gpu also takes a software adapter such as SwiftShader)
+  --threads N            CPU threads for the merge kernels, 1 to 64 (default 2; 1 runs them on the main thread)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
@@ -52,6 +54,7 @@ interface CliArgs {
   seed: number;
   outShardSize: number;
   device: DeviceChoice;
+  threads: number;
   force: boolean;
   quiet: boolean;
   datasetsEndpoint?: string;
@@ -68,6 +71,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         seed: { type: 'string' },
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
+        threads: { type: 'string' },
         force: { type: 'boolean' },
         'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
@@ -90,6 +94,9 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device))
     throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  const threadsText = (v.threads as string | undefined) ?? '2';
+  if (!/^\d+$/.test(threadsText) || Number(threadsText) < 1 || Number(threadsText) > 64)
+    throw new UsageError(`--threads must be an integer from 1 to 64, got ${threadsText}`);
   let outShardSize = DEFAULT_OUT_SHARD_SIZE;
   if (v['out-shard-size'] !== undefined) {
     try {
@@ -104,6 +111,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     seed: Number(seedText),
     outShardSize,
     device,
+    threads: Number(threadsText),
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
     datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
@@ -133,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
   const removeSignalHandlers = cancelOnSignals(controller, say);
   const resolver = folderResolver(dirname(resolve(args.config)));
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
+  let threads: NodeCpuThreads | undefined;
   try {
     const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
     await guardOutputDir({
@@ -161,6 +170,10 @@ export async function main(argv: string[]): Promise<number> {
       notice: (line) => stderr.write(`l2s-merge: ${line}\n`),
     });
     const output = await outputDir(args.outDir, { force: args.force });
+    // Started only for the CPU (a GPU backend leaves the CPU kernels to its fallback), and where the
+    // threads' script is built (the bundle has it; an in-process run from source does not).
+    if (args.threads > 1 && backend.backend.kind === 'cpu' && NodeCpuThreads.available())
+      threads = NodeCpuThreads.start(args.threads);
     const result = await runMerge({
       aimStatistics,
       recipe,
@@ -169,6 +182,7 @@ export async function main(argv: string[]): Promise<number> {
       seed: args.seed,
       outShardSize: args.outShardSize,
       backend: backend.backend,
+      cpuThreads: threads,
       signal: controller.signal,
       onProgress: args.quiet ? undefined : progressReporter(stderr),
       onLog: args.quiet ? undefined : say,
@@ -191,6 +205,7 @@ export async function main(argv: string[]): Promise<number> {
     stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
+    await threads?.close().catch(() => {});
     await resolver.closeAll().catch(() => {});
     backend?.dispose();
     removeSignalHandlers();
