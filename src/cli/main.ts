@@ -5,6 +5,7 @@
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge } from '../engine/merge';
@@ -39,7 +40,8 @@ options:
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: a hardware GPU through WebGPU, else the
                          CPU, saying why; gpu also takes a software adapter such as SwiftShader)
-  --threads N            CPU threads for the merge kernels, 1 to 64 (default 2; 1 runs them on the main thread)
+  --threads N            CPU threads for the merge kernels, 1 to 64 (default 2 with 4 or more cores, else 1;
+                         1 runs them on the main thread)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
@@ -94,7 +96,9 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device))
     throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
-  const threadsText = (v.threads as string | undefined) ?? '2';
+  // Measured on 2 cores, a second kernel thread costs more than it gains (the main thread reads and
+  // writes too); with 4 or more cores it has one of its own.
+  const threadsText = (v.threads as string | undefined) ?? String(availableParallelism() >= 4 ? 2 : 1);
   if (!/^\d+$/.test(threadsText) || Number(threadsText) < 1 || Number(threadsText) > 64)
     throw new UsageError(`--threads must be an integer from 1 to 64, got ${threadsText}`);
   let outShardSize = DEFAULT_OUT_SHARD_SIZE;

@@ -463,7 +463,7 @@ describe('the installed bin', () => {
     );
   }, 120_000);
 
-  it('writes the same bytes on two kernel threads (the default) and on one (--threads 1)', async () => {
+  it('writes the same bytes on two kernel threads and on one (--threads 1)', async () => {
     if (!existsSync('dist/cli/kernel-worker.js'))
       await run('npx', ['vite', 'build', '--config', 'vite.cli.config.ts']);
     for (const recipe of ['ties.yml', 'dare.yml']) {
