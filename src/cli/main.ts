@@ -1,12 +1,14 @@
 /**
- * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu] [--force]`
+ * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu]
+ *   [--gpu-memory SIZE] [--force]`
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_OUT_SHARD_SIZE, runMerge } from '../engine/merge';
+import { DEFAULT_OUT_SHARD_SIZE, placementSummary, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
+import { MIN_MEMORY_BUDGET } from '../gpu/device';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
 import { parseRecipe } from '../recipe';
@@ -28,6 +30,8 @@ options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
+  --gpu-memory SIZE      GPU memory the merge may use, e.g. 3B, 500M (default: from the GPU's
+                         limits); larger tensors stream through the GPU a tile at a time
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --quiet                no progress output
@@ -44,6 +48,7 @@ interface CliArgs {
   seed: number;
   outShardSize: number;
   device: DeviceChoice;
+  gpuMemory?: number;
   force: boolean;
   quiet: boolean;
   allowNonFinite: boolean;
@@ -59,6 +64,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         seed: { type: 'string' },
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
+        'gpu-memory': { type: 'string' },
         force: { type: 'boolean' },
         quiet: { type: 'boolean' },
         'allow-nonfinite': { type: 'boolean' },
@@ -88,12 +94,24 @@ function parseCli(argv: string[]): CliArgs | 'help' {
       throw new UsageError(`--out-shard-size: ${(e as Error).message}`);
     }
   }
+  let gpuMemory: number | undefined;
+  if (v['gpu-memory'] !== undefined) {
+    try {
+      gpuMemory = parseByteSize(v['gpu-memory'] as string);
+    } catch (e) {
+      throw new UsageError(`--gpu-memory: ${(e as Error).message}`);
+    }
+    if (gpuMemory < MIN_MEMORY_BUDGET) {
+      throw new UsageError(`--gpu-memory must be at least 16M (16 million bytes), got ${gpuMemory}`);
+    }
+  }
   return {
     config: parsed.positionals[0],
     outDir: parsed.positionals[1],
     seed: Number(seedText),
     outShardSize,
     device,
+    gpuMemory,
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
     allowNonFinite: Boolean(v['allow-nonfinite']),
@@ -128,8 +146,11 @@ export async function main(argv: string[]): Promise<number> {
       locate: resolver.locate,
       log: say,
     });
-    backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
-      stderr.write(`l2s-merge: ${line}\n`),
+    backend = await selectBackend(
+      args.device,
+      recipe.mergeMethod,
+      (line) => stderr.write(`l2s-merge: ${line}\n`),
+      args.gpuMemory,
     );
     const output = await outputDir(args.outDir, { force: args.force });
     const result = await runMerge({
@@ -147,7 +168,8 @@ export async function main(argv: string[]): Promise<number> {
     });
     if (!args.quiet) {
       stderr.write(
-        `l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n`,
+        `l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n` +
+          `l2s-merge: ${placementSummary(result.placement)}\n`,
       );
     }
     return 0;

@@ -92,10 +92,20 @@ export interface GpuContextOptions {
    * device's limits). Tensors larger than this stream through the device a tile at a time.
    */
   readonly memoryBudget?: number;
+  /** Told how each merged tensor was tiled (tests and benchmarks check the plan). */
+  readonly onTilePlan?: (plan: TilePlan) => void;
+}
+
+/** How one tensor's merge was laid out on the device. */
+export interface TilePlan {
+  readonly tensor: string;
+  readonly tiles: number;
+  /** True when tiles streamed through one at a time; false when all stayed on the device. */
+  readonly streamed: boolean;
 }
 
 /** The smallest budget worth merging with: a few tiles of a few models. */
-export const MIN_MEMORY_BUDGET = 16 * 1024 * 1024;
+export const MIN_MEMORY_BUDGET = 16_000_000;
 
 /**
  * WebGPU does not say how much memory a GPU has; twice the largest buffer it allows is a share
@@ -148,6 +158,7 @@ export class GpuContext {
     poolBytes: number,
     /** Device memory this context's buffers may take at once (GpuContextOptions.memoryBudget). */
     readonly memoryBudget: number,
+    readonly onTilePlan?: (plan: TilePlan) => void,
   ) {
     this.pool = new BufferPool(
       device,
@@ -223,7 +234,7 @@ export class GpuContext {
     if (!(budget >= MIN_MEMORY_BUDGET)) {
       device.destroy();
       throw new GpuLimitError(
-        `A GPU memory budget of ${budget} bytes is too small to merge with; give at least ${MIN_MEMORY_BUDGET} bytes (16MB).`,
+        `A GPU memory budget of ${budget} bytes is too small to merge with; give at least 16M (16 million bytes).`,
       );
     }
     return new GpuContext(
@@ -233,6 +244,7 @@ export class GpuContext {
       label,
       options.poolBytes ?? 512 * 1024 * 1024,
       budget,
+      options.onTilePlan,
     );
   }
 

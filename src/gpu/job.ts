@@ -116,14 +116,17 @@ export class GpuMergeJob {
       if (capacity === 0) throw this.tooSmall(step, rows);
       const stack = TensorStack.allocate(this.ctx, rows, this.count, capacity);
       this.stack = stack;
+      this.ctx.onTilePlan?.({ tensor: this.inputs.tensorName, tiles: stack.tiles.length, streamed: false });
       await stack.loadFrom(tensors);
       return stack;
     }
     const fit = Math.min(bindingElements, Math.floor(room / perElement));
     const capacity = Math.floor(fit / step) * step;
     if (capacity === 0) throw this.tooSmall(step, rows);
-    this.stack = new StreamedStack(this.ctx, this.count, capacity, tensors);
-    return this.stack;
+    const stack = new StreamedStack(this.ctx, this.count, capacity, tensors);
+    this.stack = stack;
+    this.ctx.onTilePlan?.({ tensor: this.inputs.tensorName, tiles: stack.tiles.length, streamed: true });
+    return stack;
   }
 
   private tooSmall(step: number, rows: number): GpuBudgetError {

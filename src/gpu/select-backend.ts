@@ -3,6 +3,7 @@
  * wiring, else the CPU, and the caller is told which and why. Shared by the CLI and the worker.
  */
 import { cpuBackend, type MergeBackend } from '../engine/merge';
+import { formatBytes } from '../formats/size';
 import { GpuMergeBackend } from './backend';
 
 export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
@@ -25,6 +26,8 @@ export interface SelectBackendOptions {
   gpu?: () => Promise<GPU | undefined>;
   notice(line: string): void;
   label?: string;
+  /** GPU memory the merge may hold at once, in bytes (default: from the adapter's limits). */
+  memoryBudget?: number;
 }
 
 export async function selectBackend(
@@ -50,7 +53,11 @@ export async function selectBackend(
   if (!gpu) return fallback('WebGPU is not available here (navigator.gpu is missing)');
   let backend: GpuMergeBackend;
   try {
-    backend = await GpuMergeBackend.create({ gpu, label: opts.label ?? 'l2s-merge' });
+    backend = await GpuMergeBackend.create({
+      gpu,
+      label: opts.label ?? 'l2s-merge',
+      memoryBudget: opts.memoryBudget,
+    });
   } catch (e) {
     return fallback((e as Error).message);
   }
@@ -60,13 +67,22 @@ export async function selectBackend(
   }
   const info = backend.ctx.adapterInfo;
   const name = [info?.vendor, info?.architecture || info?.device].filter(Boolean).join(' ');
-  opts.notice(`merging on the GPU${name ? ` (${name})` : ''}`);
+  opts.notice(
+    `merging on the GPU${name ? ` (${name})` : ''} within ${formatBytes(backend.ctx.memoryBudget)} of GPU memory`,
+  );
   return {
-    backend: {
-      kind: 'gpu',
-      merge: (method, inputs) => backend.merge(method, inputs),
-      mergeBytes: (method, inputs) => backend.mergeBytes(method, inputs),
-    },
+    backend: gpuMergeBackend(backend),
     dispose: () => backend.destroy(),
+  };
+}
+
+/** The engine's view of a GPU backend: whole tensors, raw bytes, and streamed tensors. */
+export function gpuMergeBackend(backend: GpuMergeBackend): MergeBackend {
+  return {
+    kind: 'gpu',
+    merge: (method, inputs) => backend.merge(method, inputs),
+    mergeBytes: (method, inputs) => backend.mergeBytes(method, inputs),
+    mergeStream: (method, inputs) => backend.mergeStream(method, inputs),
+    streams: (method) => backend.streams(method),
   };
 }
