@@ -1,7 +1,9 @@
 import { defineConfig } from 'vite';
+import { mergeKernelsWasm } from './wasm/vite-plugin';
 
 // The Node CLI (main.js) and the Node API (index.js): ESM bundles (WGSL inlined through ?raw), dependencies left external.
 export default defineConfig({
+  plugins: [mergeKernelsWasm()],
   build: {
     outDir: 'dist/cli',
     ssr: true,

@@ -112,10 +112,10 @@ ctx?.destroy();
 if (opts.only !== 'rsvd') {
   const layers = String(opts.layers);
   const common = ['--layers', layers, '--dir', String(opts.dir)];
-  // Generates the synthetic models when missing (and prints the read+write baseline).
+  // Generates the synthetic models when missing (and prints the I/O floor).
   const prepare = spawnSync(
     process.execPath,
-    ['--expose-gc', 'bench/run.mjs', '--cases', 'baseline', ...common],
+    ['--expose-gc', 'bench/run.mjs', '--cases', 'floor', ...common],
     {
       stdio: 'inherit',
     },

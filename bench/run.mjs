@@ -1,14 +1,19 @@
-// npm run bench: merge throughput and peak memory on synthetic models with Qwen2.5-0.5B's tensor shapes.
+// npm run bench: merge throughput and peak memory on synthetic models with Qwen2.5-0.5B's tensor shapes
+// (8 layers by default: 2 x 0.5 GB of bf16).
 //
 // Each case runs in its own process (so peak RSS is its own) on the same files:
-//   baseline         reads every input tensor and writes an output of the same size (no math)
-//   task_arithmetic  the real merge, CPU backend
+//   floor            the I/O floor: every input tensor read a chunk of rows at a time with positioned
+//                    reads into reused buffers (the next chunk read while this one is written), and an
+//                    output of the merge's size written through the same shard writer; no math
+//   task_arithmetic  the real merge (CLI engine), CPU backend; --kernels ts for the TypeScript reference
 //   ties             the real merge, CPU backend
 //   lowrank_task_arithmetic  rank-64 task arithmetic (not in the default list; bench/rsvd.mjs runs it)
-// Ratios are baseline time / case time, measured in this run: 1.0 means "as fast as the I/O alone".
+// Cases are interleaved round by round. Each row gives the best and the median of its rounds, and
+// the floor's time over the case's (best over best, median over median): 1.00 is the I/O floor.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -29,12 +34,13 @@ const { values: opts } = parseArgs({
     case: { type: 'string' },
     device: { type: 'string', default: 'cpu' },
     dir: { type: 'string', default: '.tmp/bench' },
-    layers: { type: 'string' },
-    cases: { type: 'string', default: 'baseline,task_arithmetic,ties' },
-    repeat: { type: 'string', default: '3' },
+    layers: { type: 'string', default: '8' },
+    cases: { type: 'string', default: 'floor,task_arithmetic,ties' },
+    repeat: { type: 'string', default: '5' },
+    kernels: { type: 'string', default: 'auto' },
   },
 });
-const shape = { ...QWEN25_05B, layers: opts.layers ? Number(opts.layers) : QWEN25_05B.layers };
+const shape = { ...QWEN25_05B, layers: Number(opts.layers) };
 const root = resolve(opts.dir, `qwen25-05b-${shape.layers}l-${GEN_VERSION}`);
 
 /** xorshift32 noise: cheap, deterministic; the values only need realistic magnitudes. */
@@ -102,32 +108,75 @@ const RECIPES = {
     'merge_method: lowrank_task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\nparameters:\n  rank:\n    - {filter: embed_tokens, value: 896}\n    - {value: 64}\ndtype: bfloat16\n',
 };
 
+/**
+ * The I/O floor: the merge's reads and writes and nothing else. Every tensor is read a chunk of rows
+ * (as many as the engine's chunks) at a time, each input with its own positioned read into one of
+ * two reused buffers, the next chunk read while this one is written; the output chunk written is
+ * the first input's bytes (or zeros where the output's size differs).
+ */
+async function ioFloor(recipe, resolver, output) {
+  const { plan } = await api.prepareMerge(recipe, resolver);
+  const writer = new api.ShardWriter(plan.layout, (f) => output.createFile(f));
+  let inputBytes = 0;
+  const buffers = [0, 1].map(() => []);
+  const buffer = (set, i, length) => {
+    if (!buffers[set][i] || buffers[set][i].byteLength < length) buffers[set][i] = new Uint8Array(length);
+    return buffers[set][i].subarray(0, length);
+  };
+  let zeros = new Uint8Array(0);
+  for (const t of plan.tensors) {
+    const rowLen =
+      t.shape.length >= 2 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : t.shape.reduce((a, b) => a * b, 1);
+    const rows = rowLen === 0 ? 0 : t.shape.reduce((a, b) => a * b, 1) / rowLen;
+    const rowsPerChunk = Math.max(1, Math.floor(api.STREAM_ELEMENTS / Math.max(1, rowLen)));
+    const outRowBytes = rowLen * api.DTYPE_BYTES[t.outDtype];
+    const read = async (r0, r1, set) =>
+      Promise.all(
+        t.inputs.map(async (input, i) => {
+          const rowBytes =
+            (input.submatrix ? input.tensor.shape[1] : rowLen) * api.DTYPE_BYTES[input.tensor.dtype];
+          const target = buffer(set, i, (r1 - r0) * rowBytes);
+          const source = plan.models[input.modelIndex].index.sources.get(input.tensor.file);
+          await api.readInto(source, input.tensor.offset + r0 * rowBytes, target);
+          inputBytes += target.byteLength;
+          return target;
+        }),
+      );
+    writer.beginTensor(t.name);
+    let writing = Promise.resolve();
+    let pending = rows > 0 ? read(0, Math.min(rows, rowsPerChunk), 0) : undefined;
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
+      const chunk = await pending;
+      const r1 = Math.min(rows, r0 + rowsPerChunk);
+      await writing;
+      if (r1 < rows) pending = read(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
+      const outBytes = (r1 - r0) * outRowBytes;
+      if (chunk[0].byteLength === outBytes) {
+        writing = writer.writeTensorPart(chunk[0]);
+      } else {
+        if (zeros.byteLength < outBytes) zeros = new Uint8Array(outBytes);
+        writing = writer.writeTensorPart(zeros.subarray(0, outBytes));
+      }
+    }
+    await writing;
+    await writer.endTensor();
+  }
+  await writer.finish();
+  await output.commit();
+  return inputBytes;
+}
+
 async function runCase(name, device) {
   const out = join(root, `out-${name}`);
   await rm(out, { recursive: true, force: true });
-  const recipe = api.parseRecipe(RECIPES[name === 'baseline' ? 'task_arithmetic' : name], 'bench');
+  const recipe = api.parseRecipe(RECIPES[name === 'floor' ? 'task_arithmetic' : name], 'bench');
   const resolver = api.folderResolver(root);
   const output = await api.outputDir(out, { force: true });
   const started = performance.now();
+  const cpuStarted = process.cpuUsage();
   let inputBytes = 0;
-  if (name === 'baseline') {
-    // Same reads and writes as a merge, no decode, no math, no encode.
-    const { plan } = await api.prepareMerge(recipe, resolver);
-    const writer = new api.ShardWriter(plan.layout, (f) => output.createFile(f));
-    for (const t of plan.tensors) {
-      const bytes = await Promise.all(
-        t.inputs.map((i) =>
-          api.readTensorBytes(plan.models[i.modelIndex].index.sources.get(i.tensor.file), i.tensor),
-        ),
-      );
-      for (const b of bytes) inputBytes += b.byteLength;
-      await writer.writeTensor(
-        t.name,
-        bytes[0].byteLength === t.byteLength ? bytes[0] : new Uint8Array(t.byteLength),
-      );
-    }
-    await writer.finish();
-    await output.commit();
+  if (name === 'floor') {
+    inputBytes = await ioFloor(recipe, resolver, output);
   } else {
     let backend = api.cpuBackend;
     if (device === 'gpu') {
@@ -138,15 +187,20 @@ async function runCase(name, device) {
       resolveModel: resolver,
       output,
       backend,
+      cpuKernels: opts.kernels,
       onProgress: (p) => {
         inputBytes = p.inputBytesDone;
       },
     });
   }
   const seconds = (performance.now() - started) / 1000;
+  // CPU time of the process (every thread: the reads' thread pool too): steadier than wall time
+  // on a machine shared with other work.
+  const cpu = process.cpuUsage(cpuStarted);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   await resolver.closeAll();
   await rm(out, { recursive: true, force: true });
-  return { name, device, seconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
+  return { name, device, seconds, cpuSeconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
 }
 
 if (opts.case) {
@@ -175,7 +229,10 @@ if (opts.case) {
           opts.device,
           '--dir',
           opts.dir,
-          ...(opts.layers ? ['--layers', opts.layers] : []),
+          '--layers',
+          opts.layers,
+          '--kernels',
+          opts.kernels,
         ],
         { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
       );
@@ -183,21 +240,34 @@ if (opts.case) {
       runs.get(name).push(JSON.parse(child.stdout.trim().split('\n').at(-1)));
     }
   }
-  const results = names.map((name) => {
+  const summary = (name) => {
     const all = runs.get(name).sort((x, y) => x.seconds - y.seconds);
-    const median = all[Math.floor(all.length / 2)];
-    return { ...median, peakRssMB: Math.max(...all.map((r) => r.peakRssMB)) };
-  });
-  const baseline = results.find((r) => r.name === 'baseline');
+    return {
+      name,
+      best: all[0].seconds,
+      median: all[Math.floor((all.length - 1) / 2)].seconds,
+      cpuBest: Math.min(...all.map((r) => r.cpuSeconds)),
+      inputBytes: all[0].inputBytes,
+      peakRssMB: Math.max(...all.map((r) => r.peakRssMB)),
+    };
+  };
+  const results = names.map(summary);
+  const floor = results.find((r) => r.name === 'floor');
   console.log(
-    `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model, device ${opts.device}, median of ${opts.repeat}`,
+    `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model (${(results[0].inputBytes / 1e9).toFixed(2)} GB read), ` +
+      `device ${opts.device}, kernels ${opts.kernels}, ${opts.repeat} interleaved rounds, ` +
+      `load average ${os.loadavg()[0].toFixed(1)} on ${os.availableParallelism()} cores`,
   );
-  console.log('case              seconds    MB/s (input)   ratio to baseline   peak RSS');
+  console.log(
+    'case              best s  median s   GB/s (best)   floor/case best  floor/case median   CPU s (best)   peak RSS',
+  );
   for (const r of results) {
-    const mbps = r.inputBytes / 1e6 / r.seconds;
-    const ratio = baseline ? (baseline.seconds / r.seconds).toFixed(2) : '-';
+    const gbps = r.inputBytes / 1e9 / r.best;
+    const ratio = (a, b) => (floor ? (a / b).toFixed(2) : '-');
     console.log(
-      `${r.name.padEnd(16)} ${r.seconds.toFixed(2).padStart(8)} ${mbps.toFixed(0).padStart(14)} ${ratio.padStart(19)} ${`${r.peakRssMB.toFixed(0)} MB`.padStart(10)}`,
+      `${r.name.padEnd(16)} ${r.best.toFixed(2).padStart(7)} ${r.median.toFixed(2).padStart(9)} ${gbps.toFixed(2).padStart(13)} ` +
+        `${ratio(floor?.best, r.best).padStart(16)} ${ratio(floor?.median, r.median).padStart(18)} ` +
+        `${r.cpuBest.toFixed(2).padStart(14)} ${`${r.peakRssMB.toFixed(0)} MB`.padStart(10)}`,
     );
   }
 }

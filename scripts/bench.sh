@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: throughput and memory of the engine against a read+write baseline (CPU, then the GPU
-# through Node's WebGPU when an adapter exists, then both in a browser worker), then the randomized
+# npm run bench: throughput and memory of the engine against the I/O floor (positioned reads into
+# reused buffers and the writes, no math): CPU, then the GPU through Node's WebGPU when an adapter exists, then both in a browser worker, then the randomized
 # SVD on the GPU against the CPU and the SVD family's whole-merge cost. Options are passed to
 # bench/run.mjs and bench/rsvd.mjs (e.g. --layers 2).
 source "$(dirname "$0")/env.sh"
@@ -17,3 +17,7 @@ if [ "${L2S_BENCH_7B:-1}" != 0 ]; then
 fi
 node bench/browser.mjs --layers "${L2S_BENCH_BROWSER_LAYERS:-2}"
 node --expose-gc bench/rsvd.mjs "$@"
+# The model runtime: prefill / decode tokens/s on synthetic Qwen2.5-0.5B/1.5B shapes, Node then a browser worker.
+node bench/runtime.mjs --layers "${L2S_BENCH_RUNTIME_LAYERS:-2}"
+# AIM: calibration tokens/s on a synthetic 1.5B-shaped model (2 layers by default), GPU where Node has an adapter.
+node bench/aim.mjs --layers "${L2S_BENCH_AIM_LAYERS:-2}"

@@ -78,7 +78,7 @@ const config: BenchConfig = {
   vocab: Number(query.get('vocab') ?? QWEN25_05B.vocabSize),
   repeat: Number(query.get('repeat') ?? 3),
   gpuRepeat: Number(query.get('gpuRepeat') ?? 1),
-  cases: listOf<CaseName>(query.get('cases'), ['baseline', 'task_arithmetic', 'ties']),
+  cases: listOf<CaseName>(query.get('cases'), ['floor', 'task_arithmetic', 'ties']),
   devices: listOf<Device>(query.get('devices'), ['cpu', 'gpu']),
   output: (query.get('output') ?? 'opfs') as OutputKind,
 };

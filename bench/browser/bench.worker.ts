@@ -2,19 +2,20 @@
 /**
  * Worker side of the browser bench (bench/browser.mjs): makes the synthetic models in memory, then
  * runs every case round by round, interleaved, in a module Web Worker as the app does, and reports
- * each run to the page. The baseline reads every input tensor and writes an output of the same
+ * each run to the page. The floor reads every input tensor and writes an output of the same
  * size to the same kind of output, with no math, so ratios isolate the cost of the merge itself.
  */
 import type { ModelFiles, OutputTarget } from '../../src/engine/io';
-import { cpuBackend, prepareMerge, runMerge } from '../../src/engine/merge';
-import { readTensorBytes } from '../../src/formats/safetensors';
+import { cpuBackend, prepareMerge, runMerge, STREAM_ELEMENTS } from '../../src/engine/merge';
+import { readInto } from '../../src/formats/byte-source';
+import { DTYPE_BYTES } from '../../src/formats/dtype';
 import { ShardWriter } from '../../src/formats/shard-writer';
 import { type SelectedBackend, selectBackend } from '../../src/gpu/select-backend';
 import { parseRecipe } from '../../src/recipe';
 import { createOpfsOutput, deleteOutput } from '../../src/worker/opfs-output';
 import { QWEN25_05B, SyntheticModelError, syntheticQwenModel } from './synthetic-qwen';
 
-export type CaseName = 'baseline' | 'task_arithmetic' | 'ties';
+export type CaseName = 'floor' | 'task_arithmetic' | 'ties';
 export type Device = 'cpu' | 'gpu';
 export type OutputKind = 'opfs' | 'discard';
 
@@ -22,7 +23,7 @@ export interface BenchConfig {
   layers: number;
   /** Rows of the embedding (Qwen2.5's 151936 unless made smaller). */
   vocab: number;
-  /** Rounds of the baseline and the CPU rows. */
+  /** Rounds of the floor and the CPU rows. */
   repeat: number;
   /** Rounds of the GPU rows (slow on software adapters). */
   gpuRepeat: number;
@@ -33,7 +34,7 @@ export interface BenchConfig {
 
 export interface RunResult {
   case: CaseName;
-  /** `-` for the baseline, which has no merge math to place. */
+  /** `-` for the floor, which has no merge math to place. */
   device: Device | '-';
   round: number;
   seconds: number;
@@ -58,7 +59,7 @@ export type BenchMessage =
   | { type: 'done' }
   | { type: 'fatal'; error: string };
 
-const RECIPES: Record<Exclude<CaseName, 'baseline'>, string> = {
+const RECIPES: Record<Exclude<CaseName, 'floor'>, string> = {
   task_arithmetic:
     'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\ndtype: bfloat16\n',
   ties: 'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n',
@@ -117,8 +118,13 @@ async function findAdapter(): Promise<{ adapter?: GPUAdapter; missing?: string }
   }
 }
 
-/** The same reads and writes as a merge, no decode, no math, no encode (bench/run.mjs's baseline). */
-async function copyBaseInputs(
+/**
+ * The storage floor (bench/run.mjs's floor): the merge's reads and writes, no decode, no math, no
+ * encode. Every tensor is read a chunk of rows (the engine's chunks) at a time, each input with its
+ * own positioned read into one of two reused buffers (the next chunk read while this one is
+ * written); the output chunk written is the first input's bytes, or zeros where sizes differ.
+ */
+async function ioFloor(
   resolveModel: (ref: string) => Promise<ModelFiles>,
   output: OutputTarget,
 ): Promise<number> {
@@ -126,19 +132,50 @@ async function copyBaseInputs(
   const { plan } = await prepareMerge(recipe, resolveModel);
   const writer = new ShardWriter(plan.layout, (f) => output.createFile(f));
   let inputBytes = 0;
+  const buffers: Uint8Array[][] = [[], []];
+  const buffer = (set: number, i: number, length: number) => {
+    if (!buffers[set][i] || buffers[set][i].byteLength < length) buffers[set][i] = new Uint8Array(length);
+    return buffers[set][i].subarray(0, length);
+  };
+  let zeros = new Uint8Array(0);
+  const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   for (const t of plan.tensors) {
-    const bytes = await Promise.all(
-      t.inputs.map((i) => {
-        const source = plan.models[i.modelIndex].index.sources.get(i.tensor.file);
-        if (!source) throw new BenchSetupError(`${i.tensor.file} of model ${i.modelIndex} is not open`);
-        return readTensorBytes(source, i.tensor);
-      }),
-    );
-    for (const b of bytes) inputBytes += b.byteLength;
-    await writer.writeTensor(
-      t.name,
-      bytes[0].byteLength === t.byteLength ? bytes[0] : new Uint8Array(t.byteLength),
-    );
+    const rowLen = t.shape.length >= 2 ? count(t.shape.slice(1)) : count(t.shape);
+    const rows = rowLen === 0 ? 0 : count(t.shape) / rowLen;
+    const rowsPerChunk = Math.max(1, Math.floor(STREAM_ELEMENTS / Math.max(1, rowLen)));
+    const outRowBytes = rowLen * DTYPE_BYTES[t.outDtype];
+    const read = (r0: number, r1: number, set: number) =>
+      Promise.all(
+        t.inputs.map(async (input, i) => {
+          const cols = input.submatrix ? input.tensor.shape[1] : rowLen;
+          const rowBytes = cols * DTYPE_BYTES[input.tensor.dtype];
+          const target = buffer(set, i, (r1 - r0) * rowBytes);
+          const source = plan.models[input.modelIndex].index.sources.get(input.tensor.file);
+          if (!source)
+            throw new BenchSetupError(`${input.tensor.file} of model ${input.modelIndex} is not open`);
+          await readInto(source, input.tensor.offset + r0 * rowBytes, target);
+          inputBytes += target.byteLength;
+          return target;
+        }),
+      );
+    writer.beginTensor(t.name);
+    let writing: Promise<void> = Promise.resolve();
+    let pending = rows > 0 ? read(0, Math.min(rows, rowsPerChunk), 0) : undefined;
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
+      const chunk = (await pending) as Uint8Array[];
+      const r1 = Math.min(rows, r0 + rowsPerChunk);
+      await writing;
+      if (r1 < rows) pending = read(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
+      const outBytes = (r1 - r0) * outRowBytes;
+      if (chunk[0].byteLength === outBytes) {
+        writing = writer.writeTensorPart(chunk[0]);
+      } else {
+        if (zeros.byteLength < outBytes) zeros = new Uint8Array(outBytes);
+        writing = writer.writeTensorPart(zeros.subarray(0, outBytes));
+      }
+    }
+    await writing;
+    await writer.endTensor();
   }
   await writer.finish();
   await output.commit();
@@ -157,11 +194,11 @@ async function runOnce(
     if (!m) throw new SyntheticModelError(`the bench recipe names '${ref}', which was not generated`);
     return m;
   };
-  const shownDevice = name === 'baseline' ? '-' : device;
+  const shownDevice = name === 'floor' ? '-' : device;
   const output = await openOutput(config.output, `bench-${name}-${device}-${round}-${Date.now()}`);
   let selected: SelectedBackend | undefined;
   try {
-    const recipe = name === 'baseline' ? undefined : parseRecipe(RECIPES[name], 'bench');
+    const recipe = name === 'floor' ? undefined : parseRecipe(RECIPES[name], 'bench');
     // Getting the device is left out of the time: it is paid once per session, not per byte merged.
     if (recipe && device === 'gpu') {
       selected = await selectBackend('gpu', {
@@ -174,7 +211,7 @@ async function runOnce(
     const started = performance.now();
     let inputBytes = 0;
     if (!recipe) {
-      inputBytes = await copyBaseInputs(resolveModel, output.target);
+      inputBytes = await ioFloor(resolveModel, output.target);
     } else {
       const result = await runMerge({
         recipe,
@@ -237,7 +274,7 @@ async function main(config: BenchConfig): Promise<void> {
   const rounds = Math.max(config.repeat, devices.includes('gpu') ? config.gpuRepeat : 0);
   for (let round = 0; round < rounds; round++) {
     for (const name of config.cases) {
-      for (const device of name === 'baseline' ? (['cpu'] as const) : devices) {
+      for (const device of name === 'floor' ? (['cpu'] as const) : devices) {
         if (round >= (device === 'gpu' ? config.gpuRepeat : config.repeat)) continue;
         const result = await runOnce(name, device, round, config, models);
         post({ type: 'run', result });

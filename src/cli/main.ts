@@ -1,27 +1,36 @@
 /**
  * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu]
- *   [--gpu-memory SIZE] [--force]`
+ *   [--gpu-memory SIZE] [--force]`,
+ * and the subcommands `l2s-merge generate ...` (src/cli/generate.ts) and `l2s-merge eval ...` (src/cli/eval.ts).
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
+import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_OUT_SHARD_SIZE, placementSummary, runMerge } from '../engine/merge';
+import { DEFAULT_OUT_SHARD_SIZE, placementSummary, prepareMerge, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { MIN_MEMORY_BUDGET } from '../gpu/device';
+import { aimStatisticsForRecipe } from '../model/calibration';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
+import { nodeGpu } from '../node/webgpu';
 import { parseRecipe } from '../recipe';
 import { type DeviceChoice, selectBackend } from './backend';
+import { UsageError } from './errors';
+import { EVAL_USAGE, evalMain } from './eval';
 import { failureText } from './fatal';
+import { GENERATE_USAGE, generateMain } from './generate';
 import { guardOutputDir } from './output-guard';
-import { progressReporter } from './progress';
+import { calibrationReporter, progressReporter } from './progress';
 import { readRecipeFile } from './recipe-file';
 import { cancelOnSignals } from './signals';
 
 export { installFatalHandlers } from './fatal';
 
 export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
+       l2s-merge generate MODEL_DIR --prompt TEXT [options]   (see l2s-merge generate --help)
+       l2s-merge eval MODEL_DIR... --questions FILE.jsonl     (see l2s-merge eval --help)
 
 Merge models as a mergekit YAML recipe describes and write the result to OUT_DIR.
 Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugging Face cache.
@@ -29,18 +38,17 @@ Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugg
 options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
-  --device auto|cpu|gpu  where the math runs (default auto: the GPU when WebGPU has an adapter)
+  --device auto|cpu|gpu  where the math runs (default auto: a hardware GPU through WebGPU, else the
+                         CPU, saying why; gpu also takes a software adapter such as SwiftShader)
   --gpu-memory SIZE      GPU memory the merge may use, e.g. 3B, 500M (default: from the GPU's
                          limits); larger tensors stream through the GPU a tile at a time
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
+  --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
+                         (default $L2S_DATASETS_ENDPOINT, else https://datasets-server.huggingface.co)
   --quiet                no progress output
   -h, --help             this help
 `;
-
-class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 interface CliArgs {
   config: string;
@@ -51,6 +59,7 @@ interface CliArgs {
   gpuMemory?: number;
   force: boolean;
   quiet: boolean;
+  datasetsEndpoint?: string;
   allowNonFinite: boolean;
 }
 
@@ -66,6 +75,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         device: { type: 'string' },
         'gpu-memory': { type: 'string' },
         force: { type: 'boolean' },
+        'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
         'allow-nonfinite': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -114,11 +124,16 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     gpuMemory,
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
+    datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
     allowNonFinite: Boolean(v['allow-nonfinite']),
   };
 }
 
+export { EVAL_USAGE, GENERATE_USAGE };
+
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'generate') return generateMain(argv.slice(1));
+  if (argv[0] === 'eval') return evalMain(argv.slice(1));
   const stderr = process.stderr;
   let args: CliArgs | 'help';
   try {
@@ -152,8 +167,23 @@ export async function main(argv: string[]): Promise<number> {
       (line) => stderr.write(`l2s-merge: ${line}\n`),
       args.gpuMemory,
     );
+    // AIM: the calibration pass on the base model comes before the merge (or saved statistics);
+    // the plan is checked first, so a recipe that cannot merge fails before the long pass.
+    if (recipe.aim) await prepareMerge(recipe, resolver, args.outShardSize);
+    const recipeDir = dirname(resolve(args.config));
+    const aimStatistics = await aimStatisticsForRecipe(recipe, {
+      resolveModel: resolver,
+      readRecipeFile: async (path) => new Uint8Array(await readFile(resolve(recipeDir, path))),
+      device: args.device,
+      gpu: () => nodeGpu(),
+      datasetsEndpoint: args.datasetsEndpoint,
+      signal: controller.signal,
+      onProgress: args.quiet ? undefined : calibrationReporter(stderr),
+      notice: (line) => stderr.write(`l2s-merge: ${line}\n`),
+    });
     const output = await outputDir(args.outDir, { force: args.force });
     const result = await runMerge({
+      aimStatistics,
       recipe,
       resolveModel: resolver,
       output,

@@ -1,6 +1,7 @@
 /** A one-line progress display for stderr: tensors, bytes, throughput and ETA. */
 import type { MergeProgress } from '../engine/merge';
 import { formatBytes } from '../formats/size';
+import type { CalibrationProgress } from '../model/calibration';
 
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms) || ms < 0) return '--:--';
@@ -52,5 +53,20 @@ export function progressReporter(
       last = now;
       stream.write(`${progressLine(p)}\n`);
     }
+  };
+}
+
+/** AIM's calibration pass: blocks, tokens per second, ETA; one line per block (it is the slow part). */
+export function calibrationReporter(stream: NodeJS.WriteStream): (p: CalibrationProgress) => void {
+  return (p) => {
+    if (p.blocksDone === 0) {
+      stream.write(`l2s-merge: AIM calibration: ${p.blocksTotal} blocks on the base model\n`);
+      return;
+    }
+    const rate = p.elapsedMs > 0 ? (p.tokensDone / p.elapsedMs) * 1000 : 0;
+    stream.write(
+      `l2s-merge: AIM calibration: block ${p.blocksDone}/${p.blocksTotal}, ${p.tokensDone} tokens, ` +
+        `${rate.toFixed(0)} tokens/s, ETA ${formatDuration(p.etaMs ?? Number.NaN)}\n`,
+    );
   };
 }

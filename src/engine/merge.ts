@@ -4,7 +4,7 @@
  * held. The CLI, the worker and the tests all run merges through `runMerge`.
  */
 
-import type { ByteSource } from '../formats/byte-source';
+import { type ByteSource, readInto } from '../formats/byte-source';
 import {
   countNonFinite,
   DTYPE_BYTES,
@@ -17,8 +17,12 @@ import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { formatBytes } from '../formats/size';
+import { rawChunkMerge } from '../kernels/fused';
+import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
+import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
 import type { MergeInputs, MergeMethod, ModelTensor, SpectralReport, StreamingMerge } from '../methods/types';
+import { encodeAimStatistics } from '../model/aim-statistics';
 import {
   type MergePlan,
   orderModels,
@@ -130,6 +134,17 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * The base model's activation statistics, for a recipe with `aim:` (from src/model/calibration.ts,
+   * or a saved aim_statistics.safetensors). They are written into the output beside the weights.
+   */
+  aimStatistics?: ActivationStatistics;
+  /**
+   * What runs the CPU's per-chunk decode -> method -> encode step: 'auto' (the default) the
+   * WebAssembly SIMD kernels where they load, else the TypeScript reference; 'ts' always the
+   * reference. The bytes written are the same either way.
+   */
+  cpuKernels?: 'auto' | 'ts';
   /**
    * Merged tensors holding Inf or NaN (a lambda or weight that overflows the dtype): `error` (the
    * default) reports each, finishes the pass and then fails without committing the output; `allow`
@@ -309,6 +324,28 @@ async function readInput(
   }
 }
 
+/** readInput into a reused buffer (the kernels' arena): bytes [offset, offset + target.byteLength). */
+async function readInputInto(
+  plan: MergePlan,
+  t: TensorPlan,
+  input: PlanInput,
+  offset: number,
+  target: Uint8Array,
+): Promise<void> {
+  const model = plan.models[input.modelIndex];
+  const source = model.index.sources.get(input.tensor.file);
+  try {
+    if (!source) throw new Error('the file is not open');
+    await readInto(source, input.tensor.offset + offset, target);
+  } catch (e) {
+    throw new MergeError(
+      `${model.reference}/${input.tensor.file}: reading tensor ${t.name} failed: ${(e as Error).message}`,
+      t.name,
+      { cause: e },
+    );
+  }
+}
+
 async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
   const bytes = await Promise.all(t.inputs.map((input) => readInput(plan, t, input)));
   return { plan: t, bytes, inputBytes: bytes.reduce((s, b) => s + b.byteLength, 0) };
@@ -357,6 +394,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
   try {
     checkAbort();
     const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
+    const aim = aimFor(recipe, plan, opts.aimStatistics);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
         `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
@@ -381,6 +419,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     opts.onProgress?.({ ...progress });
     let active = backend;
     const streamElements = opts.streamElements ?? STREAM_ELEMENTS;
+    // The CPU's kernels, made when the first tensor needs them (also after a fall back from a GPU).
     const placement: TensorPlacement = { gpu: 0, cpu: 0, copied: 0, cpuReasons: [] };
     const noteReason = (cause: Error, t: TensorPlan) => {
       const entry = placement.cpuReasons.find((r) => r.reason === cause.name);
@@ -392,16 +431,40 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       if (b.kind === 'gpu') placement.gpu++;
       else placement.cpu++;
     };
+    let arena: KernelArena | null | undefined;
+    const kernels = () => {
+      if (arena === undefined) arena = loadKernels(opts.cpuKernels ?? 'auto');
+      return arena;
+    };
+    // On the CPU every merged tensor of a streamed method goes through the kernels a chunk of rows
+    // at a time, straight from its stored bytes (no whole-tensor buffers). The kernels encode as
+    // they go, so a tensor AIM relaxes (it needs the method's f32 result) takes the TS path instead.
+    const fused = (t: TensorPlan) =>
+      active.kind === 'cpu' &&
+      t.kind === 'merge' &&
+      aim?.factorsFor(t.name, t.shape) === undefined &&
+      method.stream !== undefined &&
+      isFloatDType(t.outDtype) &&
+      t.inputs.every((input) => !input.submatrix && isFloatDType(input.tensor.dtype)) &&
+      kernels() !== null;
     // A backend that streams the method (the GPU within its memory budget) reads large tensors a
-    // tile at a time; otherwise large tensors go through the method's chunked form on the CPU, and
-    // a backend without streaming takes tensors whole up to GPU_WHOLE_ELEMENTS.
+    // tile at a time (but AIM needs the method's f32 result on the host). Otherwise large tensors go
+    // through the method's chunked form on the CPU, and a backend without streaming takes tensors
+    // whole (tiling them itself) up to GPU_WHOLE_ELEMENTS.
     const backendStreams = (b: MergeBackend) => b.mergeStream !== undefined && b.streams?.(method) === true;
+    const gpuStreamed = (t: TensorPlan) =>
+      t.kind === 'merge' &&
+      backendStreams(active) &&
+      aim?.factorsFor(t.name, t.shape) === undefined &&
+      elementCount(t.shape) > streamElements;
     const streamed = (t: TensorPlan | undefined) =>
       t !== undefined &&
       t.kind === 'merge' &&
-      (backendStreams(active) || method.stream !== undefined) &&
-      elementCount(t.shape) >
-        (active.kind === 'cpu' || backendStreams(active) ? streamElements : GPU_WHOLE_ELEMENTS);
+      (gpuStreamed(t) ||
+        (method.stream !== undefined &&
+          (fused(t) ||
+            elementCount(t.shape) >
+              (active.kind === 'cpu' || backendStreams(active) ? streamElements : GPU_WHOLE_ELEMENTS))));
     const load = (t: TensorPlan | undefined) => {
       if (!t || streamed(t)) return undefined;
       const p = loadTensor(t, plan);
@@ -439,6 +502,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       checkAbort,
       report,
       streamElements,
+      aim,
       noteNonFinite,
     };
     const fallbackFor = (e: unknown, t: TensorPlan): MergeBackend | undefined => {
@@ -471,8 +535,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       const loaded = await next;
       next = load(plan.tensors[i + 1]);
       if (!loaded) {
-        const streamer = active;
-        if (backendStreams(streamer)) {
+        if (gpuStreamed(t)) {
+          const streamer = active;
           let started = false;
           try {
             await streamTensorOnBackend({ ...streamContext, tensor: t }, streamer, () => {
@@ -489,7 +553,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             } else await writeWhole(fallback, await loadTensor(t, plan));
           }
         } else {
-          await streamTensor({ ...streamContext, tensor: t });
+          const onKernels = fused(t) && (await kernelTensor({ ...streamContext, tensor: t }, kernels()!));
+          if (!onKernels) await streamTensor({ ...streamContext, tensor: t });
           placed(cpuBackend);
         }
         await tensorWritten(i);
@@ -501,7 +566,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
       throw new NonFiniteOutputError(nonFinite);
     const shardFiles = await writer.finish();
-    const extra = await writeSideFiles(opts, plan, files, method);
+    const extra = await writeSideFiles(opts, plan, files, method, aim);
     checkAbort();
     await output.commit();
     return {
@@ -522,7 +587,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         placement.copied++;
       } else {
         try {
-          bytes = await computeTensor(method, first, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, first, plan, loaded, recipe, seed, log, aim);
           placed(first);
         } catch (e) {
           const fallback = fallbackFor(e, t);
@@ -532,7 +597,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             placed(cpuBackend);
             return;
           }
-          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log);
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log, aim);
           placed(fallback);
         }
       }
@@ -545,6 +610,35 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     await output.abort().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * AIM on top of the method, when the recipe asks for it. Every tensor AIM will relax is checked
+ * against the statistics here, before anything is written.
+ */
+function aimFor(
+  recipe: MergeRecipe,
+  plan: MergePlan,
+  statistics: ActivationStatistics | undefined,
+): AimRelaxation | undefined {
+  if (!recipe.aim) return undefined;
+  if (!statistics) {
+    throw new MergeError(
+      'the recipe has an aim: block but no activation statistics were given: run the calibration ' +
+        '(src/model/calibration.ts) or name saved statistics in aim.statistics',
+    );
+  }
+  const aim = new AimRelaxation(statistics, recipe.aim.omega);
+  for (const t of plan.tensors) {
+    if (t.kind !== 'merge') continue;
+    try {
+      if (aim.factorsFor(t.name, t.shape) && t.baseIndex < 0)
+        throw new Error(`the base model has no tensor ${t.name} to relax toward`);
+    } catch (e) {
+      throw new MergeError(`AIM on tensor ${t.name}: ${(e as Error).message}`, t.name, { cause: e });
+    }
+  }
+  return aim;
 }
 
 /**
@@ -574,9 +668,9 @@ interface StreamContext {
   seed: number;
   writer: ShardWriter;
   streamElements: number;
+  aim: AimRelaxation | undefined;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
-
   noteNonFinite(t: TensorPlan, count: number): void;
 }
 
@@ -611,6 +705,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   }
   const rowLen = rowLength(t.shape);
   const rows = elementCount(t.shape) / rowLen;
+  const aimFactors = ctx.aim?.factorsFor(t.name, t.shape);
   const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / rowLen));
   // Two sets of decode buffers, reused chunk after chunk: one is computed on while the other fills.
   // Fresh multi-megabyte arrays per chunk cost more in page faults than the decoding itself.
@@ -675,6 +770,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   await eachChunk(async (start, chunk) => {
     const out = outBuffer.subarray(0, chunk.values[0].length);
     compute(() => job.produce({ start, values: chunk.values }, out));
+    if (aimFactors) applyRelaxation(out, chunk.values[t.baseIndex], aimFactors, start);
     const bytes = encodeFromF32(out, t.outDtype as FloatDType);
     nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
     await writing;
@@ -686,6 +782,117 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
+}
+
+/**
+ * The per-chunk decode -> method -> encode step on the CPU kernels (src/kernels/fused.ts): one tensor
+ * read a chunk of rows at a time into reused buffers, straight from the files into the kernels'
+ * memory (the next chunk is read while this one computes), merged and encoded there, and written.
+ * A tensor that fits in one chunk is read once for all its passes. Returns false, having read
+ * nothing, where the kernels have no form of the method; `streamTensor` then does it.
+ */
+async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boolean> {
+  const { plan, method, tensor: t, recipe, seed, writer } = ctx;
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const where = () => t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+  const failed = (e: unknown) =>
+    new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where()}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
+  const total = elementCount(t.shape);
+  const rowLen = rowLength(t.shape);
+  const rows = rowLen === 0 ? 0 : total / rowLen;
+  const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / Math.max(1, rowLen)));
+  const inputDtypes = t.inputs.map((input) => input.tensor.dtype as FloatDType);
+  let job: ReturnType<typeof rawChunkMerge>;
+  try {
+    job = rawChunkMerge(arena, method, {
+      spec: {
+        tensorName: t.name,
+        shape: t.shape,
+        tensors: models.map((model) => ({ model, params: perModel.get(model) ?? {} })),
+        baseIndex: t.baseIndex,
+        params: global,
+        seed,
+      },
+      inputDtypes,
+      outDtype: t.outDtype as FloatDType,
+      workDtype: recipe.dtype,
+      chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
+    });
+  } catch (e) {
+    throw failed(e);
+  }
+  if (!job) return false;
+  const kernel = job;
+  const rowBytes = inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
+  const readRows = async (r0: number, r1: number, set: number): Promise<number> => {
+    await Promise.all(
+      t.inputs.map((input, i) =>
+        readInputInto(plan, t, input, r0 * rowBytes[i], kernel.input(set, i, (r1 - r0) * rowLen)),
+      ),
+    );
+    return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
+  };
+  const compute = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw failed(e);
+    }
+  };
+  // A tensor of one chunk stays in buffer set 0 from the first read on.
+  const oneChunk = rows <= rowsPerChunk;
+  let firstRead: Promise<number> | undefined;
+  const eachChunk = async (visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>) => {
+    if (rows === 0) return;
+    if (oneChunk) firstRead ??= readRows(0, rows, 0);
+    let pending = firstRead ?? readRows(0, Math.min(rows, rowsPerChunk), 0);
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
+      ctx.checkAbort();
+      const bytes = await pending;
+      const r1 = Math.min(rows, r0 + rowsPerChunk);
+      if (r1 < rows) {
+        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
+        pending.catch(() => {});
+      }
+      await visit(k % 2, r0, r1, bytes);
+    }
+  };
+  for (let pass = 0; pass < kernel.passes; pass++) {
+    await eachChunk(async (set, r0, r1) =>
+      compute(() => kernel.accumulate(pass, set, r0 * rowLen, (r1 - r0) * rowLen)),
+    );
+  }
+  writer.beginTensor(t.name);
+  let writing: Promise<void> = Promise.resolve();
+  // Progress per chunk; a tensor of one chunk reports once, as a whole tensor does.
+  const unreported = { input: 0, output: 0 };
+  let nonFinite = 0;
+  await eachChunk(async (set, r0, r1, bytes) => {
+    const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
+    nonFinite += countNonFinite(out, t.outDtype as FloatDType);
+    // The kernels alternate two output buffers: the one written before this must be done.
+    await writing;
+    writing = writer.writeTensorPart(out);
+    writing.catch(() => {});
+    if (oneChunk) {
+      unreported.input += bytes;
+      unreported.output += out.byteLength;
+    } else {
+      ctx.report(t, bytes, out.byteLength, false);
+    }
+  });
+  await writing;
+  await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
+  ctx.report(t, unreported.input, unreported.output, true);
+  return true;
 }
 
 /**
@@ -813,8 +1020,10 @@ async function computeTensor(
   recipe: MergeRecipe,
   seed: number,
   log: (line: string) => void,
+  aim?: AimRelaxation,
 ): Promise<Uint8Array> {
   const t = loaded.plan;
+  const aimFactors = aim?.factorsFor(t.name, t.shape);
   const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
   const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
   const common = {
@@ -830,9 +1039,11 @@ async function computeTensor(
       ),
   };
   const outDtype = t.outDtype as FloatDType;
-  // The byte path needs inputs already in the working dtype (no rounding on the way in).
+  // The byte path needs inputs already in the working dtype (no rounding on the way in), and
+  // hands back encoded bytes: AIM needs the method's f32 result, so it takes the f32 path.
   const raw =
     backend.mergeBytes !== undefined &&
+    aimFactors === undefined &&
     t.inputs.every((i) => !recipe.dtype || i.tensor.dtype === recipe.dtype);
   try {
     if (raw) {
@@ -867,10 +1078,14 @@ async function computeTensor(
       values: v,
       params: perModel.get(models[i]) ?? {},
     }));
-    const out = await backend.merge(method, { ...common, tensors });
+    let out = await backend.merge(method, { ...common, tensors });
     const expected = elementCount(t.shape);
     if (out.length !== expected)
       throw new Error(`the method returned ${out.length} values for ${expected} elements`);
+    if (aimFactors) {
+      const base = values[t.baseIndex];
+      out = applyRelaxation(out, base, aimFactors, 0, out === base ? new Float32Array(out.length) : out);
+    }
     return encodeFromF32(out, outDtype);
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
@@ -899,8 +1114,11 @@ async function writeSideFiles(
   plan: MergePlan,
   files: ModelFiles[],
   method: MergeMethod,
+  aim: AimRelaxation | undefined,
 ): Promise<string[]> {
-  const { recipe, output } = opts;
+  const { output } = opts;
+  // The recorded recipe says which calibration text the statistics came from.
+  const recipe = aim ? recordAimStatistics(opts.recipe, aim.statistics) : opts.recipe;
   const written: string[] = [];
   const outDtype = recipe.outDtype ?? recipe.dtype ?? firstFloatDtype(plan);
   const config = outputConfigJson(plan.configText, plan.config, outDtype, plan.untiesHead);
@@ -915,9 +1133,23 @@ async function writeSideFiles(
   }
   await writeFile(output, 'mergekit_config.yml', encoder.encode(recipeToYaml(recipe)));
   written.push('mergekit_config.yml');
+  if (aim) {
+    await writeFile(output, AIM_STATISTICS_FILE, encodeAimStatistics(aim.statistics));
+    written.push(AIM_STATISTICS_FILE);
+  }
   await writeFile(output, 'README.md', encoder.encode(modelCard(recipe, method, plan)));
   written.push('README.md');
   return written;
+}
+
+/** Where the output keeps the activation statistics an AIM merge used (reusable via aim.statistics). */
+export const AIM_STATISTICS_FILE = 'aim_statistics.safetensors';
+
+/** `recipe` with the calibration it ran: the statistics' own settings and text hash. */
+function recordAimStatistics(recipe: MergeRecipe, statistics: ActivationStatistics): MergeRecipe {
+  const aim = recipe.aim!;
+  const calibration = statistics.calibration ?? aim.calibration;
+  return { ...recipe, aim: { ...aim, calibration: { ...calibration, sha256: statistics.textSha256 } } };
 }
 
 function firstFloatDtype(plan: MergePlan): FloatDType | undefined {

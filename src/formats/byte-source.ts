@@ -8,6 +8,17 @@ export interface ByteSource {
   readonly size: number;
   /** Exactly `length` bytes from `offset`; rejects if the range is outside the source. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Exactly `target.byteLength` bytes from `offset` into `target` (a buffer reused read after read,
+   * with no allocation). Optional: `readInto` below falls back to `read` and a copy.
+   */
+  readInto?(offset: number, target: Uint8Array): Promise<void>;
+}
+
+/** Positioned read into a caller's buffer, through `readInto` where the source has it. */
+export async function readInto(source: ByteSource, offset: number, target: Uint8Array): Promise<void> {
+  if (source.readInto) return source.readInto(offset, target);
+  target.set(await source.read(offset, target.byteLength));
 }
 
 export function blobByteSource(blob: Blob, name: string): ByteSource {

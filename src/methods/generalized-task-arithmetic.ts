@@ -39,7 +39,12 @@ import { fnv1a32 } from '../random/counter-rng';
 import { chunkLength, chunkRowLength, mergeAsOneChunk, ScratchF32, specOf } from './chunks';
 import { taskArithmeticOnGpu } from './generalized-task-arithmetic.gpu';
 import { elementCount, readBoolean, readNumber } from './params';
-import { type ChunkSparsifier, createSparsifier, type SparsificationMethod } from './sparsify';
+import {
+  type ChunkSparsifier,
+  createSparsifier,
+  type SparsificationMethod,
+  type SparsifyKernels,
+} from './sparsify';
 import {
   type MergeInputs,
   type MergeMethod,
@@ -75,14 +80,32 @@ export const DIVISOR_EPSILON = fround(1e-8);
 /** Elements per tile: the per-model deltas, masks and sums of a tile stay in the CPU caches. */
 const TILE = 4096;
 
+/**
+ * Elements per tile of a tensor: TILE, or whole rows when a sparsification ranks within rows.
+ * Shared with the WebAssembly path (src/kernels), which must visit the sparsifiers the same way.
+ */
+export function taskTileLength(models: readonly TaskModel[], rowLength: number): number {
+  const wholeRows = models.some((model) => model.sparsifier?.wholeRows);
+  return wholeRows && rowLength > 0 ? rowLength * Math.max(1, Math.floor(TILE / rowLength)) : TILE;
+}
+
+/** What one tensor's generalized task-arithmetic merge needs, before any values are seen. */
+export interface TaskArithmeticPlan {
+  readonly models: readonly TaskModel[];
+  /** f32 weights of `models`, in order. */
+  readonly weights: readonly number[];
+  readonly consensus: ConsensusMethod | null;
+  readonly options: MixOptions;
+}
+
 /** Steps 6 and 7 of the module comment, shared by the mixing loops. */
-interface Finish {
+export interface Finish {
   readonly normalize: boolean;
   readonly scaleByLambda: boolean;
   readonly lambda: number;
 }
 
-function finishOf(options: MixOptions): Finish {
+export function finishOf(options: MixOptions): Finish {
   return {
     normalize: options.normalize,
     scaleByLambda: options.lambda !== 1,
@@ -91,7 +114,7 @@ function finishOf(options: MixOptions): Finish {
 }
 
 /** The divisor without consensus: sum of the f32 weights in model order, 1 when near zero. */
-function weightDivisor(weights: Float64Array): number {
+export function weightDivisor(weights: Float64Array): number {
   let divisor = weights[0];
   for (let m = 1; m < weights.length; m++) divisor = fround(divisor + weights[m]);
   return Math.abs(divisor) < DIVISOR_EPSILON ? 1 : divisor;
@@ -287,7 +310,7 @@ export function mixTaskVectors(
 }
 
 /** One contributing model of a streamed task-arithmetic merge. */
-interface TaskModel {
+export interface TaskModel {
   readonly index: number;
   readonly sparsifier: ChunkSparsifier | null;
   /** Its delta for one tile. */
@@ -321,11 +344,7 @@ class TaskArithmeticStream implements StreamingMerge {
   ) {
     this.rowLength = chunkRowLength(spec.shape);
     this.total = elementCount(spec.shape);
-    const wholeRows = models.some((model) => model.sparsifier?.wholeRows);
-    this.tileLength =
-      wholeRows && this.rowLength > 0
-        ? this.rowLength * Math.max(1, Math.floor(TILE / this.rowLength))
-        : TILE;
+    this.tileLength = taskTileLength(models, this.rowLength);
     this.weights = Float64Array.from(weights, fround);
     this.divisor = models.length > 0 ? weightDivisor(this.weights) : 1;
     this.finish = finishOf(options);
@@ -504,6 +523,15 @@ export class GeneralizedTaskArithmetic implements MergeMethod {
   }
 
   stream(spec: TensorMergeSpec): StreamingMerge {
+    const { models, weights, consensus, options } = this.plan(spec);
+    return new TaskArithmeticStream(this.name, spec, models, weights, consensus, options);
+  }
+
+  /**
+   * The models, sparsifiers, weights and mixing options of one tensor (checks the parameters);
+   * `kernels` gives the sparsifiers faster exact loops.
+   */
+  plan(spec: TensorMergeSpec, kernels?: SparsifyKernels): TaskArithmeticPlan {
     const { name, sparsification, consensus } = this.variant;
     if (spec.baseIndex < 0 || spec.baseIndex >= spec.tensors.length) {
       throw new MergeMethodError(`${name} works on task vectors and needs a base_model`);
@@ -532,6 +560,7 @@ export class GeneralizedTaskArithmetic implements MergeMethod {
               rescale,
               shape: spec.shape,
               random: { seed: spec.seed, nameHash, modelIndex },
+              kernels,
             },
             n,
           );
@@ -544,7 +573,7 @@ export class GeneralizedTaskArithmetic implements MergeMethod {
       }
       models.push({ index: modelIndex, sparsifier, tile: new ScratchF32() });
     });
-    return new TaskArithmeticStream(name, spec, models, weights, consensus, { consensus, normalize, lambda });
+    return { models, weights, consensus, options: { consensus, normalize, lambda } };
   }
 }
 

@@ -50,6 +50,8 @@ import {
   MagnitudeRangeSelector,
   magnitudeRankRangeMask,
   PACKED_SORT_MAX,
+  SELECTION_SAMPLE,
+  type SelectionKernels,
 } from './rank-select';
 import { MergeMethodError } from './types';
 
@@ -80,6 +82,20 @@ export interface SparsifyOptions {
   readonly shape: readonly number[];
   /** Required by 'random' and 'della_magprune'. */
   readonly random?: RandomKey;
+  /** Faster exact loops (the WebAssembly kernels); the TypeScript here runs wherever they do not. */
+  readonly kernels?: SparsifyKernels;
+}
+
+/**
+ * Exact replacements for the hot loops of the sparsifications (src/kernels). Each returns false
+ * where it cannot run on the arrays it is given, and the TypeScript loop runs instead.
+ */
+export interface SparsifyKernels {
+  readonly selection?: SelectionKernels;
+  /** fillUniform (counter-rng.ts) of `out` for elements start + j, stream RNG_STREAM_SPARSIFY. */
+  fillUniform?(out: Float32Array, random: RandomKey, start: number): boolean;
+  /** delta[j] = delta[j] * +(u(start + j) < probability) in place: DARE's mask. */
+  bernoulliInPlace?(delta: Float32Array, start: number, probability: number, random: RandomKey): boolean;
 }
 
 /**
@@ -233,11 +249,19 @@ function magnitudeCount(n: number, density: number): number | null {
 }
 
 /** TIES: the k largest magnitudes; null when density >= 1. */
-function magnitudeSparsifier(n: number, density: number, rescale: boolean): RankRangeSparsifier | null {
+function magnitudeSparsifier(
+  n: number,
+  density: number,
+  rescale: boolean,
+  kernels?: SelectionKernels,
+): RankRangeSparsifier | null {
   const k = magnitudeCount(n, density);
   return k === null
     ? null
-    : new RankRangeSparsifier(new MagnitudeRangeSelector(n, 0, k, 'descending'), rescale);
+    : new RankRangeSparsifier(
+        new MagnitudeRangeSelector(n, 0, k, 'descending', SELECTION_SAMPLE, kernels),
+        rescale,
+      );
 }
 
 /** TIES' keep mask: the trunc(density * n) largest magnitudes; null when density >= 1 (keep all). */
@@ -280,10 +304,14 @@ function outliersSparsifier(
   density: number,
   gamma: number,
   rescale: boolean,
+  kernels?: SelectionKernels,
 ): RankRangeSparsifier | null {
   if (density >= 1) return null;
   const [from, to] = outliersRange(n, density, gamma);
-  return new RankRangeSparsifier(new MagnitudeRangeSelector(n, from, to, 'ascending'), rescale);
+  return new RankRangeSparsifier(
+    new MagnitudeRangeSelector(n, from, to, 'ascending', SELECTION_SAMPLE, kernels),
+    rescale,
+  );
 }
 
 /** Breadcrumbs' keep mask (see the module comment, including the empty slice when top is 0). */
@@ -314,13 +342,16 @@ function fillRandomMask(
   probability: number | Float32Array,
   random: RandomKey,
   scratch: ScratchF32,
+  kernels?: SparsifyKernels,
 ): void {
   const n = mask.length;
   const uniforms = scratch.take(Math.min(n, UNIFORM_TILE));
   for (let offset = 0; offset < n; offset += uniforms.length) {
     const count = Math.min(uniforms.length, n - offset);
     const tile = count === uniforms.length ? uniforms : uniforms.subarray(0, count);
-    fillUniform(tile, random.seed, random.nameHash, random.modelIndex, RNG_STREAM_SPARSIFY, start + offset);
+    if (!kernels?.fillUniform?.(tile, random, start + offset)) {
+      fillUniform(tile, random.seed, random.nameHash, random.modelIndex, RNG_STREAM_SPARSIFY, start + offset);
+    }
     // +(a < b) rather than a conditional: keep/drop is a coin flip, which branches mispredict.
     if (typeof probability === 'number') {
       for (let j = 0; j < count; j++) mask[offset + j] = +(tile[j] < probability);
@@ -347,6 +378,7 @@ class BernoulliSparsifier extends RandomMaskSparsifier {
     density: number,
     private readonly random: RandomKey,
     rescale: boolean,
+    private readonly kernels?: SparsifyKernels,
   ) {
     super(rescale);
     checkBernoulliDensity(density);
@@ -354,7 +386,12 @@ class BernoulliSparsifier extends RandomMaskSparsifier {
   }
 
   protected fillMask(_delta: Float32Array, start: number, mask: Uint8Array): void {
-    fillRandomMask(mask, start, this.probability, this.random, this.uniforms);
+    fillRandomMask(mask, start, this.probability, this.random, this.uniforms, this.kernels);
+  }
+
+  protected override applyMask(delta: Float32Array, start: number): void {
+    if (this.kernels?.bernoulliInPlace?.(delta, start, this.probability, this.random)) return;
+    super.applyMask(delta, start);
   }
 }
 
@@ -468,6 +505,7 @@ class DellaSparsifier extends RandomMaskSparsifier {
     epsilon: number,
     private readonly random: RandomKey,
     rescale: boolean,
+    private readonly kernels?: SparsifyKernels,
   ) {
     super(rescale);
     checkDellaParameters(density, epsilon);
@@ -479,7 +517,7 @@ class DellaSparsifier extends RandomMaskSparsifier {
   protected fillMask(delta: Float32Array, start: number, mask: Uint8Array): void {
     const probabilities = this.probabilities.take(delta.length);
     dellaChunkProbabilities(delta, this.fibers, this.keepScale, this.scratch, probabilities);
-    fillRandomMask(mask, start, probabilities, this.random, this.uniforms);
+    fillRandomMask(mask, start, probabilities, this.random, this.uniforms, this.kernels);
   }
 }
 
@@ -533,14 +571,14 @@ class ZeroSparsifier implements ChunkSparsifier {
  * mergekit rejects.
  */
 export function createSparsifier(options: SparsifyOptions, n: number): ChunkSparsifier | null {
-  const { method, density, rescale } = options;
+  const { method, density, rescale, kernels } = options;
   switch (method) {
     case 'magnitude':
-      return magnitudeSparsifier(n, density, rescale);
+      return magnitudeSparsifier(n, density, rescale, kernels?.selection);
     case 'magnitude_outliers':
-      return outliersSparsifier(n, density, options.gamma ?? 0.01, rescale);
+      return outliersSparsifier(n, density, options.gamma ?? 0.01, rescale, kernels?.selection);
     case 'random':
-      return density >= 1 ? null : new BernoulliSparsifier(density, requireRandom(options), rescale);
+      return density >= 1 ? null : new BernoulliSparsifier(density, requireRandom(options), rescale, kernels);
     case 'della_magprune':
       if (density >= 1) return null;
       if (density <= 0) return new ZeroSparsifier();
@@ -551,6 +589,7 @@ export function createSparsifier(options: SparsifyOptions, n: number): ChunkSpar
         options.epsilon ?? 0.15,
         requireRandom(options),
         rescale,
+        kernels,
       );
   }
 }

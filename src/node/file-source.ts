@@ -49,30 +49,40 @@ export async function fileByteSource(path: string, name = path): Promise<FileByt
     throw refuse(opened);
   }
   const size = opened.size;
+  const readInto = async (offset: number, target: Uint8Array) => {
+    const length = target.byteLength;
+    if (offset < 0 || offset + length > size) {
+      throw new RangeError(
+        `${name}: read of ${length} bytes at ${offset} is outside the file (${size} bytes)`,
+      );
+    }
+    let done = 0;
+    while (done < length) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await handle.read(target, done, length - done, offset + done));
+      } catch (e) {
+        throw new ModelFileError(`${name}: reading failed (${fsErrorText(e)})`);
+      }
+      if (bytesRead === 0)
+        throw new RangeError(`${name}: file ended at ${offset + done} (was ${size} bytes)`);
+      done += bytesRead;
+    }
+  };
   return {
     name,
     size,
     async read(offset, length) {
-      if (offset < 0 || length < 0 || offset + length > size) {
+      if (length < 0) {
         throw new RangeError(
           `${name}: read of ${length} bytes at ${offset} is outside the file (${size} bytes)`,
         );
       }
       const buf = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        let bytesRead: number;
-        try {
-          ({ bytesRead } = await handle.read(buf, done, length - done, offset + done));
-        } catch (e) {
-          throw new ModelFileError(`${name}: reading failed (${fsErrorText(e)})`);
-        }
-        if (bytesRead === 0)
-          throw new RangeError(`${name}: file ended at ${offset + done} (was ${size} bytes)`);
-        done += bytesRead;
-      }
+      await readInto(offset, buf);
       return buf;
     },
+    readInto: (offset, target) => readInto(offset, target),
     close: () => handle.close(),
   };
 }

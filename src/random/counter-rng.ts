@@ -11,7 +11,8 @@
  * - counter: c0 = element index, low 32 bits (flat row-major index in the tensor),
  *            c1 = model index (position of the model in `MergeInputs.tensors`),
  *            c2 = stream (RNG_STREAM_SPARSIFY = 0 for sparsification masks,
- *                 RNG_STREAM_GAUSSIAN = 1 reserved for Gaussian test matrices of the SVD family),
+ *                 RNG_STREAM_GAUSSIAN = 1 reserved for Gaussian test matrices of the SVD family,
+ *                 RNG_STREAM_SAMPLING = 2 for token sampling: see `samplingUniform`),
  *            c3 = element index, high bits (floor(index / 2^32); 0 below 2^32 elements).
  * - output:  word 0 of the Philox block, x0.
  * - uniform: u = (x0 >>> 8) * 2^-24, exact in f32, in [0, 1).
@@ -36,6 +37,11 @@ export const PHILOX_ROUNDS = 10;
 export const RNG_STREAM_SPARSIFY = 0;
 /** Counter word c2 for Gaussian test matrices of the randomized-SVD methods. */
 export const RNG_STREAM_GAUSSIAN = 1;
+/**
+ * Counter word c2 for sampling generated tokens (src/model/sampling.ts). No tensor there: the key is
+ * (seed, 0) and the element index is the position of the sampled token in the sequence.
+ */
+export const RNG_STREAM_SAMPLING = 2;
 
 /** 2^-24: the spacing of the uniform grid; (x0 >>> 8) * 2^-24 is exact in f32. */
 const UNIFORM_SCALE = 1 / 16777216;
@@ -122,6 +128,20 @@ export function uniformAt(
   ];
   const block = philox4x32(counter, [seed >>> 0, fnv1a32(tensorName)]);
   return uniformFromWord(block[0]);
+}
+
+/**
+ * The uniform that decides the token at sequence position `position` (0-based, prompt included):
+ * key [seed >>> 0, 0], counter [position low 32 bits, 0, RNG_STREAM_SAMPLING, position high bits].
+ */
+export function samplingUniform(seed: number, position: number): number {
+  const counter: PhiloxCounter = [
+    position >>> 0,
+    0,
+    RNG_STREAM_SAMPLING,
+    Math.floor(position / TWO_POW_32) >>> 0,
+  ];
+  return uniformFromWord(philox4x32(counter, [seed >>> 0, 0])[0]);
 }
 
 const M0 = PHILOX_M0 | 0;

@@ -1,3 +1,9 @@
+export {
+  type AimSettings,
+  CALIBRATION_DEFAULTS,
+  type CalibrationSettings,
+  type CalibrationSource,
+} from './aim';
 export { MAX_LIST_ENTRIES, MAX_RECIPE_CHARS, MAX_RECIPE_DEPTH } from './limits';
 export { isHubRepoId, mergeInputModels, normalizeModelRef, referencedModels } from './model-ref';
 export { parseRecipe } from './parse';

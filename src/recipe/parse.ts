@@ -6,6 +6,7 @@
 
 import { type Document, isNode, LineCounter, parseDocument } from 'yaml';
 import { dtypeFromRecipe, type FloatDType } from '../formats/dtype';
+import { readAimBlock } from './aim';
 import { recipeNodeFault, recipeTextOverLimit } from './limits';
 import { normalizeModelRef } from './model-ref';
 import {
@@ -31,6 +32,7 @@ const ACCEPTED_KEYS = [
   'out_dtype',
   'tokenizer_source',
   'name',
+  'aim',
 ] as const;
 
 /** What pydantic's float parsing accepts from a quoted number in mergekit. */
@@ -338,6 +340,9 @@ export function parseRecipe(text: string, source = 'recipe'): MergeRecipe {
           );
         }
         if (value !== null) recipe.tokenizerSource = 'base';
+        break;
+      case 'aim':
+        if (value !== null) recipe.aim = readAimBlock(value, path, (p, detail) => reader.fail(p, detail));
         break;
       case 'name':
         // mergekit-mega's name for one document of several; it does not change the merge.

@@ -4,6 +4,7 @@
  */
 
 import type { FloatDType } from '../formats/dtype';
+import type { AimSettings } from './aim';
 
 /** One value for every tensor. mergekit reads booleans as 1.0 / 0.0; they are kept as written. */
 export type ScalarSetting = number | boolean;
@@ -40,6 +41,8 @@ export interface MergeRecipe {
   readonly outDtype?: FloatDType;
   /** `base` or a model reference. */
   readonly tokenizerSource?: string;
+  /** Activation-informed merging applied to the method's result (l2s-merge's `aim:` block). */
+  readonly aim?: AimSettings;
 }
 
 /** A recipe that cannot be read or merged as written. */

@@ -2,6 +2,7 @@
 
 import { Document, isScalar, visit } from 'yaml';
 import { torchDTypeName } from '../formats/dtype';
+import { aimBlockValue } from './aim';
 import type { MergeRecipe, ParameterBlock, ParameterSetting } from './recipe';
 
 /**
@@ -45,6 +46,7 @@ export function recipeToYaml(recipe: MergeRecipe): string {
   }
   if (recipe.outDtype !== undefined) out.out_dtype = torchDTypeName(recipe.outDtype);
   if (Object.keys(recipe.parameters).length > 0) out.parameters = blockValue(recipe.parameters);
+  if (recipe.aim !== undefined) out.aim = aimBlockValue(recipe.aim);
 
   // YAML 1.1 quotes strings PyYAML would read as booleans (`yes`, `on`).
   const doc = new Document(out, { version: '1.1' });

@@ -56,6 +56,20 @@ export function validateRecipe(recipe: MergeRecipe, method: MergeMethod, source?
     seen.add(normalizeModelRef(entry.model));
   });
 
+  if (recipe.aim !== undefined) {
+    // AIM pulls the merged weights back toward the base model's, where the base's activations are large.
+    if (method.baseModel === 'unused')
+      fail(
+        ['aim'],
+        `AIM needs a base model, and ${method.name} takes none; use a method with base_model (e.g. ties)`,
+      );
+    if (recipe.baseModel === undefined)
+      fail(
+        ['aim'],
+        'AIM needs base_model: the model (System 1) whose activations are measured and whose weights the merge is relaxed toward',
+      );
+  }
+
   const inputs = mergeInputModels(recipe);
   // The method contract has no input-count field; slerp is the one method with a fixed count.
   if (method.name === 'slerp' && (inputs.length !== 2 || recipe.baseModel === undefined)) {

@@ -129,3 +129,55 @@ export async function importFolder(
     throw e;
   }
 }
+
+/** The folder holds a model the library already has; nothing was stored. */
+export class DuplicateModelError extends Error {
+  override name = 'DuplicateModelError';
+}
+
+/** Bytes compared at each end of every file: headers, configs and tokenizers whole, weights sampled. */
+const SAME_MODEL_PROBE_BYTES = 1024 * 1024;
+
+/**
+ * A library model with the same files as `kept` (names and sizes), whose first and last MiB of every
+ * file hold the same bytes (a safetensors header names every tensor with its offsets, so two
+ * different weight files of one size differ there in practice); undefined when there is none.
+ */
+export async function findSameModel(
+  library: ModelLibrary,
+  kept: readonly FolderFile[],
+): Promise<ModelRecord | undefined> {
+  const wanted = new Map(kept.map((f) => [f.name, f.blob]));
+  for (const record of await library.list()) {
+    if (record.files.length !== wanted.size) continue;
+    if (!record.files.every((f) => wanted.get(f.name)?.size === f.size)) continue;
+    const model = await library.openModel({ id: record.id });
+    let same = true;
+    for (const stored of record.files) {
+      const blob = wanted.get(stored.name)!;
+      const source = await model.open(stored.name);
+      const head = Math.min(stored.size, SAME_MODEL_PROBE_BYTES);
+      const tailAt = Math.max(head, stored.size - SAME_MODEL_PROBE_BYTES);
+      for (const [at, length] of [
+        [0, head],
+        [tailAt, stored.size - tailAt],
+      ]) {
+        if (length === 0) continue;
+        const [a, b] = await Promise.all([
+          source.read(at, length),
+          blob.slice(at, at + length).arrayBuffer(),
+        ]);
+        if (!equalBytes(a, new Uint8Array(b))) same = false;
+      }
+      if (!same) break;
+    }
+    if (same) return record;
+  }
+  return undefined;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

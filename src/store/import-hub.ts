@@ -1,18 +1,24 @@
 /**
  * Downloading a model from the Hugging Face hub into the library.
  *
- * Files are listed with `@huggingface/hub` (which also gives each LFS file's sha256), streamed into
- * chunks, and hashed as they arrive. Progress (chunks stored, hash state) is saved with every chunk,
- * so after a reload the download continues with an HTTP Range request where it stopped. A file whose
- * sha256 differs from the hub's is deleted and the import fails naming it.
+ * Files are listed with `@huggingface/hub` (which also gives each file's oid: the sha256 of an LFS
+ * file, the git blob sha1 of a file kept in git), streamed into chunks, and hashed as they arrive.
+ * Progress (chunks stored, hash state) is saved with every chunk, so after a reload the download
+ * continues with an HTTP Range request where it stopped. A file whose hash differs from the hub's
+ * is deleted and the import fails naming it.
+ *
+ * Every request goes through `createHubFetch`, which sends the access token to the chosen hub's
+ * origin only. File names come from the hub, so they are checked (no `\`, `?`, `#`, `.`/`..`
+ * segments or control characters) and URL-encoded segment by segment before they reach a URL.
  */
 import { downloadFile, fileDownloadInfo, listFiles } from '@huggingface/hub';
+import { createHubFetch, DEFAULT_HUB_URL } from './hub-fetch';
 import type { ImportProgress } from './import-folder';
 import { ImportAbortedError, isModelFile } from './import-folder';
 import { LibraryError, type ModelImport, type ModelLibrary, type ModelRecord } from './library';
 import { Sha256 } from './sha256';
 
-export const DEFAULT_HUB_URL = 'https://huggingface.co';
+export { DEFAULT_HUB_URL };
 
 export interface HubAccess {
   /** Where the hub is; tests point this at a local server. */
@@ -32,8 +38,47 @@ export function isRepoId(s: string): boolean {
   return /^[A-Za-z0-9][\w.-]{0,95}\/[A-Za-z0-9][\w.-]{0,95}$/.test(s);
 }
 
+/** A file name the hub listed that is never used in a URL or stored (see `hubFileNameProblem`). */
+export class HubFileNameError extends Error {
+  override name = 'HubFileNameError';
+}
+
+/**
+ * Why a path the hub lists cannot be downloaded, or undefined when it can. `\\` is a path separator
+ * to URL parsers, `?` and `#` end a URL path, `.`/`..` segments climb out of the repo, and control
+ * characters hide what a name really is.
+ */
+export function hubFileNameProblem(path: string): string | undefined {
+  if (path === '') return 'it is empty';
+  for (const ch of path) {
+    const code = ch.charCodeAt(0);
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) {
+      return `it contains the control character U+${code.toString(16).padStart(4, '0').toUpperCase()}`;
+    }
+  }
+  for (const c of ['\\', '?', '#']) if (path.includes(c)) return `it contains '${c}'`;
+  const segments = path.split('/');
+  if (segments.some((s) => s === '.' || s === '..')) return "it has a '.' or '..' segment";
+  if (segments.some((s) => s === '')) return 'it has an empty segment';
+  return undefined;
+}
+
+/** The path as a URL path: every segment percent-encoded, `/` kept between them. */
+export function encodeHubPath(path: string): string {
+  return path.split('/').map(encodeURIComponent).join('/');
+}
+
+/** A file name shown to the user with control characters spelled out. */
+function shownName(path: string): string {
+  return JSON.stringify(path);
+}
+
 function hubFetch(access: HubAccess): typeof fetch {
-  return (input, init) => fetch(input, { ...init, signal: access.signal });
+  return createHubFetch({
+    hubUrl: access.hubUrl ?? DEFAULT_HUB_URL,
+    accessToken: access.accessToken,
+    signal: access.signal,
+  });
 }
 
 function describeStatus(status: number, what: string): string {
@@ -44,14 +89,40 @@ function describeStatus(status: number, what: string): string {
   return `${what}: the hub answered HTTP ${status}`;
 }
 
-function rethrowHubError(e: unknown, what: string, signal?: AbortSignal): never {
+/**
+ * A fetch that never got an answer (DNS, refused connection, offline, CORS): browsers say only
+ * "Failed to fetch" (Chromium), "NetworkError when attempting to fetch resource." (Firefox) or
+ * "Load failed" (Safari), all as a TypeError.
+ */
+export function isUnreachable(e: unknown): boolean {
+  return e instanceof TypeError && /failed to fetch|networkerror|load failed|fetch failed/i.test(e.message);
+}
+
+/** What to tell the user when the hub at `hubUrl` cannot be reached. */
+export function unreachableMessage(hubUrl: string): string {
+  let host = hubUrl;
+  try {
+    host = new URL(hubUrl).host;
+  } catch {
+    // not a URL: name it as typed
+  }
+  return `cannot reach ${host} (offline?): check the connection and the hub URL, then try again`;
+}
+
+function rethrowHubError(e: unknown, what: string, signal?: AbortSignal, hubUrl?: string): never {
   if (signal?.aborted) throw new ImportAbortedError(what);
+  if (isUnreachable(e))
+    throw new HubDownloadError(`${what}: ${unreachableMessage(hubUrl ?? DEFAULT_HUB_URL)}`);
   if (e instanceof Error && 'statusCode' in e && typeof e.statusCode === 'number') {
     throw new HubDownloadError(describeStatus(e.statusCode, what));
   }
   if (
     e instanceof Error &&
-    (e.name === 'HubDownloadError' || e.name === 'StorageFullError' || e.name === 'ChecksumMismatchError')
+    (e.name === 'HubDownloadError' ||
+      e.name === 'HubAccessError' ||
+      e.name === 'HubFileNameError' ||
+      e.name === 'StorageFullError' ||
+      e.name === 'ChecksumMismatchError')
   ) {
     throw e;
   }
@@ -66,21 +137,40 @@ export async function importFromHub(
   access: HubAccess = {},
 ): Promise<ModelRecord> {
   if (!isRepoId(repo)) throw new HubDownloadError(`'${repo}' is not a hub repo id (owner/name)`);
-  const files: { name: string; size: number; expectedSha256?: string }[] = [];
+  const revisionProblem = hubFileNameProblem(revision);
+  if (revisionProblem) {
+    throw new HubDownloadError(
+      `${repo}: the revision ${shownName(revision)} cannot be used: ${revisionProblem}`,
+    );
+  }
+  const files: { name: string; size: number; expectedSha256?: string; expectedGitSha1?: string }[] = [];
   try {
     for await (const entry of listFiles({
       repo,
-      revision,
+      // listFiles puts the revision into the URL as it is; a branch such as refs/pr/1 is one segment.
+      revision: encodeURIComponent(revision),
       hubUrl: access.hubUrl ?? DEFAULT_HUB_URL,
-      accessToken: access.accessToken,
       fetch: hubFetch(access),
     })) {
-      if (entry.type !== 'file' || !isModelFile(entry.path)) continue;
-      // The LFS oid is the file's sha256; small files kept in git have a sha1 oid, not checked.
-      files.push({ name: entry.path, size: entry.lfs?.size ?? entry.size, expectedSha256: entry.lfs?.oid });
+      if (entry.type !== 'file') continue;
+      const problem = hubFileNameProblem(entry.path);
+      if (problem) {
+        throw new HubFileNameError(
+          `${repo}@${revision}: the hub lists a file named ${shownName(entry.path)}, which is refused: ${problem}. ` +
+            "File names with \\, ?, #, '.' or '..' segments, or control characters are never downloaded.",
+        );
+      }
+      if (!isModelFile(entry.path)) continue;
+      const size = entry.lfs?.size ?? entry.size;
+      if (!Number.isSafeInteger(size) || size < 0) {
+        throw new HubDownloadError(`${repo}/${entry.path}: the hub lists an invalid size (${String(size)})`);
+      }
+      // An LFS file's oid is its sha256; a file kept in git has its git blob sha1 as oid.
+      const gitSha1 = !entry.lfs && /^[0-9a-f]{40}$/i.test(entry.oid ?? '') ? entry.oid : undefined;
+      files.push({ name: entry.path, size, expectedSha256: entry.lfs?.oid, expectedGitSha1: gitSha1 });
     }
   } catch (e) {
-    rethrowHubError(e, `${repo}@${revision}`, access.signal);
+    rethrowHubError(e, `${repo}@${revision}`, access.signal, access.hubUrl);
   }
   if (!files.some((f) => f.name === 'config.json')) {
     throw new HubDownloadError(`${repo}@${revision}: the repo has no config.json at its top level`);
@@ -162,7 +252,7 @@ async function downloadRemaining(job: ModelImport, access: HubAccess): Promise<M
         });
       }
     } catch (e) {
-      rethrowHubError(e, what, access.signal);
+      rethrowHubError(e, what, access.signal, access.hubUrl);
     } finally {
       await reader.cancel().catch(() => undefined);
     }
@@ -185,10 +275,9 @@ async function openFileStream(
   try {
     const info = await fileDownloadInfo({
       repo,
-      path,
+      path: encodeHubPath(path),
       revision,
       hubUrl,
-      accessToken: access.accessToken,
       fetch: fetchFn,
     });
     if (!info) throw new HubDownloadError(`${what}: the file is no longer in ${repo}@${revision}`);
@@ -201,19 +290,17 @@ async function openFileStream(
       // Xet-stored files are reassembled by the library's Blob, which fetches ranges itself.
       const blob = await downloadFile({
         repo,
-        path,
+        path: encodeHubPath(path),
         revision,
         hubUrl,
-        accessToken: access.accessToken,
         fetch: fetchFn,
         downloadInfo: info,
       });
       if (!blob) throw new HubDownloadError(`${what}: the file is no longer in ${repo}@${revision}`);
       return blob.slice(start).stream() as ReadableStream<Uint8Array>;
     }
-    const headers: Record<string, string> = { Range: `bytes=${start}-` };
-    if (access.accessToken) headers.Authorization = `Bearer ${access.accessToken}`;
-    const response = await fetchFn(info.url, { headers });
+    // The hub fetch adds the token if info.url is on the hub, and only then (it may be the CDN's).
+    const response = await fetchFn(info.url, { headers: { Range: `bytes=${start}-` } });
     if (!response.ok) throw new HubDownloadError(describeStatus(response.status, what));
     const range = response.headers.get('Content-Range');
     const startsAt = response.status === 206 && range ? Number(/^bytes (\d+)-/.exec(range)?.[1]) : 0;
@@ -225,6 +312,6 @@ async function openFileStream(
     if (!response.body) throw new HubDownloadError(`${what}: the hub sent no body`);
     return response.body;
   } catch (e) {
-    rethrowHubError(e, what, access.signal);
+    rethrowHubError(e, what, access.signal, access.hubUrl);
   }
 }

@@ -13,6 +13,7 @@
 import type { ModelFiles } from '../engine/io';
 import type { ByteSource } from '../formats/byte-source';
 import { readSafetensorsHeader } from '../formats/safetensors';
+import { gitBlobSha1 } from './git-blob';
 import type { KeyValueStore } from './kv';
 import { Sha256, type Sha256State } from './sha256';
 
@@ -25,7 +26,9 @@ export const MAX_CHUNK_BYTES = 256 * 1024 * 1024;
 export type ModelSource =
   | { kind: 'folder' }
   | { kind: 'hub'; repo: string; revision: string }
-  | { kind: 'merge'; recipe?: string };
+  | { kind: 'merge'; recipe?: string }
+  /** The built-in demo's synthetic models (random weights generated in the page). */
+  | { kind: 'demo' };
 
 export interface StoredFile {
   name: string;
@@ -58,6 +61,12 @@ export interface PendingFile {
   size: number;
   /** The sha256 the file must have (the hub's LFS oid), checked when its last byte is stored. */
   expectedSha256?: string;
+  /**
+   * The git blob sha1 the file must have (the hub's oid of a file kept in git), checked when its
+   * last byte is stored by reading the stored chunks back (such files are small: the hub keeps
+   * files over 10 MB in LFS).
+   */
+  expectedGitSha1?: string;
   chunksDone: number;
   bytesDone: number;
   /** Hash of the bytes stored so far, so hashing continues after a reload. */
@@ -92,16 +101,17 @@ export class StorageFullError extends Error {
   }
 }
 
-/** A downloaded file whose sha256 differs from the one the hub lists; its bytes were deleted. */
+/** A downloaded file whose hash differs from the one the hub lists; its bytes were deleted. */
 export class ChecksumMismatchError extends Error {
   override name = 'ChecksumMismatchError';
   constructor(
     readonly file: string,
     readonly expected: string,
     readonly actual: string,
+    readonly algorithm: 'sha256' | 'git blob sha1' = 'sha256',
   ) {
     super(
-      `${file}: sha256 is ${actual} but the hub lists ${expected}; the file is corrupt and was deleted. ` +
+      `${file}: ${algorithm} is ${actual} but the hub lists ${expected}; the file is corrupt and was deleted. ` +
         'Resume the import to download it again.',
     );
   }
@@ -218,7 +228,7 @@ export class ModelLibrary {
     name: string;
     source: ModelSource;
     resumable: boolean;
-    files: readonly { name: string; size: number; expectedSha256?: string }[];
+    files: readonly { name: string; size: number; expectedSha256?: string; expectedGitSha1?: string }[];
   }): Promise<ModelImport> {
     if (init.files.length === 0) throw new LibraryError(`${init.name}: nothing to import`);
     const names = new Set<string>();
@@ -237,6 +247,7 @@ export class ModelLibrary {
         name: f.name,
         size: f.size,
         expectedSha256: f.expectedSha256?.toLowerCase(),
+        expectedGitSha1: f.expectedGitSha1?.toLowerCase(),
         chunksDone: 0,
         bytesDone: 0,
         hashState: new Sha256().state(),
@@ -318,6 +329,14 @@ export class ModelImport {
       await this.discardFile(f);
       throw new ChecksumMismatchError(`${this.name}/${fileName}`, f.expectedSha256, next.sha256 ?? '');
     }
+    if (complete && f.expectedGitSha1) {
+      const earlier = await this.storedChunks(f);
+      const sha1 = await gitBlobSha1(new Blob([...earlier, data]));
+      if (sha1 !== f.expectedGitSha1) {
+        await this.discardFile(f);
+        throw new ChecksumMismatchError(`${this.name}/${fileName}`, f.expectedGitSha1, sha1, 'git blob sha1');
+      }
+    }
     const updated = this.withFile(next);
     try {
       await this.library.kv.write([
@@ -341,6 +360,15 @@ export class ModelImport {
     const sha = new Sha256().hex();
     if (f.expectedSha256 && f.expectedSha256 !== sha) {
       throw new ChecksumMismatchError(`${this.name}/${fileName}`, f.expectedSha256, sha);
+    }
+    const sha1 = f.expectedGitSha1 ? await gitBlobSha1(new Blob([])) : undefined;
+    if (f.expectedGitSha1 && sha1 !== f.expectedGitSha1) {
+      throw new ChecksumMismatchError(
+        `${this.name}/${fileName}`,
+        f.expectedGitSha1,
+        sha1 ?? '',
+        'git blob sha1',
+      );
     }
     const next = { ...f, done: true, sha256: sha, hashState: undefined };
     await this.library.kv.write([[IMPORT_PREFIX + this.id, this.withFile(next)]]);
@@ -379,6 +407,17 @@ export class ModelImport {
       Array.from({ length: f.chunksDone }, (_, i) => chunkKey(this.id, f.name, i)),
     );
     await this.library.kv.write([], [IMPORT_PREFIX + this.id, ...chunkKeys]);
+  }
+
+  /** The chunks of `f` stored so far, in order. */
+  private async storedChunks(f: PendingFile): Promise<Blob[]> {
+    const keys = Array.from({ length: f.chunksDone }, (_, i) => chunkKey(this.id, f.name, i));
+    const chunks = await this.library.kv.getMany<Blob>(keys);
+    const missing = chunks.indexOf(undefined);
+    if (missing >= 0) {
+      throw new LibraryError(`${this.name}/${f.name}: chunk ${missing} is missing from browser storage`);
+    }
+    return chunks as Blob[];
   }
 
   private withFile(next: PendingFile): PendingImport {

@@ -1,10 +1,15 @@
 /**
  * <l2s-import-panel>: brings models into the library from a local folder (picker or drag and drop)
  * or from the Hugging Face hub, with per-file progress; lists hub downloads that can be resumed.
+ *
+ * A hub other than huggingface.co (a `?hub=` in the address, or the Hub URL field) is shown with a
+ * warning, and an access token goes to it only after the user ticks that they trust it; over plain
+ * HTTP (other than to localhost) a token is never sent.
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
+import { DEFAULT_HUB_URL, hubUrlWarning, tokenRefusal } from '../store/hub-fetch';
 import { type FolderFile, filesFromDirectoryInput, type ImportProgress } from '../store/import-folder';
 import type { PendingImport } from '../store/library';
 import { callback, type Engine, newRunId } from '../worker/client';
@@ -66,12 +71,29 @@ export class L2sImportPanel extends LitElement {
         font-size: 12px;
         font-variant-numeric: tabular-nums;
       }
+      .files .name {
+        overflow-wrap: anywhere;
+      }
+      input {
+        max-width: 100%;
+        box-sizing: border-box;
+      }
+      fieldset {
+        min-width: 0;
+      }
+      .warning {
+        background: #fff4d6;
+        border: 1px solid #e0b341;
+        border-radius: 6px;
+        padding: 6px 8px;
+        color: #5a4300;
+      }
     `,
   ];
 
   @property({ attribute: false }) engine?: Engine;
   @property({ attribute: false }) pending: PendingImport[] = [];
-  @property() hubUrl = 'https://huggingface.co';
+  @property() hubUrl = DEFAULT_HUB_URL;
   @state() private state: ImportState = 'idle';
   @state() private message = '';
   @state() private dragOver = false;
@@ -79,6 +101,8 @@ export class L2sImportPanel extends LitElement {
   @state() private revision = 'main';
   /** Kept only in this component's memory: never stored or logged. */
   @state() private accessToken = '';
+  /** The user said the hub at `hubUrl` (not the default one) may have the token; reset when it changes. */
+  @state() private tokenConsent = false;
   /** Per-file progress of the import under way. */
   @state() private fileProgress = new Map<string, { done: number; size: number }>();
   @state() private total = { done: 0, size: 0 };
@@ -152,11 +176,53 @@ export class L2sImportPanel extends LitElement {
     for (const folder of folders) await this.importFiles(folder.name, await filesOfDroppedFolder(folder));
   }
 
-  private importHub(e: Event): Promise<void> {
-    e.preventDefault();
+  protected override willUpdate(changed: Map<PropertyKey, unknown>): void {
+    if (changed.has('hubUrl')) this.tokenConsent = false;
+  }
+
+  private hubOrigin(): string {
+    try {
+      return new URL(this.hubUrl).origin;
+    } catch {
+      return this.hubUrl;
+    }
+  }
+
+  /** Why the token may not go out now, or undefined; checked before any request carries it. */
+  private tokenBlocked(): string | undefined {
+    if (!this.accessToken) return undefined;
+    const refusal = tokenRefusal(this.hubUrl);
+    if (refusal)
+      return `The access token was not sent: ${refusal}. Clear the token to download public models from it.`;
+    if (this.hubOrigin() !== DEFAULT_HUB_URL && !this.tokenConsent) {
+      return (
+        `The access token was not sent: this page is set to use the hub at ${this.hubOrigin()}, not ${DEFAULT_HUB_URL}. ` +
+        `Tick "Send my access token to ${this.hubOrigin()}" if you trust that server, or clear the token.`
+      );
+    }
+    return undefined;
+  }
+
+  private refuseToken(why: string): Promise<void> {
+    this.state = 'error';
+    this.message = why;
+    return Promise.resolve();
+  }
+
+  /** Downloads `repo` (a recipe named it and the library lacks it); the panel shows the progress. */
+  downloadFromHub(repo: string): Promise<void> {
+    this.repo = repo;
+    this.scrollIntoView({ block: 'nearest' });
+    return this.importHub();
+  }
+
+  private importHub(e?: Event): Promise<void> {
+    e?.preventDefault();
     const engine = this.engine;
     const repo = this.repo.trim();
     if (!engine || !repo) return Promise.resolve();
+    const blocked = this.tokenBlocked();
+    if (blocked) return this.refuseToken(blocked);
     return this.run(`Downloading ${repo}…`, (runId) =>
       engine.api.importHub(
         runId,
@@ -174,6 +240,8 @@ export class L2sImportPanel extends LitElement {
   private resume(p: PendingImport): Promise<void> {
     const engine = this.engine;
     if (!engine) return Promise.resolve();
+    const blocked = this.tokenBlocked();
+    if (blocked) return this.refuseToken(blocked);
     return this.run(`Resuming ${p.name}…`, (runId) =>
       engine.api.resumeHub(
         runId,
@@ -196,17 +264,46 @@ export class L2sImportPanel extends LitElement {
   private renderProgress() {
     if (this.state !== 'running' || this.fileProgress.size === 0) return '';
     return html`
-      <progress data-testid="import-progress" max=${this.total.size} .value=${this.total.done}></progress>
+      <progress
+        data-testid="import-progress"
+        aria-label="Import progress"
+        max=${this.total.size}
+        .value=${this.total.done}
+      ></progress>
       <table class="files">
         ${[...this.fileProgress].map(
           ([name, p]) => html`<tr>
-            <td>${name}</td>
+            <td class="name">${name}</td>
             <td>${formatBytes(p.done)} / ${formatBytes(p.size)}</td>
-            <td><progress max=${p.size} .value=${p.done}></progress></td>
+            <td><progress aria-label=${`${name} downloaded`} max=${p.size} .value=${p.done}></progress></td>
           </tr>`,
         )}
       </table>
     `;
+  }
+
+  private renderHubWarning() {
+    const warning = hubUrlWarning(this.hubUrl);
+    if (!warning) return '';
+    const consentPossible = !tokenRefusal(this.hubUrl);
+    return html`<div class="warning" data-testid="hub-warning" role="alert">
+      ${warning}
+      ${
+        consentPossible
+          ? html`<label
+              ><input
+                type="checkbox"
+                data-testid="hub-token-consent"
+                .checked=${this.tokenConsent}
+                @change=${(e: Event) => {
+                  this.tokenConsent = (e.target as HTMLInputElement).checked;
+                }}
+              />
+              Send my access token to ${this.hubOrigin()}</label
+            >`
+          : ''
+      }
+    </div>`;
   }
 
   override render() {
@@ -240,10 +337,12 @@ export class L2sImportPanel extends LitElement {
         <form @submit=${this.importHub}>
           <fieldset>
             <legend>From the Hugging Face hub</legend>
+            ${this.renderHubWarning()}
             <div class="row">
               <input
                 type="text"
                 data-testid="hub-repo"
+                aria-label="Hub repo id"
                 placeholder="owner/model, e.g. Qwen/Qwen2.5-Math-1.5B"
                 size="36"
                 .value=${this.repo}
@@ -254,6 +353,7 @@ export class L2sImportPanel extends LitElement {
               <input
                 type="text"
                 data-testid="hub-revision"
+                aria-label="Revision"
                 size="8"
                 title="Revision: branch, tag or commit"
                 .value=${this.revision}
@@ -307,7 +407,7 @@ export class L2sImportPanel extends LitElement {
               </ul>`
             : ''
         }
-        <p data-testid="import-status" data-state=${this.state} class=${this.state === 'error' ? 'error' : ''}>${this.message}${
+        <p role="status" data-testid="import-status" data-state=${this.state} class=${this.state === 'error' ? 'error' : ''}>${this.message}${
           running ? html` <button data-testid="import-cancel" @click=${this.cancel}>Cancel</button>` : ''
         }</p>
         ${this.renderProgress()}

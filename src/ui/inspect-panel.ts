@@ -1,13 +1,23 @@
 /**
  * <l2s-inspect-panel>: pictures of what a merge works with, computed in the engine worker from the
  * stored weights: per-layer task-vector norms, sign conflicts between models, what TIES' trimming
- * keeps, and the singular spectrum of one task vector. Charts are inline SVG, drawn here.
+ * keeps, the singular spectrum of one task vector, and a merged model against System 2. Charts are
+ * drawn by Observable Plot (src/ui/charts); every caption is computed from the data it describes.
  *
  * The base and the models come from the recipe in the editor; other library models can be ticked
  * to compare with them (the demo ticks its instruct model, so sign conflicts have two models).
  */
-import { css, html, LitElement, nothing, type PropertyValues, svg, type TemplateResult } from 'lit';
+import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
+import {
+  beforeAfterCaption,
+  beforeAfterRows,
+  normsCaption,
+  percent,
+  signsCaption,
+  spectrumCaption,
+  tiesCaption,
+} from '../inspect/captions';
 import type { InspectProgress, SpectrumInspection, TaskVectorInspection } from '../inspect/inspect-models';
 import { conflictFraction, keptShares, relativeNorm } from '../inspect/task-vector-stats';
 import { defaultSpectrumTensor } from '../inspect/tensor-groups';
@@ -15,71 +25,22 @@ import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
 import type { ModelRecord } from '../store/library';
 import { callback, type Engine, newRunId } from '../worker/client';
+import './charts/chart';
+import type { ChartSpec } from './charts/chart';
+import {
+  beforeAfterChart,
+  conflictsChart,
+  MODEL_COLORS,
+  normsChart,
+  spectrumChart,
+  tiesKeptChart,
+} from './charts/inspect-charts';
 import { panelStyles } from './panel-styles';
 
 type ViewState = 'idle' | 'running' | 'done' | 'error';
 
 /** The paper's TIES setting (trim 80%, keep 20%), used when the recipe gives no density. */
 const PAPER_TIES_DENSITY = 0.2;
-
-const MODEL_COLORS = ['#1c5fb8', '#d9480f', '#2b8a3e', '#862e9c', '#b02a37', '#0b7285'];
-const ATTENTION_COLOR = '#3b6fd0';
-const MLP_COLOR = '#e8890c';
-
-/** Chart frame in SVG user units; the SVG scales to its box. */
-const W = 360;
-const H = 200;
-const M = { left: 40, right: 36, top: 12, bottom: 30 };
-
-const percent = (x: number, digits = 0) => (Number.isFinite(x) ? `${(100 * x).toFixed(digits)}%` : '–');
-
-function scale(d0: number, d1: number, r0: number, r1: number): (v: number) => number {
-  const span = d1 - d0 || 1;
-  return (v) => r0 + ((v - d0) / span) * (r1 - r0);
-}
-
-/** About `count` round tick values from 0 to at least `max`. */
-function niceTicks(max: number, count = 4): number[] {
-  const top = max > 0 && Number.isFinite(max) ? max : 1;
-  const raw = top / count;
-  const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((f) => f * magnitude).find((s) => s >= raw) ?? raw;
-  const ticks: number[] = [];
-  for (let v = 0; v <= top + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
-  if (ticks[ticks.length - 1] < top) ticks.push(Number((ticks[ticks.length - 1] + step).toPrecision(12)));
-  return ticks;
-}
-
-function formatTick(v: number): string {
-  if (v === 0) return '0';
-  return Math.abs(v) >= 0.01 && Math.abs(v) < 1000 ? String(Number(v.toPrecision(3))) : v.toExponential(0);
-}
-
-/** Left axis with grid lines, bottom axis with layer (or rank) labels. */
-function axes(
-  yTicks: number[],
-  y: (v: number) => number,
-  yLabel: (v: number) => string,
-  xTicks: number[],
-  x: (v: number) => number,
-  xTitle: string,
-): TemplateResult {
-  return svg`
-    ${yTicks.map(
-      (t) => svg`<line class="grid" x1=${M.left} x2=${W - M.right} y1=${y(t)} y2=${y(t)}></line>
-        <text class="tick" x=${M.left - 4} y=${y(t) + 3} text-anchor="end">${yLabel(t)}</text>`,
-    )}
-    <line class="axis" x1=${M.left} x2=${W - M.right} y1=${H - M.bottom} y2=${H - M.bottom}></line>
-    ${xTicks.map((t) => svg`<text class="tick" x=${x(t)} y=${H - M.bottom + 13} text-anchor="middle">${t}</text>`)}
-    <text class="title" x=${(M.left + W - M.right) / 2} y=${H - 3} text-anchor="middle">${xTitle}</text>
-  `;
-}
-
-/** Every layer index, or about a dozen evenly spaced ones for deep models. */
-function layerTicks(layers: number): number[] {
-  const step = Math.max(1, Math.ceil(layers / 12));
-  return Array.from({ length: Math.ceil(layers / step) }, (_, i) => i * step);
-}
 
 @customElement('l2s-inspect-panel')
 export class L2sInspectPanel extends LitElement {
@@ -125,30 +86,6 @@ export class L2sInspectPanel extends LitElement {
         font-weight: 600;
         margin: 2px 0;
       }
-      svg {
-        width: 100%;
-        height: auto;
-        display: block;
-      }
-      svg .grid {
-        stroke: #eceff4;
-      }
-      svg .axis {
-        stroke: #8a93a3;
-      }
-      svg .tick,
-      svg .title {
-        font-size: 10px;
-        fill: #5d6677;
-      }
-      svg .marker {
-        stroke: #6b7383;
-        stroke-dasharray: 3 3;
-      }
-      svg .marker-label {
-        font-size: 10px;
-        fill: #1d2330;
-      }
       .legend {
         display: flex;
         flex-wrap: wrap;
@@ -162,8 +99,12 @@ export class L2sInspectPanel extends LitElement {
         vertical-align: middle;
         margin-right: 4px;
       }
-      .swatch.dashed {
-        background: repeating-linear-gradient(90deg, currentColor 0 4px, transparent 4px 7px) !important;
+      .synthetic {
+        background: #fff3bf;
+        color: #5c4200;
+        border-radius: 4px;
+        padding: 0 4px;
+        font-size: 12px;
       }
       .num {
         font-variant-numeric: tabular-nums;
@@ -193,10 +134,37 @@ export class L2sInspectPanel extends LitElement {
   @state() private spectrumState: ViewState = 'idle';
   @state() private spectrumMessage = '';
   @state() private spectrum?: SpectrumInspection;
+  /** Chart drawings, made once per report so that re-rendering does not redraw them. */
+  @state() private charts?: {
+    norms: ChartSpec;
+    conflicts: ChartSpec;
+    ties: ChartSpec;
+    beforeAfter?: ChartSpec;
+  };
+  @state() private spectrumSpec?: ChartSpec;
   private runId?: string;
   private spectrumRunId?: string;
 
   protected override willUpdate(changed: PropertyValues<this>): void {
+    const report = this.report;
+    if (changed.has('report' as keyof L2sInspectPanel) || changed.has('models')) {
+      const pair = report ? this.mergedAndSystem2(report) : undefined;
+      this.charts = report && {
+        norms: normsChart(report),
+        conflicts: conflictsChart(report),
+        ties: tiesKeptChart(report),
+        beforeAfter:
+          pair &&
+          beforeAfterChart(
+            beforeAfterRows(report, pair.merged, pair.system2),
+            report.models[pair.merged],
+            report.models[pair.system2],
+          ),
+      };
+    }
+    if (changed.has('spectrum' as keyof L2sInspectPanel)) {
+      this.spectrumSpec = this.spectrum && spectrumChart(this.spectrum.spectrum, this.spectrum.model);
+    }
     if (changed.has('recipeText')) {
       try {
         this.recipe = this.recipeText.trim() ? parseRecipe(this.recipeText, 'recipe') : undefined;
@@ -205,6 +173,24 @@ export class L2sInspectPanel extends LitElement {
         this.recipe = undefined;
       }
     }
+  }
+
+  /**
+   * The before/after pair: a merged model of the library (an output added to it) and System 2, the
+   * recipe's first model, when the report has both.
+   */
+  private mergedAndSystem2(report: TaskVectorInspection): { merged: number; system2: number } | undefined {
+    const isMerge = (name: string) => this.models.find((m) => m.name === name)?.source.kind === 'merge';
+    const merged = report.models.findIndex(isMerge);
+    const recipeModels = (this.recipe?.models ?? []).map((m) => m.model);
+    const system2 = report.models.findIndex(
+      (name, i) => i !== merged && recipeModels.includes(name) && !isMerge(name),
+    );
+    return merged >= 0 && system2 >= 0 ? { merged, system2 } : undefined;
+  }
+
+  private isSynthetic(name: string): boolean {
+    return this.models.find((m) => m.name === name)?.source.kind === 'demo';
   }
 
   private get base(): string | undefined {
@@ -351,7 +337,7 @@ export class L2sInspectPanel extends LitElement {
     }
     return html`
       <div class="row">
-        <span>Base: <strong>${base}</strong></span>
+        <span>Base: <strong>${base}</strong>${this.isSynthetic(base) ? html` <span class="synthetic">synthetic</span>` : nothing}</span>
         <span>Compare:</span>
         ${this.candidates.map(
           (name) => html`<label
@@ -361,7 +347,7 @@ export class L2sInspectPanel extends LitElement {
               data-name=${name}
               .checked=${selected.includes(name)}
               @change=${(e: Event) => this.toggle(name, (e.target as HTMLInputElement).checked)}
-            />${name}</label
+            />${name}${this.isSynthetic(name) ? html` <span class="synthetic">synthetic</span>` : nothing}</label
           >`,
         )}
       </div>
@@ -410,44 +396,13 @@ export class L2sInspectPanel extends LitElement {
   }
 
   private renderNorms(report: TaskVectorInspection) {
-    const layers = report.layers.length;
-    const series = report.models.flatMap((model, m) =>
-      (['attention', 'mlp'] as const).map((block) => ({
-        model,
-        block,
-        color: MODEL_COLORS[m % MODEL_COLORS.length],
-        values: report.layers.map((l) => relativeNorm(l.norms[m][block])),
-      })),
-    );
-    const max = Math.max(0, ...series.flatMap((s) => s.values.filter(Number.isFinite)));
-    const yTicks = niceTicks(max);
-    const y = scale(0, yTicks[yTicks.length - 1], H - M.bottom, M.top);
-    const x = scale(0, Math.max(1, layers - 1), M.left + 8, W - M.right - 8);
-    const line = (values: number[]) =>
-      values
-        .map((v, i) => (Number.isFinite(v) ? `${x(i).toFixed(1)},${y(v).toFixed(1)}` : ''))
-        .filter(Boolean)
-        .join(' ');
     const overall = report.totals.norms.map(relativeNorm);
     return html`
       <figure data-testid="inspect-norms" data-state="done">
         <h3>Task-vector size per layer</h3>
-        <svg viewBox="0 0 ${W} ${H}" role="img" aria-label="Relative task-vector norm per layer">
-          ${axes(yTicks, y, formatTick, layerTicks(layers), x, 'layer')}
-          ${series.map(
-            (s) => svg`<g>
-              <polyline fill="none" stroke=${s.color} stroke-width="1.8"
-                stroke-dasharray=${s.block === 'mlp' ? '5 3' : 'none'} points=${line(s.values)}></polyline>
-              ${s.values.map((v, i) =>
-                Number.isFinite(v)
-                  ? svg`<circle cx=${x(i)} cy=${y(v)} r="2.6" fill=${s.block === 'mlp' ? '#fff' : s.color}
-                      stroke=${s.color}><title>${s.model}, layer ${i} ${s.block}: ${v.toFixed(4)}</title></circle>`
-                  : nothing,
-              )}
-            </g>`,
-          )}
-        </svg>
+        <l2s-chart .spec=${this.charts?.norms} chart-title="Task-vector size per layer"></l2s-chart>
         <div class="legend">
+          <span>Over the whole model:</span>
           ${report.models.map(
             (model, m) => html`<span
               data-testid="inspect-norm-model"
@@ -457,54 +412,19 @@ export class L2sInspectPanel extends LitElement {
               <span class="num">${overall[m].toFixed(3)}</span></span
             >`,
           )}
-          <span><span class="swatch" style="background: #555"></span>attention</span>
-          <span style="color: #555"><span class="swatch dashed"></span>MLP</span>
         </div>
-        <figcaption>
-          ‖θ<sub>model</sub> − θ<sub>base</sub>‖ / ‖θ<sub>base</sub>‖ for each layer’s attention and MLP weights
-          (legend: over the whole model): a merge adds a share of these task vectors to the fast System 1 base, so
-          their size is how far each model can pull the merge towards its own behaviour.
+        <figcaption data-testid="inspect-norms-caption">
+          ‖θ<sub>model</sub> − θ<sub>base</sub>‖ / ‖θ<sub>base</sub>‖ per layer: how far each model can pull a merge
+          away from the fast System 1 base. ${normsCaption(report)}
         </figcaption>
       </figure>
     `;
   }
 
   private renderSigns(report: TaskVectorInspection) {
-    const layers = report.layers.length;
-    const x = scale(-0.5, Math.max(0.5, layers - 0.5), M.left, W - M.right);
-    const band = (W - M.left - M.right) / Math.max(1, layers);
     const twoModels = report.models.length >= 2;
-    const conflicts = report.layers.map((l) => ({
-      attention: conflictFraction(l.signs.attention),
-      mlp: conflictFraction(l.signs.mlp),
-    }));
-    const maxConflict = Math.max(
-      0,
-      ...conflicts.flatMap((c) => [c.attention, c.mlp]).filter(Number.isFinite),
-    );
-    const cTicks = niceTicks(Math.max(maxConflict, 0.1));
-    const cy = scale(0, cTicks[cTicks.length - 1], H - M.bottom, M.top);
     const overallConflict = conflictFraction(report.totals.signs);
-
     const keep = keptShares(report.totals.ties);
-    const perLayer = report.layers.map((l) => keptShares(l.ties));
-    const ky = scale(0, 1, H - M.bottom, M.top);
-    const kTicks = [0, 0.25, 0.5, 0.75, 1];
-    const bar = (
-      i: number,
-      slot: number,
-      slots: number,
-      v: number,
-      yOf: (v: number) => number,
-      color: string,
-      tip: string,
-    ) => {
-      if (!Number.isFinite(v)) return nothing;
-      const w = (band * 0.8) / slots;
-      const left = x(i) - band * 0.4 + slot * w;
-      return svg`<rect x=${left} y=${yOf(v)} width=${Math.max(1, w - 1)} height=${Math.max(0, yOf(0) - yOf(v))}
-        fill=${color}><title>${tip}</title></rect>`;
-    };
     const density =
       report.density.min === report.density.max
         ? `density ${report.density.min}`
@@ -522,58 +442,34 @@ export class L2sInspectPanel extends LitElement {
         ${
           twoModels
             ? html`<div class="headline">
-                The models disagree in sign on ${percent(overallConflict)} of the weights.
-              </div>
-              <svg viewBox="0 0 ${W} ${H}" role="img" aria-label="Sign conflicts per layer">
-                ${axes(
-                  cTicks,
-                  cy,
-                  (v) => percent(v),
-                  layerTicks(layers),
-                  (i) => x(i),
-                  'layer',
-                )}
-                ${conflicts.map(
-                  (c, i) => svg`
-                    ${bar(i, 0, 2, c.attention, cy, ATTENTION_COLOR, `layer ${i} attention: ${percent(c.attention, 1)} in conflict`)}
-                    ${bar(i, 1, 2, c.mlp, cy, MLP_COLOR, `layer ${i} MLP: ${percent(c.mlp, 1)} in conflict`)}`,
-                )}
-              </svg>
-              <div class="legend">
-                <span><span class="swatch" style="background: ${ATTENTION_COLOR}"></span>attention</span>
-                <span><span class="swatch" style="background: ${MLP_COLOR}"></span>MLP</span>
-              </div>`
-            : html`<p class="hint">Tick a second model to compare signs.</p>`
+                  The models disagree in sign on ${percent(overallConflict)} of the weights.
+                </div>
+                <l2s-chart .spec=${this.charts?.conflicts} chart-title="Sign conflicts per layer"></l2s-chart>`
+            : nothing
         }
+        <p class="hint" data-testid="inspect-signs-caption">${signsCaption(report)}</p>
         <div class="headline" data-testid="inspect-ties-headline">
           TIES keeps ${percent(keep.entries)} of entries holding ${percent(keep.energy)} of the energy
           (${percent(keep.l1)} of the L1 mass) of ${report.focus}’s task vector (${density}).
         </div>
-        <svg viewBox="0 0 ${W} ${H}" role="img" aria-label="Share of entries, L1 mass and energy TIES keeps per layer">
-          ${axes(
-            kTicks,
-            ky,
-            (v) => percent(v),
-            layerTicks(layers),
-            (i) => x(i),
-            'layer',
-          )}
-          ${perLayer.map(
-            (s, i) => svg`
-              ${bar(i, 0, 3, s.entries, ky, '#9aa3b2', `layer ${i}: ${percent(s.entries, 1)} of entries kept`)}
-              ${bar(i, 1, 3, s.l1, ky, '#5c7cfa', `layer ${i}: ${percent(s.l1, 1)} of the L1 mass kept`)}
-              ${bar(i, 2, 3, s.energy, ky, '#2b8a3e', `layer ${i}: ${percent(s.energy, 1)} of the energy kept`)}`,
-          )}
-        </svg>
-        <div class="legend">
-          <span><span class="swatch" style="background: #9aa3b2"></span>entries</span>
-          <span><span class="swatch" style="background: #5c7cfa"></span>L1 mass</span>
-          <span><span class="swatch" style="background: #2b8a3e"></span>energy (L2²)</span>
-        </div>
-        <figcaption>
-          Where task vectors push a weight in opposite directions, averaging cancels both, which is why TIES elects
-          one sign per weight; and because a task vector’s energy sits in its few largest entries, TIES can drop most
-          entries yet keep most of what the reasoning model learned.
+        <l2s-chart .spec=${this.charts?.ties} chart-title="What TIES keeps per layer"></l2s-chart>
+        <figcaption data-testid="inspect-ties-caption">${tiesCaption(report)}</figcaption>
+      </figure>
+    `;
+  }
+
+  private renderBeforeAfter(report: TaskVectorInspection) {
+    const pair = this.mergedAndSystem2(report);
+    if (!pair || !this.charts?.beforeAfter) return nothing;
+    return html`
+      <figure data-testid="inspect-before-after" data-state="done">
+        <h3>The merged model against System 2</h3>
+        <l2s-chart
+          .spec=${this.charts.beforeAfter}
+          chart-title="Merged model against System 2 per layer"
+        ></l2s-chart>
+        <figcaption data-testid="inspect-before-after-caption">
+          ${beforeAfterCaption(report, pair.merged, pair.system2)}
         </figcaption>
       </figure>
     `;
@@ -599,25 +495,8 @@ export class L2sInspectPanel extends LitElement {
         <p class=${this.spectrumState === 'error' ? 'error' : 'hint'}>${this.spectrumMessage}</p>
       </figure>`;
     }
-    const r = spec.normalized.length;
-    const positive = [...spec.normalized].filter((v) => v > 0);
-    const floor = 10 ** Math.floor(Math.log10(Math.max(1e-6, Math.min(...positive, 1))));
-    const decades = Math.round(-Math.log10(floor));
-    const logY = scale(Math.log10(floor), 0, H - M.bottom, M.top);
-    const y = (v: number) => logY(Math.log10(Math.max(floor, v)));
-    const cy = scale(0, 1, H - M.bottom, M.top);
-    const x = scale(1, Math.max(2, r), M.left + 4, W - M.right - 4);
-    const step = Math.max(1, Math.ceil(r / 8 / 5) * 5);
-    const xTicks = [1, ...Array.from({ length: Math.floor(r / step) }, (_, i) => (i + 1) * step)];
-    const yTicks = Array.from({ length: decades + 1 }, (_, i) => 10 ** -i);
-    const points = (values: ArrayLike<number>, yOf: (v: number) => number) =>
-      Array.from(values, (v, i) => `${x(i + 1).toFixed(1)},${yOf(v).toFixed(1)}`).join(' ');
     const min = Math.min(spec.rows, spec.cols);
-    const marker = (rank: number | null, label: string, dy: number) =>
-      rank === null || rank < 1
-        ? nothing
-        : svg`<line class="marker" x1=${x(rank)} x2=${x(rank)} y1=${M.top} y2=${H - M.bottom}></line>
-            <text class="marker-label" x=${x(rank) + 3} y=${M.top + dy}>${label} at rank ${rank}</text>`;
+    const r = spec.normalized.length;
     const rankText = (rank: number | null) => (rank === null ? `more than ${r}` : String(rank));
     return html`
       <figure
@@ -635,24 +514,16 @@ export class L2sInspectPanel extends LitElement {
           ${result.model}: rank ${rankText(spec.rank90)} of ${min} holds 90% of the energy, rank
           ${rankText(spec.rank99)} holds 99%.
         </div>
-        <svg viewBox="0 0 ${W} ${H}" role="img" aria-label="Normalized singular values and cumulative energy">
-          ${axes(yTicks, y, (v) => (v === 1 ? '1' : `1e${Math.round(Math.log10(v))}`), xTicks, x, spec.exact ? 'rank' : `rank (leading ${r} values)`)}
-          ${[0, 0.5, 1].map(
-            (t) => svg`<text class="tick" x=${W - M.right + 4} y=${cy(t) + 3}>${percent(t)}</text>`,
-          )}
-          <polyline fill="none" stroke="#1c5fb8" stroke-width="1.8" points=${points(spec.normalized, y)}></polyline>
-          <polyline fill="none" stroke="#2b8a3e" stroke-width="1.8" stroke-dasharray="5 3"
-            points=${points(spec.cumulativeEnergy, cy)}></polyline>
-          ${marker(spec.rank90, '90%', 10)} ${marker(spec.rank99, '99%', 22)}
-        </svg>
-        <div class="legend">
-          <span><span class="swatch" style="background: #1c5fb8"></span>σ<sub>i</sub> / σ<sub>1</sub> (log)</span>
-          <span style="color: #2b8a3e"><span class="swatch dashed"></span>cumulative energy (right axis)</span>
-        </div>
-        <figcaption>
-          Sparse, low-rank task vectors are why TIES and the low-rank (SVD) merges keep the reasoning while dropping
-          most of the delta: a few singular directions of ${result.tensor} carry most of what ${result.model}
-          changed.
+        <l2s-chart .spec=${this.spectrumSpec} chart-title="Singular spectrum of ${result.tensor}"></l2s-chart>
+        <figcaption data-testid="inspect-spectrum-caption">
+          ${spectrumCaption({
+            model: result.model,
+            tensor: result.tensor,
+            fullRank: min,
+            rank90: spec.rank90,
+            rank99: spec.rank99,
+            computed: r,
+          })}
         </figcaption>
       </figure>
     `;
@@ -672,6 +543,7 @@ export class L2sInspectPanel extends LitElement {
           report
             ? html`<div class="figures">
               ${this.renderNorms(report)} ${this.renderSigns(report)} ${this.renderSpectrum(report)}
+              ${this.renderBeforeAfter(report)}
             </div>`
             : nothing
         }

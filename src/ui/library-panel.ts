@@ -1,4 +1,7 @@
-/** <l2s-library-panel>: the models in browser storage, storage use, and keeping storage persistent. */
+/**
+ * <l2s-library-panel>: the models in browser storage with the storage each takes, storage use, and
+ * keeping storage persistent. Deleting asks first (inline, so it works the same on a phone).
+ */
 import { css, html, LitElement } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
@@ -14,7 +17,14 @@ function describeSource(m: ModelRecord): string {
       return `hub ${m.source.repo}@${m.source.revision}`;
     case 'merge':
       return 'merge';
+    case 'demo':
+      return 'synthetic demo (random weights)';
   }
+}
+
+/** Bytes the model takes in browser storage: every stored file, weights or not. */
+function storedBytes(m: ModelRecord): number {
+  return m.files.reduce((sum, f) => sum + f.size, 0);
 }
 
 @customElement('l2s-library-panel')
@@ -26,6 +36,40 @@ export class L2sLibraryPanel extends LitElement {
         text-align: right;
         font-variant-numeric: tabular-nums;
       }
+      /* Cells wrap at dashes first; a part longer than its column breaks anywhere, so the table
+         never outgrows its panel. */
+      td {
+        overflow-wrap: anywhere;
+      }
+      td.name {
+        min-width: 8em;
+      }
+      td button {
+        white-space: nowrap;
+      }
+      :host {
+        container-type: inline-size;
+      }
+      .confirm {
+        display: flex;
+        gap: 4px;
+        flex-wrap: wrap;
+        align-items: center;
+      }
+      /* The panel's own width (a column of the page), not the screen's, decides what fits. */
+      .meta {
+        display: none;
+        color: #5d6677;
+        font-size: 12px;
+      }
+      @container (max-width: 640px) {
+        .wide {
+          display: none;
+        }
+        .meta {
+          display: block;
+        }
+      }
     `,
   ];
 
@@ -33,8 +77,11 @@ export class L2sLibraryPanel extends LitElement {
   @property({ attribute: false }) models: ModelRecord[] = [];
   @property({ attribute: false }) storage?: StorageUse;
   @state() private error = '';
+  /** The model whose Delete was pressed once: its row asks to confirm. */
+  @state() private confirming?: string;
 
   private async deleteModel(m: ModelRecord): Promise<void> {
+    this.confirming = undefined;
     if (!this.engine) return;
     try {
       await this.engine.api.deleteModel(m.id);
@@ -71,18 +118,52 @@ export class L2sLibraryPanel extends LitElement {
             ? html`<p class="hint">No models yet. Import a folder or a hub repo, or try the demo.</p>`
             : html`<table data-testid="library">
               <thead>
-                <tr><th>Name</th><th>Architecture</th><th>dtype</th><th>Tensors</th><th>Size</th><th>Source</th><th></th></tr>
+                <tr>
+                  <th>Name</th><th class="wide">Architecture</th><th>dtype</th><th class="wide">Tensors</th>
+                  <th>Storage</th><th class="wide">Source</th><th><span class="visually-hidden">Actions</span></th>
+                </tr>
               </thead>
               <tbody>
                 ${this.models.map(
                   (m) => html`<tr data-testid="library-model" data-name=${m.name}>
-                    <td>${m.name}</td>
-                    <td>${m.summary.architecture ?? '?'}</td>
+                    <td class="name" title=${m.name}>
+                      ${m.name}
+                      <div class="meta">
+                        ${m.summary.architecture ?? '?'} · ${m.summary.tensorCount} tensors · ${describeSource(m)}
+                      </div>
+                    </td>
+                    <td class="wide">${m.summary.architecture ?? '?'}</td>
                     <td>${m.summary.dtype ?? '?'}</td>
-                    <td class="num">${m.summary.tensorCount}</td>
-                    <td class="num">${formatBytes(m.summary.totalBytes)}</td>
-                    <td>${describeSource(m)}</td>
-                    <td><button data-testid="model-delete" title="Delete ${m.name}" @click=${() => this.deleteModel(m)}>Delete</button></td>
+                    <td class="num wide">${m.summary.tensorCount}</td>
+                    <td class="num" data-testid="model-storage">${formatBytes(storedBytes(m))}</td>
+                    <td class="wide">${describeSource(m)}</td>
+                    <td>
+                      ${
+                        this.confirming === m.id
+                          ? html`<span class="confirm" role="group" aria-label=${`Delete ${m.name}?`}>
+                              Delete ${formatBytes(storedBytes(m))}?
+                              <button data-testid="model-delete-confirm" @click=${() => this.deleteModel(m)}>Delete</button>
+                              <button
+                                data-testid="model-delete-keep"
+                                @click=${() => {
+                                  this.confirming = undefined;
+                                }}
+                              >
+                                Keep
+                              </button>
+                            </span>`
+                          : html`<button
+                              data-testid="model-delete"
+                              aria-label=${`Delete ${m.name}`}
+                              title=${`Delete ${m.name}`}
+                              @click=${() => {
+                                this.confirming = m.id;
+                              }}
+                            >
+                              Delete
+                            </button>`
+                      }
+                    </td>
                   </tr>`,
                 )}
               </tbody>

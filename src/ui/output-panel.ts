@@ -1,14 +1,19 @@
 /**
  * <l2s-output-panel>: the merged files of the last run. Each file is a download link backed by an
- * object URL (revoked when the output is replaced or the panel goes away); "Save folder" writes them
- * all into a folder the user picks; "Add to library" keeps the merge as a model for further merges.
+ * object URL (revoked when the output is replaced or the panel goes away); "Download all" saves one
+ * zip (zip-download.ts says how it streams); "Save folder" writes them all into a folder the user
+ * picks; "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
+ * with their method, models, date and size; deleting one asks first.
  */
-import { html, LitElement, type PropertyValues } from 'lit';
+import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
+import { DEFAULT_HUB_URL, hubUrlWarning } from '../store/hub-fetch';
+import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
 import { type Engine, newRunId } from '../worker/client';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
 import { panelStyles } from './panel-styles';
+import { saveZip } from './zip-download';
 
 interface DirectoryPickerWindow {
   showDirectoryPicker(options?: { mode?: 'readwrite' }): Promise<FileSystemDirectoryHandle>;
@@ -20,7 +25,43 @@ interface WritableFileHandle {
 
 @customElement('l2s-output-panel')
 export class L2sOutputPanel extends LitElement {
-  static override styles = panelStyles;
+  static override styles = [
+    panelStyles,
+    css`
+      td.file,
+      .models {
+        overflow-wrap: anywhere;
+      }
+      .row {
+        display: flex;
+        gap: 6px;
+        flex-wrap: wrap;
+        align-items: center;
+      }
+      input[type='text'] {
+        max-width: 100%;
+        box-sizing: border-box;
+      }
+      li {
+        margin: 4px 0;
+      }
+      fieldset {
+        border: 1px solid #e0e4ec;
+        border-radius: 6px;
+        min-width: 0;
+      }
+      .row label {
+        margin: 0;
+      }
+      .warning {
+        background: #fff4d6;
+        border: 1px solid #e0b341;
+        border-radius: 6px;
+        padding: 6px 8px;
+        color: #5a4300;
+      }
+    `,
+  ];
 
   @property({ attribute: false }) engine?: Engine;
   /** The output shown (the last merge, or one picked from the earlier ones). */
@@ -33,6 +74,20 @@ export class L2sOutputPanel extends LitElement {
   @state() private message = '';
   @state() private name = 'merged-model';
   @state() private busy = false;
+  /** The output whose Delete was pressed once: it asks to confirm. */
+  @state() private confirming?: string;
+  /** Where "Push to the hub" sends the output (the page's hub, `?hub=`). */
+  @property() hubUrl = DEFAULT_HUB_URL;
+  @state() private pushRepo = '';
+  /** Kept only in this component's memory: never stored or logged. */
+  @state() private pushToken = '';
+  @state() private pushPrivate = true;
+  /** For a hub other than huggingface.co: the user ticked that it may have the token. */
+  @state() private pushConsent = false;
+  @state() private pushState: 'idle' | 'running' | 'done' | 'error' = 'idle';
+  @state() private pushMessage = '';
+  @state() private pushFiles = new Map<string, { state: string; progress: number }>();
+  private pushAbort?: AbortController;
 
   protected override willUpdate(changed: PropertyValues<this>): void {
     if (changed.has('outputId')) void this.loadFiles();
@@ -89,6 +144,157 @@ export class L2sOutputPanel extends LitElement {
     }
   }
 
+  private async downloadAll(): Promise<void> {
+    const files = this.links.map((l) => l.file);
+    if (files.length === 0) return;
+    const zipName = `${this.name.trim() || 'merged-model'}.zip`;
+    this.busy = true;
+    try {
+      const saved = await saveZip(files, zipName);
+      if (saved.saved) {
+        this.message =
+          saved.route === 'stream-to-file'
+            ? `Saved ${zipName} (${formatBytes(saved.bytes)}), streamed into the file you chose.`
+            : `Downloading ${zipName} (${formatBytes(saved.bytes)}).`;
+      }
+    } catch (e) {
+      this.message = `Download all failed: ${(e as Error).message}`;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async push(e: Event): Promise<void> {
+    e.preventDefault();
+    if (this.pushState === 'running') return;
+    const files = this.links.map((l) => l.file);
+    const repo = this.pushRepo.trim();
+    if (hubUrlWarning(this.hubUrl) && !this.pushConsent) {
+      this.pushState = 'error';
+      this.pushMessage = `The token was not sent: tick "Send my token to ${this.hubUrl}" if you trust that server.`;
+      return;
+    }
+    this.pushState = 'running';
+    this.pushMessage = `Pushing ${files.length} files to ${repo}…`;
+    this.pushFiles = new Map();
+    const abort = new AbortController();
+    this.pushAbort = abort;
+    try {
+      const result = await pushToHub({
+        repo,
+        accessToken: this.pushToken,
+        hubUrl: this.hubUrl,
+        files,
+        private: this.pushPrivate,
+        signal: abort.signal,
+        onProgress: (p: HubUploadProgress) => {
+          if (!p.file) return;
+          const next = new Map(this.pushFiles);
+          next.set(p.file.path, { state: p.file.state, progress: p.file.progress });
+          this.pushFiles = next;
+        },
+      });
+      this.pushState = 'done';
+      this.pushMessage = `${result.created ? 'Created' : 'Updated'} ${repo}: ${result.repoUrl}`;
+    } catch (error) {
+      const err = error as Error;
+      this.pushState = err.name === 'AbortError' ? 'idle' : 'error';
+      this.pushMessage =
+        err.name === 'AbortError' ? 'Push cancelled; the repo was not changed.' : err.message;
+    } finally {
+      this.pushAbort = undefined;
+    }
+  }
+
+  private renderPushWarning() {
+    const warning = hubUrlWarning(this.hubUrl);
+    if (!warning) return nothing;
+    return html`<p class="warning" data-testid="push-hub-warning">${warning}</p>
+      <label
+        ><input
+          type="checkbox"
+          data-testid="push-consent"
+          .checked=${this.pushConsent}
+          @change=${(e: Event) => {
+            this.pushConsent = (e.target as HTMLInputElement).checked;
+          }}
+        />
+        Send my token to ${this.hubUrl}</label
+      >`;
+  }
+
+  private renderPush() {
+    const running = this.pushState === 'running';
+    return html`<form @submit=${this.push}>
+      <fieldset>
+        <legend>Push to the hub</legend>
+        <div class="row">
+          <label
+            >Repo
+            <input
+              type="text"
+              data-testid="push-repo"
+              placeholder="you/merged-model"
+              .value=${this.pushRepo}
+              @input=${(e: Event) => {
+                this.pushRepo = (e.target as HTMLInputElement).value;
+              }}
+          /></label>
+          <label
+            >Write token
+            <input
+              type="password"
+              autocomplete="off"
+              data-testid="push-token"
+              .value=${this.pushToken}
+              @input=${(e: Event) => {
+                this.pushToken = (e.target as HTMLInputElement).value;
+              }}
+          /></label>
+          <label
+            ><input
+              type="checkbox"
+              data-testid="push-private"
+              .checked=${this.pushPrivate}
+              @change=${(e: Event) => {
+                this.pushPrivate = (e.target as HTMLInputElement).checked;
+              }}
+            />
+            private (a new repo)</label
+          >
+          <button type="submit" data-testid="push-run" ?disabled=${running || !this.pushRepo.trim() || !this.pushToken}>
+            Push
+          </button>
+          ${running ? html`<button type="button" data-testid="push-cancel" @click=${() => this.pushAbort?.abort()}>Cancel</button>` : nothing}
+        </div>
+        ${this.renderPushWarning()}
+        <div class="hint">
+          Creates the model repo (or adds a commit to it) on ${this.hubUrl} with every file above, the model card and
+          mergekit_config.yml included. The token goes to that hub only and stays in this tab's memory.
+        </div>
+        ${
+          this.pushFiles.size
+            ? html`<table class="files" data-testid="push-files">
+                ${[...this.pushFiles].map(
+                  ([path, p]) => html`<tr>
+                    <td class="file">${path}</td>
+                    <td>${p.state}</td>
+                    <td><progress aria-label=${`${path}: ${p.state}`} max="1" .value=${p.progress}></progress></td>
+                  </tr>`,
+                )}
+              </table>`
+            : nothing
+        }
+        <p
+          role="status"
+          data-testid="push-status"
+          data-state=${this.pushState}
+          class=${this.pushState === 'error' ? 'error' : ''}
+        >${this.pushMessage}</p>
+      </fieldset>
+    </form>`;
+  }
+
   private async addToLibrary(): Promise<void> {
     const id = this.outputId;
     if (!id || !this.engine) return;
@@ -109,6 +315,7 @@ export class L2sOutputPanel extends LitElement {
   }
 
   private async deleteOutput(id: string): Promise<void> {
+    this.confirming = undefined;
     if (!this.engine) return;
     await this.engine.api.deleteOutput(id);
     if (id === this.outputId) this.select(undefined);
@@ -119,30 +326,68 @@ export class L2sOutputPanel extends LitElement {
     this.dispatchEvent(new CustomEvent('output-select', { detail: id, bubbles: true, composed: true }));
   }
 
+  /** Delete, then Delete/Keep in its place. */
+  private deleteControl(id: string, what: string, bytes: number) {
+    if (this.confirming !== id) {
+      return html`<button
+        data-testid="output-delete"
+        aria-label=${id === this.outputId ? nothing : `Delete ${what}`}
+        ?disabled=${this.busy}
+        @click=${() => {
+          this.confirming = id;
+        }}
+      >
+        Delete${id === this.outputId ? ' output' : ''}
+      </button>`;
+    }
+    return html`<span class="row" role="group" aria-label=${`Delete ${what}?`}>
+      Delete ${formatBytes(bytes)} for good?
+      <button data-testid="output-delete-confirm" @click=${() => this.deleteOutput(id)}>Delete</button>
+      <button
+        data-testid="output-delete-keep"
+        @click=${() => {
+          this.confirming = undefined;
+        }}
+      >
+        Keep
+      </button>
+    </span>`;
+  }
+
   private renderSelected() {
     const canPick = 'showDirectoryPicker' in window;
+    const id = this.outputId!;
+    const bytes = this.links.reduce((sum, l) => sum + l.file.size, 0);
     return html`
       <table data-testid="output-files" data-output-id=${this.linksFor ?? ''}>
         ${this.links.map(
           ({ file, url }) => html`<tr>
-            <td><a data-testid="download-file" href=${url} download=${file.name}>${file.name}</a></td>
+            <td class="file"><a data-testid="download-file" href=${url} download=${file.name}>${file.name}</a></td>
             <td>${formatBytes(file.size)}</td>
           </tr>`,
         )}
       </table>
-      <p>
+      <p class="row">
+        <button data-testid="download-zip" ?disabled=${this.busy || this.links.length === 0} @click=${this.downloadAll}>
+          Download all (.zip, ${formatBytes(bytes)})
+        </button>
         ${canPick ? html`<button data-testid="save-folder" ?disabled=${this.busy} @click=${this.saveFolder}>Save folder…</button>` : ''}
-        <input
-          type="text"
-          data-testid="output-name"
-          .value=${this.name}
-          @input=${(e: Event) => {
-            this.name = (e.target as HTMLInputElement).value;
-          }}
-        />
-        <button data-testid="add-to-library" ?disabled=${this.busy} @click=${this.addToLibrary}>Add to library</button>
-        <button ?disabled=${this.busy} @click=${() => this.deleteOutput(this.outputId!)}>Delete output</button>
       </p>
+      <p class="row">
+        <label
+          >Name
+          <input
+            type="text"
+            data-testid="output-name"
+            .value=${this.name}
+            @input=${(e: Event) => {
+              this.name = (e.target as HTMLInputElement).value;
+            }}
+        /></label>
+        <button data-testid="add-to-library" ?disabled=${this.busy} @click=${this.addToLibrary}>Add to library</button>
+        ${this.deleteControl(id, 'this output', bytes)}
+      </p>
+      ${this.renderPush()}
     `;
   }
 
@@ -153,21 +398,27 @@ export class L2sOutputPanel extends LitElement {
       <section>
         <h2>Merged model</h2>
         ${this.outputId ? this.renderSelected() : html`<p class="hint">Pick an earlier merge to download it.</p>`}
-        ${this.message ? html`<p data-testid="output-message">${this.message}</p>` : ''}
+        ${this.message ? html`<p role="status" data-testid="output-message">${this.message}</p>` : ''}
         ${
           earlier.length
             ? html`<h3>Earlier merges in browser storage</h3>
                 <ul>
-                  ${earlier.map(
-                    (o) => html`<li data-testid="earlier-output">
-                      ${new Date(o.createdAt).toLocaleString()}: ${o.files.length} files,
-                      ${formatBytes(o.files.reduce((sum, f) => sum + f.size, 0))}
-                      <button @click=${() => this.select(o.id)}>Show</button>
-                      <button @click=${() => this.deleteOutput(o.id)}>Delete</button>
-                    </li>`,
-                  )}
+                  ${earlier.map((o) => {
+                    const bytes = o.files.reduce((sum, f) => sum + f.size, 0);
+                    const when = new Date(o.createdAt).toLocaleString();
+                    return html`<li data-testid="earlier-output" data-output-id=${o.id}>
+                      <strong data-testid="earlier-output-method">${o.recipe?.method ?? 'merge'}</strong>
+                      of <span class="models" data-testid="earlier-output-models">${o.recipe?.models.join(', ') ?? '(recipe not found)'}</span>,
+                      ${when}: ${o.files.length} files,
+                      <span data-testid="earlier-output-size">${formatBytes(bytes)}</span>
+                      <span class="row">
+                        <button aria-label=${`Show the merge of ${when}`} @click=${() => this.select(o.id)}>Show</button>
+                        ${this.deleteControl(o.id, `the merge of ${when}`, bytes)}
+                      </span>
+                    </li>`;
+                  })}
                 </ul>`
-            : ''
+            : nothing
         }
       </section>
     `;

@@ -41,6 +41,21 @@ export const panelStyles = css`
     display: block;
     margin: 4px 0;
   }
+  /* Read by screen readers, not shown. */
+  .visually-hidden {
+    position: absolute;
+    width: 1px;
+    height: 1px;
+    overflow: hidden;
+    clip: rect(0 0 0 0);
+    white-space: nowrap;
+  }
+  section {
+    min-width: 0;
+  }
+  code {
+    overflow-wrap: anywhere;
+  }
   input[type='text'],
   input[type='password'],
   input[type='url'],

@@ -4,17 +4,22 @@
  * task arithmetic, lambda in TIES). The paper gives
  * DARE only its drop rate p (density 1 - p) and no 32B setting.
  */
+import type { AimSettings } from '../recipe/aim';
+
 export type ModelScale = '1.5B' | '7B' | '14B' | '32B';
 
 export interface RecipePreset {
   label: string;
-  scale: ModelScale;
+  /** The one scale, or several when the paper uses the same setting for them. */
+  scale: ModelScale | readonly ModelScale[];
   mergeMethod: 'task_arithmetic' | 'ties' | 'dare_ties';
   /** Per-model parameters of the System 2 model(s). */
   modelParams: Record<string, number>;
   globalParams: Record<string, number>;
   /** Where the numbers come from, shown beside the button. */
   note: string;
+  /** Activation-informed merging on top of the method (AIM-TIES). */
+  aim?: AimSettings;
 }
 
 export const PAPER_PRESETS: readonly RecipePreset[] = [
@@ -63,4 +68,29 @@ export const PAPER_PRESETS: readonly RecipePreset[] = [
       note: `drop p ${p}`,
     }),
   ),
+  // AIM-TIES: TIES (k 0.8, alpha 1.0, the same at 1.5B and 7B) then AIM with omega 0.4, calibrated on
+  // 100 random s1K samples of question and short answer (the paper's setting; needs the network).
+  {
+    label: 'AIM-TIES 7B / 1.5B',
+    scale: ['7B', '1.5B'],
+    mergeMethod: 'ties',
+    modelParams: { weight: 1.0, density: 0.2 },
+    globalParams: { lambda: 1.0 },
+    note: 'k 0.8, alpha 1.0, omega 0.4; calibration: 100 s1K samples (question + short answer)',
+    aim: {
+      omega: 0.4,
+      calibration: {
+        source: {
+          kind: 'hub',
+          dataset: 'simplescaling/s1K',
+          config: 'default',
+          split: 'train',
+          field: ['question', 'attempt'],
+        },
+        samples: 100,
+        blockSize: 512,
+        seed: 42,
+      },
+    },
+  },
 ];

@@ -4,24 +4,31 @@
  * The YAML text is the one source of truth: the form is drawn from `parseRecipe(text)`, and every form
  * edit writes `recipeToYaml(edited recipe)` back. The form for each method is generated from its
  * ParamSpecs (defaults as placeholders, one-line docs as titles), so a new method needs no UI code.
+ * While the YAML has a syntax error the form is read-only (and edits are refused), so what was typed
+ * is never replaced by the last recipe that parsed.
  */
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
+import { live } from 'lit/directives/live.js';
 import type { FloatDType } from '../formats/dtype';
 import { METHODS } from '../methods';
+import { AIM_DEFAULT_OMEGA } from '../methods/aim';
 import type { MergeMethod, ParamSpec } from '../methods/types';
 import {
+  CALIBRATION_DEFAULTS,
+  type CalibrationSettings,
   type MergeRecipe,
   type ParameterBlock,
   type ParameterSetting,
-  parseRecipe,
   type RecipeModel,
   recipeToYaml,
-  validateRecipe,
 } from '../recipe';
 import type { ModelRecord } from '../store/library';
 import { panelStyles } from './panel-styles';
 import { PAPER_PRESETS, type RecipePreset } from './presets';
+import { checkRecipe } from './recipe-check';
+
+const DEFAULT_CALIBRATION: CalibrationSettings = { source: { kind: 'builtin' }, ...CALIBRATION_DEFAULTS };
 
 const DTYPES: readonly { value: FloatDType | ''; label: string }[] = [
   { value: '', label: '(as the models)' },
@@ -41,17 +48,52 @@ function withParam(block: ParameterBlock, name: string, value: number | boolean 
   return next;
 }
 
+/**
+ * Values the form writes for parameters a method requires and mergekit gives no default: the
+ * plain choice (every model at full weight, the midpoint between two models).
+ */
+const REQUIRED_STARTER_VALUES: Readonly<Record<string, number>> = { weight: 1, t: 0.5 };
+
+function starterValue(spec: ParamSpec): number | boolean {
+  if (typeof spec.default === 'number' || typeof spec.default === 'boolean') return spec.default;
+  return REQUIRED_STARTER_VALUES[spec.name] ?? 1;
+}
+
+/**
+ * `recipe` with every parameter `method` requires and the recipe lacks filled in with its starter
+ * value, so a method chosen in the form never opens into a "needs parameter" error.
+ */
+function withRequiredParams(recipe: MergeRecipe, method: MergeMethod): MergeRecipe {
+  const parameters: Record<string, ParameterSetting> = { ...recipe.parameters };
+  for (const spec of method.globalParams) {
+    if (spec.required && !(spec.name in parameters)) parameters[spec.name] = starterValue(spec);
+  }
+  const models = recipe.models.map((m) => {
+    if (m.model === recipe.baseModel) return m;
+    const own: Record<string, ParameterSetting> = { ...m.parameters };
+    for (const spec of method.modelParams) {
+      if (spec.required && !(spec.name in own) && !(spec.name in parameters))
+        own[spec.name] = starterValue(spec);
+    }
+    return { ...m, parameters: own };
+  });
+  return { ...recipe, parameters, models };
+}
+
 /** The smallest recipe a method accepts, over the first models of the library. */
 function starterRecipe(method: MergeMethod, names: readonly string[]): MergeRecipe {
   const base = method.baseModel === 'unused' ? undefined : names[0];
   const others = method.baseModel === 'unused' ? names.slice(0, 2) : names.slice(1, 2);
-  return {
-    mergeMethod: method.name,
-    baseModel: base,
-    models: others.map((model) => ({ model, parameters: {} })),
-    parameters: {},
-    dtype: 'BF16',
-  };
+  return withRequiredParams(
+    {
+      mergeMethod: method.name,
+      baseModel: base,
+      models: others.map((model) => ({ model, parameters: {} })),
+      parameters: {},
+      dtype: 'BF16',
+    },
+    method,
+  );
 }
 
 @customElement('l2s-recipe-editor')
@@ -76,6 +118,15 @@ export class L2sRecipeEditor extends LitElement {
         color: #5d6677;
         font-size: 12px;
       }
+      @media (max-width: 600px) {
+        .params {
+          grid-template-columns: max-content minmax(0, 1fr);
+        }
+        .params .doc {
+          grid-column: 1 / -1;
+          margin-bottom: 4px;
+        }
+      }
       .model {
         border-top: 1px solid #e7eaf0;
         padding: 4px 0;
@@ -87,6 +138,41 @@ export class L2sRecipeEditor extends LitElement {
       .invalid {
         outline: 2px solid #d33;
       }
+      fieldset {
+        border: 0;
+        padding: 0;
+        margin: 0;
+        min-width: 0;
+      }
+      .notice {
+        border: 1px solid #e0c36a;
+        background: #fff8e1;
+        border-radius: 4px;
+        padding: 6px 10px;
+      }
+      .row {
+        display: flex;
+        gap: 8px;
+        align-items: center;
+        flex-wrap: wrap;
+      }
+      select.model-name {
+        max-width: 100%;
+        text-overflow: ellipsis;
+      }
+      .wrap {
+        overflow-wrap: anywhere;
+      }
+      label.share {
+        flex: 1;
+        display: flex;
+        gap: 6px;
+        align-items: center;
+      }
+      label.share input {
+        flex: 1;
+        min-width: 0;
+      }
     `,
   ];
 
@@ -96,6 +182,12 @@ export class L2sRecipeEditor extends LitElement {
   @state() private recipe?: MergeRecipe;
   @state() private parseError = '';
   @state() private validationError = '';
+  /** Models the recipe names that are not in the library but look like hub ids (offered for download). */
+  @state() private missingHubIds: string[] = [];
+  @state() private shareUrl = '';
+  /** Parameters a method switch dropped, by owner (`model:<name>` or `global`), to restore later. */
+  private readonly setAside = new Map<string, ParameterBlock>();
+  @state() private shareNote = '';
   /** Form fields whose text is not a number: kept aside so the YAML stays valid meanwhile. */
   @state() private invalidFields = new Set<string>();
 
@@ -103,41 +195,27 @@ export class L2sRecipeEditor extends LitElement {
     if (!changed.has('text') && !changed.has('models')) return;
     // Marks belong to the text typed into a field; a new recipe redraws every field.
     if (changed.has('text') && this.invalidFields.size > 0) this.invalidFields = new Set();
-    if (!this.text.trim()) {
-      this.recipe = undefined;
-      this.parseError = '';
-      this.validationError = '';
-      return;
-    }
-    try {
-      this.recipe = parseRecipe(this.text, 'recipe');
-      this.parseError = '';
-      this.validationError = this.validate(this.recipe);
-    } catch (e) {
-      this.parseError = (e as Error).message;
-    }
-  }
-
-  private validate(recipe: MergeRecipe): string {
-    const method = METHODS.get(recipe.mergeMethod);
-    if (!method) return `merge_method ${recipe.mergeMethod} is not one of: ${[...METHODS.keys()].join(', ')}`;
-    try {
-      validateRecipe(recipe, method, 'recipe');
-    } catch (e) {
-      return (e as Error).message;
-    }
-    const library = new Set(this.models.map((m) => m.name));
-    const missing = [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter(
-      (name): name is string => name !== undefined && !library.has(name),
+    const check = checkRecipe(
+      this.text,
+      this.models.map((m) => m.name),
     );
-    return missing.length ? `not in the library yet: ${missing.join(', ')}` : '';
+    this.parseError = check.parseError ?? '';
+    // While the YAML cannot be read the form keeps showing the last recipe that could, read-only.
+    if (!check.parseError) this.recipe = check.recipe;
+    this.validationError = check.error ?? '';
+    this.missingHubIds = check.missingHubIds;
   }
 
   private emit(text: string): void {
     this.dispatchEvent(new CustomEvent('recipe-change', { detail: text, bubbles: true, composed: true }));
   }
 
+  /**
+   * Writes a form edit back as YAML. Refused while the YAML has a syntax error: the form then shows
+   * an older recipe, and writing it would replace what was typed.
+   */
   private commit(recipe: MergeRecipe): void {
+    if (this.parseError) return;
     this.emit(recipeToYaml(recipe));
   }
 
@@ -154,12 +232,21 @@ export class L2sRecipeEditor extends LitElement {
       );
       return;
     }
-    // Keep the models; drop parameters the new method does not know.
+    // Keep the models and the parameters the new method knows. The others are set aside (per model,
+    // in this tab) and come back when a method that knows them is chosen again: going from TIES to
+    // linear and back keeps the densities.
     const known = new Set([...method.modelParams, ...method.globalParams].map((p) => p.name));
-    const keep = (block: ParameterBlock) =>
-      Object.fromEntries(Object.entries(block).filter(([k]) => known.has(k)));
+    const keep = (block: ParameterBlock, owner: string): ParameterBlock => {
+      const aside = { ...this.setAside.get(owner), ...block };
+      const kept = Object.fromEntries(Object.entries(aside).filter(([k]) => known.has(k)));
+      this.setAside.set(owner, Object.fromEntries(Object.entries(aside).filter(([k]) => !known.has(k))));
+      return kept;
+    };
     let baseModel = current.baseModel;
-    let models = current.models.map((m) => ({ model: m.model, parameters: keep(m.parameters) }));
+    let models = current.models.map((m) => ({
+      model: m.model,
+      parameters: keep(m.parameters, `model:${m.model}`),
+    }));
     if (method.baseModel === 'unused' && baseModel !== undefined) {
       models = [{ model: baseModel, parameters: {} }, ...models];
       baseModel = undefined;
@@ -167,7 +254,17 @@ export class L2sRecipeEditor extends LitElement {
       baseModel = models[0].model;
       models = models.slice(1);
     }
-    this.commit({ ...current, mergeMethod: name, baseModel, models, parameters: keep(current.parameters) });
+    if (method.baseModel === 'required' && baseModel === undefined) {
+      baseModel = this.models.find((m) => !models.some((x) => x.model === m.name))?.name;
+    }
+    // slerp interpolates exactly two models: the base and the first of the others.
+    if (method.name === 'slerp') models = models.filter((m) => m.model !== baseModel).slice(0, 1);
+    this.commit(
+      withRequiredParams(
+        { ...current, mergeMethod: name, baseModel, models, parameters: keep(current.parameters, 'global') },
+        method,
+      ),
+    );
   }
 
   private applyPreset(preset: RecipePreset): void {
@@ -188,7 +285,79 @@ export class L2sRecipeEditor extends LitElement {
       models: models.map((m) => ({ model: m.model, parameters: { ...preset.modelParams } })),
       parameters: { ...preset.globalParams },
       dtype: current.dtype ?? 'BF16',
+      aim: preset.aim,
     });
+  }
+
+  /** AIM on or off, or a new omega; the calibration settings stay as the YAML has them. */
+  private setAim(aim: MergeRecipe['aim']): void {
+    const r = this.recipe;
+    if (!r) return;
+    this.commit({ ...r, aim });
+  }
+
+  private renderAim(r: MergeRecipe, method: MergeMethod) {
+    if (method.baseModel === 'unused') return nothing;
+    const aim = r.aim;
+    const source = aim?.calibration.source;
+    return html`<h3>AIM</h3>
+      <label title="Activation-informed merging (Nobari et al. 2025)"
+        ><input
+          type="checkbox"
+          data-testid="recipe-aim"
+          .checked=${aim !== undefined}
+          @change=${(e: Event) =>
+            this.setAim(
+              (e.target as HTMLInputElement).checked
+                ? { omega: AIM_DEFAULT_OMEGA, calibration: DEFAULT_CALIBRATION }
+                : undefined,
+            )}
+        />
+        AIM on top of ${method.name}</label
+      >
+      <div class="doc">
+        Runs the base model on calibration text first, then pulls each merged weight back toward the base in
+        proportion to how active its input channel is there: W = base + (merged − base)(1 − (1 − ω)·I).
+        ω = 1 is the plain merge.
+      </div>
+      ${
+        aim
+          ? html`<div class="params">
+              <label title="omega: 1 keeps the plain merge, 0 restores the base on the most active channel">omega</label>
+              <input
+                type="number"
+                step="any"
+                min="0"
+                max="1"
+                data-testid="param-aim-omega"
+                class=${this.invalidFields.has('aim-omega') ? 'invalid' : ''}
+                .value=${String(aim.omega)}
+                @input=${(e: Event) => this.markField('aim-omega', e.target as HTMLInputElement)}
+                @change=${(e: Event) => {
+                  const input = e.target as HTMLInputElement;
+                  const v = Number(input.value);
+                  if (!this.markField('aim-omega', input) || input.value.trim() === '' || v < 0 || v > 1)
+                    return;
+                  this.setAim({ ...aim, omega: v });
+                }}
+              />
+              <span class="doc">0.4 in the paper (AIM's README: 0.2 to 0.6)</span>
+              <label>calibration</label>
+              <span data-testid="aim-calibration"
+                >${
+                  source?.kind === 'hub'
+                    ? `${source.dataset} (${source.field.join(' + ')})`
+                    : source?.kind === 'file'
+                      ? source.path
+                      : 'built-in questions'
+                }</span
+              >
+              <span class="doc"
+                >${aim.calibration.samples} samples, ${aim.calibration.blockSize}-token blocks, seed ${aim.calibration.seed}${aim.statistics ? `; statistics from ${aim.statistics}` : ''} (edit in the YAML)</span
+              >
+            </div>`
+          : nothing
+      }`;
   }
 
   private setModelParam(index: number, name: string, value: number | boolean | undefined): void {
@@ -217,7 +386,9 @@ export class L2sRecipeEditor extends LitElement {
     if (!r) return;
     const used = new Set([r.baseModel, ...r.models.map((m) => m.model)]);
     const next = this.models.find((m) => !used.has(m.name))?.name ?? '';
-    this.commit({ ...r, models: [...r.models, { model: next, parameters: {} }] });
+    const method = METHODS.get(r.mergeMethod);
+    const added = { ...r, models: [...r.models, { model: next, parameters: {} }] };
+    this.commit(method ? withRequiredParams(added, method) : added);
   }
 
   private removeModel(index: number): void {
@@ -234,13 +405,16 @@ export class L2sRecipeEditor extends LitElement {
     set: (v: number | boolean | undefined) => void,
   ) {
     const value = scalarOf(setting);
+    const id = `param-${key}`;
     if (setting !== undefined && value === undefined) {
-      return html`<label title=${spec.doc}>${spec.name}</label><span>per layer</span><span class="doc">a gradient or filter list: edit it in the YAML</span>`;
+      return html`<span title=${spec.doc}>${spec.name}</span><span>per layer</span><span class="doc">a gradient or filter list: edit it in the YAML</span>`;
     }
     if (spec.type === 'boolean') {
-      return html`<label title=${spec.doc}>${spec.name}</label>
+      return html`<label for=${id} title=${spec.doc}>${spec.name}</label>
         <select
+          id=${id}
           data-testid=${`param-${key}`}
+          .value=${live(value === undefined ? '' : String(value))}
           @change=${(e: Event) => {
             const v = (e.target as HTMLSelectElement).value;
             set(v === '' ? undefined : v === 'true');
@@ -252,8 +426,9 @@ export class L2sRecipeEditor extends LitElement {
         </select>
         <span class="doc">${spec.doc}</span>`;
     }
-    return html`<label title=${spec.doc}>${spec.name}${spec.required ? ' *' : ''}</label>
+    return html`<label for=${id} title=${spec.doc}>${spec.name}${spec.required ? ' *' : ''}</label>
       <input
+        id=${id}
         type="number"
         step="any"
         data-testid=${`param-${key}`}
@@ -287,10 +462,18 @@ export class L2sRecipeEditor extends LitElement {
     return ok;
   }
 
-  private modelSelect(current: string, onChange: (name: string) => void, testid: string) {
+  private modelSelect(current: string, onChange: (name: string) => void, testid: string, label: string) {
     const names = this.models.map((m) => m.name);
     const options = names.includes(current) || !current ? names : [current, ...names];
-    return html`<select data-testid=${testid} @change=${(e: Event) => onChange((e.target as HTMLSelectElement).value)}>
+    return html`<select
+      class="model-name"
+      aria-label=${label}
+      title=${current}
+      data-testid=${testid}
+      .value=${live(current)}
+      @change=${(e: Event) => onChange((e.target as HTMLSelectElement).value)}
+    >
+      ${options.length === 0 ? html`<option value="" selected>(no models in the library)</option>` : nothing}
       ${options.map((n) => html`<option value=${n} ?selected=${n === current}>${n}${names.includes(n) ? '' : ' (not in library)'}</option>`)}
     </select>`;
   }
@@ -301,7 +484,11 @@ export class L2sRecipeEditor extends LitElement {
     return html`
       <label
         >Method
-        <select data-testid="recipe-method" @change=${(e: Event) => this.chooseMethod((e.target as HTMLSelectElement).value)}>
+        <select
+          data-testid="recipe-method"
+          .value=${live(r?.mergeMethod ?? '')}
+          @change=${(e: Event) => this.chooseMethod((e.target as HTMLSelectElement).value)}
+        >
           ${r ? nothing : html`<option value="" selected>choose…</option>`}
           ${[...METHODS.values()].map(
             (m) =>
@@ -317,14 +504,14 @@ export class L2sRecipeEditor extends LitElement {
               method.baseModel !== 'unused'
                 ? html`<label
                   >Base model (System 1)
-                  ${this.modelSelect(r.baseModel ?? '', (name) => this.commit({ ...r, baseModel: name || undefined }), 'recipe-base')}
+                  ${this.modelSelect(r.baseModel ?? '', (name) => this.commit({ ...r, baseModel: name || undefined }), 'recipe-base', 'Base model')}
                 </label>`
                 : nothing
             }
             ${r.models.map(
               (m: RecipeModel, i) => html`<div class="model" data-testid="recipe-model">
-                ${this.modelSelect(m.model, (name) => this.setModel(i, name), `recipe-model-${i}`)}
-                <button title="Remove this model" @click=${() => this.removeModel(i)}>Remove</button>
+                ${this.modelSelect(m.model, (name) => this.setModel(i, name), `recipe-model-${i}`, `Model ${i + 1}`)}
+                <button title="Remove this model" aria-label=${`Remove model ${i + 1}`} @click=${() => this.removeModel(i)}>Remove</button>
                 <div class="params">
                   ${method.modelParams.map((spec) =>
                     this.paramField(spec, m.parameters[spec.name], `${i}-${spec.name}`, (v) =>
@@ -351,6 +538,7 @@ export class L2sRecipeEditor extends LitElement {
               >dtype
               <select
                 data-testid="recipe-dtype"
+                .value=${live(r.dtype ?? '')}
                 @change=${(e: Event) => {
                   const v = (e.target as HTMLSelectElement).value as FloatDType | '';
                   this.commit({ ...r, dtype: v || undefined });
@@ -359,42 +547,132 @@ export class L2sRecipeEditor extends LitElement {
                 ${DTYPES.map((d) => html`<option value=${d.value} ?selected=${(r.dtype ?? '') === d.value}>${d.label}</option>`)}
               </select>
             </label>
+            ${this.renderAim(r, method)}
           `
           : nothing
       }
     `;
   }
 
+  /** The page's address with the recipe in its fragment (`#recipe=`), which the page loads on open. */
+  private async share(): Promise<void> {
+    const url = recipeShareUrl(this.text);
+    this.shareUrl = url;
+    try {
+      await navigator.clipboard.writeText(url);
+      this.shareNote =
+        'Link copied. Anyone opening it gets this recipe (their library must hold its models).';
+    } catch {
+      this.shareNote = 'Copy this link: anyone opening it gets this recipe.';
+    }
+  }
+
+  private renderHints() {
+    const noModels = this.models.length === 0;
+    return html`
+      ${
+        noModels
+          ? html`<p class="hint" data-testid="recipe-import-prompt">
+              No models in the library yet: import two or more (a folder or a hub repo id, under Import),
+              or press "Try the L2S demo". The form fills in as they arrive.
+            </p>`
+          : nothing
+      }
+      ${
+        this.validationError && !noModels
+          ? html`<p class="error" data-testid="recipe-error">${this.validationError}</p>`
+          : nothing
+      }
+      ${this.missingHubIds.map(
+        (repo) => html`<p class="row" data-testid="recipe-missing-hub" data-repo=${repo}>
+          <span class="wrap">${repo} is not in the library.</span>
+          <button
+            data-testid="recipe-download-hub"
+            @click=${() =>
+              this.dispatchEvent(
+                new CustomEvent('hub-download-request', { detail: repo, bubbles: true, composed: true }),
+              )}
+          >
+            Download ${repo} from the hub
+          </button>
+        </p>`,
+      )}
+    `;
+  }
+
   override render() {
+    const locked = this.parseError !== '';
     return html`
       <section>
         <h2>Recipe</h2>
-        <div class="presets">
-          Paper presets:
-          ${PAPER_PRESETS.map(
-            (p) => html`<button
-              data-testid="preset"
-              data-preset=${p.label}
-              title=${`${p.note} (Wu et al. 2025, Table 7)`}
-              @click=${() => this.applyPreset(p)}
-            >
-              ${p.label}
-            </button>`,
-          )}
-        </div>
-        ${this.renderForm()}
-        ${this.validationError ? html`<p class="error" data-testid="recipe-error">${this.validationError}</p>` : nothing}
-        <h3>mergekit YAML</h3>
+        ${
+          locked
+            ? html`<p class="notice" data-testid="recipe-form-locked" role="status">
+                The YAML below has an error, so the form is read-only until it is fixed there. Nothing you
+                typed is changed.
+              </p>`
+            : nothing
+        }
+        <fieldset ?disabled=${locked} data-testid="recipe-form">
+          <legend class="visually-hidden">Recipe form</legend>
+          <div class="presets">
+            Paper presets:
+            ${PAPER_PRESETS.map(
+              (p) => html`<button
+                data-testid="preset"
+                data-preset=${p.label}
+                title=${`${p.note} (Wu et al. 2025, Table 7)`}
+                @click=${() => this.applyPreset(p)}
+              >
+                ${p.label}
+              </button>`,
+            )}
+          </div>
+          ${this.renderForm()}
+        </fieldset>
+        ${this.renderHints()}
+        <h3><label for="recipe-yaml">mergekit YAML</label></h3>
         <textarea
+          id="recipe-yaml"
           data-testid="recipe-yaml"
           spellcheck="false"
           .value=${this.text}
           @input=${(e: Event) => this.emit((e.target as HTMLTextAreaElement).value)}
         ></textarea>
         ${this.parseError ? html`<p class="error" data-testid="recipe-parse-error">${this.parseError}</p>` : nothing}
+        <div class="row">
+          <button data-testid="recipe-share" ?disabled=${!this.text.trim()} @click=${this.share}>
+            Share as a link
+          </button>
+          ${
+            this.shareUrl
+              ? html`<label class="share"
+                  >Link
+                  <input data-testid="recipe-share-url" readonly .value=${this.shareUrl} @focus=${(e: Event) => (e.target as HTMLInputElement).select()}
+                /></label>`
+              : nothing
+          }
+        </div>
+        ${this.shareNote ? html`<p class="hint" data-testid="recipe-share-note">${this.shareNote}</p>` : nothing}
       </section>
     `;
   }
+}
+
+/** The fragment key a shared recipe travels under; the fragment never reaches a server. */
+export const RECIPE_FRAGMENT_KEY = 'recipe';
+
+export function recipeShareUrl(text: string, base: string = location.href): string {
+  const url = new URL(base);
+  url.hash = `${RECIPE_FRAGMENT_KEY}=${encodeURIComponent(text)}`;
+  return url.toString();
+}
+
+/** The recipe a shared link carries, or undefined. */
+export function recipeFromFragment(hash: string = location.hash): string | undefined {
+  const params = new URLSearchParams(hash.replace(/^#/, ''));
+  const text = params.get(RECIPE_FRAGMENT_KEY);
+  return text === null ? undefined : text;
 }
 
 declare global {

@@ -1,19 +1,49 @@
 /**
- * <l2s-run-panel>: runs the recipe in the engine worker, shows progress (tensors, bytes, throughput,
- * time left), and offers cancel. Errors name the file and tensor, as the engine words them. Merges
- * cut short by a reload or a crash are offered for resumption (from the last finished tensor) or
- * discarding.
+ * <l2s-run-panel>: runs the recipe in an engine worker of its own, shows progress (input bytes read,
+ * which moves inside a large tensor; tensors; throughput and time left smoothed over the last
+ * seconds; the tensor and backend at work), and offers Cancel, which terminates that worker at once
+ * and then removes what it left from the page's main engine. Errors name the file and tensor, as the
+ * engine words them. Merges cut short by a reload or a crash are offered for resumption (from the
+ * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
  */
-import { css, html, LitElement } from 'lit';
+import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
+import { live } from 'lit/directives/live.js';
 import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
 import type { BackendChoice } from '../worker/backend';
-import { callback, type Engine, newRunId } from '../worker/client';
-import type { InterruptedRun, MergeOutcome, MergeProgressEvent } from '../worker/engine.worker';
+import { callback, type Engine, newRunId, startEngine } from '../worker/client';
+import type {
+  EngineOptions,
+  InterruptedRun,
+  MergeOutcome,
+  MergeProgressEvent,
+} from '../worker/engine.worker';
 import { panelStyles } from './panel-styles';
+import { loadUiState, saveUiState } from './ui-state';
 
-type RunState = 'idle' | 'running' | 'done' | 'error';
+type RunState = 'idle' | 'running' | 'cancelling' | 'done' | 'error';
+
+/** What the page found of WebGPU (the worker's gpuStatus). */
+export interface GpuStatus {
+  available: boolean;
+  adapter?: string;
+  /** Set when auto merges on the CPU because the adapter is a software renderer: why. */
+  software?: string;
+}
+
+interface RunSettings {
+  seed: number;
+  device: BackendChoice;
+  shardSize: string;
+  gpuMemory?: string;
+}
+
+const SETTINGS_KEY = 'run-settings';
+/** Tabs of this origin tell each other when a merge starts or ends. */
+const RUNS_CHANNEL = 'l2s-merge-runs';
+/** Throughput is measured over this much recent time, so the ETA follows the current pace. */
+const RATE_WINDOW_MS = 5000;
 
 function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return '…';
@@ -35,6 +65,7 @@ export class L2sRunPanel extends LitElement {
       .stats {
         font-variant-numeric: tabular-nums;
         font-size: 13px;
+        overflow-wrap: anywhere;
       }
       .row {
         display: flex;
@@ -42,7 +73,11 @@ export class L2sRunPanel extends LitElement {
         align-items: center;
         flex-wrap: wrap;
       }
-      .interrupted {
+      .row label {
+        margin: 0;
+      }
+      .interrupted,
+      .elsewhere {
         border: 1px solid #e0c36a;
         background: #fff8e1;
         border-radius: 4px;
@@ -55,17 +90,37 @@ export class L2sRunPanel extends LitElement {
         max-height: 6em;
         overflow: auto;
         white-space: pre-wrap;
+        overflow-wrap: anywhere;
+      }
+      button.primary {
+        font-size: 15px;
+        padding: 6px 18px;
+      }
+      .blocked {
+        color: #a4161a;
+        font-size: 13px;
+        flex: 1 1 14em;
+        overflow-wrap: anywhere;
       }
     `,
   ];
 
   @property({ attribute: false }) engine?: Engine;
   @property() recipeText = '';
+  /** Why the recipe cannot be merged as it stands (the recipe editor shows the same); empty if it can. */
+  @property() problem = '';
+  @property({ attribute: false }) gpu?: GpuStatus;
+  /** The page's engine settings, given to each merge's worker as to the page's own. */
+  @property({ attribute: false }) engineOptions: EngineOptions = {};
   /** Merges cut short by a reload or a crash (the app lists them from the engine's journal). */
   @property({ attribute: false }) interrupted: InterruptedRun[] = [];
   @state() private state: RunState = 'idle';
   @state() private message = '';
   @state() private progress?: MergeProgressEvent;
+  /** Bytes read per second over the last RATE_WINDOW_MS; NaN until there is a window to measure. */
+  @state() private rate = Number.NaN;
+  /** Milestones read out by screen readers (25%, 50%, 75%). */
+  @state() private announcement = '';
   @state() private log: string[] = [];
   @state() private seed = 0;
   @state() private device: BackendChoice = 'auto';
@@ -78,11 +133,60 @@ export class L2sRunPanel extends LitElement {
   @state() private outputUsed?: string;
   /** Merges started since the page opened; lets observers tell one run's end from the previous one's. */
   @state() private runs = 0;
+  /** Merges under way in other tabs of this origin. */
+  @state() private elsewhere: string[] = [];
   private runId?: string;
+  /** The worker of the merge under way (terminated by Cancel). */
+  private runEngine?: Engine;
+  /** Ends the merge under way with the outcome of its cancellation. */
+  private endRun?: (reason: Error) => void;
+  private samples: { at: number; bytes: number }[] = [];
+  private milestone = 0;
+  private channel?: BroadcastChannel;
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    void loadUiState<RunSettings>(SETTINGS_KEY).then((saved) => {
+      if (!saved) return;
+      this.seed = saved.seed;
+      this.device = saved.device;
+      this.shardSize = saved.shardSize;
+      this.gpuMemory = saved.gpuMemory ?? '';
+    });
+    this.channel = new BroadcastChannel(RUNS_CHANNEL);
+    this.channel.onmessage = () => {
+      void this.checkElsewhere();
+      this.dispatchEvent(new CustomEvent('interrupted-changed', { bubbles: true, composed: true }));
+    };
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    this.channel?.close();
+  }
+
+  protected override updated(changed: Map<PropertyKey, unknown>): void {
+    if (changed.has('engine') && this.engine) void this.checkElsewhere();
+  }
+
+  private saveSettings(): void {
+    const settings: RunSettings = {
+      seed: this.seed,
+      device: this.device,
+      shardSize: this.shardSize,
+      gpuMemory: this.gpuMemory,
+    };
+    void saveUiState(SETTINGS_KEY, settings);
+  }
+
+  private async checkElsewhere(): Promise<void> {
+    if (!this.engine) return;
+    const ids = await this.engine.api.runsUnderWay();
+    this.elsewhere = ids.filter((id) => id !== this.runId);
+  }
 
   private start(): Promise<void> {
-    const engine = this.engine;
-    if (!engine) return Promise.resolve();
+    if (this.problem) return Promise.resolve();
     let outShardSize: number | undefined;
     try {
       outShardSize = this.shardSize.trim() ? parseByteSize(this.shardSize) : undefined;
@@ -106,23 +210,25 @@ export class L2sRunPanel extends LitElement {
       outShardSize,
       gpuMemory,
     };
-    return this.execute(newRunId(), 'Merging…', (runId, onProgress, onLog) =>
+    return this.execute(newRunId(), 'Merging…', (engine, runId, onProgress, onLog) =>
       engine.api.merge(runId, request, onProgress, onLog),
     );
   }
 
   private resume(run: InterruptedRun): Promise<void> {
-    const engine = this.engine;
-    if (!engine) return Promise.resolve();
+    // The resumed run's recipe goes back into the editor, so what is shown is what is merged.
+    this.dispatchEvent(
+      new CustomEvent('recipe-restore', { detail: run.recipeText, bubbles: true, composed: true }),
+    );
     return this.execute(
       run.runId,
       `Resuming after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`,
-      (runId, onProgress, onLog) => engine.api.resume(runId, onProgress, onLog),
+      (engine, runId, onProgress, onLog) => engine.api.resume(runId, onProgress, onLog),
     );
   }
 
   private async discard(run: InterruptedRun): Promise<void> {
-    if (!this.engine || this.state === 'running') return;
+    if (!this.engine || this.state === 'running' || this.state === 'cancelling') return;
     try {
       await this.engine.api.discardRun(run.runId);
       this.message = 'The interrupted merge was discarded.';
@@ -133,35 +239,66 @@ export class L2sRunPanel extends LitElement {
     this.dispatchEvent(new CustomEvent('interrupted-changed', { bubbles: true, composed: true }));
   }
 
+  private onProgress(p: MergeProgressEvent): void {
+    this.progress = p;
+    const now = performance.now();
+    this.samples.push({ at: now, bytes: p.inputBytesDone });
+    while (this.samples.length > 2 && now - this.samples[1].at > RATE_WINDOW_MS) this.samples.shift();
+    const first = this.samples[0];
+    const span = now - first.at;
+    this.rate = span >= 500 ? ((p.inputBytesDone - first.bytes) / span) * 1000 : Number.NaN;
+    const share = p.inputBytesTotal > 0 ? p.inputBytesDone / p.inputBytesTotal : 0;
+    const reached = Math.floor(share * 4);
+    if (reached > this.milestone && reached < 4) {
+      this.milestone = reached;
+      this.announcement = `Merge ${reached * 25}% done.`;
+    }
+  }
+
   /** One merge (new or resumed) from start to its end, with progress, log and cancel. */
   private async execute(
     runId: string,
     startMessage: string,
     call: (
+      engine: Engine,
       runId: string,
       onProgress: (p: MergeProgressEvent) => void,
       onLog: (line: string) => void,
     ) => Promise<MergeOutcome>,
   ): Promise<void> {
-    if (this.state === 'running') return;
+    if (this.state === 'running' || this.state === 'cancelling') return;
     this.state = 'running';
     this.runs++;
     this.message = startMessage;
+    this.announcement = '';
     this.progress = undefined;
+    this.rate = Number.NaN;
+    this.samples = [];
+    this.milestone = 0;
     this.log = [];
     this.backendUsed = undefined;
     this.runId = runId;
+    const engine = startEngine('l2s-merge-run');
+    this.runEngine = engine;
+    const ended = new Promise<never>((_, reject) => {
+      this.endRun = reject;
+    });
     this.dispatchEvent(new CustomEvent('merge-started', { bubbles: true, composed: true }));
+    this.channel?.postMessage({ started: runId });
     try {
-      const outcome = await call(
-        runId,
-        callback((p: MergeProgressEvent) => {
-          this.progress = p;
-        }),
-        callback((line: string) => {
-          this.log = [...this.log, line];
-        }),
-      );
+      const outcome = await Promise.race([
+        engine.api.configure(this.engineOptions).then(() =>
+          call(
+            engine,
+            runId,
+            callback((p: MergeProgressEvent) => this.onProgress(p)),
+            callback((line: string) => {
+              this.log = [...this.log, line];
+            }),
+          ),
+        ),
+        ended,
+      ]);
       this.backendUsed = outcome.backend;
       this.outputUsed = outcome.outputId;
       this.state = 'done';
@@ -180,32 +317,60 @@ export class L2sRunPanel extends LitElement {
         this.message = `${error.name}: ${error.message}`;
       }
     } finally {
+      engine.terminate();
+      this.runEngine = undefined;
+      this.endRun = undefined;
       this.runId = undefined;
+      this.channel?.postMessage({ ended: runId });
       this.dispatchEvent(new CustomEvent('interrupted-changed', { bubbles: true, composed: true }));
     }
   }
 
-  private cancel(): void {
-    if (this.runId) void this.engine?.api.cancel(this.runId);
+  /**
+   * Terminates the merge's worker (the merge stops at once), then removes its partial output and
+   * journal record through the page's main engine; "Cancelling…" shows until they are gone.
+   */
+  private async cancel(): Promise<void> {
+    const runId = this.runId;
+    const end = this.endRun;
+    if (this.state !== 'running' || !runId || !end) return;
+    this.state = 'cancelling';
+    this.message = 'Cancelling…';
+    this.runEngine?.terminate();
+    try {
+      if (!this.engine) throw new Error('the engine is not ready');
+      await this.engine.api.removeCancelledRun(runId);
+      end(new DOMException('The merge was cancelled.', 'AbortError'));
+    } catch (e) {
+      end(e as Error);
+    }
   }
 
   private renderProgress() {
     const p = this.progress;
-    if (!p || this.state !== 'running') return '';
-    const seconds = p.elapsedMs / 1000;
-    // A resumed run's rate counts only what this run wrote.
-    const rate = seconds > 0 ? (p.bytesDone - p.bytesResumed) / seconds : 0;
-    const eta = rate > 0 ? ((p.bytesTotal - p.bytesDone) / rate) * 1000 : Number.NaN;
+    if (!p || (this.state !== 'running' && this.state !== 'cancelling')) return nothing;
+    const eta = this.rate > 0 ? ((p.inputBytesTotal - p.inputBytesDone) / this.rate) * 1000 : Number.NaN;
+    const where =
+      p.backend === 'gpu' ? `the GPU${this.gpu?.adapter ? ` (${this.gpu.adapter})` : ''}` : 'the CPU';
     return html`
-      <progress data-testid="merge-progress" max=${p.bytesTotal} .value=${p.bytesDone}></progress>
-      <div class="stats">
-        ${p.tensorsDone} / ${p.tensorsTotal} tensors · ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)} ·
-        ${formatBytes(rate)}/s · ${formatDuration(eta)} left ${p.tensor ? html`· ${p.tensor}` : ''}
+      <progress
+        data-testid="merge-progress"
+        aria-label="Merge progress: input bytes read"
+        max=${p.inputBytesTotal}
+        .value=${p.inputBytesDone}
+      ></progress>
+      <div class="stats" data-testid="merge-stats">
+        ${formatBytes(p.inputBytesDone)} / ${formatBytes(p.inputBytesTotal)} read · ${p.tensorsDone} /
+        ${p.tensorsTotal} tensors · ${Number.isFinite(this.rate) ? `${formatBytes(this.rate)}/s` : '…'} ·
+        ${formatDuration(eta)} left
+      </div>
+      <div class="stats" data-testid="merge-working" data-backend=${p.backend}>
+        ${p.tensor ? html`Working on <code>${p.tensor}</code> on ${where}` : html`Starting on ${where}`}
       </div>
     `;
   }
 
-  private renderInterrupted(running: boolean) {
+  private renderInterrupted(busy: boolean) {
     return this.interrupted
       .filter((run) => run.runId !== this.runId)
       .map(
@@ -221,22 +386,58 @@ export class L2sRunPanel extends LitElement {
               (${recipeMethod(run.recipeText)}, seed ${run.seed}, started
               ${new Date(run.startedAt).toLocaleString()})</span
             >
-            <button data-testid="merge-resume" ?disabled=${running} @click=${() => this.resume(run)}>Resume</button>
-            <button data-testid="merge-discard" ?disabled=${running} @click=${() => this.discard(run)}>Discard</button>
+            <button data-testid="merge-resume" ?disabled=${busy} @click=${() => this.resume(run)}>Resume</button>
+            <button data-testid="merge-discard" ?disabled=${busy} @click=${() => this.discard(run)}>Discard</button>
           </div>
         `,
       );
   }
 
+  private renderDeviceNote() {
+    const gpu = this.gpu;
+    if (!gpu || this.device !== 'auto') return nothing;
+    if (!gpu.available)
+      return html`<p class="hint" data-testid="device-note">auto: the CPU (no WebGPU here).</p>`;
+    if (gpu.software) {
+      return html`<p class="hint" data-testid="device-note" data-auto="cpu">
+        auto merges on the CPU: ${gpu.software}.
+      </p>`;
+    }
+    return html`<p class="hint" data-testid="device-note" data-auto="gpu">auto: the GPU (${gpu.adapter}).</p>`;
+  }
+
   override render() {
-    const running = this.state === 'running';
+    const busy = this.state === 'running' || this.state === 'cancelling';
+    const blocked = this.problem || (!this.recipeText.trim() ? 'write or pick a recipe first' : '');
     return html`
       <section>
-        <h2>Merge</h2>
-        ${this.renderInterrupted(running)}
+        <h2 id="merge-heading">Merge</h2>
+        ${this.renderInterrupted(busy)}
+        ${
+          this.elsewhere.length
+            ? html`<p class="elsewhere" data-testid="merge-elsewhere" role="status">
+                A merge is running in another tab of this page; it finishes there (cancel it there to stop it).
+              </p>`
+            : nothing
+        }
         <div class="row">
-          <button data-testid="merge-run" ?disabled=${running || !this.recipeText.trim()} @click=${this.start}>Merge</button>
-          ${running ? html`<button data-testid="merge-cancel" @click=${this.cancel}>Cancel</button>` : ''}
+          <button
+            class="primary"
+            data-testid="merge-run"
+            ?disabled=${busy || blocked !== ''}
+            aria-describedby=${blocked ? 'merge-blocked' : nothing}
+            @click=${this.start}
+          >
+            Merge
+          </button>
+          ${busy ? html`<button data-testid="merge-cancel" ?disabled=${this.state === 'cancelling'} @click=${this.cancel}>Cancel</button>` : nothing}
+          ${
+            blocked && !busy
+              ? html`<span id="merge-blocked" class="blocked" data-testid="merge-blocked">Cannot merge yet: ${blocked}</span>`
+              : nothing
+          }
+        </div>
+        <div class="row">
           <label
             >Seed
             <input
@@ -245,17 +446,20 @@ export class L2sRunPanel extends LitElement {
               min="0"
               step="1"
               style="width: 6em"
-              .value=${String(this.seed)}
+              .value=${live(String(this.seed))}
               @change=${(e: Event) => {
                 this.seed = Math.max(0, Math.floor(Number((e.target as HTMLInputElement).value) || 0));
+                this.saveSettings();
               }}
           /></label>
           <label
             >Device
             <select
               data-testid="merge-device"
+              .value=${live(this.device)}
               @change=${(e: Event) => {
                 this.device = (e.target as HTMLSelectElement).value as BackendChoice;
+                this.saveSettings();
               }}
             >
               <option value="auto" ?selected=${this.device === 'auto'}>auto</option>
@@ -269,9 +473,10 @@ export class L2sRunPanel extends LitElement {
               data-testid="merge-shard-size"
               placeholder="5B"
               style="width: 5em"
-              .value=${this.shardSize}
+              .value=${live(this.shardSize)}
               @input=${(e: Event) => {
                 this.shardSize = (e.target as HTMLInputElement).value;
+                this.saveSettings();
               }}
           /></label>
           <label
@@ -281,13 +486,16 @@ export class L2sRunPanel extends LitElement {
               data-testid="merge-gpu-memory"
               placeholder="auto"
               style="width: 5em"
-              .value=${this.gpuMemory}
+              .value=${live(this.gpuMemory)}
               @input=${(e: Event) => {
                 this.gpuMemory = (e.target as HTMLInputElement).value;
+                this.saveSettings();
               }}
           /></label>
         </div>
+        ${this.renderDeviceNote()}
         <p
+          role="status"
           data-testid="merge-status"
           data-state=${this.state}
           data-backend=${this.backendUsed ?? ''}
@@ -295,8 +503,9 @@ export class L2sRunPanel extends LitElement {
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error' : ''}
         >${this.message}</p>
+        <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}
-        ${this.log.length ? html`<div class="log">${this.log.join('\n')}</div>` : ''}
+        ${this.log.length ? html`<div class="log">${this.log.join('\n')}</div>` : nothing}
       </section>
     `;
   }

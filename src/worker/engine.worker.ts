@@ -14,6 +14,7 @@ import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
 import type { ModelResolver } from '../engine/io';
 import { type MergeProgress, prepareMerge, runMerge, type TensorPlacement } from '../engine/merge';
+import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
   type InspectProgress,
   inspectSpectrum,
@@ -21,10 +22,19 @@ import {
   type SpectrumInspection,
   type TaskVectorInspection,
 } from '../inspect/inspect-models';
+import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
-import { type FolderFile, type ImportProgress, importFolder } from '../store/import-folder';
+import { type HubModelPlan, planHubModel } from '../store/hub-plan';
+import {
+  DuplicateModelError,
+  type FolderFile,
+  findSameModel,
+  type ImportProgress,
+  importFolder,
+  selectModelFiles,
+} from '../store/import-folder';
 import { importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
@@ -37,11 +47,21 @@ import {
   openOpfsOutput,
   outputDirectoryState,
   outputFiles,
+  outputIsFinished,
   partialRunFiles,
   removeAbandonedRuns,
   removePartialRun,
+  removePartialRunWithin,
+  repairOutputs,
+  stallCommitsAfter,
 } from './opfs-output';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
+
+/** Settings from the page's URL that every engine worker of the page takes (see `configure`). */
+export interface EngineOptions {
+  chunkBytes?: number;
+  stallCommitAfterFiles?: number;
+}
 
 export interface MergeRequest {
   recipeText: string;
@@ -50,6 +70,8 @@ export interface MergeRequest {
   device: BackendChoice;
   /** GPU memory the merge may hold, in bytes (default: from the adapter's limits). */
   gpuMemory?: number;
+  /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
+  datasetsEndpoint?: string;
 }
 
 export interface MergeProgressEvent {
@@ -57,11 +79,16 @@ export interface MergeProgressEvent {
   tensorsTotal: number;
   bytesDone: number;
   bytesTotal: number;
+  /** Input bytes read so far: moves inside a large tensor, which is read a chunk of rows at a time. */
+  inputBytesDone: number;
+  inputBytesTotal: number;
   tensor?: string;
   /** Since this run (or this resumption) began. */
   elapsedMs: number;
   /** Output bytes that were already written when this run began (non-zero when resumed). */
   bytesResumed: number;
+  /** Where the math runs. */
+  backend: 'cpu' | 'gpu';
 }
 
 export interface MergeOutcome {
@@ -161,6 +188,8 @@ const libraryResolver: ModelResolver = async (reference) => {
 };
 
 const RUN_LOCK_PREFIX = 'l2s-merge-run:';
+/** How long a cancelled run's terminated worker may take to let go of its lock and files. */
+const CANCEL_WAIT_MS = 15_000;
 
 /** Runs `work` holding the run's lock; refuses when another tab holds it. */
 async function holdingRunLock<T>(runId: string, work: () => Promise<T>): Promise<T> {
@@ -214,8 +243,8 @@ async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Pr
 }
 
 async function discardInterrupted(runId: string): Promise<void> {
-  // An output folder beside a partial one is a commit cut short (files half moved): not finished.
-  if (await partialRunFiles(runId)) await deleteOutput(runId);
+  // An unfinished output folder beside a partial one is a commit cut short (files half moved).
+  if ((await partialRunFiles(runId)) && !(await outputIsFinished(runId))) await deleteOutput(runId);
   await removePartialRun(runId);
   await journal.remove(runId);
 }
@@ -234,9 +263,35 @@ async function journaledMerge(
   signal: AbortSignal,
   onProgress?: (p: MergeProgressEvent) => void,
   onLog?: (line: string) => void,
+  datasetsEndpoint?: string,
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
+  // AIM: the calibration pass on the base model, in this worker, before any tensor is merged. It is
+  // deterministic, so a resumed run recomputes the same statistics.
+  let aimStatistics: Awaited<ReturnType<typeof aimStatisticsForRecipe>>;
+  try {
+    aimStatistics = await aimStatisticsForRecipe(recipe, {
+      resolveModel: libraryResolver,
+      device: record.device,
+      datasetsEndpoint,
+      signal,
+      notice: (line) => onLog?.(line),
+      onProgress: (p) => {
+        if (p.blocksDone === 0) onLog?.(`AIM calibration: ${p.blocksTotal} blocks on the base model`);
+        else
+          onLog?.(
+            `AIM calibration: block ${p.blocksDone}/${p.blocksTotal}, ` +
+              `${Math.round((p.tokensDone / Math.max(p.elapsedMs, 1)) * 1000)} tokens/s, ETA ${Math.round((p.etaMs ?? 0) / 1000)} s`,
+          );
+      },
+    });
+  } catch (e) {
+    selected.dispose();
+    await output.abort().catch(() => undefined);
+    await journal.remove(record.runId).catch(() => undefined);
+    throw e;
+  }
   let bytesResumed: number | undefined;
   const forward = (p: MergeProgress) => {
     bytesResumed ??= p.bytesDone;
@@ -245,14 +300,18 @@ async function journaledMerge(
       tensorsTotal: p.tensorsTotal,
       bytesDone: p.bytesDone,
       bytesTotal: p.bytesTotal,
+      inputBytesDone: p.inputBytesDone,
+      inputBytesTotal: p.inputBytesTotal,
       tensor: p.tensor,
       elapsedMs: p.elapsedMs,
       bytesResumed,
+      backend: selected.backend.kind,
     });
   };
   try {
     const result = await runMerge({
       recipe,
+      aimStatistics,
       resolveModel: libraryResolver,
       output,
       seed: record.seed,
@@ -283,23 +342,47 @@ async function journaledMerge(
 }
 
 const api = {
-  /** Chunk size for new imports (tests use small chunks to exercise boundaries and resumption). */
-  async configure(options: { chunkBytes?: number }): Promise<void> {
+  /**
+   * Chunk size for new imports (tests use small chunks to exercise boundaries and resumption), and
+   * for the crash tests a commit that stops after moving `stallCommitAfterFiles` files.
+   */
+  async configure(options: EngineOptions): Promise<void> {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
+    stallCommitsAfter(options.stallCommitAfterFiles);
   },
 
   /**
-   * Leftovers from a closed tab: partial runs nothing can resume (no journal record), journal
-   * records whose partial output is gone, folder imports that cannot continue.
+   * Leftovers from a closed tab: commits cut short (their files go back to the run, which can then
+   * be resumed), deletes cut short, outputs of earlier versions (given a manifest), runs whose commit finished but not its clean-up, partial runs nothing can resume
+   * (no journal record), journal records whose partial output is gone, folder imports that cannot
+   * continue.
    */
-  async cleanUp(): Promise<{ runs: string[]; keys: number }> {
+  async cleanUp(): Promise<{
+    runs: string[];
+    outputs: Awaited<ReturnType<typeof repairOutputs>>;
+    keys: number;
+  }> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
-    const records = await journal.list();
+    const repaired = await repairOutputs([...active]);
+    // A run cancelled in a tab that closed before its files were removed is removed now.
+    for (const runId of await journal.cancelledRuns()) {
+      if (active.has(runId)) continue;
+      await discardInterrupted(runId);
+      await deleteOutput(runId);
+      await journal.clearCancelled(runId);
+    }
+    let records = await journal.list();
+    for (const r of records) {
+      if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
+      await removePartialRun(r.runId);
+      await journal.remove(r.runId);
+    }
+    records = await journal.list();
     const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
     for (const r of records) {
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
-    return { runs: removed, keys: await library.removeAbandoned() };
+    return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
   },
 
   listModels: () => library.list(),
@@ -314,11 +397,17 @@ const api = {
     onProgress?: (p: ImportProgress) => void,
   ): Promise<ModelRecord> {
     const progress = throttle(onProgress);
-    return withRun(runId, (signal) =>
-      importFolder(library, folder, files, { signal, onProgress: (p) => progress.push(p) }).finally(() =>
-        progress.flush(),
-      ),
-    );
+    return withRun(runId, async (signal) => {
+      const same = await findSameModel(library, selectModelFiles(folder, files));
+      if (same) {
+        throw new DuplicateModelError(
+          `${folder} is already in the library as ${same.name} (the same files, sizes and bytes); nothing was stored`,
+        );
+      }
+      return importFolder(library, folder, files, { signal, onProgress: (p) => progress.push(p) }).finally(
+        () => progress.flush(),
+      );
+    });
   },
 
   async importHub(
@@ -351,7 +440,15 @@ const api = {
     );
   },
 
-  /** The built-in tiny models (generated deterministically) and a TIES recipe over them. */
+  /** A hub model's files, sizes and shape, read before anything large is downloaded. */
+  async planHub(
+    runId: string,
+    request: { repo: string; revision: string; hubUrl: string },
+  ): Promise<HubModelPlan> {
+    return withRun(runId, (signal) => planHubModel(request.repo, request.revision, request.hubUrl, signal));
+  },
+
+  /** The built-in tiny models (synthetic: generated deterministically, random weights) and a TIES recipe. */
   async loadDemo(runId: string): Promise<{ models: string[] }> {
     return withRun(runId, async (signal) => {
       const present = new Set((await library.list()).map((m) => m.name));
@@ -363,21 +460,20 @@ const api = {
           name,
           blob: new Blob([bytes as BlobPart]),
         }));
-        await importFolder(library, model.name, files, { signal });
+        await importFolder(library, model.name, files, { signal, source: { kind: 'demo' } });
       }
       return { models: names };
     });
   },
 
-  async gpuStatus(): Promise<{ available: boolean; adapter?: string }> {
+  /** What the page says about WebGPU; `software` is set when auto would merge on the CPU, and why. */
+  async gpuStatus(): Promise<{ available: boolean; adapter?: string; software?: string }> {
     if (!('gpu' in navigator) || !navigator.gpu) return { available: false };
-    const adapter = await navigator.gpu.requestAdapter().catch(() => null);
+    const adapter = await navigator.gpu
+      .requestAdapter({ powerPreference: 'high-performance' })
+      .catch(() => null);
     if (!adapter) return { available: false };
-    const info = adapter.info;
-    return {
-      available: true,
-      adapter: [info.vendor, info.architecture].filter(Boolean).join(' ') || 'unknown',
-    };
+    return { available: true, adapter: adapterName(adapter), software: softwareAdapterReason(adapter) };
   },
 
   async merge(
@@ -417,7 +513,16 @@ const api = {
           await removePartialRun(runId);
           throw e;
         }
-        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+        return journaledMerge(
+          record,
+          recipe,
+          output,
+          selected,
+          signal,
+          onProgress,
+          onLog,
+          request.datasetsEndpoint,
+        );
       }),
     );
   },
@@ -425,9 +530,10 @@ const api = {
   /** Merges cut short by a reload or a crash that can be resumed or discarded, oldest first. */
   async interruptedRuns(): Promise<InterruptedRun[]> {
     const active = new Set([...runs.keys(), ...(await lockedRunIds())]);
+    const cancelled = new Set(await journal.cancelledRuns());
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
-      if (active.has(record.runId)) continue;
+      if (active.has(record.runId) || cancelled.has(record.runId)) continue;
       if (await partialRunFiles(record.runId)) found.push(record);
     }
     return found;
@@ -522,6 +628,29 @@ const api = {
 
   cancel(runId: string): void {
     runs.get(runId)?.abort();
+  },
+
+  /** Merges under way in any tab of this origin (each holds its run's Web Lock). */
+  runsUnderWay: async (): Promise<string[]> => [...(await lockedRunIds())],
+
+  /**
+   * Removes what a merge whose worker was terminated (Cancel) left: its partial output, an output it
+   * committed just before, its journal record. The run is marked cancelled first, so that if this
+   * tab closes before the files are removed the next start removes them instead of offering a
+   * resume. Waits for the terminated worker's lock and file handles to go.
+   */
+  async removeCancelledRun(runId: string): Promise<void> {
+    await journal.markCancelled(runId);
+    await navigator.locks.request(
+      RUN_LOCK_PREFIX + runId,
+      { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
+      async () => {
+        await removePartialRunWithin(runId, CANCEL_WAIT_MS);
+        await deleteOutput(runId);
+        await journal.remove(runId);
+        await journal.clearCancelled(runId);
+      },
+    );
   },
 
   listOutputs,

@@ -2,15 +2,40 @@
  * Merge output in the origin private file system (OPFS), written from the worker with synchronous
  * access handles (the fastest OPFS writes, only allowed in workers).
  *
- * A run writes into `runs/<id>.partial/`; `commit` moves the files to `outputs/<id>/`, `abort`
- * deletes the partial folder. So `outputs/` only ever holds finished merges. A partial folder left
- * by a closed tab can be reopened (`openOpfsOutput`) to resume the run it belongs to.
+ * A run writes into `runs/<id>.partial/`; `abort` deletes that folder. `commit` moves the files one
+ * by one into `outputs/<id>/` (OPFS has no atomic folder rename) and then, last, writes the
+ * output's manifest (`.l2s-output.json`: every file and its size). An output is finished, listed
+ * and downloadable only when its manifest is there and its files match it, so a commit cut short
+ * by a crash never shows; `repairOutputs` (at the next start) moves such files back into the
+ * run's partial folder, so the run can be resumed.
+ * A partial folder left by a closed tab can be reopened (`openOpfsOutput`) to resume its run.
  */
 import type { FileSink, OutputTarget } from '../engine/io';
+import { parseRecipe } from '../recipe';
 
 const RUNS_DIR = 'runs';
 const OUTPUTS_DIR = 'outputs';
 const PARTIAL_SUFFIX = '.partial';
+/** Written last by `commit`; a leading dot keeps it apart from any file a merge writes. */
+export const OUTPUT_MANIFEST = '.l2s-output.json';
+/** Written first by `deleteOutput`, so a delete cut short is told from an output to keep. */
+const DELETING_MARKER = '.l2s-deleting';
+
+interface OutputManifest {
+  id: string;
+  files: OutputFileInfo[];
+  committedAt: number;
+}
+
+/**
+ * For the crash tests only: `commit` stops for good after moving this many files, as if the tab
+ * died there (the test then reloads the page). Off unless the page asks (`?stallCommit=`).
+ */
+let commitStallAfterFiles: number | undefined;
+
+export function stallCommitsAfter(files: number | undefined): void {
+  commitStallAfterFiles = files;
+}
 
 export class OutputStorageError extends Error {
   override name = 'OutputStorageError';
@@ -44,7 +69,80 @@ async function entryNames(d: FileSystemDirectoryHandle): Promise<string[]> {
 }
 
 function isQuotaError(e: unknown): boolean {
-  return e instanceof DOMException && e.name === 'QuotaExceededError';
+  return (
+    e instanceof DOMException &&
+    (e.name === 'QuotaExceededError' || (e.name === 'UnknownError' && /quota|space/i.test(e.message)))
+  );
+}
+
+/** The message of a write that found the browser's storage full; the run's partial files are deleted. */
+export class OutputStorageFullError extends OutputStorageError {
+  override name = 'OutputStorageFullError';
+  constructor(readonly file: string) {
+    super(
+      `Browser storage is full while writing ${file}. The merge was stopped and its partial files deleted; ` +
+        'your models and earlier outputs are untouched. Free space (delete models or outputs you no longer need, ' +
+        'or press "Keep storage" to allow more) and run the merge again.',
+    );
+  }
+}
+
+/** Runs `work` on OPFS, turning a full quota into OutputStorageFullError naming `file`. */
+async function writingFile<T>(file: string, work: () => T | Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (isQuotaError(e)) throw new OutputStorageFullError(file);
+    throw e;
+  }
+}
+
+async function writeManifest(d: FileSystemDirectoryHandle, manifest: OutputManifest): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
+  await writingFile(`the file list of output ${manifest.id}`, async () => {
+    const handle = await d.getFileHandle(OUTPUT_MANIFEST, { create: true });
+    const access = await openAccess(handle, `the manifest of output ${manifest.id}`);
+    try {
+      access.truncate(0);
+      if (access.write(bytes, { at: 0 }) !== bytes.byteLength) {
+        throw new OutputStorageError(`${OUTPUT_MANIFEST}: the browser stopped accepting bytes`);
+      }
+      access.flush();
+    } finally {
+      access.close();
+    }
+  });
+}
+
+async function readManifest(d: FileSystemDirectoryHandle): Promise<OutputManifest | undefined> {
+  try {
+    const text = await (await (await d.getFileHandle(OUTPUT_MANIFEST)).getFile()).text();
+    const manifest = JSON.parse(text) as OutputManifest;
+    if (!Array.isArray(manifest.files)) return undefined;
+    return manifest;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The output's files as its manifest lists them, or undefined when it is not a finished output. */
+async function finishedFiles(
+  d: FileSystemDirectoryHandle,
+): Promise<{ manifest: OutputManifest; files: File[] } | undefined> {
+  const manifest = await readManifest(d);
+  if (!manifest) return undefined;
+  const files: File[] = [];
+  for (const entry of manifest.files) {
+    let file: File;
+    try {
+      file = await (await d.getFileHandle(entry.name)).getFile();
+    } catch {
+      return undefined;
+    }
+    if (file.size !== entry.size) return undefined;
+    files.push(file);
+  }
+  return { manifest, files };
 }
 
 /**
@@ -127,20 +225,16 @@ function partialOutput(
           }
           position += bytes.byteLength;
         } catch (e) {
-          if (isQuotaError(e)) {
-            throw new OutputStorageError(
-              `${name}: browser storage is full while writing the merged model; free space (delete models or outputs) and run again`,
-            );
-          }
+          if (isQuotaError(e)) throw new OutputStorageFullError(name);
           throw e;
         }
       },
       async flush() {
-        if (open.has(access)) access.flush();
+        if (open.has(access)) await writingFile(name, () => access.flush());
       },
       async close() {
         if (!open.has(access)) return;
-        access.flush();
+        await writingFile(name, () => access.flush());
         access.close();
         open.delete(access);
       },
@@ -151,8 +245,8 @@ function partialOutput(
     id,
     async createFile(name: string): Promise<FileSink> {
       checkName(name);
-      const handle = await partial.getFileHandle(name, { create: true });
-      const access = await openAccess(handle, `${name} of output ${id}`);
+      const handle = await writingFile(name, () => partial.getFileHandle(name, { create: true }));
+      const access = await writingFile(name, () => openAccess(handle, `${name} of output ${id}`));
       // A run resumed after a crash may find this file begun: start it afresh.
       access.truncate(0);
       return sink(name, access, 0);
@@ -183,14 +277,33 @@ function partialOutput(
       if (finished) throw new OutputStorageError(`output ${id}: the run already ended`);
       for (const access of open) access.close();
       open.clear();
-      const outputs = await dir(root, OUTPUTS_DIR);
-      const target = await outputs.getDirectoryHandle(id, { create: true });
-      for (const name of await entryNames(partial)) {
-        const file = await partial.getFileHandle(name);
-        await (file as unknown as MovableHandle).move(target);
+      const names = (await entryNames(partial)).filter((n) => n !== OUTPUT_MANIFEST);
+      const files: OutputFileInfo[] = [];
+      for (const name of names) {
+        files.push({ name, size: (await (await partial.getFileHandle(name)).getFile()).size });
       }
-      await runs.removeEntry(partialName, { recursive: true });
+      const outputs = await dir(root, OUTPUTS_DIR);
+      // Left by an earlier commit of this run that was cut short: never a finished output.
+      await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+      const target = await outputs.getDirectoryHandle(id, { create: true });
+      try {
+        let moved = 0;
+        for (const name of names) {
+          const file = await partial.getFileHandle(name);
+          await (file as unknown as MovableHandle).move(target);
+          moved++;
+          if (moved === commitStallAfterFiles) await new Promise<never>(() => {});
+        }
+        // The manifest, last: from here on the output is finished.
+        await writeManifest(target, { id, files, committedAt: Date.now() });
+      } catch (e) {
+        // The run fails (and `abort` removes its partial folder): none of it may stay in outputs/.
+        await target.removeEntry(OUTPUT_MANIFEST).catch(() => undefined);
+        await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+        throw e;
+      }
       finished = true;
+      await runs.removeEntry(partialName, { recursive: true }).catch(() => undefined);
     },
 
     async abort() {
@@ -218,23 +331,39 @@ export interface OutputInfo {
   id: string;
   files: OutputFileInfo[];
   createdAt: number;
+  /** From the output's mergekit_config.yml; undefined when it is missing or unreadable. */
+  recipe?: { method: string; models: string[] };
 }
 
-/** Finished merges in `outputs/`, newest first. */
+/** merge_method and the models (base first) of a mergekit_config.yml, read without validating. */
+async function recipeSummary(file: File): Promise<OutputInfo['recipe']> {
+  try {
+    const recipe = parseRecipe(await file.text(), file.name);
+    const models = [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter(
+      (m): m is string => m !== undefined,
+    );
+    return { method: recipe.mergeMethod, models: [...new Set(models)] };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Finished merges in `outputs/` (those with a manifest their files match), newest first. */
 export async function listOutputs(): Promise<OutputInfo[]> {
   const root = await navigator.storage.getDirectory();
   const outputs = await dir(root, OUTPUTS_DIR);
   const result: OutputInfo[] = [];
   for (const id of await entryNames(outputs)) {
-    const d = await outputs.getDirectoryHandle(id);
-    const files: OutputFileInfo[] = [];
-    let createdAt = 0;
-    for (const name of await entryNames(d)) {
-      const file = await (await d.getFileHandle(name)).getFile();
-      files.push({ name, size: file.size });
-      createdAt = Math.max(createdAt, file.lastModified);
-    }
-    result.push({ id, files, createdAt });
+    const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
+    const finished = d && (await finishedFiles(d));
+    if (!finished) continue;
+    const config = finished.files.find((f) => f.name === 'mergekit_config.yml');
+    result.push({
+      id,
+      files: finished.manifest.files,
+      createdAt: finished.manifest.committedAt,
+      recipe: config ? await recipeSummary(config) : undefined,
+    });
   }
   return result.sort((a, b) => b.createdAt - a.createdAt);
 }
@@ -243,21 +372,86 @@ export async function listOutputs(): Promise<OutputInfo[]> {
 export async function outputFiles(id: string): Promise<File[]> {
   const root = await navigator.storage.getDirectory();
   const outputs = await dir(root, OUTPUTS_DIR);
-  let d: FileSystemDirectoryHandle;
-  try {
-    d = await outputs.getDirectoryHandle(id);
-  } catch {
-    throw new OutputStorageError(`output ${id} does not exist (it may have been deleted)`);
-  }
-  const files: File[] = [];
-  for (const name of await entryNames(d)) files.push(await (await d.getFileHandle(name)).getFile());
-  return files;
+  const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
+  const finished = d && (await finishedFiles(d));
+  if (!finished) throw new OutputStorageError(`output ${id} does not exist (it may have been deleted)`);
+  return finished.files;
+}
+
+/** Whether `outputs/<id>` is a finished output (manifest present, files as it lists them). */
+export async function outputIsFinished(id: string): Promise<boolean> {
+  const root = await navigator.storage.getDirectory();
+  const d = await (await dir(root, OUTPUTS_DIR)).getDirectoryHandle(id).catch(() => undefined);
+  return d !== undefined && (await finishedFiles(d)) !== undefined;
 }
 
 export async function deleteOutput(id: string): Promise<void> {
   const root = await navigator.storage.getDirectory();
   const outputs = await dir(root, OUTPUTS_DIR);
+  const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
+  // Marked, then the manifest goes: an output half deleted is never listed, nor taken for one
+  // of the outputs written before manifests.
+  await d?.getFileHandle(DELETING_MARKER, { create: true }).catch(() => undefined);
+  await d?.removeEntry(OUTPUT_MANIFEST).catch(() => undefined);
   await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+}
+
+/**
+ * Output folders that are not finished outputs, except those of runs under way (`activeIds`):
+ * - a commit cut short (the run's partial folder is still there): the files go back into it, so
+ *   the run can be resumed;
+ * - a delete cut short (its marker is there), an empty folder, or a manifest its files no longer
+ *   match: removed;
+ * - a folder of finished files without any manifest, as versions of this app before manifests
+ *   left every output (their commit removed the partial folder last): kept, with a manifest
+ *   written for the files it holds.
+ */
+export async function repairOutputs(
+  activeIds: readonly string[] = [],
+): Promise<{ restored: string[]; removed: string[]; adopted: string[] }> {
+  const root = await navigator.storage.getDirectory();
+  const outputs = await dir(root, OUTPUTS_DIR);
+  const runs = await dir(root, RUNS_DIR);
+  const result = { restored: [] as string[], removed: [] as string[], adopted: [] as string[] };
+  for (const id of await entryNames(outputs)) {
+    if (activeIds.includes(id)) continue;
+    const d = await outputs.getDirectoryHandle(id).catch(() => undefined);
+    if (!d) {
+      // A stray file where an output folder belongs.
+      await outputs.removeEntry(id).catch(() => undefined);
+      result.removed.push(id);
+      continue;
+    }
+    if (await finishedFiles(d)) continue;
+    const names = await entryNames(d);
+    const files = names.filter((n) => n !== OUTPUT_MANIFEST && n !== DELETING_MARKER);
+    const partial = await runs.getDirectoryHandle(id + PARTIAL_SUFFIX).catch(() => undefined);
+    if (partial) {
+      for (const name of files) {
+        const file = await d.getFileHandle(name).catch(() => undefined);
+        if (file) await (file as unknown as MovableHandle).move(partial).catch(() => undefined);
+      }
+      await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+      result.restored.push(id);
+      continue;
+    }
+    const legacy = !names.includes(OUTPUT_MANIFEST) && !names.includes(DELETING_MARKER) && files.length > 0;
+    if (legacy) {
+      const infos: OutputFileInfo[] = [];
+      let committedAt = 0;
+      for (const name of files) {
+        const file = await (await d.getFileHandle(name)).getFile();
+        infos.push({ name, size: file.size });
+        committedAt = Math.max(committedAt, file.lastModified);
+      }
+      await writeManifest(d, { id, files: infos, committedAt });
+      result.adopted.push(id);
+      continue;
+    }
+    await outputs.removeEntry(id, { recursive: true }).catch(() => undefined);
+    result.removed.push(id);
+  }
+  return result;
 }
 
 /**
@@ -298,6 +492,31 @@ export async function removePartialRun(id: string): Promise<void> {
   const root = await navigator.storage.getDirectory();
   const runs = await dir(root, RUNS_DIR);
   await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true }).catch(() => undefined);
+}
+
+/**
+ * Deletes a run's partial folder, retrying while a terminated worker's access handles still hold
+ * its files (they are let go a moment after the worker goes); throws if it is still there after
+ * `waitMs`.
+ */
+export async function removePartialRunWithin(id: string, waitMs: number): Promise<void> {
+  const root = await navigator.storage.getDirectory();
+  const runs = await dir(root, RUNS_DIR);
+  const deadline = performance.now() + waitMs;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      await runs.removeEntry(id + PARTIAL_SUFFIX, { recursive: true });
+      return;
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'NotFoundError') return;
+      if (performance.now() >= deadline) {
+        throw new OutputStorageError(
+          `the cancelled merge ${id} still holds its files; reload the page to remove them`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 /** Names in `runs/` (unfinished) and `outputs/` (finished), for checks that nothing leaked. */

@@ -12,6 +12,8 @@ import type { BackendChoice } from './backend';
 
 export const RUN_JOURNAL_DB_NAME = 'l2s-runs';
 const RECORD_PREFIX = 'run/';
+/** Runs cancelled (their worker terminated) whose leftovers may not be removed yet. */
+const CANCELLED_PREFIX = 'cancelled/';
 
 /** A model as the run found it in the library; an id that changed means the model was replaced. */
 export interface JournalModel {
@@ -62,6 +64,21 @@ export class RunJournal {
 
   async remove(runId: string): Promise<void> {
     await this.kv.write([], [RECORD_PREFIX + runId]);
+  }
+
+  /** Kept apart from the record, which the run's own worker may still be rewriting. */
+  async markCancelled(runId: string): Promise<void> {
+    await this.kv.write([[CANCELLED_PREFIX + runId, Date.now()]]);
+  }
+
+  async cancelledRuns(): Promise<string[]> {
+    return (await this.kv.keys())
+      .filter((k) => k.startsWith(CANCELLED_PREFIX))
+      .map((k) => k.slice(CANCELLED_PREFIX.length));
+  }
+
+  async clearCancelled(runId: string): Promise<void> {
+    await this.kv.write([], [CANCELLED_PREFIX + runId]);
   }
 }
 

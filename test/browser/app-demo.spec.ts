@@ -59,16 +59,12 @@ test('the demo merges out of the box; form and YAML round-trip; outputs join the
   );
   await expect(page.getByTestId('recipe-error')).toContainText('nowhere');
 
-  // Merging it fails with a message naming the missing model; the earlier output stays available.
-  const status = page.getByTestId('merge-status');
-  await page.getByTestId('merge-run').click();
-  await expect(status).toHaveAttribute('data-runs', '2');
-  await expect(status).toHaveAttribute('data-state', 'error', { timeout: 30_000 });
-  await expect(status).toContainText("model 'nowhere' is not in the library");
+  // Merge is refused with the reason beside it; the output stays available, and "Keep" keeps it.
+  await expect(page.getByTestId('merge-run')).toBeDisabled();
+  await expect(page.getByTestId('merge-blocked')).toContainText('not in the library yet: nowhere');
   await screenshot(page, 'merge-error');
-  await expect(page.getByTestId('download-file')).toHaveCount(0);
-  await expect(page.getByTestId('earlier-output')).toHaveCount(1);
-  await page.getByTestId('earlier-output').getByRole('button', { name: 'Show' }).click();
+  await page.getByTestId('output-delete').click();
+  await page.getByTestId('output-delete-keep').click();
   await expect(page.getByTestId('download-file')).toHaveCount(7);
 
   // The demo output joins the library as a model, and deleting it removes every chunk.
@@ -78,9 +74,9 @@ test('the demo merges out of the box; form and YAML round-trip; outputs join the
   await expect(page.locator('[data-testid="library-model"][data-name="demo-merge"]')).toContainText('merge');
   const id = (await libraryKeys(page)).find((k) => k.startsWith('model:') && !modelKeysBefore.has(k));
   expect(id).toBeDefined();
-  await page
-    .locator('[data-testid="library-model"][data-name="demo-merge"] [data-testid="model-delete"]')
-    .click();
+  const row = page.locator('[data-testid="library-model"][data-name="demo-merge"]');
+  await row.getByTestId('model-delete').click();
+  await row.getByTestId('model-delete-confirm').click();
   await expect(page.locator('[data-testid="library-model"][data-name="demo-merge"]')).toHaveCount(0);
   const keys = await libraryKeys(page);
   expect(keys.filter((k) => k.includes(id!.slice('model:'.length)))).toEqual([]);

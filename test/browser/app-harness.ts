@@ -7,9 +7,10 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { type BrowserContext, test as base, chromium, expect, type Page } from '@playwright/test';
+import { screenshotPath } from './screenshot-path';
 
 export { expect };
 
@@ -159,9 +160,19 @@ export async function cliMerge(
   return readFolder(outDir);
 }
 
-export async function screenshot(page: Page, name: string): Promise<void> {
-  await mkdir(join(ROOT, 'docs/screenshots'), { recursive: true });
-  await page.screenshot({ path: join(ROOT, 'docs/screenshots', `${name}.png`), fullPage: true });
+/**
+ * The one way a browser test takes a screenshot: under test-results/screenshots/ in a test run,
+ * into docs/screenshots/ only under `npm run screenshots` (see screenshot-path.ts).
+ */
+/** Saves a screenshot: the whole page, or with `fullPage: false` the viewport (a lesson step). */
+export async function screenshot(
+  page: Page,
+  name: string,
+  options: { fullPage?: boolean } = {},
+): Promise<void> {
+  const path = screenshotPath(ROOT, name);
+  await mkdir(dirname(path), { recursive: true });
+  await page.screenshot({ path, fullPage: options.fullPage ?? true });
 }
 
 /** Keys of the library's IndexedDB store, read directly (to check that nothing leaked). */

@@ -129,7 +129,10 @@ test('a merge cut short by a reload resumes to the CLI bytes; discard leaves not
   );
   await screenshot(page, 'merge-interrupted');
   const status = page.getByTestId('merge-status');
+  // The resumed merge puts its own recipe back in the editor, whatever is there now.
+  await setRecipe(page, 'merge_method: linear\n');
   await page.getByTestId('merge-resume').click();
+  await expect(page.getByTestId('recipe-yaml')).toHaveValue(TIES_RECIPE);
   await expect(status).toHaveAttribute('data-state', /running|done|error/);
   await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
   await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');

@@ -1,6 +1,7 @@
 /**
- * Storage edge cases: a full quota is reported naming the file and leaves the library as it was;
- * a cancelled merge leaves nothing in the outputs or the library.
+ * Storage edge cases: a full quota is reported naming the file and leaves the library as it was,
+ * for an import and for a merge (whose earlier outputs stay as they were too); a cancelled merge
+ * leaves nothing in the outputs or the library.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,8 +15,10 @@ import {
   libraryKeys,
   libraryNames,
   openApp,
+  runMergeInPage,
   screenshot,
   setRecipe,
+  TIES_RECIPE,
   test,
 } from './app-harness';
 
@@ -51,6 +54,80 @@ test('a full quota is reported naming the file, and the library stays intact', a
   await expect(page.getByTestId('storage-use')).toContainText('used of');
   await importFolder(page, join(trio, 'tiny-qwen-instruct'));
   expect(await libraryNames(page)).toEqual(['tiny-qwen-system1', 'tiny-qwen-instruct']);
+});
+
+/** Names, sizes and sha256 of every file in OPFS `outputs/` and `runs/`, read directly. */
+async function opfsFiles(page: import('@playwright/test').Page): Promise<Record<string, string>> {
+  return page.evaluate(async () => {
+    const out: Record<string, string> = {};
+    const walk = async (d: FileSystemDirectoryHandle, prefix: string) => {
+      for await (const [name, h] of (
+        d as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }
+      ).entries()) {
+        if (h.kind === 'directory') {
+          await walk(h as FileSystemDirectoryHandle, `${prefix}${name}/`);
+          continue;
+        }
+        const file = await (h as FileSystemFileHandle).getFile();
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', await file.arrayBuffer()));
+        out[prefix + name] =
+          `${file.size} ${Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+      }
+    };
+    const root = await navigator.storage.getDirectory();
+    for (const top of ['outputs', 'runs'])
+      await walk(await root.getDirectoryHandle(top, { create: true }), `${top}/`);
+    return out;
+  });
+}
+
+test('a merge over the quota is reported naming the file; library and earlier outputs stay', async ({
+  page,
+}) => {
+  const trio = await tinyTrioDir();
+  await openApp(page);
+  for (const name of ['tiny-qwen-system1', 'tiny-qwen-instruct', 'tiny-qwen-system2']) {
+    await importFolder(page, join(trio, name));
+  }
+  await setRecipe(page, TIES_RECIPE);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  const keysBefore = (await libraryKeys(page)).sort();
+  const opfsBefore = await opfsFiles(page);
+  expect(Object.keys(opfsBefore).filter((k) => k.endsWith('.safetensors')).length).toBeGreaterThan(0);
+  const usage = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);
+  const cdp = await page.context().newCDPSession(page);
+  // As for the import above: leave the page so storage is reopened under the new quota.
+  await page.goto('about:blank');
+  await page.waitForTimeout(3000);
+  // Room for well under a second output (~480 kB).
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: BASE_URL, quotaSize: usage + 150_000 });
+  await openApp(page);
+
+  await setRecipe(page, TIES_RECIPE);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  const status = page.getByTestId('merge-status');
+  await page.getByTestId('merge-run').click();
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
+  await expect(status).toHaveAttribute('data-state', 'error');
+  await expect(status).toHaveText(
+    /^OutputStorageFullError: Browser storage is full while writing model(-\d{5}-of-\d{5})?\.safetensors\. The merge was stopped and its partial files deleted; your models and earlier outputs are untouched\. Free space \(delete models or outputs you no longer need, or press "Keep storage" to allow more\) and run the merge again\.$/,
+  );
+  await screenshot(page, 'merge-storage-full');
+  expect(await libraryNames(page)).toEqual(['tiny-qwen-system1', 'tiny-qwen-instruct', 'tiny-qwen-system2']);
+  expect((await libraryKeys(page)).sort()).toEqual(keysBefore);
+  // The earlier output is byte for byte as it was, still listed; nothing of the failed run is left.
+  expect(await opfsFiles(page)).toEqual(opfsBefore);
+  await expect(page.getByTestId('earlier-output')).toHaveCount(1);
+  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: BASE_URL });
+  await page.reload();
+  await openApp(page);
+  await setRecipe(page, TIES_RECIPE);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  await expect(page.getByTestId('earlier-output')).toHaveCount(1);
 });
 
 /** Large enough that a CPU merge takes seconds, so the cancel lands mid-way. */

@@ -5,6 +5,16 @@
  * to a content-addressed URL as the hub redirects to its CDN). It can require a token, stall a file
  * mid-way (to test resumption) and serve corrupted bytes (to test sha256 verification), and it logs
  * every range it was asked for.
+ *
+ * Uploads take the calls `@huggingface/hub`'s createRepo and commit make: `POST /api/repos/create`,
+ * `POST /api/models/{repo}/preupload/{rev}`, `POST /{repo}.git/info/lfs/objects/batch` (answering
+ * with "basic" PUT URLs, on another server when `lfsStorage` is set, as the hub hands out S3 URLs),
+ * `PUT /upload/{sha256}` (checked against its sha256), and `POST /api/models/{repo}/commit/{rev}`
+ * (NDJSON).
+ *
+ * A second HubServer with the same repos can play the CDN on another origin: point the hub's
+ * `lfsBaseUrl` at it and give it `xCache` (the hub's CDN answers `X-Cache: Hit from cloudfront`).
+ * `log` holds every request with the Authorization header it carried, preflights included.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -23,6 +33,22 @@ export interface RangeRequest {
   range: string | null;
 }
 
+export interface LoggedRequest {
+  method: string;
+  /** The request path as sent (still percent-encoded). */
+  url: string;
+  authorization: string | null;
+  /** A preflight's Access-Control-Request-Headers. */
+  requestHeaders: string | null;
+}
+
+export interface HubServerOptions {
+  /** Where LFS resolves redirect to (another origin, as the hub's CDN); this server by default. */
+  lfsBaseUrl?: string;
+  /** An X-Cache header on every file this server sends, as a CDN answers. */
+  xCache?: string;
+}
+
 interface Stall {
   afterBytes: number;
   release: Promise<void>;
@@ -34,9 +60,10 @@ interface Stall {
 
 const CORS_HEADERS = {
   'Access-Control-Allow-Origin': '*',
-  'Access-Control-Allow-Headers': 'Range, Authorization, Accept, Content-Type',
+  'Access-Control-Allow-Methods': 'GET, HEAD, POST, PUT, OPTIONS',
+  'Access-Control-Allow-Headers': 'Range, Authorization, Accept, Content-Type, X-Request-Id',
   'Access-Control-Expose-Headers':
-    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges',
+    'Content-Range, Content-Length, ETag, X-Linked-ETag, X-Linked-Size, X-Error-Code, Link, Accept-Ranges, X-Cache',
 };
 
 function sha256(bytes: Uint8Array): string {
@@ -52,14 +79,33 @@ function isLfs(path: string): boolean {
   return path.endsWith('.safetensors');
 }
 
+async function body(req: IncomingMessage): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of req) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
 export class HubServer {
   readonly requests: RangeRequest[] = [];
+  /** LFS objects received by PUT, by sha256. */
+  readonly uploaded = new Map<string, Uint8Array>();
+  /** Tokens that may create repos and commit to them. */
+  readonly writeTokens = new Set<string>();
+  /** Where LFS uploads are sent (another origin, like the hub's S3); this server when unset. */
+  lfsStorage?: HubServer;
+  readonly log: LoggedRequest[] = [];
   private readonly repos = new Map<string, HubRepo>();
   private readonly byOid = new Map<string, { repo: string; path: string }>();
   private readonly stalls = new Map<string, Stall>();
   private readonly corrupt = new Set<string>();
   private server?: Server;
   url = '';
+
+  repo(id: string): HubRepo | undefined {
+    return this.repos.get(id);
+  }
+
+  constructor(private readonly options: HubServerOptions = {}) {}
 
   addRepo(id: string, repo: HubRepo): void {
     this.repos.set(id, repo);
@@ -116,6 +162,12 @@ export class HubServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.log.push({
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      authorization: req.headers.authorization ?? null,
+      requestHeaders: (req.headers['access-control-request-headers'] as string | undefined) ?? null,
+    });
     if (req.method === 'OPTIONS') {
       res.writeHead(204, CORS_HEADERS);
       res.end();
@@ -123,6 +175,7 @@ export class HubServer {
     }
     const url = new URL(req.url ?? '/', 'http://localhost');
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    if (req.method === 'POST' || req.method === 'PUT') return this.handleWrite(req, res, parts);
     // /api/models/{owner}/{name}/tree/{rev}
     if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'tree') {
       const id = `${parts[2]}/${parts[3]}`;
@@ -158,7 +211,7 @@ export class HubServer {
       if (isLfs(path)) {
         res.writeHead(302, {
           ...CORS_HEADERS,
-          Location: `/lfs/${sha256(bytes)}`,
+          Location: `${this.options.lfsBaseUrl ?? ''}/lfs/${sha256(bytes)}`,
           'X-Linked-ETag': `"${sha256(bytes)}"`,
           'X-Linked-Size': String(bytes.length),
         });
@@ -205,6 +258,7 @@ export class HubServer {
       'Content-Length': String(end - start + 1),
       'Accept-Ranges': 'bytes',
       ETag: `"${etag}"`,
+      ...(this.options.xCache ? { 'X-Cache': this.options.xCache } : {}),
       ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
     });
     const stall = this.stalls.get(`${repoId}/${path}`);
@@ -224,6 +278,106 @@ export class HubServer {
       if (!ok) await new Promise((resolve) => res.once('drain', resolve));
     }
     res.end();
+  }
+
+  private canWrite(req: IncomingMessage): boolean {
+    const auth = req.headers.authorization ?? '';
+    return auth.startsWith('Bearer ') && this.writeTokens.has(auth.slice('Bearer '.length));
+  }
+
+  private json(res: ServerResponse, status: number, value: unknown): void {
+    res.writeHead(status, { ...CORS_HEADERS, 'Content-Type': 'application/json' });
+    res.end(JSON.stringify(value));
+  }
+
+  private async handleWrite(req: IncomingMessage, res: ServerResponse, parts: string[]): Promise<void> {
+    // PUT /upload/{sha256}: LFS content, on the storage server (no token needed: the URL is the grant).
+    if (req.method === 'PUT' && parts[0] === 'upload' && parts.length === 2) {
+      const bytes = new Uint8Array(await body(req));
+      if (sha256(bytes) !== parts[1]) return this.json(res, 400, { error: 'sha256 mismatch' });
+      this.uploaded.set(parts[1], bytes);
+      res.writeHead(200, CORS_HEADERS);
+      res.end();
+      return;
+    }
+    if (!this.canWrite(req))
+      return this.json(res, 401, { error: 'Invalid credentials in Authorization header' });
+    // POST /api/repos/create {name, organization, type}
+    if (parts.join('/') === 'api/repos/create') {
+      const payload = JSON.parse((await body(req)).toString('utf8')) as {
+        name: string;
+        organization: string;
+      };
+      const id = `${payload.organization}/${payload.name}`;
+      if (this.repos.has(id))
+        return this.json(res, 409, {
+          error: 'You already created this model repo',
+          url: `${this.url}/${id}`,
+        });
+      this.repos.set(id, { files: new Map(), token: undefined });
+      return this.json(res, 200, { url: `${this.url}/${id}`, id });
+    }
+    // POST /api/models/{owner}/{name}/preupload/{rev}
+    if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'preupload') {
+      const id = `${parts[2]}/${parts[3]}`;
+      if (!this.repos.has(id)) return this.notFound(res, 'RepoNotFound');
+      const payload = JSON.parse((await body(req)).toString('utf8')) as { files: { path: string }[] };
+      return this.json(res, 200, {
+        files: payload.files.map((f) => ({ path: f.path, uploadMode: isLfs(f.path) ? 'lfs' : 'regular' })),
+        commitOid: 'preupload',
+      });
+    }
+    // POST /{owner}/{name}.git/info/lfs/objects/batch
+    if (parts[1]?.endsWith('.git') && parts.slice(2).join('/') === 'info/lfs/objects/batch') {
+      const id = `${parts[0]}/${parts[1].slice(0, -'.git'.length)}`;
+      if (!this.repos.has(id)) return this.notFound(res, 'RepoNotFound');
+      const payload = JSON.parse((await body(req)).toString('utf8')) as {
+        objects: { oid: string; size: number }[];
+      };
+      const storage = this.lfsStorage ?? this;
+      return this.json(res, 200, {
+        transfer: 'basic',
+        objects: payload.objects.map((o) => ({
+          oid: o.oid,
+          size: o.size,
+          authenticated: true,
+          ...(storage.uploaded.has(o.oid)
+            ? {}
+            : { actions: { upload: { href: `${storage.url}/upload/${o.oid}` } } }),
+        })),
+      });
+    }
+    // POST /api/models/{owner}/{name}/commit/{rev}: NDJSON header, file (base64) and lfsFile lines.
+    if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'commit') {
+      const id = `${parts[2]}/${parts[3]}`;
+      const repo = this.repos.get(id);
+      if (!repo) return this.notFound(res, 'RepoNotFound');
+      const storage = this.lfsStorage ?? this;
+      const lines = (await body(req)).toString('utf8').split('\n').filter(Boolean);
+      const files = new Map(repo.files);
+      for (const line of lines) {
+        const entry = JSON.parse(line) as {
+          key: string;
+          value: { path: string; content?: string; oid?: string };
+        };
+        if (entry.key === 'file')
+          files.set(entry.value.path, new Uint8Array(Buffer.from(entry.value.content ?? '', 'base64')));
+        if (entry.key === 'lfsFile') {
+          const bytes = storage.uploaded.get(entry.value.oid ?? '');
+          if (!bytes)
+            return this.json(res, 400, { error: `LFS object ${entry.value.oid} was never uploaded` });
+          files.set(entry.value.path, bytes);
+        }
+      }
+      this.addRepo(id, { ...repo, files });
+      const commitOid = createHash('sha1').update(lines.join('\n')).digest('hex');
+      return this.json(res, 200, {
+        success: true,
+        commitOid,
+        commitUrl: `${this.url}/${id}/commit/${commitOid}`,
+      });
+    }
+    this.notFound(res, 'EntryNotFound');
   }
 
   private notFound(res: ServerResponse, code: string): void {

@@ -557,18 +557,21 @@ describe('magnitude range selection over chunks', () => {
   });
 
   it('skips pass 1 when the first elements predict the cut, and runs it when they mislead', () => {
+    // A sample of 50000 keys: the windows (+-0.5% of the sample's order, at most 8 buckets) are wide
+    // enough for the sampling noise of the guessed cut, as they are at the real sample size.
     const next = random(13);
-    const n = 20000;
+    const n = 200_000;
+    const sample = 50_000;
     const x = values(n, 'smooth', next);
-    const predicted = selectInChunks(x, 0, 4000, 'descending', 2000, next);
+    const predicted = selectInChunks(x, 0, 40_000, 'descending', sample, next);
     expect(predicted.passes).toBe(1);
-    // The first 2000 elements are 1000 times smaller than the rest: the guess lands far too low.
-    const misleading = x.map((v, i) => (i < 2000 ? v / 1000 : v));
-    const whole = magnitudeRankRangeMask(misleading, 0, 4000, 'descending');
-    const misled = selectInChunks(misleading, 0, 4000, 'descending', 2000, next);
+    // The sampled elements are 1000 times smaller than the rest: the guess lands far too low.
+    const misleading = x.map((v, i) => (i < sample ? v / 1000 : v));
+    const whole = magnitudeRankRangeMask(misleading, 0, 40_000, 'descending');
+    const misled = selectInChunks(misleading, 0, 40_000, 'descending', sample, next);
     expect(misled.passes).toBe(2);
     expect(misled.masks[1].findIndex((v, i) => v !== whole[i])).toBe(-1);
-    const wholePredicted = magnitudeRankRangeMask(x, 0, 4000, 'descending');
+    const wholePredicted = magnitudeRankRangeMask(x, 0, 40_000, 'descending');
     expect(predicted.masks[0].findIndex((v, i) => v !== wholePredicted[i])).toBe(-1);
   });
 });

@@ -417,7 +417,7 @@ describe('refusals', () => {
     [
       'unknown top-level key',
       `${head}${oneModel}seed: 3\n`,
-      'r.yml:6: seed: unknown key seed; accepted: merge_method, base_model, models, parameters, dtype, out_dtype, tokenizer_source, name',
+      'r.yml:6: seed: unknown key seed; accepted: merge_method, base_model, models, parameters, dtype, out_dtype, tokenizer_source, name, aim',
     ],
     [
       'layer_range in a model entry',

@@ -4,10 +4,11 @@
  * GpuContext on navigator.gpu.
  */
 import { GpuContext } from '../../../src/gpu/device';
+import { AIM_GPU_CASES } from './aim-gpu-cases';
 import { GPU_CASES } from './gpu-cases';
 import { RSVD_CASES } from './gpu-rsvd-cases';
 
-const ALL_CASES = [...GPU_CASES, ...RSVD_CASES];
+const ALL_CASES = [...GPU_CASES, ...RSVD_CASES, ...AIM_GPU_CASES];
 
 export interface CaseResult {
   readonly name: string;

@@ -1,0 +1,29 @@
+// The SwiGLU gate of the MLP: h[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)), for the
+// step.tokens rows of `n` channels; written over `gate`.
+
+override WORKGROUP_SIZE: u32 = 256u;
+
+struct Params {
+  n: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read_write> gate: array<f32>;
+@group(0) @binding(3) var<storage, read> up: array<f32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = group_id(wid, nwg) * WORKGROUP_SIZE + lid;
+  if (i < step.tokens * params.n) {
+    let g = gate[i];
+    gate[i] = g / (1.0 + exp(-g)) * up[i];
+  }
+}

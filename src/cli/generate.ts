@@ -1,0 +1,270 @@
+/**
+ * `l2s-merge generate MODEL_DIR [--prompt TEXT | --prompt-file F] [--raw] [--system TEXT]
+ *  [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--device auto|cpu|gpu] [--json]`
+ *
+ * The prompt is rendered through the model's chat template (one user message, after the optional
+ * system message, with the generation prompt) unless --raw, which tokenizes it as it is. The text
+ * streams to stdout; --json prints one object instead: {prompt_token_ids, token_ids, text,
+ * top_logprobs} with, per generated token, the 5 most likely [id, natural-log prob] from the f32 logits.
+ */
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import type { DeviceChoice } from '../gpu/select-backend';
+import { type GenerateResult, generate } from '../model/generate';
+import { createRunner } from '../model/index';
+import type { ModelRunner, SamplingOptions } from '../model/runner';
+import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
+import { type ModelWeights, openModelWeights } from '../model/weights';
+import { modelFolder } from '../node/model-folder';
+import { nodeGpu } from '../node/webgpu';
+import { InputFileError, UsageError } from './errors';
+import { failureText } from './fatal';
+
+export const GENERATE_USAGE = `usage: l2s-merge generate MODEL_DIR (--prompt TEXT | --prompt-file FILE) [options]
+
+Run a model folder (config.json, safetensors, tokenizer.json) on a prompt and print what it generates.
+
+options:
+  --prompt TEXT          the user message (rendered through the model's chat template)
+  --prompt-file FILE     the same, read from a UTF-8 file
+  --raw                  tokenize the prompt as it is, without the chat template
+  --system TEXT          a system message before the prompt (chat template only)
+  --max-new-tokens N     generate at most N tokens (default 256); stops earlier at an eos token
+  --temperature T        0 = greedy (default); otherwise sample from softmax(logits / T)
+  --top-p P              nucleus sampling mass in (0, 1] (default 1)
+  --seed S               seed of the sampler, 0 to 4294967295 (default 0); same seed, same tokens
+  --device auto|cpu|gpu  where the model runs (default auto: the GPU when WebGPU has an adapter)
+  --json                 print one JSON object: prompt_token_ids, token_ids, text, top_logprobs
+  -h, --help             this help
+`;
+
+/** Top log-probabilities per generated token in --json. */
+export const JSON_TOP_LOGPROBS = 5;
+export const DEFAULT_MAX_NEW_TOKENS = 256;
+
+export function parseDevice(text: string | undefined): DeviceChoice {
+  const device = text ?? 'auto';
+  if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') {
+    throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  }
+  return device;
+}
+
+export function parseCount(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
+    throw new UsageError(`${flag} must be a positive integer, got ${text}`);
+  }
+  return Number(text);
+}
+
+function parseSampling(v: Record<string, string | boolean | undefined>): SamplingOptions {
+  const number = (flag: string, fallback: number) => {
+    const text = v[flag] as string | undefined;
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (text.trim() === '' || !Number.isFinite(n))
+      throw new UsageError(`--${flag} must be a number, got ${text}`);
+    return n;
+  };
+  const temperature = number('temperature', 0);
+  if (temperature < 0) throw new UsageError(`--temperature must be >= 0, got ${temperature}`);
+  const topP = number('top-p', 1);
+  if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${topP}`);
+  const seedText = (v.seed as string | undefined) ?? '0';
+  if (!/^\d+$/.test(seedText) || Number(seedText) > 0xffffffff) {
+    throw new UsageError(`--seed must be an integer from 0 to 4294967295, got ${seedText}`);
+  }
+  return { temperature, topP, seed: Number(seedText) };
+}
+
+/** A model folder opened for generation; `close` releases its files and the runner. */
+export interface OpenedModel {
+  name: string;
+  weights: ModelWeights;
+  tokenizer: ModelTokenizer;
+  close(): Promise<void>;
+}
+
+export async function openModel(dir: string): Promise<OpenedModel> {
+  const files = await modelFolder(dir);
+  try {
+    const weights = await openModelWeights(files);
+    const tokenizer = await ModelTokenizer.load(files);
+    return { name: dir, weights, tokenizer, close: () => files.close() };
+  } catch (e) {
+    await files.close();
+    throw e;
+  }
+}
+
+/** The runner for a model with a context of `context` tokens, on the device asked for. */
+export function runnerFor(
+  model: OpenedModel,
+  device: DeviceChoice,
+  context: number,
+  notice: (line: string) => void,
+): Promise<ModelRunner> {
+  const maxContext = Math.min(context, model.weights.config.maxPositionEmbeddings);
+  if (context > maxContext) {
+    throw new UsageError(
+      `${model.weights.config.configFile}: the prompt and --max-new-tokens need ${context} positions; the model has ${maxContext} (max_position_embeddings)`,
+    );
+  }
+  return createRunner(model.weights, device, { gpu: () => nodeGpu(), maxContext, notice });
+}
+
+export function chatMessages(prompt: string, system: string | undefined): ChatMessage[] {
+  const messages: ChatMessage[] = [];
+  if (system !== undefined && system !== '') messages.push({ role: 'system', content: system });
+  messages.push({ role: 'user', content: prompt });
+  return messages;
+}
+
+interface GenerateArgs {
+  modelDir: string;
+  prompt?: string;
+  promptFile?: string;
+  raw: boolean;
+  system?: string;
+  maxNewTokens: number;
+  sampling: SamplingOptions;
+  device: DeviceChoice;
+  json: boolean;
+}
+
+function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        prompt: { type: 'string' },
+        'prompt-file': { type: 'string' },
+        raw: { type: 'boolean' },
+        system: { type: 'string' },
+        'max-new-tokens': { type: 'string' },
+        temperature: { type: 'string' },
+        'top-p': { type: 'string' },
+        seed: { type: 'string' },
+        device: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values as Record<string, string | boolean | undefined>;
+  if (v.help) return 'help';
+  if (parsed.positionals.length !== 1) {
+    throw new UsageError(`expected one MODEL_DIR, got ${parsed.positionals.length} argument(s)`);
+  }
+  const prompt = v.prompt as string | undefined;
+  const promptFile = v['prompt-file'] as string | undefined;
+  if ((prompt === undefined) === (promptFile === undefined)) {
+    throw new UsageError('give exactly one of --prompt TEXT and --prompt-file FILE');
+  }
+  if (v.raw && v.system !== undefined) throw new UsageError('--system needs the chat template; drop --raw');
+  return {
+    modelDir: parsed.positionals[0],
+    prompt,
+    promptFile,
+    raw: Boolean(v.raw),
+    system: v.system as string | undefined,
+    maxNewTokens: parseCount(
+      v['max-new-tokens'] as string | undefined,
+      '--max-new-tokens',
+      DEFAULT_MAX_NEW_TOKENS,
+    ),
+    sampling: parseSampling(v),
+    device: parseDevice(v.device as string | undefined),
+    json: Boolean(v.json),
+  };
+}
+
+/** --json's object; ids and log-probabilities exactly as generated. */
+export function generationJson(promptIds: readonly number[], result: GenerateResult): string {
+  return JSON.stringify({
+    prompt_token_ids: promptIds,
+    token_ids: result.tokenIds,
+    text: result.text,
+    top_logprobs: result.topLogprobs ?? [],
+  });
+}
+
+export async function generateMain(argv: string[]): Promise<number> {
+  const { stdout, stderr } = process;
+  let args: GenerateArgs | 'help';
+  try {
+    args = parseGenerateArgs(argv);
+  } catch (e) {
+    stderr.write(`l2s-merge generate: ${(e as Error).message}\n${GENERATE_USAGE}`);
+    return 2;
+  }
+  if (args === 'help') {
+    stdout.write(GENERATE_USAGE);
+    return 0;
+  }
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let model: OpenedModel | undefined;
+  let runner: ModelRunner | undefined;
+  try {
+    let prompt = args.prompt;
+    if (args.promptFile !== undefined) {
+      try {
+        prompt = await readFile(args.promptFile, 'utf8');
+      } catch (e) {
+        throw new InputFileError(
+          `${args.promptFile}: cannot read the prompt (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        );
+      }
+    }
+    model = await openModel(args.modelDir);
+    const tokenizer = model.tokenizer;
+    const promptIds = args.raw
+      ? tokenizer.encode(prompt ?? '')
+      : tokenizer.encodeChat(chatMessages(prompt ?? '', args.system), { addGenerationPrompt: true });
+    if (promptIds.length === 0) throw new UsageError('the prompt has no tokens');
+    runner = await runnerFor(model, args.device, promptIds.length + args.maxNewTokens, (line) =>
+      stderr.write(`l2s-merge: ${line}\n`),
+    );
+    const json = args.json;
+    let printed = '';
+    const result = await generate(runner, tokenizer, promptIds, {
+      maxNewTokens: args.maxNewTokens,
+      sampling: { ...args.sampling, topLogprobs: json ? JSON_TOP_LOGPROBS : undefined },
+      signal: controller.signal,
+      onToken: json
+        ? undefined
+        : (event) => {
+            printed += event.text;
+            stdout.write(event.text);
+          },
+    });
+    if (json) {
+      stdout.write(`${generationJson(promptIds, result)}\n`);
+    } else {
+      // A character cut off by the token budget is held back while streaming; the text has it.
+      const rest = result.text.startsWith(printed) ? result.text.slice(printed.length) : '';
+      stdout.write(`${rest}\n`);
+      const t = result.timings;
+      stderr.write(
+        `l2s-merge: ${t.generatedTokens} tokens (${result.finishReason}); prefill ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s on the ${runner.backend.toUpperCase()}\n`,
+      );
+    }
+    return result.finishReason === 'abort' ? 130 : 0;
+  } catch (e) {
+    stderr.write(`l2s-merge generate: ${failureText(e)}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    runner?.dispose();
+    await model?.close();
+  }
+}

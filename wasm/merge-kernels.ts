@@ -1,0 +1,685 @@
+// AssemblyScript source of the CPU merge kernels (WebAssembly with 128-bit SIMD), built by
+// `npm run build:wasm`. Each kernel does decode -> method step -> encode in one pass over the
+// elements it is given. The TypeScript in src/methods and src/formats/dtype.ts is the specification:
+// every operation below is the same f32 operation, in the same order, as the reference (f32
+// arithmetic is correctly rounded in both; SIMD128 has no fused multiply-add), so results are
+// bit for bit the reference's. Memory is imported and laid out by the caller (src/kernels/wasm.ts);
+// nothing here allocates.
+
+// Dtype codes (src/kernels/wasm.ts DTYPE_CODE).
+const F32: i32 = 0;
+const F16: i32 = 1;
+const BF16: i32 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Codecs (dtype.ts decodeToF32 / encodeFromF32)
+
+/** f16 bits (u32 lanes) to f32: exact; every NaN becomes 0x7FC00000, as the reference's table holds. */
+// @ts-ignore: decorator
+@inline
+function f16ToF32x4(h: v128): v128 {
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const magnitude = v128.and(h, i32x4.splat(0x7fff));
+  const normal = i32x4.add(i32x4.shl(magnitude, 13), i32x4.splat(0x38000000));
+  const sub = f32x4.mul(f32x4.convert_i32x4_u(v128.and(h, i32x4.splat(0x3ff))), f32x4.splat(5.9604644775390625e-8));
+  const isSub = i32x4.lt_s(magnitude, i32x4.splat(0x0400));
+  const isInf = i32x4.eq(magnitude, i32x4.splat(0x7c00));
+  const isNaN = i32x4.gt_s(magnitude, i32x4.splat(0x7c00));
+  let bits = v128.bitselect(sub, normal, isSub);
+  bits = v128.bitselect(i32x4.splat(0x7f800000), bits, isInf);
+  bits = v128.or(bits, sign);
+  return v128.bitselect(i32x4.splat(0x7fc00000), bits, isNaN);
+}
+
+// @ts-ignore: decorator
+@inline
+function f16ToF32(h: u32): f32 {
+  const magnitude = h & 0x7fff;
+  const sign = (h & 0x8000) << 16;
+  if (magnitude > 0x7c00) return reinterpret<f32>(0x7fc00000);
+  if (magnitude == 0x7c00) return reinterpret<f32>(sign | 0x7f800000);
+  if (magnitude < 0x0400) {
+    return reinterpret<f32>(reinterpret<u32>(<f32>(h & 0x3ff) * <f32>5.9604644775390625e-8) | sign);
+  }
+  return reinterpret<f32>(sign | ((magnitude << 13) + 0x38000000));
+}
+
+/** f32 bits (i32 lanes) to bf16 bits in the low half: round to nearest even, NaN kept quiet with its sign. */
+// @ts-ignore: decorator
+@inline
+function bf16Bits4(u: v128): v128 {
+  const isNaN = i32x4.gt_s(v128.and(u, i32x4.splat(0x7fffffff)), i32x4.splat(0x7f800000));
+  const lsb = v128.and(i32x4.shr_u(u, 16), i32x4.splat(1));
+  const rounded = i32x4.shr_u(i32x4.add(i32x4.add(u, i32x4.splat(0x7fff)), lsb), 16);
+  const quiet = v128.or(i32x4.shr_u(u, 16), i32x4.splat(0x0040));
+  return v128.and(v128.bitselect(quiet, rounded, isNaN), i32x4.splat(0xffff));
+}
+
+// @ts-ignore: decorator
+@inline
+function bf16Bits(u: u32): u32 {
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x0040) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/**
+ * f32 bits (i32 lanes) to f16 bits, as dtype.ts f32ToF16Bits: nearest even, overflow to Inf,
+ * subnormals kept. Below 2^-14 the half is round-to-nearest-even of |x| * 2^24 (an exact product).
+ */
+// @ts-ignore: decorator
+@inline
+function f16Bits4(u: v128): v128 {
+  const sign = v128.and(i32x4.shr_u(u, 16), i32x4.splat(0x8000));
+  const abs = v128.and(u, i32x4.splat(0x7fffffff));
+  const lsb = v128.and(i32x4.shr_u(abs, 13), i32x4.splat(1));
+  const roundUp = i32x4.shr_u(
+    i32x4.add(i32x4.add(v128.and(abs, i32x4.splat(0x1fff)), i32x4.splat(0x0fff)), lsb),
+    13,
+  );
+  const normal = i32x4.add(i32x4.shr_u(i32x4.sub(abs, i32x4.splat(0x38000000)), 13), roundUp);
+  const sub = i32x4.trunc_sat_f32x4_u(f32x4.nearest(f32x4.mul(abs, f32x4.splat(16777216.0))));
+  const nan = v128.or(i32x4.splat(0x7e00), i32x4.shr_u(v128.and(abs, i32x4.splat(0x7fffff)), 13));
+  let h = v128.bitselect(sub, normal, i32x4.lt_s(abs, i32x4.splat(0x38800000)));
+  h = v128.bitselect(i32x4.splat(0x7c00), h, i32x4.ge_s(abs, i32x4.splat(0x47800000)));
+  h = v128.bitselect(nan, h, i32x4.gt_s(abs, i32x4.splat(0x7f800000)));
+  return v128.or(h, sign);
+}
+
+// @ts-ignore: decorator
+@inline
+function f16Bits(u: u32): u32 {
+  const sign = (u >>> 16) & 0x8000;
+  const abs = u & 0x7fffffff;
+  if (abs > 0x7f800000) return sign | 0x7e00 | ((abs & 0x7fffff) >>> 13);
+  if (abs >= 0x47800000) return sign | 0x7c00;
+  if (abs < 0x38800000) {
+    return sign | <u32>(<i32>nearest<f32>(reinterpret<f32>(abs) * <f32>16777216.0));
+  }
+  return sign | (((abs - 0x38000000) >>> 13) + (((abs & 0x1fff) + 0x0fff + ((abs >>> 13) & 1)) >>> 13));
+}
+
+/** Four f32 values of elements i..i+3 of a tensor stored as `dtype` at `ptr`. */
+// @ts-ignore: decorator
+@inline
+function load4(ptr: usize, dtype: i32, i: usize): v128 {
+  if (dtype == BF16) return i32x4.shl(v128.load16x4_u(ptr + (i << 1)), 16);
+  if (dtype == F16) return f16ToF32x4(v128.load16x4_u(ptr + (i << 1)));
+  return v128.load(ptr + (i << 2));
+}
+
+// @ts-ignore: decorator
+@inline
+function load1(ptr: usize, dtype: i32, i: usize): f32 {
+  if (dtype == BF16) return reinterpret<f32>(<u32>load<u16>(ptr + (i << 1)) << 16);
+  if (dtype == F16) return f16ToF32(<u32>load<u16>(ptr + (i << 1)));
+  return load<f32>(ptr + (i << 2));
+}
+
+// @ts-ignore: decorator
+@inline
+function store4(ptr: usize, dtype: i32, i: usize, v: v128): void {
+  if (dtype == BF16) {
+    const h = bf16Bits4(v);
+    v128.store64_lane(ptr + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
+  } else if (dtype == F16) {
+    const h = f16Bits4(v);
+    v128.store64_lane(ptr + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
+  } else {
+    v128.store(ptr + (i << 2), v);
+  }
+}
+
+// @ts-ignore: decorator
+@inline
+function store1(ptr: usize, dtype: i32, i: usize, x: f32): void {
+  if (dtype == BF16) store<u16>(ptr + (i << 1), <u16>bf16Bits(reinterpret<u32>(x)));
+  else if (dtype == F16) store<u16>(ptr + (i << 1), <u16>f16Bits(reinterpret<u32>(x)));
+  else store<f32>(ptr + (i << 2), x);
+}
+
+/** dst[i] = f32 of element i of `src` (stored as `dtype`), i in [0, n). */
+export function decode(src: usize, dtype: i32, dst: usize, n: i32): void {
+  const whole = <usize>(n & ~3);
+  for (let i: usize = 0; i < whole; i += 4) v128.store(dst + (i << 2), load4(src, dtype, i));
+  for (let i = whole; i < <usize>n; i++) store<f32>(dst + (i << 2), load1(src, dtype, i));
+}
+
+/** Element i of `dst` (as `dtype`) = src[i] rounded once, i in [0, n). */
+export function encode(src: usize, dst: usize, dtype: i32, n: i32): void {
+  const whole = <usize>(n & ~3);
+  for (let i: usize = 0; i < whole; i += 4) store4(dst, dtype, i, v128.load(src + (i << 2)));
+  for (let i = whole; i < <usize>n; i++) store1(dst, dtype, i, load<f32>(src + (i << 2)));
+}
+
+/** Values of `src` (as `srcDtype`) rounded to `workDtype` and widened back: the engine's roundTo. */
+export function roundTo(src: usize, srcDtype: i32, dst: usize, workDtype: i32, n: i32): void {
+  const whole = <usize>(n & ~3);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const v = load4(src, srcDtype, i);
+    let r = v;
+    if (workDtype == BF16) r = i32x4.shl(bf16Bits4(v), 16);
+    else if (workDtype == F16) r = f16ToF32x4(f16Bits4(v));
+    v128.store(dst + (i << 2), r);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const x = load1(src, srcDtype, i);
+    let r = x;
+    if (workDtype == BF16) r = reinterpret<f32>(bf16Bits(reinterpret<u32>(x)) << 16);
+    else if (workDtype == F16) r = f16ToF32(f16Bits(reinterpret<u32>(x)));
+    store<f32>(dst + (i << 2), r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task vectors (generalized-task-arithmetic.ts)
+
+/** dst[i] = fround(x[i] - base[i]): a model's task vector for elements [0, n). */
+export function delta(x: usize, xDtype: i32, base: usize, baseDtype: i32, dst: usize, n: i32): void {
+  const whole = <usize>(n & ~3);
+  for (let i: usize = 0; i < whole; i += 4) {
+    v128.store(dst + (i << 2), f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i)));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    store<f32>(dst + (i << 2), load1(x, xDtype, i) - load1(base, baseDtype, i));
+  }
+}
+
+// A model table entry (12 bytes): pointer, dtype (-1: f32 task-vector values, else the model's
+// stored tensor, from which x - base is taken), weight (f32).
+const ENTRY_BYTES: usize = 12;
+const DELTA_VALUES: i32 = -1;
+
+/**
+ * Steps 3 to 7 of generalized-task-arithmetic.ts without sign consensus (mixWithoutConsensus):
+ * out = base + finish(sum_m fround(delta_m * w_m)), summed in model order from the first, then
+ * divided by `divisor` when `divide`, scaled by `lambda` when `scale`, and encoded as `outDtype`.
+ */
+export function mixSum(
+  table: usize,
+  models: i32,
+  base: usize,
+  baseDtype: i32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+  divisor: f32,
+  divide: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const divisor4 = f32x4.splat(divisor);
+  const lambda4 = f32x4.splat(lambda);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const b = load4(base, baseDtype, i);
+    let acc = f32x4.splat(0);
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const ptr = <usize>load<u32>(entry);
+      const dtype = load<i32>(entry, 4);
+      const w = f32x4.splat(load<f32>(entry, 8));
+      const d = dtype == DELTA_VALUES ? v128.load(ptr + (i << 2)) : f32x4.sub(load4(ptr, dtype, i), b);
+      const term = f32x4.mul(d, w);
+      acc = m == 0 ? term : f32x4.add(acc, term);
+    }
+    if (divide) acc = f32x4.div(acc, divisor4);
+    if (scale) acc = f32x4.mul(acc, lambda4);
+    store4(out, outDtype, i, f32x4.add(b, acc));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const b = load1(base, baseDtype, i);
+    let acc: f32 = 0;
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const ptr = <usize>load<u32>(entry);
+      const dtype = load<i32>(entry, 4);
+      const w = load<f32>(entry, 8);
+      const d = dtype == DELTA_VALUES ? load<f32>(ptr + (i << 2)) : load1(ptr, dtype, i) - b;
+      const term = d * w;
+      acc = m == 0 ? term : acc + term;
+    }
+    if (divide) acc = acc / divisor;
+    if (scale) acc = acc * lambda;
+    store1(out, outDtype, i, b + acc);
+  }
+}
+
+/**
+ * Steps 3 to 7 with sign consensus (mixWithConsensus), every model's (sparsified) task vector given
+ * as f32 values (table entries with dtype -1). `bySum`: TIES' sum of weighted deltas elects the
+ * sign; otherwise a count of signs. The majority is +1 where the vote is >= 0 (a NaN vote: -1);
+ * a delta is kept iff it is nonzero and of the majority's sign; the divisor is the sum of the
+ * kept weights, 1 where it is 0.
+ */
+export function mixConsensus(
+  table: usize,
+  models: i32,
+  bySum: i32,
+  base: usize,
+  baseDtype: i32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const zero = f32x4.splat(0);
+  const one = f32x4.splat(1);
+  const minusOne = f32x4.splat(-1);
+  const lambda4 = f32x4.splat(lambda);
+  for (let i: usize = 0; i < whole; i += 4) {
+    let vote = zero;
+    if (models > 1) {
+      for (let m = 0; m < models; m++) {
+        const entry = table + <usize>m * ENTRY_BYTES;
+        const d = f32x4.mul(v128.load(<usize>load<u32>(entry) + (i << 2)), f32x4.splat(load<f32>(entry, 8)));
+        // Math.sign: +1, -1, or the value itself (±0, NaN).
+        const term = bySum
+          ? d
+          : v128.bitselect(one, v128.bitselect(minusOne, d, f32x4.lt(d, zero)), f32x4.gt(d, zero));
+        vote = m == 0 ? term : f32x4.add(vote, term);
+      }
+    }
+    const positive = f32x4.ge(vote, zero);
+    let mixed = zero;
+    let divisor = zero;
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const w = f32x4.splat(load<f32>(entry, 8));
+      const d = f32x4.mul(v128.load(<usize>load<u32>(entry) + (i << 2)), w);
+      // One model votes alone: kept exactly where it is a nonzero number.
+      const kept =
+        models == 1
+          ? v128.or(f32x4.gt(d, zero), f32x4.lt(d, zero))
+          : v128.bitselect(f32x4.gt(d, zero), f32x4.lt(d, zero), positive);
+      const keep = v128.and(kept, one);
+      const term = f32x4.mul(d, keep);
+      const weight = f32x4.mul(w, keep);
+      mixed = m == 0 ? term : f32x4.add(mixed, term);
+      divisor = m == 0 ? weight : f32x4.add(divisor, weight);
+    }
+    if (normalize) mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+    if (scale) mixed = f32x4.mul(mixed, lambda4);
+    store4(out, outDtype, i, f32x4.add(load4(base, baseDtype, i), mixed));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    let vote: f32 = 0;
+    if (models > 1) {
+      for (let m = 0; m < models; m++) {
+        const entry = table + <usize>m * ENTRY_BYTES;
+        const d = load<f32>(<usize>load<u32>(entry) + (i << 2)) * load<f32>(entry, 8);
+        const term: f32 = bySum ? d : d > 0 ? 1 : d < 0 ? -1 : d;
+        vote = m == 0 ? term : vote + term;
+      }
+    }
+    const positive = vote >= 0;
+    let mixed: f32 = 0;
+    let divisor: f32 = 0;
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const w = load<f32>(entry, 8);
+      const d = load<f32>(<usize>load<u32>(entry) + (i << 2)) * w;
+      const kept = models == 1 ? d > 0 || d < 0 : positive ? d > 0 : d < 0;
+      const keep: f32 = kept ? 1 : 0;
+      const term = d * keep;
+      const weight = w * keep;
+      mixed = m == 0 ? term : mixed + term;
+      divisor = m == 0 ? weight : divisor + weight;
+    }
+    if (normalize) mixed = mixed / (divisor + (divisor == 0 ? <f32>1 : <f32>0));
+    if (scale) mixed = mixed * lambda;
+    store1(out, outDtype, i, load1(base, baseDtype, i) + mixed);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear.ts: out = (sum_m fround(w_m * x_m)) [/ divisor]
+
+/** Model table entries as above (dtype is the stored dtype of x_m); sums in model order. */
+export function linear(table: usize, models: i32, out: usize, outDtype: i32, n: i32, divisor: f32, normalize: i32): void {
+  const whole = <usize>(n & ~3);
+  const divisor4 = f32x4.splat(divisor);
+  for (let i: usize = 0; i < whole; i += 4) {
+    let acc = f32x4.splat(0);
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const term = f32x4.mul(f32x4.splat(load<f32>(entry, 8)), load4(<usize>load<u32>(entry), load<i32>(entry, 4), i));
+      acc = m == 0 ? term : f32x4.add(acc, term);
+    }
+    if (normalize) acc = f32x4.div(acc, divisor4);
+    store4(out, outDtype, i, acc);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    let acc: f32 = 0;
+    for (let m = 0; m < models; m++) {
+      const entry = table + <usize>m * ENTRY_BYTES;
+      const term = load<f32>(entry, 8) * load1(<usize>load<u32>(entry), load<i32>(entry, 4), i);
+      acc = m == 0 ? term : acc + term;
+    }
+    if (normalize) acc = acc / divisor;
+    store1(out, outDtype, i, acc);
+  }
+}
+
+/** slerp's and model_stock's output: out = fround(s0 * a) + fround(s1 * b), a and b f32 values. */
+export function blend(a: usize, b: usize, s0: f32, s1: f32, out: usize, outDtype: i32, n: i32): void {
+  const whole = <usize>(n & ~3);
+  const s04 = f32x4.splat(s0);
+  const s14 = f32x4.splat(s1);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const v = f32x4.add(f32x4.mul(s04, v128.load(a + (i << 2))), f32x4.mul(s14, v128.load(b + (i << 2))));
+    store4(out, outDtype, i, v);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    store1(out, outDtype, i, s0 * load<f32>(a + (i << 2)) + s1 * load<f32>(b + (i << 2)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TIES / breadcrumbs magnitude selection (rank-select.ts MagnitudeRangeSelector)
+
+// @ts-ignore: decorator
+@inline
+function orderKey(bits: u32, flip: u32): u32 {
+  const abs = bits & 0x7fffffff;
+  return (abs > 0x7f800000 ? 0x7fc00000 : abs) ^ flip;
+}
+
+/**
+ * Pass 0 after the sample: the histogram of the high 16 bits of the order keys of the f32 values
+ * at `values`, plus the low 16 bits of keys whose bucket lies in a cut's window (bucket - start
+ * below `buckets`; two windows, either may be empty).
+ */
+export function countWindowed(
+  values: usize,
+  n: i32,
+  flip: u32,
+  high: usize,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = orderKey(load<u32>(values + (i << 2)), flip);
+    const bucket = key >>> 16;
+    const h = high + (<usize>bucket << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    const offset0 = bucket - start0;
+    if (offset0 < buckets0) {
+      const p = window0 + ((<usize>((offset0 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+    const offset1 = bucket - start1;
+    if (offset1 < buckets1) {
+      const p = window1 + ((<usize>((offset1 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+  }
+}
+
+/** Pass 0 while sampling: the high histogram, and every key kept in `sample`. */
+export function countSampled(values: usize, n: i32, flip: u32, high: usize, sample: usize): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = orderKey(load<u32>(values + (i << 2)), flip);
+    const h = high + (<usize>(key >>> 16) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    store<u32>(sample + (i << 2), key);
+  }
+}
+
+/** Pass 1: low-bit histograms within the buckets holding open cuts (-1: none). */
+export function countLow(values: usize, n: i32, flip: u32, low0: usize, bucket0: i32, low1: usize, bucket1: i32): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = orderKey(load<u32>(values + (i << 2)), flip);
+    const bucket = <i32>(key >>> 16);
+    const offset = (<usize>(key & 0xffff)) << 2;
+    if (bucket == bucket0) store<u32>(low0 + offset, load<u32>(low0 + offset) + 1);
+    if (bucket == bucket1) store<u32>(low1 + offset, load<u32>(low1 + offset) + 1);
+  }
+}
+
+/**
+ * values[i] *= selected(i) in place for i in [0, n) (torch's x * mask: a dropped NaN or Inf becomes
+ * NaN). Selected: key < upToKey, or key == upToKey among the first `upToTiesTaken` such ties
+ * counted from `state[0]`; and not (key < belowKey, or a tie at belowKey among the first
+ * `belowTiesTaken` from `state[1]`), when `hasBelow`. The tie counts are written back to state.
+ */
+export function maskRange(
+  values: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTiesTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTiesTaken: f64,
+  state: usize,
+): void {
+  let upToTies = load<f64>(state);
+  let belowTies = load<f64>(state, 8);
+  const whole = <usize>(n & ~3);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  const one = f32x4.splat(1);
+  const nanKey = i32x4.splat(0x7fc00000);
+  const flip4 = i32x4.splat(flip);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const p = values + (i << 2);
+    const v = v128.load(p);
+    const abs = v128.and(v, i32x4.splat(0x7fffffff));
+    const key = v128.xor(v128.bitselect(nanKey, abs, i32x4.gt_s(abs, i32x4.splat(0x7f800000))), flip4);
+    let tie = i32x4.eq(key, up4);
+    if (hasBelow) tie = v128.or(tie, i32x4.eq(key, below4));
+    if (v128.any_true(tie)) {
+      // A tie at a cut: the lanes in order, counting ties as the reference does.
+      for (let j: usize = 0; j < 4; j++) {
+        const q = p + (j << 2);
+        const k = orderKey(load<u32>(q), flip);
+        let inUpTo: f32 = k < upToKey ? 1 : 0;
+        if (k == upToKey && upToTies < upToTiesTaken) {
+          upToTies++;
+          inUpTo = 1;
+        }
+        let keep = inUpTo;
+        if (hasBelow) {
+          let inBelow = k < belowKey;
+          if (k == belowKey && belowTies < belowTiesTaken) {
+            belowTies++;
+            inBelow = true;
+          }
+          if (inBelow) keep = 0;
+        }
+        store<f32>(q, load<f32>(q) * keep);
+      }
+      continue;
+    }
+    let selected = i32x4.lt_u(key, up4);
+    if (hasBelow) selected = v128.andnot(selected, i32x4.lt_u(key, below4));
+    v128.store(p, f32x4.mul(v, v128.and(selected, one)));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const q = values + (i << 2);
+    const k = orderKey(load<u32>(q), flip);
+    let inUpTo: f32 = k < upToKey ? 1 : 0;
+    if (k == upToKey && upToTies < upToTiesTaken) {
+      upToTies++;
+      inUpTo = 1;
+    }
+    let keep = inUpTo;
+    if (hasBelow) {
+      let inBelow = k < belowKey;
+      if (k == belowKey && belowTies < belowTiesTaken) {
+        belowTies++;
+        inBelow = true;
+      }
+      if (inBelow) keep = 0;
+    }
+    store<f32>(q, load<f32>(q) * keep);
+  }
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10 uniforms (counter-rng.ts fillUniform)
+
+/**
+ * dst[j] = uniform of element offset + j for j in [0, n): word 0 of Philox4x32-10 of the counter
+ * (index low, model, stream, index high) under the key (seed, nameHash), as (x0 >>> 8) * 2^-24.
+ * `offsetHigh` is floor(offset / 2^32); a tile must not cross a multiple of 2^32.
+ */
+export function uniforms(
+  dst: usize,
+  n: i32,
+  seed: u32,
+  nameHash: u32,
+  model: u32,
+  stream: u32,
+  offsetLow: u32,
+  offsetHigh: u32,
+): void {
+  const m0 = i32x4.splat(0xd2511f53);
+  const m1 = i32x4.splat(0xcd9e8d57);
+  const lanes = i32x4(0, 1, 2, 3);
+  const whole = <usize>(n & ~3);
+  const scale = f32x4.splat(5.9604644775390625e-8);
+  for (let j: usize = 0; j < whole; j += 4) {
+    let c0 = i32x4.add(i32x4.splat(offsetLow + <u32>j), lanes);
+    let c1 = i32x4.splat(model);
+    let c2 = i32x4.splat(stream);
+    let c3 = i32x4.splat(offsetHigh);
+    let k0 = seed;
+    let k1 = nameHash;
+    for (let round = 0; round < 10; round++) {
+      if (round > 0) {
+        k0 += 0x9e3779b9;
+        k1 += 0xbb67ae85;
+      }
+      // 64-bit products of the four lanes, as two pairs; then the high and low words gathered back.
+      const p0lo = i64x2.extmul_low_i32x4_u(c0, m0);
+      const p0hi = i64x2.extmul_high_i32x4_u(c0, m0);
+      const p1lo = i64x2.extmul_low_i32x4_u(c2, m1);
+      const p1hi = i64x2.extmul_high_i32x4_u(c2, m1);
+      const hi0 = v128.shuffle<i32>(p0lo, p0hi, 1, 3, 5, 7);
+      const lo0 = v128.shuffle<i32>(p0lo, p0hi, 0, 2, 4, 6);
+      const hi1 = v128.shuffle<i32>(p1lo, p1hi, 1, 3, 5, 7);
+      const lo1 = v128.shuffle<i32>(p1lo, p1hi, 0, 2, 4, 6);
+      c0 = v128.xor(v128.xor(hi1, c1), i32x4.splat(<i32>k0));
+      c1 = lo1;
+      c2 = v128.xor(v128.xor(hi0, c3), i32x4.splat(<i32>k1));
+      c3 = lo0;
+    }
+    v128.store(dst + (j << 2), f32x4.mul(f32x4.convert_i32x4_u(i32x4.shr_u(c0, 8)), scale));
+  }
+  for (let j = whole; j < <usize>n; j++) {
+    let c0: u32 = offsetLow + <u32>j;
+    let c1 = model;
+    let c2 = stream;
+    let c3 = offsetHigh;
+    let k0 = seed;
+    let k1 = nameHash;
+    for (let round = 0; round < 10; round++) {
+      if (round > 0) {
+        k0 += 0x9e3779b9;
+        k1 += 0xbb67ae85;
+      }
+      const p0 = <u64>c0 * 0xd2511f53;
+      const p1 = <u64>c2 * 0xcd9e8d57;
+      c0 = <u32>(p1 >>> 32) ^ c1 ^ k0;
+      c1 = <u32>p1;
+      c2 = <u32>(p0 >>> 32) ^ c3 ^ k1;
+      c3 = <u32>p0;
+    }
+    store<f32>(dst + (j << 2), <f32>(c0 >>> 8) * <f32>5.9604644775390625e-8);
+  }
+}
+
+/** mask[j] = 1 iff uniform[j] < p (p a number) for j in [0, n); values[j] *= mask[j] when values != 0. */
+export function bernoulliMask(uniform: usize, n: i32, p: f32, values: usize): void {
+  const whole = <usize>(n & ~3);
+  const p4 = f32x4.splat(p);
+  const one = f32x4.splat(1);
+  for (let j: usize = 0; j < whole; j += 4) {
+    const keep = v128.and(f32x4.lt(v128.load(uniform + (j << 2)), p4), one);
+    v128.store(values + (j << 2), f32x4.mul(v128.load(values + (j << 2)), keep));
+  }
+  for (let j = whole; j < <usize>n; j++) {
+    const keep: f32 = load<f32>(uniform + (j << 2)) < p ? 1 : 0;
+    store<f32>(values + (j << 2), load<f32>(values + (j << 2)) * keep);
+  }
+}
+
+/** histogram[key >>> 16]++ for the n order keys at `keys` (the sample's histogram). */
+export function keyHistogram(keys: usize, n: i32, histogram: usize): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const h = histogram + (<usize>(load<u32>(keys + (i << 2)) >>> 16) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+  }
+}
+
+/** Low-bit counts of the n keys at `keys` whose bucket lies in [start, start + buckets): a replayed sample. */
+export function replayKeys(keys: usize, n: i32, window: usize, start: u32, buckets: u32): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = load<u32>(keys + (i << 2));
+    const offset = (key >>> 16) - start;
+    if (offset < buckets) {
+      const p = window + ((<usize>((offset << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+  }
+}
+
+/**
+ * mixSum for one model stored as bf16, a bf16 base and a bf16 output (task_arithmetic's common
+ * case), eight elements a step: the same operations as mixSum, with the 16-bit lanes widened by a
+ * shuffle and narrowed by one saturating pack (every lane is at most 0xffff).
+ */
+export function mixSumOneBf16(
+  x: usize,
+  base: usize,
+  out: usize,
+  n: i32,
+  weight: f32,
+  divisor: f32,
+  divide: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  const whole = <usize>(n & ~7);
+  const zero = i32x4.splat(0);
+  const w = f32x4.splat(weight);
+  const divisor4 = f32x4.splat(divisor);
+  const lambda4 = f32x4.splat(lambda);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const xv = v128.load(x + (i << 1));
+    const bv = v128.load(base + (i << 1));
+    const xLow = v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const xHigh = v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15);
+    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+    let low = f32x4.mul(f32x4.sub(xLow, bLow), w);
+    let high = f32x4.mul(f32x4.sub(xHigh, bHigh), w);
+    if (divide) {
+      low = f32x4.div(low, divisor4);
+      high = f32x4.div(high, divisor4);
+    }
+    if (scale) {
+      low = f32x4.mul(low, lambda4);
+      high = f32x4.mul(high, lambda4);
+    }
+    const packed = i16x8.narrow_i32x4_u(bf16Bits4(f32x4.add(bLow, low)), bf16Bits4(f32x4.add(bHigh, high)));
+    v128.store(out + (i << 1), packed);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const b = load1(base, BF16, i);
+    let acc = (load1(x, BF16, i) - b) * weight;
+    if (divide) acc = acc / divisor;
+    if (scale) acc = acc * lambda;
+    store1(out, BF16, i, b + acc);
+  }
+}
