@@ -1,8 +1,11 @@
 /**
- * Every GPU method on a Qwen2.5-0.5B-shaped synthetic trio (hidden 896, MLP 4864, 14 heads over 2
- * KV heads; 2 layers and a 32768-token vocabulary to keep the run short) with a 64 MB GPU memory
- * budget and a 16 MiB storage binding: the embedding streams through the device in 20+ tiles, and
- * the output must be byte for byte the CPU reference's, with no tensor left to the CPU.
+ * Every GPU method through the engine with a GPU memory budget far below the models' size: the
+ * embedding streams through the device in 20+ tiles, the output must be byte for byte the CPU
+ * reference's, no tensor may be left to the CPU, and the pool never holds more than the budget.
+ * By default: a 64-wide Qwen2-shaped trio (32768-token vocabulary), 16 MB budget, 1 MiB bindings.
+ * L2S_QWEN05_STREAMING=1: Qwen2.5-0.5B's shapes (hidden 896, MLP 4864, 14 heads over 2 KV heads;
+ * 1 layer and a 32768-token vocabulary), 64 MB budget, 16 MiB bindings (minutes per method on
+ * SwiftShader).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, type TinyModelFiles, type TinyQwenShape } from '../../src/demo/tiny-qwen';
@@ -18,18 +21,20 @@ import { parseRecipe } from '../../src/recipe';
 const gpu = await nodeGpu().catch(() => null);
 const adapter = gpu ? await gpu.requestAdapter() : null;
 
-const QWEN_05B_SHAPE: TinyQwenShape = process.env.L2S_SMALL
-  ? { hiddenSize: 64, intermediateSize: 176, layers: 1, heads: 4, kvHeads: 2, vocabSize: 65536 }
+/** The full Qwen2.5-0.5B-shaped run takes minutes per method on a software adapter: opt in. */
+const FULL = process.env.L2S_QWEN05_STREAMING === '1';
+const QWEN_05B_SHAPE: TinyQwenShape = !FULL
+  ? { hiddenSize: 64, intermediateSize: 176, layers: 1, heads: 4, kvHeads: 2, vocabSize: 32768 }
   : {
       hiddenSize: 896,
       intermediateSize: 4864,
-      layers: 2,
+      layers: 1,
       heads: 14,
       kvHeads: 2,
       vocabSize: 32768,
     };
-const BUDGET = process.env.L2S_SMALL ? 16_000_000 : 64_000_000;
-const BINDING = 16 * 1024 * 1024;
+const BUDGET = FULL ? 64_000_000 : 16_000_000;
+const BINDING = FULL ? 16 * 1024 * 1024 : 1024 * 1024;
 
 function memoryResolver(models: TinyModelFiles[]) {
   return async (ref: string): Promise<ModelFiles> => {
@@ -73,10 +78,12 @@ const BASE = 'qwen05-base';
 const RECIPES: Record<string, string> = {
   linear: `merge_method: linear
 models:
+  - model: ${BASE}
+    parameters: {weight: 0.2}
   - model: qwen05-a
-    parameters: {weight: 0.6}
+    parameters: {weight: 0.5}
   - model: qwen05-b
-    parameters: {weight: 0.4}`,
+    parameters: {weight: 0.3}`,
   slerp: `merge_method: slerp
 base_model: ${BASE}
 models:
@@ -169,7 +176,7 @@ describe.skipIf(!adapter)('GPU streaming within a memory budget equals the CPU',
         expect(embedding?.streamed).toBe(true);
         expect(onGpu.bytes.byteLength).toBe(onCpu.bytes.byteLength);
         expect(Buffer.from(onGpu.bytes).equals(Buffer.from(onCpu.bytes))).toBe(true);
-        expect(embedding!.tiles).toBeGreaterThanOrEqual(process.env.L2S_SMALL ? 2 : 20);
+        expect(embedding!.tiles).toBeGreaterThanOrEqual(20);
       } finally {
         backend.destroy();
       }
