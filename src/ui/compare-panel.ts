@@ -198,7 +198,7 @@ export class L2sComparePanel extends LitElement {
   private options(): ModelOption[] {
     const library = this.models.map((m) => ({
       key: `lib:${m.name}`,
-      label: m.name,
+      label: m.source.kind === 'demo' ? `${m.name} (synthetic)` : m.name,
       source: { kind: 'library', name: m.name } as RuntimeModelSource,
     }));
     const outputs = this.outputs.map((o, i) => {
@@ -282,6 +282,19 @@ export class L2sComparePanel extends LitElement {
     if (!(Number.isInteger(this.maxNewTokens) && this.maxNewTokens >= 1)) {
       this.state = 'error';
       this.message = 'Max new tokens must be a whole number of at least 1.';
+      return false;
+    }
+    const synthetic = this.chosen().filter(
+      ({ option }) =>
+        option.source.kind === 'library' &&
+        this.models.find((m) => m.name === option.source.name)?.source.kind === 'demo',
+    );
+    if (synthetic.length) {
+      this.state = 'error';
+      this.message =
+        `${synthetic.map((c) => c.name).join(', ')}: synthetic demo model${synthetic.length > 1 ? 's' : ''} ` +
+        '(random weights, no chat template): they show what a merge does to tensors but cannot ' +
+        'generate text. Import real models, or run the paper’s 1.5B experiment below.';
       return false;
     }
     this.state = 'running';

@@ -50,6 +50,12 @@ test('the lesson walks by keyboard, pictures the loaded models, exports charts, 
   await expect(page.getByTestId('demo-note')).toContainText('synthetic (random weights)');
   await expect(page.getByTestId('library-model').first()).toContainText('synthetic demo');
 
+  // Compare says plainly that synthetic models cannot generate text, instead of failing on them.
+  const compare = page.locator('#compare');
+  await compare.getByTestId('compare-run').click();
+  await expect(compare.getByTestId('compare-status')).toContainText('synthetic demo models');
+  await expect(compare.getByTestId('compare-status')).toContainText('cannot generate text');
+
   await page.getByTestId('lesson-open').click();
   const lesson = page.getByTestId('lesson');
   await expect(lesson).toBeVisible();
