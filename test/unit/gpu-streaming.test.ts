@@ -2,7 +2,7 @@
  * Every GPU method through the engine with a GPU memory budget far below the models' size: the
  * embedding streams through the device in 20+ tiles, the output must be byte for byte the CPU
  * reference's, no tensor may be left to the CPU, and the pool never holds more than the budget.
- * By default: a 64-wide Qwen2-shaped trio (32768-token vocabulary), 16 MB budget, 1 MiB bindings.
+ * By default: a 64-wide Qwen2-shaped trio (49152-token vocabulary), 16 MB budget, 1 MiB bindings.
  * L2S_QWEN05_STREAMING=1: Qwen2.5-0.5B's shapes (hidden 896, MLP 4864, 14 heads over 2 KV heads;
  * 1 layer and a 32768-token vocabulary), 64 MB budget, 16 MiB bindings (minutes per method on
  * SwiftShader).
@@ -24,7 +24,7 @@ const adapter = gpu ? await gpu.requestAdapter() : null;
 /** The full Qwen2.5-0.5B-shaped run takes minutes per method on a software adapter: opt in. */
 const FULL = process.env.L2S_QWEN05_STREAMING === '1';
 const QWEN_05B_SHAPE: TinyQwenShape = !FULL
-  ? { hiddenSize: 64, intermediateSize: 176, layers: 1, heads: 4, kvHeads: 2, vocabSize: 32768 }
+  ? { hiddenSize: 64, intermediateSize: 176, layers: 1, heads: 4, kvHeads: 2, vocabSize: 49152 }
   : {
       hiddenSize: 896,
       intermediateSize: 4864,
