@@ -7,6 +7,7 @@
 //                    output of the merge's size written through the same shard writer; no math
 //   task_arithmetic  the real merge (CLI engine), CPU backend; --kernels ts for the TypeScript reference
 //   ties             the real merge, CPU backend
+//   NAME@N           case NAME on N kernel threads (default --threads 2; @1: the kernels on the main thread)
 //   lowrank_task_arithmetic  rank-64 task arithmetic (not in the default list; bench/rsvd.mjs runs it)
 // Cases are interleaved round by round. Each row gives the best and the median of its rounds, and
 // the floor's time over the case's (best over best, median over median): 1.00 is the I/O floor.
@@ -38,6 +39,7 @@ const { values: opts } = parseArgs({
     cases: { type: 'string', default: 'floor,task_arithmetic,ties' },
     repeat: { type: 'string', default: '5' },
     kernels: { type: 'string', default: 'auto' },
+    threads: { type: 'string', default: '2' },
   },
 });
 const shape = { ...QWEN25_05B, layers: Number(opts.layers) };
@@ -166,7 +168,9 @@ async function ioFloor(recipe, resolver, output) {
   return inputBytes;
 }
 
-async function runCase(name, device) {
+async function runCase(caseName, device) {
+  const [name, threadsText] = caseName.split('@');
+  const threadCount = Number(threadsText ?? opts.threads);
   const out = join(root, `out-${name}`);
   await rm(out, { recursive: true, force: true });
   const recipe = api.parseRecipe(RECIPES[name === 'floor' ? 'task_arithmetic' : name], 'bench');
@@ -182,16 +186,20 @@ async function runCase(name, device) {
     if (device === 'gpu') {
       backend = (await api.selectBackend('gpu', recipe.mergeMethod, () => {})).backend;
     }
+    const cpuThreads =
+      device === 'cpu' && threadCount > 1 ? api.NodeCpuThreads.start(threadCount) : undefined;
     await api.runMerge({
       recipe,
       resolveModel: resolver,
       output,
       backend,
       cpuKernels: opts.kernels,
+      cpuThreads,
       onProgress: (p) => {
         inputBytes = p.inputBytesDone;
       },
     });
+    await cpuThreads?.close();
   }
   const seconds = (performance.now() - started) / 1000;
   // CPU time of the process (every thread: the reads' thread pool too): steadier than wall time
@@ -200,7 +208,14 @@ async function runCase(name, device) {
   const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   await resolver.closeAll();
   await rm(out, { recursive: true, force: true });
-  return { name, device, seconds, cpuSeconds, inputBytes, peakRssMB: process.resourceUsage().maxRSS / 1024 };
+  return {
+    name: caseName,
+    device,
+    seconds,
+    cpuSeconds,
+    inputBytes,
+    peakRssMB: process.resourceUsage().maxRSS / 1024,
+  };
 }
 
 if (opts.case) {
@@ -233,6 +248,8 @@ if (opts.case) {
           opts.layers,
           '--kernels',
           opts.kernels,
+          '--threads',
+          opts.threads,
         ],
         { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
       );
@@ -255,7 +272,7 @@ if (opts.case) {
   const floor = results.find((r) => r.name === 'floor');
   console.log(
     `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model (${(results[0].inputBytes / 1e9).toFixed(2)} GB read), ` +
-      `device ${opts.device}, kernels ${opts.kernels}, ${opts.repeat} interleaved rounds, ` +
+      `device ${opts.device}, kernels ${opts.kernels}, threads ${opts.threads} (NAME@N: N), ${opts.repeat} interleaved rounds, ` +
       `load average ${os.loadavg()[0].toFixed(1)} on ${os.availableParallelism()} cores`,
   );
   console.log(

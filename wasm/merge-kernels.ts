@@ -151,6 +151,33 @@ export function encode(src: usize, dst: usize, dtype: i32, n: i32): void {
   for (let i = whole; i < <usize>n; i++) store1(dst, dtype, i, load<f32>(src + (i << 2)));
 }
 
+/**
+ * How many of the n values at `src` (as `dtype`) are Inf or NaN (exponent all ones): dtype.ts
+ * countNonFinite.
+ */
+export function countNonFinite(src: usize, dtype: i32, n: i32): i32 {
+  let count = 0;
+  if (dtype == F32) {
+    const exp = i32x4.splat(0x7f800000);
+    const whole = <usize>(n & ~3);
+    for (let i: usize = 0; i < whole; i += 4) {
+      const v = v128.load(src + (i << 2));
+      count += <i32>popcnt(i32x4.bitmask(i32x4.eq(v128.and(v, exp), exp)));
+    }
+    for (let i = whole; i < <usize>n; i++) if ((load<u32>(src + (i << 2)) & 0x7f800000) == 0x7f800000) count++;
+    return count;
+  }
+  const mask: u32 = dtype == BF16 ? 0x7f80 : 0x7c00;
+  const exp = i16x8.splat(<i16>mask);
+  const whole = <usize>(n & ~7);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const v = v128.load(src + (i << 1));
+    count += <i32>popcnt(i16x8.bitmask(i16x8.eq(v128.and(v, exp), exp)));
+  }
+  for (let i = whole; i < <usize>n; i++) if ((<u32>load<u16>(src + (i << 1)) & mask) == mask) count++;
+  return count;
+}
+
 /** Values of `src` (as `srcDtype`) rounded to `workDtype` and widened back: the engine's roundTo. */
 export function roundTo(src: usize, srcDtype: i32, dst: usize, workDtype: i32, n: i32): void {
   const whole = <usize>(n & ~3);

@@ -6,12 +6,14 @@
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
  */
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_OUT_SHARD_SIZE, placementSummary, prepareMerge, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
 import { MIN_MEMORY_BUDGET } from '../gpu/device';
 import { aimStatisticsForRecipe } from '../model/calibration';
+import { NodeCpuThreads } from '../node/kernel-threads';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
 import { nodeGpu } from '../node/webgpu';
@@ -42,6 +44,8 @@ options:
                          CPU, saying why; gpu also takes a software adapter such as SwiftShader)
   --gpu-memory SIZE      GPU memory the merge may use, e.g. 3B, 500M (default: from the GPU's
                          limits); larger tensors stream through the GPU a tile at a time
+  --threads N            CPU threads for the merge kernels, 1 to 64 (default 2 with 4 or more cores, else 1;
+                         1 runs them on the main thread)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
@@ -57,6 +61,7 @@ interface CliArgs {
   outShardSize: number;
   device: DeviceChoice;
   gpuMemory?: number;
+  threads: number;
   force: boolean;
   quiet: boolean;
   datasetsEndpoint?: string;
@@ -74,6 +79,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
         'gpu-memory': { type: 'string' },
+        threads: { type: 'string' },
         force: { type: 'boolean' },
         'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
@@ -96,6 +102,11 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device))
     throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
+  // Measured on 2 cores, a second kernel thread costs more than it gains (the main thread reads and
+  // writes too); with 4 or more cores it has one of its own.
+  const threadsText = (v.threads as string | undefined) ?? String(availableParallelism() >= 4 ? 2 : 1);
+  if (!/^\d+$/.test(threadsText) || Number(threadsText) < 1 || Number(threadsText) > 64)
+    throw new UsageError(`--threads must be an integer from 1 to 64, got ${threadsText}`);
   let outShardSize = DEFAULT_OUT_SHARD_SIZE;
   if (v['out-shard-size'] !== undefined) {
     try {
@@ -122,6 +133,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     outShardSize,
     device,
     gpuMemory,
+    threads: Number(threadsText),
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
     datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
@@ -151,6 +163,7 @@ export async function main(argv: string[]): Promise<number> {
   const removeSignalHandlers = cancelOnSignals(controller, say);
   const resolver = folderResolver(dirname(resolve(args.config)));
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
+  let threads: NodeCpuThreads | undefined;
   try {
     const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
     await guardOutputDir({
@@ -182,6 +195,10 @@ export async function main(argv: string[]): Promise<number> {
       notice: (line) => stderr.write(`l2s-merge: ${line}\n`),
     });
     const output = await outputDir(args.outDir, { force: args.force });
+    // Started only for the CPU (a GPU backend leaves the CPU kernels to its fallback), and where the
+    // threads' script is built (the bundle has it; an in-process run from source does not).
+    if (args.threads > 1 && backend.backend.kind === 'cpu' && NodeCpuThreads.available())
+      threads = NodeCpuThreads.start(args.threads);
     const result = await runMerge({
       aimStatistics,
       recipe,
@@ -190,6 +207,7 @@ export async function main(argv: string[]): Promise<number> {
       seed: args.seed,
       outShardSize: args.outShardSize,
       backend: backend.backend,
+      cpuThreads: threads,
       signal: controller.signal,
       onProgress: args.quiet ? undefined : progressReporter(stderr),
       onLog: args.quiet ? undefined : say,
@@ -213,6 +231,7 @@ export async function main(argv: string[]): Promise<number> {
     stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
+    await threads?.close().catch(() => {});
     await resolver.closeAll().catch(() => {});
     backend?.dispose();
     removeSignalHandlers();

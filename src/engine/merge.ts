@@ -17,7 +17,7 @@ import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { formatBytes } from '../formats/size';
-import { rawChunkMerge } from '../kernels/fused';
+import { chunksIndependent, rawChunkMerge } from '../kernels/fused';
 import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
@@ -39,6 +39,8 @@ import { modelCard } from './model-card';
 import { placementSummary, type TensorPlacement } from './placement';
 
 export { placementSummary, type TensorPlacement };
+
+import { type CpuThreads, type TensorOnThreads, ThreadTaskError } from './threads';
 
 export const DEFAULT_OUT_SHARD_SIZE = 5_000_000_000;
 
@@ -145,6 +147,12 @@ export interface MergeOptions {
    * reference. The bytes written are the same either way.
    */
   cpuKernels?: 'auto' | 'ts';
+  /**
+   * Threads that run the CPU kernels (Node: kernel-threads.ts), each reading its inputs itself;
+   * this thread then only orchestrates and writes. Without them (or for inputs they cannot read)
+   * the kernels run here. The bytes written are the same either way.
+   */
+  cpuThreads?: CpuThreads;
   /**
    * Merged tensors holding Inf or NaN (a lambda or weight that overflows the dtype): `error` (the
    * default) reports each, finishes the pass and then fails without committing the output; `allow`
@@ -397,7 +405,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     const aim = aimFor(recipe, plan, opts.aimStatistics);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +
-        `${plan.layout.shards.length} output shard(s), backend ${backend.kind}`,
+        `${plan.layout.shards.length} output shard(s), backend ${backend.kind}` +
+        (opts.cpuThreads ? `, ${opts.cpuThreads.count} kernel threads` : ''),
     );
     const writer = new ShardWriter(plan.layout, (name) => output.createFile(name));
     const first = opts.resume?.tensorsDone ?? 0;
@@ -527,6 +536,24 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       if (fallback.kind === 'cpu') noteReason(cause, t);
       return fallback;
     };
+    const threads = opts.cpuThreads;
+    const onThreads = (t: TensorPlan | undefined): t is TensorPlan =>
+      t !== undefined &&
+      threads !== undefined &&
+      fused(t) &&
+      elementCount(t.shape) > 0 &&
+      t.inputs.every((input) => {
+        const source = plan.models[input.modelIndex].index.sources.get(input.tensor.file);
+        return source !== undefined && threads.reads(source);
+      });
+    // Tensor i+1 is started on the threads while tensor i is written: a thread that is done with
+    // tensor i's chunks goes on with the next tensor's (TIES' statistics pass overlaps a write).
+    const onThreadsStarted = new Map<number, TensorOnThreads>();
+    const startOnThreads = (i: number) => {
+      const t = plan.tensors[i];
+      if (onThreadsStarted.has(i) || !onThreads(t)) return;
+      onThreadsStarted.set(i, startThreadTensor({ ...streamContext, tensor: t }, threads!, kernels()!));
+    };
     // Read tensor i+1 while tensor i is merged and written.
     let next = load(plan.tensors[first]);
     for (let i = first; i < plan.tensors.length; i++) {
@@ -534,6 +561,16 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       const t = plan.tensors[i];
       const loaded = await next;
       next = load(plan.tensors[i + 1]);
+      if (!loaded && onThreads(t)) {
+        startOnThreads(i);
+        startOnThreads(i + 1);
+        const onThread = onThreadsStarted.get(i)!;
+        onThreadsStarted.delete(i);
+        await threadTensor({ ...streamContext, tensor: t }, onThread);
+        placed(cpuBackend);
+        await tensorWritten(i);
+        continue;
+      }
       if (!loaded) {
         if (gpuStreamed(t)) {
           const streamer = active;
@@ -607,6 +644,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       report(t, loaded.inputBytes, bytes.byteLength, true);
     }
   } catch (e) {
+    // Tensors started on the threads are dropped: the threads stay free for another run.
+    opts.cpuThreads?.cancel();
     await output.abort().catch(() => {});
     throw e;
   }
@@ -876,7 +915,7 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   let nonFinite = 0;
   await eachChunk(async (set, r0, r1, bytes) => {
     const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
-    nonFinite += countNonFinite(out, t.outDtype as FloatDType);
+    nonFinite += arena.countNonFinite(out, t.outDtype as FloatDType);
     // The kernels alternate two output buffers: the one written before this must be done.
     await writing;
     writing = writer.writeTensorPart(out);
@@ -993,6 +1032,117 @@ async function streamTensorOnBackend(
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
+}
+
+/** The chunk geometry of `kernelTensor`. */
+function chunkGeometry(t: TensorPlan, streamElements: number) {
+  const total = elementCount(t.shape);
+  const rowLen = rowLength(t.shape);
+  const rows = rowLen === 0 ? 0 : total / rowLen;
+  const rowsPerChunk = Math.max(1, Math.floor(streamElements / Math.max(1, rowLen)));
+  return { rows, rowLen, rowsPerChunk };
+}
+
+/** Starts tensor `ctx.tensor` on the kernel threads: the chunks of `kernelTensor`, read there. */
+function startThreadTensor(ctx: StreamContext, threads: CpuThreads, arena: KernelArena): TensorOnThreads {
+  const { plan, method, tensor: t, recipe, seed } = ctx;
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const { rows, rowLen, rowsPerChunk } = chunkGeometry(t, ctx.streamElements);
+  const inputDtypes = t.inputs.map((input) => input.tensor.dtype as FloatDType);
+  const spec = {
+    tensorName: t.name,
+    shape: t.shape,
+    tensors: models.map((model) => ({ model, params: perModel.get(model) ?? {} })),
+    baseIndex: t.baseIndex,
+    params: global,
+    seed,
+  };
+  // Chunks go to both threads only when none depends on another: no statistics passes (TIES' ranks,
+  // DARE's L1 rescale) and no state carried along (fused.ts chunksIndependent). The passes are
+  // those of the tensor's own kernel merge, laid out here and dropped.
+  const independent = () => {
+    if (!chunksIndependent(method, { inputDtypes, workDtype: recipe.dtype })) return false;
+    try {
+      const job = rawChunkMerge(arena, method, {
+        spec,
+        inputDtypes,
+        outDtype: t.outDtype as FloatDType,
+        workDtype: recipe.dtype,
+        chunkElements: 1,
+      });
+      return job !== null && job.passes === 0;
+    } catch {
+      // Parameters the method rejects: the thread reports it when the tensor's turn comes.
+      return false;
+    }
+  };
+  return threads.start({
+    method: recipe.mergeMethod,
+    spec,
+    inputs: t.inputs.map((input) => ({
+      source: plan.models[input.modelIndex].index.sources.get(input.tensor.file)!,
+      offset: input.tensor.offset,
+    })),
+    inputDtypes,
+    outDtype: t.outDtype as FloatDType,
+    workDtype: recipe.dtype,
+    rows,
+    rowLength: rowLen,
+    rowsPerChunk,
+    split: rows > rowsPerChunk && independent(),
+  });
+}
+
+/**
+ * A tensor merged on the kernel threads (`startThreadTensor`): its chunks written in order as they
+ * come back, each slot freed once written; errors name the files and tensor as `kernelTensor`'s do.
+ */
+async function threadTensor(ctx: StreamContext, onThreads: TensorOnThreads): Promise<void> {
+  const { plan, method, tensor: t, writer } = ctx;
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const where = () => t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+  const { rows, rowsPerChunk } = chunkGeometry(t, ctx.streamElements);
+  const chunks = Math.ceil(rows / rowsPerChunk);
+  const next = async () => {
+    try {
+      return await onThreads.next();
+    } catch (e) {
+      if (!(e instanceof ThreadTaskError)) throw e;
+      const cause = new Error(e.message);
+      cause.name = e.causeName;
+      if (e.kind === 'read') {
+        const input = t.inputs[e.input];
+        throw new MergeError(
+          `${models[e.input]}/${input.tensor.file}: reading tensor ${t.name} failed: ${e.message}`,
+          t.name,
+          { cause },
+        );
+      }
+      throw new MergeError(`${method.name} failed on tensor ${t.name} (${where()}): ${e.message}`, t.name, {
+        cause,
+      });
+    }
+  };
+  writer.beginTensor(t.name);
+  const unreported = { input: 0, output: 0 };
+  let nonFinite = 0;
+  for (let k = 0; k < chunks; k++) {
+    ctx.checkAbort();
+    const chunk = await next();
+    nonFinite += chunk.nonFinite;
+    await writer.writeTensorPart(chunk.bytes);
+    chunk.release();
+    if (chunks === 1) {
+      unreported.input += chunk.inputBytes;
+      unreported.output += chunk.bytes.byteLength;
+    } else {
+      ctx.report(t, chunk.inputBytes, chunk.bytes.byteLength, false);
+    }
+  }
+  await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
+  ctx.report(t, unreported.input, unreported.output, true);
 }
 
 /** Rows x keepCols top-left block of a row-major tensor, on raw bytes. */

@@ -12,7 +12,7 @@
  *   is kept (TIES' and breadcrumbs' masks and DARE's uniforms in WebAssembly, DELLA's ranks in
  *   TypeScript), and one kernel mixes, finishes and encodes.
  * - every other streamed method (slerp, model_stock): the WebAssembly codecs around the reference's
- *   own passes (their blocked reductions stay in TypeScript).
+ *   own passes (their blocked reductions stay in TypeScript); slerp's output blend is a kernel.
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 import { chunkRowLength } from '../methods/chunks';
@@ -129,8 +129,25 @@ class CodecChunkMerge implements RawChunkMerge {
   }
 
   produce(set: number, start: number, elements: number): Uint8Array {
+    const values = this.decode(set, elements);
+    const blend = this.job.passes > 0 ? this.job.blend?.() : undefined;
+    if (blend) {
+      // slerp's output step, decoded values to encoded output in one kernel (the statistics passes
+      // have checked these same chunks).
+      const outSet = nextOutputSet(this.state);
+      this.arena.exports.blend(
+        this.decoded[blend.a],
+        this.decoded[blend.b],
+        blend.s0,
+        blend.s1,
+        this.buffers.outPtr[outSet],
+        DTYPE_CODE[this.raw.outDtype],
+        elements,
+      );
+      return this.buffers.output(outSet, elements);
+    }
     const out = this.arena.f32(this.outF32, elements);
-    this.job.produce({ start, values: this.decode(set, elements) }, out);
+    this.job.produce({ start, values }, out);
     const outSet = nextOutputSet(this.state);
     this.arena.exports.encode(
       this.outF32,
@@ -392,6 +409,24 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
     );
     return to - from === this.tileLength ? this.tiles[m] : this.tiles[m].subarray(0, to - from);
   }
+}
+
+/**
+ * Whether every chunk's output of `rawChunkMerge` depends on that chunk alone: no statistics passes
+ * and no state carried from chunk to chunk (DARE's uniforms are keyed by element index, DELLA ranks
+ * within rows). Such a tensor's chunks may be produced by different threads, each on its own
+ * instance, with the bytes of one instance producing them all. TIES' and breadcrumbs' masks carry
+ * the tie count from chunk to chunk, and the other methods' reductions span the tensor.
+ */
+export function chunksIndependent(
+  method: MergeMethod,
+  raw: Pick<RawTensorSpec, 'inputDtypes' | 'workDtype'>,
+): boolean {
+  if (raw.workDtype !== undefined && raw.inputDtypes.some((d) => d !== raw.workDtype)) return false;
+  if (method instanceof LinearMerge) return true;
+  if (!(method instanceof GeneralizedTaskArithmetic)) return false;
+  const s = method.variant.sparsification;
+  return s !== 'magnitude' && s !== 'magnitude_outliers';
 }
 
 /**

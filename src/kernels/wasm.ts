@@ -5,7 +5,7 @@
  * `loadKernels` returns null and the engine runs the reference.
  */
 import kernelBytes from 'virtual:merge-kernels-wasm';
-import type { FloatDType } from '../formats/dtype';
+import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 
 /** The kernels' dtype codes. */
 export const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
@@ -110,6 +110,7 @@ export interface KernelExports {
     scale: number,
   ): void;
   keyHistogram(keys: number, n: number, histogram: number): void;
+  countNonFinite(src: number, dtype: number, n: number): number;
   replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
 }
 
@@ -200,6 +201,15 @@ export class KernelArena {
   addressOf(view: ArrayBufferView): number {
     if (view.buffer !== this.memory.buffer) throw new RangeError('the view is not in the kernel arena');
     return view.byteOffset;
+  }
+
+  /** dtype.ts countNonFinite of encoded values in this arena's memory. */
+  countNonFinite(bytes: Uint8Array, dtype: FloatDType): number {
+    return this.exports.countNonFinite(
+      this.addressOf(bytes),
+      DTYPE_CODE[dtype],
+      bytes.byteLength / DTYPE_BYTES[dtype],
+    );
   }
 
   /** Whether `view` lies in this arena's memory (kernels can read it in place). */

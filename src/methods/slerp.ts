@@ -171,6 +171,10 @@ export class SlerpMerge implements MergeMethod {
         const b = chunk.values[otherIndex];
         for (let i = 0; i < n; i++) out[i] = fround(s0 * a[i]) + fround(s1 * b[i]);
       },
+      blend: () => {
+        coefficients ??= slerpCoefficients(statistics.cosine(), t);
+        return { a: baseIndex, b: otherIndex, s0: coefficients.s0, s1: coefficients.s1 };
+      },
     };
   }
 }

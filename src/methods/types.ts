@@ -118,6 +118,11 @@ export interface StreamingMerge {
   readonly passes: number;
   accumulate(pass: number, chunk: TensorChunk): void;
   produce(chunk: TensorChunk, out: Float32Array): void;
+  /**
+   * Where `produce` is out[i] = fround(s0 * values[a][i]) + fround(s1 * values[b][i]) (slerp), its
+   * coefficients once the statistics passes are done: kernels may do that step themselves.
+   */
+  blend?(): { a: number; b: number; s0: number; s1: number };
 }
 
 /** A recipe or tensor that a method cannot merge; the engine adds the file and tensor names. */

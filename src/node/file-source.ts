@@ -5,6 +5,8 @@ import { fsErrorText } from './fs-errors';
 
 /** A file opened for positioned reads. Close it when the run ends. */
 export interface FileByteSource extends ByteSource {
+  /** The open file's descriptor: worker threads of this process read through it (kernel-threads.ts). */
+  readonly fd: number;
   close(): Promise<void>;
 }
 
@@ -83,6 +85,7 @@ export async function fileByteSource(path: string, name = path): Promise<FileByt
       return buf;
     },
     readInto: (offset, target) => readInto(offset, target),
+    fd: handle.fd,
     close: () => handle.close(),
   };
 }

@@ -35,6 +35,7 @@ export { ModelTokenizer } from '../model/tokenizer';
 export { openModelWeights } from '../model/weights';
 export { parseRecipe } from '../recipe';
 export { fileByteSource } from './file-source';
+export { NodeCpuThreads } from './kernel-threads';
 export { folderResolver, modelFolder } from './model-folder';
 export { outputDir } from './output-dir';
 export { nodeGpu } from './webgpu';

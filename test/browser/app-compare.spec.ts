@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ import {
   openApp,
   ROOT,
   runMergeInPage,
+  screenshot,
   setRecipe,
   test,
 } from './app-harness';
@@ -51,12 +52,6 @@ interface ReferencePrompt {
 
 function referencePrompt(model: string, index: number): ReferencePrompt {
   return JSON.parse(readFileSync(join(FIXTURES, model, 'reference.json'), 'utf8')).prompts[index];
-}
-
-async function screenshot(page: Page, name: string): Promise<void> {
-  const dir = join(ROOT, 'test-results/screenshots');
-  await mkdir(dir, { recursive: true });
-  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: true });
 }
 
 /** The fixture pair in a temporary folder beside the recipe, as the CLI resolves model references. */

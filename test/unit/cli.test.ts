@@ -372,6 +372,11 @@ describe('l2s-merge CLI on bad input', () => {
     expect(seed.code).toBe(2);
     expect(seed.stderr).toMatch(/seed/);
     expect((await cli('a.yml', 'out', '--out-shard-size', 'lots')).code).toBe(2);
+    for (const bad of ['0', '65', 'two']) {
+      const threads = await cli('a.yml', 'out', '--threads', bad);
+      expect(threads.code).toBe(2);
+      expect(threads.stderr).toContain(`--threads must be an integer from 1 to 64, got ${bad}`);
+    }
   });
 });
 
@@ -456,5 +461,30 @@ describe('the installed bin', () => {
     expect(await readFile(join(out, 'model.safetensors'))).toEqual(
       await readFile(join(dir, 'out-ties', 'model.safetensors')),
     );
+  }, 120_000);
+
+  it('writes the same bytes on two kernel threads and on one (--threads 1)', async () => {
+    if (!existsSync('dist/cli/kernel-worker.js'))
+      await run('npx', ['vite', 'build', '--config', 'vite.cli.config.ts']);
+    for (const recipe of ['ties.yml', 'dare.yml']) {
+      const bytes: Buffer[] = [];
+      for (const threads of ['2', '1']) {
+        const out = join(dir, `out-bin-threads-${threads}-${recipe}`);
+        const { stderr } = await run(process.execPath, [
+          'bin/l2s-merge.mjs',
+          join(dir, recipe),
+          out,
+          '--device',
+          'cpu',
+          '--threads',
+          threads,
+          '--seed',
+          '5',
+        ]);
+        expect(stderr.includes('2 kernel threads'), stderr).toBe(threads === '2');
+        bytes.push(await readFile(join(out, 'model.safetensors')));
+      }
+      expect(Buffer.compare(bytes[0], bytes[1]), recipe).toBe(0);
+    }
   }, 120_000);
 });

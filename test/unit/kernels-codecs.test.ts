@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeToF32, encodeFromF32, type FloatDType } from '../../src/formats/dtype';
+import { countNonFinite, decodeToF32, encodeFromF32, type FloatDType } from '../../src/formats/dtype';
 import { DTYPE_CODE, type KernelArena, loadKernels } from '../../src/kernels/wasm';
 
 const arena = loadKernels('auto') as KernelArena;
@@ -43,6 +43,27 @@ describe('WASM dtype codecs equal dtype.ts', () => {
       }
     });
   }
+
+  it('counts Inf and NaN values as dtype.ts countNonFinite does, every 16-bit pattern and f32 edges', () => {
+    const halves = new Uint16Array(65536 + 5);
+    for (let i = 0; i < halves.length; i++) halves[i] = (i * 40503) & 0xffff;
+    const words = edgeBits(20_003);
+    for (const [dtype, bytes] of [
+      ['BF16', new Uint8Array(halves.buffer)],
+      ['F16', new Uint8Array(halves.buffer)],
+      ['F32', new Uint8Array(words.buffer)],
+    ] as [FloatDType, Uint8Array][]) {
+      const elt = dtype === 'F32' ? 4 : 2;
+      for (const n of [0, 1, 7, 9, 4099, bytes.byteLength / elt]) {
+        arena.reset(bytes.byteLength + 64);
+        const view = arena.bytes(arena.alloc(n * elt), n * elt);
+        view.set(bytes.subarray(0, n * elt));
+        const expected = countNonFinite(bytes.subarray(0, n * elt), dtype);
+        expect(arena.countNonFinite(view, dtype), `${dtype} n=${n}`).toBe(expected);
+        if (n > 4000) expect(expected).toBeGreaterThan(0);
+      }
+    }
+  });
 
   for (const dtype of ['BF16', 'F16'] as FloatDType[]) {
     it(`decodes every ${dtype} bit pattern to the reference's f32 bits`, () => {

@@ -1,16 +1,25 @@
 /**
- * Whole merges through the engine on the WebAssembly kernels and on the TypeScript reference (forced
- * with cpuKernels: 'ts'): the same files, byte for byte, on the trained fixture pair, the tiny trio
- * and a synthetic model with Qwen2.5-0.5B's layer shapes.
+ * Whole merges through the engine on the WebAssembly kernels (on this thread, and on two kernel
+ * threads reading the files themselves) and on the TypeScript reference (forced with cpuKernels:
+ * 'ts'): the same files, byte for byte, on the trained fixture pair, the tiny trio and a synthetic
+ * model with Qwen2.5-0.5B's layer shapes.
  */
+import { statSync, truncateSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { pathToFileURL } from 'node:url';
+import { build } from 'vite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
 import type { ModelFiles, ModelResolver, OutputTarget } from '../../src/engine/io';
 import { runMerge } from '../../src/engine/merge';
+import type { CpuThreads, ThreadTensor } from '../../src/engine/threads';
 import { bytesByteSource } from '../../src/formats/byte-source';
+import { NodeCpuThreads } from '../../src/node/kernel-threads';
 import { folderResolver } from '../../src/node/model-folder';
 import { parseRecipe } from '../../src/recipe';
+import { mergeKernelsWasm } from '../../wasm/vite-plugin';
 
 function memoryResolver(models: TinyModelFiles[]): ModelResolver {
   return async (ref: string): Promise<ModelFiles> => {
@@ -46,22 +55,92 @@ function memoryOutput() {
   return { target, files };
 }
 
-/** Every file the merge wrote, on the kernels and on the reference. */
-async function bothWays(recipeText: string, resolveModel: ModelResolver, seed = 0) {
-  const recipe = parseRecipe(recipeText, 'test');
-  const run = async (cpuKernels: 'auto' | 'ts') => {
-    const out = memoryOutput();
-    await runMerge({ recipe, resolveModel, output: out.target, seed, outShardSize: 3_000_000, cpuKernels });
-    return new Map([...out.files].map(([name, parts]) => [name, Buffer.concat(parts)]));
-  };
-  return { kernels: await run('auto'), reference: await run('ts') };
+let workDir: string;
+let nodeThreads: NodeCpuThreads;
+/** The tensors started on the threads, in order. */
+const onThreads: ThreadTensor[] = [];
+const countingThreads: CpuThreads = {
+  get count() {
+    return nodeThreads.count;
+  },
+  reads: (source) => nodeThreads.reads(source),
+  start: (tensor) => {
+    onThreads.push(tensor);
+    return nodeThreads.start(tensor);
+  },
+  cancel: () => nodeThreads.cancel(),
+};
+
+beforeAll(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'l2s-kernel-threads-'));
+  // The threads' script as the CLI build makes it (dist/cli/kernel-worker.js), built afresh.
+  await build({
+    configFile: false,
+    logLevel: 'error',
+    plugins: [mergeKernelsWasm()],
+    build: {
+      ssr: 'src/node/kernel-worker.ts',
+      outDir: join(workDir, 'worker'),
+      target: 'node20',
+      rollupOptions: { output: { entryFileNames: 'kernel-worker.js' } },
+    },
+    ssr: { noExternal: [] },
+  });
+  nodeThreads = NodeCpuThreads.start(2, pathToFileURL(join(workDir, 'worker', 'kernel-worker.js')));
+}, 120_000);
+
+afterAll(async () => {
+  await nodeThreads?.close();
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+/** The models as folders of files (the threads read files through their descriptors). */
+async function onDisk(models: TinyModelFiles[]): Promise<string> {
+  const root = await mkdtemp(join(workDir, 'models-'));
+  for (const m of models) {
+    await mkdir(join(root, m.name));
+    for (const [file, bytes] of m.files) await writeFile(join(root, m.name, file), bytes);
+  }
+  return root;
 }
 
-function expectSameFiles({ kernels, reference }: Awaited<ReturnType<typeof bothWays>>) {
+/**
+ * Every file the merge wrote, on the kernels and on the reference; with `folder`, also on two
+ * kernel threads reading the models from there.
+ */
+async function bothWays(recipeText: string, resolveModel: ModelResolver, seed = 0, folder?: string) {
+  const recipe = parseRecipe(recipeText, 'test');
+  const run = async (cpuKernels: 'auto' | 'ts', threads?: CpuThreads) => {
+    const out = memoryOutput();
+    const resolver = threads ? folderResolver(folder!) : undefined;
+    try {
+      await runMerge({
+        recipe,
+        resolveModel: resolver ?? resolveModel,
+        output: out.target,
+        seed,
+        outShardSize: 3_000_000,
+        cpuKernels,
+        cpuThreads: threads,
+      });
+    } finally {
+      await resolver?.closeAll();
+    }
+    return new Map([...out.files].map(([name, parts]) => [name, Buffer.concat(parts)]));
+  };
+  const started = onThreads.length;
+  const threads = folder ? await run('auto', countingThreads) : undefined;
+  if (folder) expect(onThreads.length, 'tensors merged on the threads').toBeGreaterThan(started);
+  return { kernels: await run('auto'), reference: await run('ts'), threads };
+}
+
+function expectSameFiles({ kernels, reference, threads }: Awaited<ReturnType<typeof bothWays>>) {
   expect([...kernels.keys()].sort()).toEqual([...reference.keys()].sort());
   for (const [name, bytes] of reference) {
     expect(Buffer.compare(kernels.get(name) as Buffer, bytes), name).toBe(0);
+    if (threads) expect(Buffer.compare(threads.get(name) as Buffer, bytes), `${name} on two threads`).toBe(0);
   }
+  if (threads) expect([...threads.keys()].sort()).toEqual([...reference.keys()].sort());
 }
 
 const TRIO_RECIPES: Record<string, string> = {
@@ -133,20 +212,70 @@ dtype: bfloat16
 
 describe('the engine on the kernels writes the reference bytes', () => {
   let trio: TinyModelFiles[];
+  let trioFolder: string;
   beforeAll(async () => {
     trio = await Promise.all(TINY_TRIO.map((s) => makeTinyModel(s)));
+    trioFolder = await onDisk(trio);
   });
 
   for (const [name, recipe] of Object.entries(TRIO_RECIPES)) {
     it(`${name} on the tiny trio`, async () => {
       for (const seed of name.startsWith('dare') || name.startsWith('della') ? [0, 5] : [0]) {
-        expectSameFiles(await bothWays(recipe, memoryResolver(trio), seed));
+        expectSameFiles(await bothWays(recipe, memoryResolver(trio), seed, trioFolder));
       }
     });
   }
 
+  it('a run cancelled while tensors are on the threads leaves them ready for the next run', async () => {
+    const recipe = parseRecipe(TRIO_RECIPES.ties, 'test');
+    const controller = new AbortController();
+    const resolver = folderResolver(trioFolder);
+    const started = onThreads.length;
+    try {
+      const run = runMerge({
+        recipe,
+        resolveModel: resolver,
+        output: memoryOutput().target,
+        cpuThreads: countingThreads,
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.tensorsDone >= 2) controller.abort();
+        },
+      });
+      await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    } finally {
+      await resolver.closeAll();
+    }
+    expect(onThreads.length).toBeGreaterThan(started + 2);
+    expectSameFiles(await bothWays(TRIO_RECIPES.ties, memoryResolver(trio), 0, trioFolder));
+  });
+
+  it('a read that fails on a thread names the model file and the tensor', async () => {
+    const folder = await onDisk(trio);
+    const resolver = folderResolver(folder);
+    const shard = join(folder, 'tiny-qwen-instruct', 'model.safetensors');
+    try {
+      const run = runMerge({
+        recipe: parseRecipe(TRIO_RECIPES.task_arithmetic, 'test'),
+        resolveModel: resolver,
+        output: memoryOutput().target,
+        cpuThreads: countingThreads,
+        // Planned (the header is read) and no tensor read yet: the file loses its second half.
+        onLog: () => truncateSync(shard, Math.floor(statSync(shard).size / 2)),
+      });
+      await expect(run).rejects.toThrow(
+        /^tiny-qwen-instruct\/model\.safetensors: reading tensor \S+ failed: .*file ended at \d+/,
+      );
+    } finally {
+      await resolver.closeAll();
+    }
+    // The threads go on with the next run.
+    expectSameFiles(await bothWays(TRIO_RECIPES.task_arithmetic, memoryResolver(trio), 0, trioFolder));
+  });
+
   it('ties and task_arithmetic on the trained fixture pair', async () => {
-    const resolver = folderResolver(join(__dirname, '../fixtures/qwen2-tiny-l2s'));
+    const fixtures = join(__dirname, '../fixtures/qwen2-tiny-l2s');
+    const resolver = folderResolver(fixtures);
     try {
       for (const method of ['ties', 'task_arithmetic']) {
         const recipe = `merge_method: ${method}
@@ -156,7 +285,7 @@ models:
     parameters: {weight: 0.9, density: 0.3}
 dtype: bfloat16
 `;
-        expectSameFiles(await bothWays(recipe, resolver));
+        expectSameFiles(await bothWays(recipe, resolver, 0, fixtures));
       }
     } finally {
       await resolver.closeAll();
@@ -180,13 +309,23 @@ dtype: bfloat16
         { name: 'reasoner', deltaSeed: 11, deltaScale: 0.1, tied: true, shards: 2, dtype: 'BF16' as const },
       ].map((spec) => makeTinyModel(spec, shape)),
     );
+    const folder = await onDisk(models);
+    const started = onThreads.length;
     for (const [method, params] of [
       ['ties', '{weight: 1.0, density: 0.2}'],
       ['task_arithmetic', '{weight: 0.7}'],
       ['dare_linear', '{weight: 0.7, density: 0.5}'],
     ]) {
       const recipe = `merge_method: ${method}\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: ${params}\ndtype: bfloat16\n`;
-      expectSameFiles(await bothWays(recipe, memoryResolver(models), 3));
+      expectSameFiles(await bothWays(recipe, memoryResolver(models), 3, folder));
     }
+    // The large tensors' chunks of task_arithmetic alternate between the threads; TIES' and
+    // dare_linear's tensors go whole to one thread (the tie count and the L1 rescale span the tensor).
+    const ran = onThreads.slice(started);
+    const split = ran.filter((t) => t.split);
+    expect(split.length).toBeGreaterThan(0);
+    expect(new Set(split.map((t) => t.method))).toEqual(new Set(['task_arithmetic']));
+    expect(ran.some((t) => t.method === 'ties' && !t.split)).toBe(true);
+    expect(ran.some((t) => t.method === 'dare_linear' && !t.split)).toBe(true);
   }, 300_000);
 });

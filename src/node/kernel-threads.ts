@@ -1,0 +1,245 @@
+/**
+ * CPU kernel threads in Node (engine/threads.ts): worker_threads running kernel-worker.ts. Each
+ * reads its inputs itself through the process's file descriptors (model files opened by
+ * fileByteSource) and hands back encoded chunks in two shared output slots per thread, reused from
+ * chunk to chunk; the engine's thread writes them and frees the slot.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import {
+  type CpuThreads,
+  type TensorOnThreads,
+  type ThreadChunk,
+  ThreadTaskError,
+  type ThreadTensor,
+} from '../engine/threads';
+import type { ByteSource } from '../formats/byte-source';
+import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
+import type { TensorMergeSpec } from '../methods/types';
+
+/** Two output buffers and their states (0 free, 1 holding a chunk not yet written). */
+export interface SlotSet {
+  readonly control: SharedArrayBuffer;
+  readonly data: readonly SharedArrayBuffer[];
+}
+
+/** A tensor's work for one thread. */
+export interface KernelJob {
+  readonly id: number;
+  readonly method: string;
+  readonly spec: TensorMergeSpec;
+  readonly inputs: readonly { fd: number; offset: number; name: string }[];
+  readonly inputDtypes: readonly FloatDType[];
+  readonly outDtype: FloatDType;
+  readonly workDtype?: FloatDType;
+  readonly rows: number;
+  readonly rowLength: number;
+  readonly rowsPerChunk: number;
+  /** Produce chunks k with k mod step === first (no statistics passes); else every chunk. */
+  readonly split: boolean;
+  readonly first: number;
+  readonly step: number;
+  /** New output slots, when the last ones are too small. */
+  readonly slots?: SlotSet;
+}
+
+export type WorkerReply =
+  | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
+  | { id: number; kind: 'error'; message: string; causeName: string; read: number };
+
+/** The worker threads could not be started, or one stopped. */
+export class KernelThreadError extends Error {
+  override name = 'KernelThreadError';
+}
+
+/** A thread's replies for one job, consumed in order. */
+class ReplyQueue {
+  private readonly items: WorkerReply[] = [];
+  private readonly waiting: ((r: WorkerReply) => void)[] = [];
+  failure?: WorkerReply;
+
+  push(r: WorkerReply): void {
+    if (r.kind === 'error') this.failure = r;
+    const w = this.waiting.shift();
+    if (w) w(r);
+    else this.items.push(r);
+  }
+
+  take(): Promise<WorkerReply> {
+    const r = this.items.shift() ?? (this.items.length === 0 && this.failure ? this.failure : undefined);
+    if (r) return Promise.resolve(r);
+    return new Promise((done) => this.waiting.push(done));
+  }
+}
+
+interface Thread {
+  readonly worker: Worker;
+  /** Jobs with ids up to this one are abandoned (shared with the thread). */
+  readonly cancelled: Int32Array;
+  readonly jobs: Map<number, ReplyQueue>;
+  slots?: { set: SlotSet; bytes: number; control: Int32Array; data: Uint8Array[] };
+  /** Why the thread stopped, once it has. */
+  stopped?: string;
+}
+
+function fdOf(source: ByteSource): number | undefined {
+  const fd = (source as { fd?: unknown }).fd;
+  return typeof fd === 'number' ? fd : undefined;
+}
+
+/** The threads' script in the CLI bundle (dist/cli/kernel-worker.js), next to this module's chunk. */
+export const KERNEL_WORKER_URL = new URL('./kernel-worker.js', import.meta.url);
+
+export class NodeCpuThreads implements CpuThreads {
+  /**
+   * Whether the threads' script is there: it is in the built bundle, not beside the TypeScript
+   * source (an in-process run from source keeps the kernels on its own thread).
+   */
+  static available(workerUrl: URL = KERNEL_WORKER_URL): boolean {
+    return workerUrl.protocol === 'file:' && existsSync(fileURLToPath(workerUrl));
+  }
+
+  private nextId = 1;
+  private owner = 0;
+
+  private constructor(private readonly threads: Thread[]) {}
+
+  /**
+   * `count` threads on the worker script next to this module (dist/cli/kernel-worker.js), or at
+   * `workerUrl`.
+   */
+  static start(count: number, workerUrl: URL = KERNEL_WORKER_URL): NodeCpuThreads {
+    if (!NodeCpuThreads.available(workerUrl))
+      throw new KernelThreadError(
+        `cannot start kernel threads: ${workerUrl.href} is missing (npm run build:cli)`,
+      );
+    const threads: Thread[] = [];
+    for (let i = 0; i < count; i++) {
+      const cancelled = new Int32Array(new SharedArrayBuffer(4));
+      const worker = new Worker(workerUrl, { workerData: { cancelled: cancelled.buffer } });
+      // Idle threads never keep the process alive.
+      worker.unref();
+      const thread: Thread = { worker, cancelled, jobs: new Map() };
+      worker.on('message', (r: WorkerReply) => thread.jobs.get(r.id)?.push(r));
+      const stop = (why: string) => {
+        thread.stopped ??= why;
+        for (const [id, q] of thread.jobs)
+          q.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
+      };
+      worker.on('error', (e) => stop(`a kernel thread failed: ${e.message}`));
+      worker.on('exit', (code) => stop(`a kernel thread stopped (exit code ${code})`));
+      threads.push(thread);
+    }
+    return new NodeCpuThreads(threads);
+  }
+
+  get count(): number {
+    return this.threads.length;
+  }
+
+  reads(source: ByteSource): boolean {
+    return fdOf(source) !== undefined;
+  }
+
+  start(t: ThreadTensor): TensorOnThreads {
+    const id = this.nextId++;
+    const inputs = t.inputs.map((input) => ({
+      fd: fdOf(input.source) as number,
+      offset: input.offset,
+      name: input.source.name,
+    }));
+    const chunks = t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
+    const slotBytes = Math.max(16, Math.min(t.rows, t.rowsPerChunk) * t.rowLength * DTYPE_BYTES[t.outDtype]);
+    const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.threads.length];
+    const queues = new Map<number, ReplyQueue>();
+    const jobSlots = new Map<number, NonNullable<Thread['slots']>>();
+    users.forEach((index, first) => {
+      const thread = this.threads[index];
+      let slots: SlotSet | undefined;
+      if (!thread.slots || thread.slots.bytes < slotBytes) {
+        const set = {
+          control: new SharedArrayBuffer(8),
+          data: [0, 1].map(() => new SharedArrayBuffer(slotBytes)),
+        };
+        thread.slots = {
+          set,
+          bytes: slotBytes,
+          control: new Int32Array(set.control),
+          data: set.data.map((d) => new Uint8Array(d)),
+        };
+        slots = set;
+      }
+      jobSlots.set(index, thread.slots);
+      const queue = new ReplyQueue();
+      thread.jobs.set(id, queue);
+      queues.set(index, queue);
+      const job: KernelJob = {
+        id,
+        method: t.method,
+        spec: t.spec,
+        inputs,
+        inputDtypes: t.inputDtypes,
+        outDtype: t.outDtype,
+        workDtype: t.workDtype,
+        rows: t.rows,
+        rowLength: t.rowLength,
+        rowsPerChunk: t.rowsPerChunk,
+        split: t.split,
+        first,
+        step: users.length,
+        slots,
+      };
+      if (thread.stopped)
+        queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
+      else thread.worker.postMessage(job);
+    });
+    let k = 0;
+    return {
+      next: async (): Promise<ThreadChunk> => {
+        if (k >= chunks) throw new RangeError(`tensor ${t.spec.tensorName} has ${chunks} chunks`);
+        const index = users[k % users.length];
+        k++;
+        // The slots this job was sent with (a later job may bring larger ones).
+        const slots = jobSlots.get(index)!;
+        const reply = await queues.get(index)!.take();
+        if (reply.kind === 'error') {
+          for (const i of users) this.threads[i].jobs.delete(id);
+          throw new ThreadTaskError(
+            reply.message,
+            reply.read >= 0 ? 'read' : 'method',
+            reply.read,
+            reply.causeName,
+          );
+        }
+        if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);
+        return {
+          bytes: slots.data[reply.slot].subarray(0, reply.length),
+          inputBytes: reply.inputBytes,
+          nonFinite: reply.nonFinite,
+          release: () => {
+            Atomics.store(slots.control, reply.slot, 0);
+            Atomics.notify(slots.control, reply.slot);
+          },
+        };
+      },
+    };
+  }
+
+  cancel(): void {
+    const last = this.nextId - 1;
+    for (const thread of this.threads) {
+      Atomics.store(thread.cancelled, 0, last);
+      // A thread waiting for a slot wakes and sees it.
+      if (thread.slots) for (const slot of [0, 1]) Atomics.notify(thread.slots.control, slot);
+      for (const [id, q] of thread.jobs)
+        q.push({ id, kind: 'error', message: 'the tensor was abandoned', causeName: 'AbortError', read: -1 });
+      thread.jobs.clear();
+    }
+  }
+
+  /** Stops the threads (a job under way is abandoned). */
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.worker.terminate()));
+  }
+}
