@@ -34,22 +34,25 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
  * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
- * died there).
+ * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes).
  */
 function pageSettings(): {
   hubUrl: string;
   datasetsUrl: string;
   chunkBytes?: number;
   stallCommitAfterFiles?: number;
+  paceWritesMs?: number;
 } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   const stall = Number(params.get('stallCommit'));
+  const pace = Number(params.get('paceWrites'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
     datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
     stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
+    paceWritesMs: Number.isSafeInteger(pace) && pace > 0 ? Math.min(pace, 10_000) : undefined,
   };
 }
 
@@ -132,6 +135,7 @@ export class L2sApp extends LitElement {
   private readonly engineOptions: EngineOptions = {
     chunkBytes: this.settings.chunkBytes,
     stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
+    paceWritesMs: this.settings.paceWritesMs,
   };
 
   override connectedCallback(): void {

@@ -48,6 +48,7 @@ import {
   outputDirectoryState,
   outputFiles,
   outputIsFinished,
+  paceWrites,
   partialRunFiles,
   removeAbandonedRuns,
   removePartialRun,
@@ -61,6 +62,8 @@ import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run
 export interface EngineOptions {
   chunkBytes?: number;
   stallCommitAfterFiles?: number;
+  /** Tests: each write of merged bytes waits this long (see paceWrites). */
+  paceWritesMs?: number;
 }
 
 export interface MergeRequest {
@@ -349,6 +352,7 @@ const api = {
   async configure(options: EngineOptions): Promise<void> {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
     stallCommitsAfter(options.stallCommitAfterFiles);
+    paceWrites(options.paceWritesMs);
   },
 
   /**

@@ -37,6 +37,17 @@ export function stallCommitsAfter(files: number | undefined): void {
   commitStallAfterFiles = files;
 }
 
+/**
+ * For tests of a merge under way (Cancel, a second tab): every write of merged bytes waits this many
+ * milliseconds first, so a small merge lasts long enough to act on whatever the CPU's speed. Off
+ * unless the page asks (`?paceWrites=`).
+ */
+let writePaceMs = 0;
+
+export function paceWrites(ms: number | undefined): void {
+  writePaceMs = ms ?? 0;
+}
+
 export class OutputStorageError extends Error {
   override name = 'OutputStorageError';
 }
@@ -214,6 +225,7 @@ function partialOutput(
     let position = start;
     return {
       async write(bytes) {
+        if (writePaceMs > 0) await new Promise((resolve) => setTimeout(resolve, writePaceMs));
         try {
           let done = 0;
           while (done < bytes.byteLength) {

@@ -22,6 +22,9 @@ const MEDIUM_SHAPE: TinyQwenShape = {
   vocabSize: 4096,
 };
 
+/** Merges that last: 150 ms before each write of merged bytes (about 100 tensors here). */
+const PACED = '?paceWrites=150';
+
 const MEDIUM_TIES =
   'merge_method: ties\nbase_model: tiny-qwen-system1\nmodels:\n  - model: tiny-qwen-instruct\n    parameters: {weight: 1.0, density: 0.2}\ndtype: bfloat16\n';
 
@@ -102,7 +105,8 @@ test('auto keeps off a software adapter and says why; the GPU is still chosen by
 });
 
 test('Cancel stops the merge at once and shows Cancelling… until everything is removed', async ({ page }) => {
-  await openApp(page);
+  // Each write waits, so the merge is still running when Cancel is pressed however fast the CPU is.
+  await openApp(page, PACED);
   await importMedium(page);
   const keysBefore = (await libraryKeys(page)).sort();
   await setRecipe(page, MEDIUM_TIES);
@@ -164,7 +168,7 @@ test('a second tab sees the merge running in the first and does not offer to res
   page,
   context,
 }) => {
-  await openApp(page);
+  await openApp(page, PACED);
   await importMedium(page);
   await setRecipe(page, MEDIUM_TIES);
   await page.getByTestId('merge-device').selectOption('cpu');
@@ -173,7 +177,7 @@ test('a second tab sees the merge running in the first and does not offer to res
   await expect(page.getByTestId('merge-progress')).toBeVisible();
 
   const second = await context.newPage();
-  await openApp(second);
+  await openApp(second, PACED);
   await expect(second.getByTestId('merge-elsewhere')).toBeVisible();
   await expect(second.getByTestId('merge-interrupted')).toHaveCount(0);
   await viewShots(second, 'merge-elsewhere');
