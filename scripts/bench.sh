@@ -11,6 +11,10 @@ if node -e "import('./dist/cli/index.js').then((m) => m.nodeGpu()).then((g) => g
 else
   echo "bench: no WebGPU adapter for Node; GPU rows skipped" >&2
 fi
+# The 7B-shaped case (about 6 GB of synthetic models on disk): L2S_BENCH_7B=0 skips it.
+if [ "${L2S_BENCH_7B:-1}" != 0 ]; then
+  node --expose-gc bench/gpu-7b.mjs --layers "${L2S_BENCH_7B_LAYERS:-2}" --gpu-memory "${L2S_BENCH_GPU_MEMORY:-2B}"
+fi
 node bench/browser.mjs --layers "${L2S_BENCH_BROWSER_LAYERS:-2}"
 node --expose-gc bench/rsvd.mjs "$@"
 # The model runtime: prefill / decode tokens/s on synthetic Qwen2.5-0.5B/1.5B shapes, Node then a browser worker.

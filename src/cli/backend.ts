@@ -4,6 +4,11 @@ import { nodeGpu } from '../node/webgpu';
 
 export type { DeviceChoice, SelectedBackend };
 
-export function selectBackend(device: DeviceChoice, methodName: string, notice: (line: string) => void) {
-  return select(device, { methodName, gpu: () => nodeGpu(), notice, label: 'l2s-merge-cli' });
+export function selectBackend(
+  device: DeviceChoice,
+  methodName: string,
+  notice: (line: string) => void,
+  memoryBudget?: number,
+) {
+  return select(device, { methodName, gpu: () => nodeGpu(), notice, label: 'l2s-merge-cli', memoryBudget });
 }

@@ -1,5 +1,6 @@
 /**
- * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu] [--force]`,
+ * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu]
+ *   [--gpu-memory SIZE] [--force]`,
  * and the subcommands `l2s-merge generate ...` (src/cli/generate.ts) and `l2s-merge eval ...` (src/cli/eval.ts).
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
@@ -8,8 +9,9 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge } from '../engine/merge';
+import { DEFAULT_OUT_SHARD_SIZE, placementSummary, prepareMerge, runMerge } from '../engine/merge';
 import { parseByteSize } from '../formats/size';
+import { MIN_MEMORY_BUDGET } from '../gpu/device';
 import { aimStatisticsForRecipe } from '../model/calibration';
 import { NodeCpuThreads } from '../node/kernel-threads';
 import { folderResolver } from '../node/model-folder';
@@ -40,6 +42,8 @@ options:
   --out-shard-size SIZE  largest output shard, e.g. 500M, 2B (default 5B)
   --device auto|cpu|gpu  where the math runs (default auto: a hardware GPU through WebGPU, else the
                          CPU, saying why; gpu also takes a software adapter such as SwiftShader)
+  --gpu-memory SIZE      GPU memory the merge may use, e.g. 3B, 500M (default: from the GPU's
+                         limits); larger tensors stream through the GPU a tile at a time
   --threads N            CPU threads for the merge kernels, 1 to 64 (default 2 with 4 or more cores, else 1;
                          1 runs them on the main thread)
   --force                replace OUT_DIR when it holds an earlier l2s-merge output
@@ -56,6 +60,7 @@ interface CliArgs {
   seed: number;
   outShardSize: number;
   device: DeviceChoice;
+  gpuMemory?: number;
   threads: number;
   force: boolean;
   quiet: boolean;
@@ -73,6 +78,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         seed: { type: 'string' },
         'out-shard-size': { type: 'string' },
         device: { type: 'string' },
+        'gpu-memory': { type: 'string' },
         threads: { type: 'string' },
         force: { type: 'boolean' },
         'datasets-endpoint': { type: 'string' },
@@ -109,12 +115,24 @@ function parseCli(argv: string[]): CliArgs | 'help' {
       throw new UsageError(`--out-shard-size: ${(e as Error).message}`);
     }
   }
+  let gpuMemory: number | undefined;
+  if (v['gpu-memory'] !== undefined) {
+    try {
+      gpuMemory = parseByteSize(v['gpu-memory'] as string);
+    } catch (e) {
+      throw new UsageError(`--gpu-memory: ${(e as Error).message}`);
+    }
+    if (gpuMemory < MIN_MEMORY_BUDGET) {
+      throw new UsageError(`--gpu-memory must be at least 16M (16 million bytes), got ${gpuMemory}`);
+    }
+  }
   return {
     config: parsed.positionals[0],
     outDir: parsed.positionals[1],
     seed: Number(seedText),
     outShardSize,
     device,
+    gpuMemory,
     threads: Number(threadsText),
     force: Boolean(v.force),
     quiet: Boolean(v.quiet),
@@ -156,8 +174,11 @@ export async function main(argv: string[]): Promise<number> {
       locate: resolver.locate,
       log: say,
     });
-    backend = await selectBackend(args.device, recipe.mergeMethod, (line) =>
-      stderr.write(`l2s-merge: ${line}\n`),
+    backend = await selectBackend(
+      args.device,
+      recipe.mergeMethod,
+      (line) => stderr.write(`l2s-merge: ${line}\n`),
+      args.gpuMemory,
     );
     // AIM: the calibration pass on the base model comes before the merge (or saved statistics);
     // the plan is checked first, so a recipe that cannot merge fails before the long pass.
@@ -195,7 +216,8 @@ export async function main(argv: string[]): Promise<number> {
     });
     if (!args.quiet) {
       stderr.write(
-        `l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n`,
+        `l2s-merge: wrote ${result.files.length} files (${result.tensors} tensors) to ${args.outDir}\n` +
+          `l2s-merge: ${placementSummary(result.placement)}\n`,
       );
     }
     return 0;

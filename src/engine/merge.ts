@@ -36,6 +36,10 @@ import type { MergeRecipe } from '../recipe/recipe';
 import { outputConfigJson } from './config-json';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
 import { modelCard } from './model-card';
+import { placementSummary, type TensorPlacement } from './placement';
+
+export { placementSummary, type TensorPlacement };
+
 import { type CpuThreads, type TensorOnThreads, ThreadTaskError } from './threads';
 
 export const DEFAULT_OUT_SHARD_SIZE = 5_000_000_000;
@@ -62,6 +66,30 @@ export interface MergeBackend {
    * the device and reads back only the result). Optional.
    */
   mergeBytes?(method: MergeMethod, inputs: RawMergeInputs): Promise<Uint8Array>;
+  /**
+   * One tensor read a tile at a time from `tensors[i].read` and written in order to `write`, so
+   * neither host nor device holds it whole (a GPU backend, within its memory budget). Optional;
+   * `streams` says which methods it serves.
+   */
+  mergeStream?(method: MergeMethod, inputs: StreamedMergeInputs): Promise<void>;
+  streams?(method: MergeMethod): boolean;
+}
+
+/** One input of `mergeStream`: raw little-endian elements of `dtype`, read on demand. */
+export interface StreamedModelTensor {
+  readonly model: string;
+  readonly params: ModelTensor['params'];
+  readonly dtype: FloatDType;
+  readonly elements: number;
+  /** Bytes of elements [start, start + count) (already cut and rounded as the method sees them). */
+  read(start: number, count: number): Promise<Uint8Array>;
+}
+
+export interface StreamedMergeInputs extends Omit<MergeInputs, 'tensors' | 'report'> {
+  readonly tensors: readonly StreamedModelTensor[];
+  readonly outDtype: FloatDType;
+  /** The encoded output of elements from `start`, called in order. */
+  write(start: number, bytes: Uint8Array): Promise<void>;
 }
 
 /** One input as stored: little-endian bytes of a float dtype. */
@@ -148,6 +176,7 @@ export interface MergeResult {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  placement: TensorPlacement;
   /** Merged tensors holding Inf or NaN (written only with `nonFinite: 'allow'`). */
   nonFinite: NonFiniteTensor[];
 }
@@ -400,6 +429,17 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     let active = backend;
     const streamElements = opts.streamElements ?? STREAM_ELEMENTS;
     // The CPU's kernels, made when the first tensor needs them (also after a fall back from a GPU).
+    const placement: TensorPlacement = { gpu: 0, cpu: 0, copied: 0, cpuReasons: [] };
+    const noteReason = (cause: Error, t: TensorPlan) => {
+      const entry = placement.cpuReasons.find((r) => r.reason === cause.name);
+      if (entry) entry.tensors++;
+      else
+        placement.cpuReasons.push({ reason: cause.name, tensors: 1, example: `${t.name}: ${cause.message}` });
+    };
+    const placed = (b: MergeBackend) => {
+      if (b.kind === 'gpu') placement.gpu++;
+      else placement.cpu++;
+    };
     let arena: KernelArena | null | undefined;
     const kernels = () => {
       if (arena === undefined) arena = loadKernels(opts.cpuKernels ?? 'auto');
@@ -416,13 +456,24 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       isFloatDType(t.outDtype) &&
       t.inputs.every((input) => !input.submatrix && isFloatDType(input.tensor.dtype)) &&
       kernels() !== null;
-    // Large tensors go through the method's chunked form on the CPU. A GPU backend takes tensors
-    // whole (tiling them itself) up to GPU_WHOLE_ELEMENTS, and hands back any that do not fit.
+    // A backend that streams the method (the GPU within its memory budget) reads large tensors a
+    // tile at a time (but AIM needs the method's f32 result on the host). Otherwise large tensors go
+    // through the method's chunked form on the CPU, and a backend without streaming takes tensors
+    // whole (tiling them itself) up to GPU_WHOLE_ELEMENTS.
+    const backendStreams = (b: MergeBackend) => b.mergeStream !== undefined && b.streams?.(method) === true;
+    const gpuStreamed = (t: TensorPlan) =>
+      t.kind === 'merge' &&
+      backendStreams(active) &&
+      aim?.factorsFor(t.name, t.shape) === undefined &&
+      elementCount(t.shape) > streamElements;
     const streamed = (t: TensorPlan | undefined) =>
       t !== undefined &&
       t.kind === 'merge' &&
-      method.stream !== undefined &&
-      (fused(t) || elementCount(t.shape) > (active.kind === 'cpu' ? streamElements : GPU_WHOLE_ELEMENTS));
+      (gpuStreamed(t) ||
+        (method.stream !== undefined &&
+          (fused(t) ||
+            elementCount(t.shape) >
+              (active.kind === 'cpu' || backendStreams(active) ? streamElements : GPU_WHOLE_ELEMENTS))));
     const load = (t: TensorPlan | undefined) => {
       if (!t || streamed(t)) return undefined;
       const p = loadTensor(t, plan);
@@ -463,6 +514,28 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       aim,
       noteNonFinite,
     };
+    const fallbackFor = (e: unknown, t: TensorPlan): MergeBackend | undefined => {
+      const cause = (e as Error).cause as Error | undefined;
+      const fallback = opts.fallbackBackend ?? cpuBackend;
+      if (active === fallback || !cause) return undefined;
+      if (cause.name === 'GpuDeviceLostError') {
+        // The GPU is gone (driver reset, sleep, another tab): finished tensors stay; go on elsewhere.
+        active = fallback;
+        log(
+          `the GPU device was lost (${cause.message}); continuing on the ${fallback.kind.toUpperCase()} from tensor ${t.name}`,
+        );
+      } else if (
+        cause.name === 'GpuLimitError' ||
+        cause.name === 'GpuBudgetError' ||
+        cause.name === 'GpuUnsupportedMethodError'
+      ) {
+        log(`tensor ${t.name} is merged on the ${fallback.kind.toUpperCase()}: ${cause.message}`);
+      } else {
+        return undefined;
+      }
+      if (fallback.kind === 'cpu') noteReason(cause, t);
+      return fallback;
+    };
     const threads = opts.cpuThreads;
     const onThreads = (t: TensorPlan | undefined): t is TensorPlan =>
       t !== undefined &&
@@ -494,48 +567,37 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
         const onThread = onThreadsStarted.get(i)!;
         onThreadsStarted.delete(i);
         await threadTensor({ ...streamContext, tensor: t }, onThread);
+        placed(cpuBackend);
         await tensorWritten(i);
         continue;
       }
       if (!loaded) {
-        const onKernels = fused(t) && (await kernelTensor({ ...streamContext, tensor: t }, kernels()!));
-        if (!onKernels) await streamTensor({ ...streamContext, tensor: t });
+        if (gpuStreamed(t)) {
+          const streamer = active;
+          let started = false;
+          try {
+            await streamTensorOnBackend({ ...streamContext, tensor: t }, streamer, () => {
+              started = true;
+            });
+            placed(streamer);
+          } catch (e) {
+            // Output already written cannot be taken back: the run fails (and resumes from here).
+            const fallback = started ? undefined : fallbackFor(e, t);
+            if (!fallback) throw e;
+            if (fallback.kind === 'cpu' && method.stream) {
+              await streamTensor({ ...streamContext, tensor: t });
+              placed(cpuBackend);
+            } else await writeWhole(fallback, await loadTensor(t, plan));
+          }
+        } else {
+          const onKernels = fused(t) && (await kernelTensor({ ...streamContext, tensor: t }, kernels()!));
+          if (!onKernels) await streamTensor({ ...streamContext, tensor: t });
+          placed(cpuBackend);
+        }
         await tensorWritten(i);
         continue;
       }
-      let bytes: Uint8Array;
-      if (t.kind === 'copy') {
-        bytes = loaded.bytes[0];
-      } else {
-        try {
-          bytes = await computeTensor(method, active, plan, loaded, recipe, seed, log, aim);
-        } catch (e) {
-          const cause = (e as Error).cause as Error | undefined;
-          const fallback = opts.fallbackBackend ?? cpuBackend;
-          if (active === fallback || !cause) throw e;
-          if (cause.name === 'GpuDeviceLostError') {
-            // The GPU is gone (driver reset, sleep, another tab): finished tensors stay; go on elsewhere.
-            active = fallback;
-            log(
-              `the GPU device was lost (${cause.message}); continuing on the ${fallback.kind.toUpperCase()} from tensor ${t.name}`,
-            );
-          } else if (cause.name === 'GpuLimitError' || cause.name === 'GpuUnsupportedMethodError') {
-            log(`tensor ${t.name} is merged on the ${fallback.kind.toUpperCase()}: ${cause.message}`);
-          } else {
-            throw e;
-          }
-          if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
-            await streamTensor({ ...streamContext, tensor: t });
-            await tensorWritten(i);
-            continue;
-          }
-          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log, aim);
-        }
-      }
-      checkAbort();
-      if (t.kind === 'merge') noteNonFinite(t, countNonFinite(bytes, t.outDtype as FloatDType));
-      await writer.writeTensor(t.name, bytes);
-      report(t, loaded.inputBytes, bytes.byteLength, true);
+      await writeWhole(active, loaded);
       await tensorWritten(i);
     }
     if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
@@ -549,8 +611,38 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       tensors: plan.tensors.length,
       bytesWritten: progress.bytesDone,
       backend: active.kind,
+      placement,
       nonFinite,
     };
+
+    /** Merges (or copies) a tensor held whole and writes it. */
+    async function writeWhole(first: MergeBackend, loaded: LoadedTensor): Promise<void> {
+      const t = loaded.plan;
+      let bytes: Uint8Array;
+      if (t.kind === 'copy') {
+        bytes = loaded.bytes[0];
+        placement.copied++;
+      } else {
+        try {
+          bytes = await computeTensor(method, first, plan, loaded, recipe, seed, log, aim);
+          placed(first);
+        } catch (e) {
+          const fallback = fallbackFor(e, t);
+          if (!fallback) throw e;
+          if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
+            await streamTensor({ ...streamContext, tensor: t });
+            placed(cpuBackend);
+            return;
+          }
+          bytes = await computeTensor(method, fallback, plan, loaded, recipe, seed, log, aim);
+          placed(fallback);
+        }
+      }
+      checkAbort();
+      if (t.kind === 'merge') noteNonFinite(t, countNonFinite(bytes, t.outDtype as FloatDType));
+      await writer.writeTensor(t.name, bytes);
+      report(t, loaded.inputBytes, bytes.byteLength, true);
+    }
   } catch (e) {
     // Tensors started on the threads are dropped: the threads stay free for another run.
     opts.cpuThreads?.cancel();
@@ -840,6 +932,106 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, unreported.input, unreported.output, true);
   return true;
+}
+
+/**
+ * One large tensor through a backend's `mergeStream`: each input is a source that reads the rows
+ * under a tile from its file (cut to the output's columns and rounded to the recipe's working dtype
+ * as `decodeInput` does), and the output goes to the writer part by part as tiles come back.
+ * `onOutput` is called before the first output byte is written (from then on the tensor cannot be
+ * redone elsewhere).
+ */
+async function streamTensorOnBackend(
+  ctx: StreamContext,
+  backend: MergeBackend,
+  onOutput: () => void,
+): Promise<void> {
+  const { plan, method, tensor: t, recipe, seed, writer } = ctx;
+  const { global, perModel } = resolveParams(recipe, method, t.name, plan.numLayers);
+  const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
+  const total = elementCount(t.shape);
+  const outDtype = t.outDtype as FloatDType;
+  const tensors: StreamedModelTensor[] = t.inputs.map((input, i) => {
+    const info = input.tensor;
+    const dtype = info.dtype as FloatDType;
+    if (!isFloatDType(info.dtype))
+      throw new MergeError(`tensor ${t.name} is ${info.dtype}, not a float`, t.name);
+    const bpe = DTYPE_BYTES[dtype];
+    const round = recipe.dtype !== undefined && recipe.dtype !== dtype;
+    const read = async (start: number, count: number): Promise<Uint8Array> => {
+      let raw: Uint8Array;
+      let at = 0;
+      if (!input.submatrix || input.submatrix.cols === info.shape[1]) {
+        raw = await readInput(plan, t, input, start * bpe, count * bpe);
+      } else {
+        // Whole rows of the wider input, cut to the output's columns.
+        const keep = input.submatrix.cols;
+        const cols = info.shape[1];
+        const r0 = Math.floor(start / keep);
+        const r1 = Math.ceil((start + count) / keep);
+        const rows = await readInput(plan, t, input, r0 * cols * bpe, (r1 - r0) * cols * bpe);
+        raw = cutSubmatrixBytes(rows, bpe, cols, r1 - r0, keep);
+        at = start - r0 * keep;
+      }
+      const slice = raw.subarray(at * bpe, (at + count) * bpe);
+      if (!round) return slice;
+      const values = roundTo(decodeToF32(slice, dtype), recipe.dtype!);
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    };
+    return {
+      model: models[i],
+      params: perModel.get(models[i]) ?? {},
+      dtype: round ? 'F32' : dtype,
+      elements: total,
+      read,
+    };
+  });
+  let next = 0;
+  let nonFinite = 0;
+  // Tiles are read once per pass; progress counts each input byte once, as the output comes back.
+  const inputBytes = t.inputs.reduce((s, input) => s + input.tensor.byteLength, 0);
+  let inputCounted = 0;
+  const write = async (start: number, bytes: Uint8Array) => {
+    ctx.checkAbort();
+    if (start !== next) throw new Error(`output part at element ${start} where ${next} was due`);
+    if (next === 0) {
+      onOutput();
+      writer.beginTensor(t.name);
+    }
+    next += bytes.byteLength / DTYPE_BYTES[outDtype];
+    nonFinite += countNonFinite(bytes, outDtype);
+    await writer.writeTensorPart(bytes);
+    const counted = Math.round((inputBytes * next) / total);
+    ctx.report(t, counted - inputCounted, bytes.byteLength, false);
+    inputCounted = counted;
+  };
+  try {
+    await backend.mergeStream!(method, {
+      tensorName: t.name,
+      shape: t.shape,
+      tensors,
+      baseIndex: t.baseIndex,
+      params: global,
+      seed,
+      outDtype,
+      write,
+    });
+    if (next !== total) throw new Error(`the backend wrote ${next} of ${total} elements`);
+  } catch (e) {
+    if ((e as Error).name === 'AbortError' || e instanceof MergeError) throw e;
+    const where = t.inputs.map((input, i) => `${models[i]}/${input.tensor.file}`).join(', ');
+    throw new MergeError(
+      `${method.name} failed on tensor ${t.name} (${where}): ${(e as Error).message}`,
+      t.name,
+      {
+        cause: e,
+      },
+    );
+  }
+  if (total === 0) writer.beginTensor(t.name);
+  await writer.endTensor();
+  ctx.noteNonFinite(t, nonFinite);
+  ctx.report(t, 0, 0, true);
 }
 
 /** The chunk geometry of `kernelTensor`. */

@@ -6,6 +6,9 @@
  */
 
 /** Sizes up to this are rounded to a power of two; above, to one of 8 steps per octave (<= 12.5% waste). */
+// device.ts imports this module; the error class is only reached when a buffer is refused.
+import { GpuBudgetError } from './device';
+
 const SMALL_CLASS_LIMIT = 64 * 1024;
 
 export function sizeClass(bytes: number): number {
@@ -20,6 +23,8 @@ export class BufferPool {
   private readonly free = new Map<string, GPUBuffer[]>();
   private readonly order: GPUBuffer[] = [];
   private idleBytes = 0;
+  private liveBytes = 0;
+  private peak = 0;
   private created = 0;
   private live = new Set<GPUBuffer>();
 
@@ -30,7 +35,19 @@ export class BufferPool {
     private readonly maxIdleBytes: number,
     /** The largest buffer to create (the device's maxBufferSize less a margin). */
     private readonly maxBufferBytes = Number.POSITIVE_INFINITY,
+    /** Device memory the pool's buffers (live and idle) may hold at once. */
+    readonly budgetBytes = Number.POSITIVE_INFINITY,
   ) {}
+
+  /** Bytes of the buffers the pool holds now, in use or idle. */
+  get allocatedBytes(): number {
+    return this.liveBytes + this.idleBytes;
+  }
+
+  /** The most bytes the pool ever held at once (tests check it against the budget). */
+  get peakBytes(): number {
+    return this.peak;
+  }
 
   /** Buffers created so far (tests check that steady state creates none). */
   get createdCount(): number {
@@ -53,11 +70,22 @@ export class BufferPool {
       this.order.splice(this.order.indexOf(reused), 1);
       reused.label = `${this.label}.${label}`;
       this.live.add(reused);
+      this.liveBytes += reused.size;
       return reused;
+    }
+    // Idle buffers of other sizes make room first; what is in use is never taken.
+    while (this.allocatedBytes + size > this.budgetBytes && this.order.length > 0) this.evictOldest();
+    if (this.liveBytes + size > this.budgetBytes) {
+      throw new GpuBudgetError(
+        `${label}: a GPU buffer of ${size} bytes would take GPU memory to ${this.liveBytes + size} bytes, ` +
+          `over the budget of ${this.budgetBytes} bytes; raise the GPU memory budget (--gpu-memory)`,
+      );
     }
     this.created++;
     const buffer = this.device.createBuffer({ label: `${this.label}.${label}`, size, usage });
     this.live.add(buffer);
+    this.liveBytes += size;
+    this.peak = Math.max(this.peak, this.allocatedBytes);
     return buffer;
   }
 
@@ -65,6 +93,7 @@ export class BufferPool {
   release(...buffers: GPUBuffer[]): void {
     for (const b of buffers) {
       if (!this.live.delete(b)) continue;
+      this.liveBytes -= b.size;
       if (b.mapState !== 'unmapped') b.unmap();
       const key = `${b.usage}:${b.size}`;
       let list = this.free.get(key);
@@ -76,13 +105,16 @@ export class BufferPool {
       this.order.push(b);
       this.idleBytes += b.size;
     }
-    while (this.idleBytes > this.maxIdleBytes && this.order.length > 0) {
-      const victim = this.order.shift()!;
-      const list = this.free.get(`${victim.usage}:${victim.size}`)!;
-      list.splice(list.indexOf(victim), 1);
-      this.idleBytes -= victim.size;
-      victim.destroy();
-    }
+    while (this.idleBytes > this.maxIdleBytes && this.order.length > 0) this.evictOldest();
+  }
+
+  /** Destroys the least recently released idle buffer. */
+  private evictOldest(): void {
+    const victim = this.order.shift()!;
+    const list = this.free.get(`${victim.usage}:${victim.size}`)!;
+    list.splice(list.indexOf(victim), 1);
+    this.idleBytes -= victim.size;
+    victim.destroy();
   }
 
   /** Destroy idle buffers (e.g. between tensors of very different sizes). */
@@ -97,5 +129,6 @@ export class BufferPool {
     this.trim();
     for (const b of this.live) b.destroy();
     this.live.clear();
+    this.liveBytes = 0;
   }
 }

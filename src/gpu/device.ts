@@ -30,6 +30,11 @@ export class GpuLimitError extends GpuError {
   override name = 'GpuLimitError';
 }
 
+/** A merge step would take GPU memory past the budget (`--gpu-memory`, the app's GPU memory setting). */
+export class GpuBudgetError extends GpuLimitError {
+  override name = 'GpuBudgetError';
+}
+
 /** The compute limits the kernels depend on; asked of the adapter at their maximum. */
 const COMPUTE_LIMITS = [
   'maxBufferSize',
@@ -80,8 +85,34 @@ export interface GpuContextOptions {
   readonly maxStorageBufferBindingSize?: number;
   /** Prefix of every GPU object's label. */
   readonly label?: string;
-  /** Bytes of idle pooled buffers kept for reuse (default 512 MiB). */
+  /** Bytes of idle pooled buffers kept for reuse (default 512 MiB, never above the budget). */
   readonly poolBytes?: number;
+  /**
+   * Device memory the merge may hold at once, in bytes (default: `defaultMemoryBudget` of the
+   * device's limits). Tensors larger than this stream through the device a tile at a time.
+   */
+  readonly memoryBudget?: number;
+  /** Told how each merged tensor was tiled (tests and benchmarks check the plan). */
+  readonly onTilePlan?: (plan: TilePlan) => void;
+}
+
+/** How one tensor's merge was laid out on the device. */
+export interface TilePlan {
+  readonly tensor: string;
+  readonly tiles: number;
+  /** True when tiles streamed through one at a time; false when all stayed on the device. */
+  readonly streamed: boolean;
+}
+
+/** The smallest budget worth merging with: a few tiles of a few models. */
+export const MIN_MEMORY_BUDGET = 16_000_000;
+
+/**
+ * WebGPU does not say how much memory a GPU has; twice the largest buffer it allows is a share
+ * that 4 GB consumer cards serve (their maxBufferSize is 256 MiB to 2 GiB), capped at 4 GiB.
+ */
+export function defaultMemoryBudget(maxBufferSize: number): number {
+  return Math.max(256 * 1024 * 1024, Math.min(2 * maxBufferSize, 4 * 1024 * 1024 * 1024));
 }
 
 interface CachedPipeline {
@@ -125,12 +156,16 @@ export class GpuContext {
     readonly limits: GpuLimits,
     readonly label: string,
     poolBytes: number,
+    /** Device memory this context's buffers may take at once (GpuContextOptions.memoryBudget). */
+    readonly memoryBudget: number,
+    readonly onTilePlan?: (plan: TilePlan) => void,
   ) {
     this.pool = new BufferPool(
       device,
       `${label}.pool`,
-      poolBytes,
+      Math.min(poolBytes, memoryBudget),
       usableBufferSize(device.limits.maxBufferSize),
+      memoryBudget,
     );
     this.lost = device.lost.then((info) => {
       const err = new GpuDeviceLostError(
@@ -195,7 +230,22 @@ export class GpuContext {
       maxInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
       maxStorageBuffersPerStage: dl.maxStorageBuffersPerShaderStage,
     };
-    return new GpuContext(device, adapter.info, limits, label, options.poolBytes ?? 512 * 1024 * 1024);
+    const budget = options.memoryBudget ?? defaultMemoryBudget(dl.maxBufferSize);
+    if (!(budget >= MIN_MEMORY_BUDGET)) {
+      device.destroy();
+      throw new GpuLimitError(
+        `A GPU memory budget of ${budget} bytes is too small to merge with; give at least 16M (16 million bytes).`,
+      );
+    }
+    return new GpuContext(
+      device,
+      adapter.info,
+      limits,
+      label,
+      options.poolBytes ?? 512 * 1024 * 1024,
+      budget,
+      options.onTilePlan,
+    );
   }
 
   /** Throws the device loss or the first uncaptured GPU error seen so far. */

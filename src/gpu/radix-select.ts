@@ -6,10 +6,10 @@
  * the elements equal to the threshold: that gives the exact cut of "keep the first j of the equal
  * ones in index order" without any scan over the tensor.
  */
-import { CommandBatch, readback } from './commands';
+import { CommandBatch, readback, STORAGE_USAGE } from './commands';
 import type { GpuContext } from './device';
 import { KERNELS } from './kernels';
-import type { TensorStack } from './stack';
+import type { StackTile, TileSet } from './stack';
 
 /** The element of a given rank, as (|x| bit pattern, flat index). */
 export interface RankedElement {
@@ -64,7 +64,7 @@ interface SelectionState {
  */
 export async function selectRanks(
   ctx: GpuContext,
-  stack: TensorStack,
+  stack: TileSet,
   queries: readonly RankQuery[],
   options: RadixOptions = {},
 ): Promise<RankedElement[]> {
@@ -143,7 +143,7 @@ function walk(h: Uint32Array, st: SelectionState, order: 'asc' | 'desc'): number
 
 async function histograms(
   ctx: GpuContext,
-  stack: TensorStack,
+  stack: TileSet,
   queries: readonly RankQuery[],
   states: readonly SelectionState[],
   keyMode: 0 | 1,
@@ -151,32 +151,55 @@ async function histograms(
   bits: number,
   bins: number,
 ): Promise<Uint32Array> {
-  const batch = new CommandBatch(ctx, `radix.pass${keyMode}.${shift}`);
+  const label = `radix.pass${keyMode}.${shift}`;
   const sel = new Uint32Array(queries.length * 4);
   queries.forEach((q, s) => {
     sel.set([q.row, states[s].prefixMask, states[s].prefixValue, states[s].target], s * 4);
   });
-  const selections = batch.upload(sel, 'radix.selections');
   const histBytes = queries.length * bins * 4;
-  const hist = batch.scratch(histBytes, 'radix.histograms');
-  batch.clear(hist, 0, Math.ceil(histBytes / 4) * 4);
-  for (const tile of stack.tiles) {
-    if (tile.count === 0) continue;
-    batch.dispatch({
-      kernel: KERNELS.radixHistogram,
-      overrides: { WORKGROUP_SIZE: WORKGROUP, ITEMS_PER_THREAD, RADIX_BINS: bins, KEY_MODE: keyMode },
-      bindings: [
-        new Uint32Array([tile.count, tile.stride, tile.start, shift, 2 ** bits - 1, 0, 0, 0]),
-        selections,
-        tile.buffer,
-        hist,
-      ],
-      workgroups: Math.ceil(tile.count / (WORKGROUP * ITEMS_PER_THREAD)),
-      z: queries.length,
+  // The histograms and selections outlive the tiles' batches: a streamed stack visits one at a time.
+  const hist = ctx.pool.acquire(histBytes, STORAGE_USAGE, 'radix.histograms');
+  const selections = ctx.pool.acquire(sel.byteLength, STORAGE_USAGE, 'radix.selections');
+  try {
+    ctx.device.queue.writeBuffer(selections, 0, sel);
+    const clear = new CommandBatch(ctx, `${label}.clear`);
+    clear.clear(hist, 0, Math.ceil(histBytes / 4) * 4);
+    clear.submit();
+    await stack.visit(label, (batch, tile) => {
+      if (tile.count === 0) return;
+      dispatchHistogram(batch, tile, queries.length, selections, hist, shift, bits, bins, keyMode);
     });
+    const batch = new CommandBatch(ctx, `${label}.read`);
+    const read = readback(batch, hist, 0, histBytes);
+    batch.submit();
+    const bytes = await read();
+    return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  } finally {
+    ctx.pool.release(hist, selections);
   }
-  const read = readback(batch, hist, 0, histBytes);
-  batch.submit();
-  const bytes = await read();
-  return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
+
+function dispatchHistogram(
+  batch: CommandBatch,
+  tile: StackTile,
+  queries: number,
+  selections: GPUBuffer,
+  hist: GPUBuffer,
+  shift: number,
+  bits: number,
+  bins: number,
+  keyMode: 0 | 1,
+): void {
+  batch.dispatch({
+    kernel: KERNELS.radixHistogram,
+    overrides: { WORKGROUP_SIZE: WORKGROUP, ITEMS_PER_THREAD, RADIX_BINS: bins, KEY_MODE: keyMode },
+    bindings: [
+      new Uint32Array([tile.count, tile.stride, tile.start, shift, 2 ** bits - 1, 0, 0, 0]),
+      selections,
+      tile.buffer,
+      hist,
+    ],
+    workgroups: Math.ceil(tile.count / (WORKGROUP * ITEMS_PER_THREAD)),
+    z: queries,
+  });
 }

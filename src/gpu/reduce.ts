@@ -5,10 +5,10 @@
  * sums. Only the final sums are read back.
  */
 import { REDUCTION_BLOCK } from '../methods/f32-reduce';
-import { CommandBatch, readback } from './commands';
+import { CommandBatch, readback, STORAGE_USAGE } from './commands';
 import { type GpuContext, GpuLimitError } from './device';
 import { KERNELS } from './kernels';
-import { type TensorStack, TILE_ALIGN } from './stack';
+import { TILE_ALIGN, type TileSet } from './stack';
 
 export type SumTerm = 'abs' | 'square' | 'dot';
 
@@ -34,20 +34,22 @@ if (TILE_ALIGN % REDUCTION_BLOCK !== 0) throw new Error('tiles must start on red
 /**
  * Blocked f32 sums of the requested terms over the stack's rows, one per segment of
  * `segmentLength` elements (default: the whole tensor is one segment). Returns [sum][segment].
- * Tiles must start on segment boundaries when segments are shorter than the tensor.
+ * Tiles must start on segment boundaries when segments are shorter than the tensor. The partial
+ * sums of one call take at most `levelBytes` of GPU memory (more sums take more passes).
  */
 export async function rowSums(
   ctx: GpuContext,
-  stack: TensorStack,
+  stack: TileSet,
   sums: readonly RowSum[],
   segmentLength = stack.count,
+  levelBytes = ctx.limits.maxBindingBytes,
 ): Promise<Float32Array> {
   const segments = stack.count === 0 ? 0 : Math.ceil(stack.count / segmentLength);
   const out = new Float32Array(sums.length * segments);
   if (sums.length === 0 || segments === 0) return out;
   const perSegment = Math.ceil(segmentLength / REDUCTION_BLOCK);
   const level0 = segments * perSegment;
-  const perChunk = Math.floor(ctx.limits.maxBindingBytes / (level0 * 4));
+  const perChunk = Math.floor(Math.min(ctx.limits.maxBindingBytes, levelBytes) / (level0 * 4));
   if (perChunk < 1) {
     throw new GpuLimitError(
       `A tensor of ${stack.count} elements has too many partial sums for one GPU binding.`,
@@ -62,16 +64,36 @@ export async function rowSums(
 
 async function sumChunk(
   ctx: GpuContext,
-  stack: TensorStack,
+  stack: TileSet,
   sums: readonly RowSum[],
   segmentLength: number,
   segments: number,
 ): Promise<Float32Array> {
-  const batch = new CommandBatch(ctx, 'row-sums');
   const s = sums.length;
   const whole = segments === 1;
-  let width = Math.ceil(segmentLength / REDUCTION_BLOCK);
-  let level = batch.scratch(s * segments * width * 4, 'row-sums.level');
+  const width = Math.ceil(segmentLength / REDUCTION_BLOCK);
+  // Level 0 outlives the tiles' batches: a streamed stack fills it one tile at a time.
+  const level0 = ctx.pool.acquire(s * segments * width * 4, STORAGE_USAGE, 'row-sums.level0');
+  try {
+    return await sumLevels(ctx, stack, sums, segmentLength, segments, whole, width, level0);
+  } finally {
+    ctx.pool.release(level0);
+  }
+}
+
+async function sumLevels(
+  ctx: GpuContext,
+  stack: TileSet,
+  sums: readonly RowSum[],
+  segmentLength: number,
+  segments: number,
+  whole: boolean,
+  firstWidth: number,
+  level0: GPUBuffer,
+): Promise<Float32Array> {
+  const s = sums.length;
+  let width = firstWidth;
+  let level = level0;
   const byTerm = new Map<SumTerm, number[]>();
   sums.forEach((r, k) => {
     const list = byTerm.get(r.term) ?? [];
@@ -79,9 +101,9 @@ async function sumChunk(
     byTerm.set(r.term, list);
   });
   // Level 0, per tile: sum k's block sums go to [k][segment][block].
-  for (const [term, ks] of byTerm) {
-    for (const tile of stack.tiles) {
-      if (tile.count === 0) continue;
+  await stack.visit('row-sums', (batch, tile) => {
+    if (tile.count === 0) return;
+    for (const [term, ks] of byTerm) {
       if (!whole && tile.start % segmentLength !== 0) {
         throw new Error(`tile at ${tile.start} does not start on a segment of ${segmentLength}`);
       }
@@ -104,7 +126,8 @@ async function sumChunk(
         z: ks.length,
       });
     }
-  }
+  });
+  const batch = new CommandBatch(ctx, 'row-sums.levels');
   // Upper levels: re-sum runs of REDUCTION_BLOCK block sums per segment until one value is left.
   while (width > 1) {
     const next = Math.ceil(width / REDUCTION_BLOCK);

@@ -6,6 +6,7 @@
  * measured 23x slower than the CPU backend): it merges on the CPU and says so. `gpu` still uses one.
  */
 import { cpuBackend, type MergeBackend } from '../engine/merge';
+import { formatBytes } from '../formats/size';
 import { GpuMergeBackend } from './backend';
 
 export type DeviceChoice = 'auto' | 'cpu' | 'gpu';
@@ -58,6 +59,8 @@ export interface SelectBackendOptions {
   gpu?: () => Promise<GPU | undefined>;
   notice(line: string): void;
   label?: string;
+  /** GPU memory the merge may hold at once, in bytes (default: from the adapter's limits). */
+  memoryBudget?: number;
 }
 
 export async function selectBackend(
@@ -92,7 +95,12 @@ export async function selectBackend(
   if (software && choice === 'auto') return fallback(software);
   let backend: GpuMergeBackend;
   try {
-    backend = await GpuMergeBackend.create({ gpu, adapter, label: opts.label ?? 'l2s-merge' });
+    backend = await GpuMergeBackend.create({
+      gpu,
+      adapter,
+      label: opts.label ?? 'l2s-merge',
+      memoryBudget: opts.memoryBudget,
+    });
   } catch (e) {
     return fallback((e as Error).message);
   }
@@ -101,14 +109,21 @@ export async function selectBackend(
     return fallback(`${opts.methodName} has no GPU implementation yet`);
   }
   opts.notice(
-    `merging on the GPU (${adapterName(adapter)})${software ? ': a software renderer, expect it to be slower than the CPU' : ''}`,
+    `merging on the GPU (${adapterName(adapter)}) within ${formatBytes(backend.ctx.memoryBudget)} of GPU memory${software ? ': a software renderer, expect it to be slower than the CPU' : ''}`,
   );
   return {
-    backend: {
-      kind: 'gpu',
-      merge: (method, inputs) => backend.merge(method, inputs),
-      mergeBytes: (method, inputs) => backend.mergeBytes(method, inputs),
-    },
+    backend: gpuMergeBackend(backend),
     dispose: () => backend.destroy(),
+  };
+}
+
+/** The engine's view of a GPU backend: whole tensors, raw bytes, and streamed tensors. */
+export function gpuMergeBackend(backend: GpuMergeBackend): MergeBackend {
+  return {
+    kind: 'gpu',
+    merge: (method, inputs) => backend.merge(method, inputs),
+    mergeBytes: (method, inputs) => backend.mergeBytes(method, inputs),
+    mergeStream: (method, inputs) => backend.mergeStream(method, inputs),
+    streams: (method) => backend.streams(method),
   };
 }

@@ -1,6 +1,14 @@
 /**
  * The inputs of one merge on the GPU: a stack of rows (one per model, f32), cut into tiles along the
  * elements so that no binding exceeds the device's storage binding limit.
+ *
+ * Two kinds of stack serve the same passes (`TileSet`): a `TensorStack` keeps every tile on the
+ * device for the whole merge; a `StreamedStack` holds one tile at a time and uploads it again from
+ * the host for every pass, so a tensor of any size merges within the GPU memory budget. Work that
+ * changes the inputs in place (task vectors, sparsification masks) is a `transform`: applied once to
+ * resident tiles, replayed on every load of a streamed one. Passes visit tiles in index order and
+ * whole-tensor statistics accumulate across them in the same order either way, so the two kinds
+ * give the same bits.
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 import { CommandBatch, readback, STORAGE_USAGE, writeView } from './commands';
@@ -20,14 +28,63 @@ export interface RawTensor {
   readonly dtype: FloatDType;
 }
 
-export interface StackTile {
+/** Where a tile lies in the tensor. */
+export interface TileRange {
   readonly index: number;
   /** Global flat index of the tile's first element. */
   readonly start: number;
   readonly count: number;
-  /** Elements between rows in `buffer` (row r starts at r * stride). */
+  /** Elements between rows in the tile's buffer (row r starts at r * stride). */
   readonly stride: number;
+}
+
+export interface StackTile extends TileRange {
   readonly buffer: GPUBuffer;
+}
+
+/**
+ * Records work on one tile while it is on the device, into `batch` (submitted right after). It may
+ * return a promise of that work's results coming back (a readback); a pass keeps at most
+ * `MAX_TILES_IN_FLIGHT` of them pending, which bounds the memory their staging buffers take.
+ */
+export type TileVisitor = (batch: CommandBatch, tile: StackTile) => void | Promise<void>;
+
+export const MAX_TILES_IN_FLIGHT = 2;
+
+/** The tiles of one tensor's inputs, resident or streamed (module comment). */
+export interface TileSet {
+  readonly rows: number;
+  readonly count: number;
+  readonly tiles: readonly TileRange[];
+  /** Runs `visitor` on every tile in index order; resolves when every result it returned is back. */
+  visit(label: string, visitor: TileVisitor): Promise<void>;
+  /** Changes the inputs in place on every tile from now on (module comment). */
+  transform(label: string, stage: (batch: CommandBatch, tile: StackTile) => void): Promise<void>;
+  release(): void;
+}
+
+/** Keeps at most MAX_TILES_IN_FLIGHT results pending; `drain` waits for the rest. */
+class InFlight {
+  private readonly pending: Promise<void>[] = [];
+
+  async add(result: void | Promise<void>): Promise<void> {
+    if (!result) return;
+    // A failure surfaces from drain() or the next add(); meanwhile it must not count as unhandled.
+    result.catch(() => {});
+    this.pending.push(result);
+    while (this.pending.length > MAX_TILES_IN_FLIGHT) await this.pending.shift();
+  }
+
+  async drain(): Promise<void> {
+    while (this.pending.length > 0) await this.pending.shift();
+  }
+}
+
+/** Where a streamed stack reads one model's elements from: raw little-endian bytes of `dtype`. */
+export interface TileSource {
+  readonly dtype: FloatDType;
+  /** Bytes of elements [start, start + count) of this model's tensor. */
+  read(start: number, count: number): Uint8Array | Promise<Uint8Array>;
 }
 
 /** How many elements one tile of `rows` f32 rows may hold under the binding limit. */
@@ -49,7 +106,7 @@ export function tileRanges(count: number, capacity: number): Array<[number, numb
   return out;
 }
 
-export class TensorStack {
+export class TensorStack implements TileSet {
   readonly tiles: StackTile[];
 
   private constructor(
@@ -87,19 +144,7 @@ export class TensorStack {
 
   /** Decodes raw bytes into `row` of `tile` (or writes them directly when already F32). */
   writeRaw(batch: CommandBatch, tile: StackTile, row: number, raw: RawTensor): void {
-    const bpe = DTYPE_BYTES[raw.dtype];
-    const slice = raw.bytes.subarray(tile.start * bpe, (tile.start + tile.count) * bpe);
-    if (raw.dtype === 'F32') {
-      writeView(this.ctx.device.queue, tile.buffer, row * tile.stride * 4, slice);
-      return;
-    }
-    const src = batch.upload(slice, 'raw');
-    batch.dispatch({
-      kernel: KERNELS.decode,
-      overrides: { DTYPE: DTYPE_CODE[raw.dtype], WORKGROUP_SIZE: WORKGROUP },
-      bindings: [new Uint32Array([tile.count, row * tile.stride, 0, 0]), src, tile.buffer],
-      workgroups: Math.ceil(tile.count / WORKGROUP),
-    });
+    writeRawRow(this.ctx, batch, tile, row, raw, tile.start);
   }
 
   /** Loads every row from raw tensors, one submit per tile. */
@@ -115,9 +160,150 @@ export class TensorStack {
     }
   }
 
+  /** Loads every row from tile sources, a tile at a time (reading the next while this one uploads). */
+  async loadFrom(sources: readonly TileSource[]): Promise<void> {
+    if (sources.length !== this.rows)
+      throw new Error(`stack of ${this.rows} rows given ${sources.length} inputs`);
+    const read = (tile: StackTile) => Promise.all(sources.map(async (s) => s.read(tile.start, tile.count)));
+    let next = read(this.tiles[0]);
+    for (const tile of this.tiles) {
+      const raw = await next;
+      const following = this.tiles[tile.index + 1];
+      if (following) {
+        next = read(following);
+        next.catch(() => {});
+      }
+      const batch = new CommandBatch(this.ctx, `load.tile${tile.index}`);
+      raw.forEach((bytes, row) => {
+        writeRawRow(this.ctx, batch, tile, row, { bytes, dtype: sources[row].dtype }, 0);
+      });
+      batch.submit();
+    }
+  }
+
+  async visit(label: string, visitor: TileVisitor): Promise<void> {
+    const inFlight = new InFlight();
+    for (const tile of this.tiles) {
+      const batch = new CommandBatch(this.ctx, `${label}.tile${tile.index}`);
+      const result = visitor(batch, tile);
+      batch.submit();
+      await inFlight.add(result);
+    }
+    await inFlight.drain();
+  }
+
+  transform(label: string, stage: (batch: CommandBatch, tile: StackTile) => void): Promise<void> {
+    return this.visit(label, (batch, tile) => stage(batch, tile));
+  }
+
   release(): void {
     this.ctx.pool.release(...this.tiles.map((t) => t.buffer));
   }
+}
+
+/**
+ * A stack with one tile on the device at a time: every pass reads each tile's inputs from the
+ * sources again, decodes them into one pooled buffer, replays the transforms, runs the pass's work
+ * and moves on (queue order keeps the reused buffer's uses apart). The next tile's bytes are read
+ * on the host while the device works on this one.
+ */
+export class StreamedStack implements TileSet {
+  readonly tiles: TileRange[];
+  private readonly stages: Array<(batch: CommandBatch, tile: StackTile) => void> = [];
+
+  constructor(
+    readonly ctx: GpuContext,
+    readonly count: number,
+    readonly capacity: number,
+    private readonly sources: readonly TileSource[],
+  ) {
+    if (count >= 2 ** 32) {
+      throw new GpuLimitError(
+        `A tensor of ${count} elements is beyond the GPU kernels' 2^32 element indexing.`,
+      );
+    }
+    // One stride for every tile, so every pass reuses the same buffer.
+    this.tiles = tileRanges(count, capacity).map(([start, n], index) => ({
+      index,
+      start,
+      count: n,
+      stride: Math.max(capacity, 1),
+    }));
+  }
+
+  get rows(): number {
+    return this.sources.length;
+  }
+
+  private read(tile: TileRange): Promise<Uint8Array[]> {
+    return Promise.all(this.sources.map(async (s) => s.read(tile.start, tile.count)));
+  }
+
+  async visit(label: string, visitor: TileVisitor): Promise<void> {
+    const inFlight = new InFlight();
+    let next = this.read(this.tiles[0]);
+    for (const range of this.tiles) {
+      const raw = await next;
+      const following = this.tiles[range.index + 1];
+      if (following) {
+        next = this.read(following);
+        next.catch(() => {});
+      }
+      const buffer = this.ctx.pool.acquire(this.rows * range.stride * 4, STORAGE_USAGE, 'stream.tile');
+      const tile: StackTile = { ...range, buffer };
+      try {
+        const batch = new CommandBatch(this.ctx, `${label}.tile${range.index}`);
+        raw.forEach((bytes, row) => {
+          writeRawRow(this.ctx, batch, tile, row, { bytes, dtype: this.sources[row].dtype }, 0);
+        });
+        for (const stage of this.stages) stage(batch, tile);
+        const result = visitor(batch, tile);
+        batch.submit();
+        await inFlight.add(result);
+      } finally {
+        this.ctx.pool.release(buffer);
+      }
+    }
+    await inFlight.drain();
+  }
+
+  async transform(_label: string, stage: (batch: CommandBatch, tile: StackTile) => void): Promise<void> {
+    this.stages.push(stage);
+  }
+
+  release(): void {}
+}
+
+/**
+ * Decodes the raw bytes of `tile`'s elements (from `at` elements into `raw`) into `row` of the
+ * tile's buffer, or writes them directly when already F32.
+ */
+function writeRawRow(
+  ctx: GpuContext,
+  batch: CommandBatch,
+  tile: StackTile,
+  row: number,
+  raw: RawTensor,
+  at: number,
+): void {
+  const bpe = DTYPE_BYTES[raw.dtype];
+  const slice = raw.bytes.subarray(at * bpe, (at + tile.count) * bpe);
+  if (slice.byteLength !== tile.count * bpe) {
+    throw new RangeError(
+      `tile ${tile.index} needs ${tile.count * bpe} bytes of ${raw.dtype} for row ${row}, got ${slice.byteLength}`,
+    );
+  }
+  if (raw.dtype === 'F32') {
+    writeView(ctx.device.queue, tile.buffer, row * tile.stride * 4, slice);
+    return;
+  }
+  const src = batch.upload(slice, 'raw');
+  batch.dispatch({
+    kernel: KERNELS.decode,
+    overrides: { DTYPE: DTYPE_CODE[raw.dtype], WORKGROUP_SIZE: WORKGROUP },
+    bindings: [new Uint32Array([tile.count, row * tile.stride, 0, 0]), src, tile.buffer],
+    workgroups: Math.ceil(tile.count / WORKGROUP),
+  });
 }
 
 /**

@@ -33,8 +33,11 @@
  * Defaults per method are mergekit's registry: ties normalizes; dare_* and della* rescale; della also
  * normalizes; task_arithmetic and breadcrumbs* do neither.
  */
+
+import type { GpuMergeJob } from '../gpu/job';
 import { fnv1a32 } from '../random/counter-rng';
 import { chunkLength, chunkRowLength, mergeAsOneChunk, ScratchF32, specOf } from './chunks';
+import { taskArithmeticOnGpu } from './generalized-task-arithmetic.gpu';
 import { elementCount, readBoolean, readNumber } from './params';
 import {
   type ChunkSparsifier,
@@ -513,6 +516,10 @@ export class GeneralizedTaskArithmetic implements MergeMethod {
 
   merge(inputs: MergeInputs): Float32Array {
     return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  gpu(job: GpuMergeJob): Promise<void> {
+    return taskArithmeticOnGpu(this, job);
   }
 
   stream(spec: TensorMergeSpec): StreamingMerge {

@@ -10,7 +10,10 @@
  * mergekit has no guard on the divisor and would write Inf/NaN when the weights sum to 0; here that is
  * an error that names the fix instead. Element-wise, so a chunk of rows needs no statistics pass.
  */
+
+import type { GpuMergeJob } from '../gpu/job';
 import { chunkLength, chunkRowLength, mergeAsOneChunk, specOf } from './chunks';
+import { linearOnGpu } from './linear.gpu';
 import { elementCount, readBoolean, readNumber } from './params';
 import {
   type MergeInputs,
@@ -43,6 +46,10 @@ export class LinearMerge implements MergeMethod {
 
   merge(inputs: MergeInputs): Float32Array {
     return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  gpu(job: GpuMergeJob): Promise<void> {
+    return linearOnGpu(this, job);
   }
 
   stream(spec: TensorMergeSpec): StreamingMerge {

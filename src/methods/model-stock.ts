@@ -18,8 +18,10 @@
  * all chunks; with filter_wise, every row lies inside one chunk and no statistics pass is needed.
  */
 
+import type { GpuMergeJob } from '../gpu/job';
 import { chunkLength, chunkRowLength, mergeAsOneChunk, ScratchF32, specOf } from './chunks';
 import { BlockedSumF32 } from './f32-reduce';
+import { modelStockOnGpu } from './model-stock.gpu';
 import { elementCount, readBoolean } from './params';
 import {
   type MergeInputs,
@@ -114,6 +116,10 @@ export class ModelStockMerge implements MergeMethod {
 
   merge(inputs: MergeInputs): Float32Array {
     return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  gpu(job: GpuMergeJob): Promise<void> {
+    return modelStockOnGpu(this, job);
   }
 
   stream(spec: TensorMergeSpec): StreamingMerge {

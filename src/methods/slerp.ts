@@ -20,9 +20,11 @@
  * (it needs na and nb), and the output pass is element-wise.
  */
 
+import type { GpuMergeJob } from '../gpu/job';
 import { chunkLength, chunkRowLength, mergeAsOneChunk, ScratchF32, specOf } from './chunks';
 import { BlockedSumF32 } from './f32-reduce';
 import { elementCount, readNumber } from './params';
+import { slerpOnGpu } from './slerp.gpu';
 import {
   type MergeInputs,
   type MergeMethod,
@@ -119,6 +121,10 @@ export class SlerpMerge implements MergeMethod {
 
   merge(inputs: MergeInputs): Float32Array {
     return mergeAsOneChunk(this.name, this.stream(specOf(inputs)), inputs);
+  }
+
+  gpu(job: GpuMergeJob): Promise<void> {
+    return slerpOnGpu(this, job);
   }
 
   stream(spec: TensorMergeSpec): StreamingMerge {

@@ -5,6 +5,8 @@
  * kernels are tested against.
  */
 
+import type { GpuMergeJob } from '../gpu/job';
+
 export type ParamValue = number | boolean | string;
 export type ResolvedParams = Readonly<Record<string, ParamValue>>;
 
@@ -78,6 +80,13 @@ export interface MergeMethod {
    * at once (the SVD family); the engine then calls `merge`.
    */
   stream?(spec: TensorMergeSpec): StreamingMerge;
+  /**
+   * The same merge on the GPU, bit for bit (its wiring lives beside the method, in `<method>.gpu.ts`,
+   * and names the kernels it runs): loads the job's tile set, runs its passes and emits every tile's
+   * output. Absent for methods without GPU kernels; the SVD family runs its own steps on the GPU
+   * through `LowRankMergeMethod.steps` instead.
+   */
+  gpu?(job: GpuMergeJob): Promise<void>;
 }
 
 /** What a streamed merge knows before it sees any values: `MergeInputs` without them. */

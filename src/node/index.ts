@@ -4,13 +4,23 @@ export { selectBackend } from '../cli/backend';
 export type { TinyQwenShape } from '../demo/tiny-qwen';
 export { tinyQwenTensorShapes } from '../demo/tiny-qwen';
 export type { MergeBackend, MergeOptions, MergeProgress, MergeResult } from '../engine/merge';
-export { cpuBackend, DEFAULT_OUT_SHARD_SIZE, prepareMerge, runMerge, STREAM_ELEMENTS } from '../engine/merge';
+export {
+  cpuBackend,
+  DEFAULT_OUT_SHARD_SIZE,
+  placementSummary,
+  prepareMerge,
+  runMerge,
+  STREAM_ELEMENTS,
+} from '../engine/merge';
 export { readInto } from '../formats/byte-source';
 export { DTYPE_BYTES, decodeToF32, encodeFromF32 } from '../formats/dtype';
 export { readSafetensorsHeader, readTensorBytes } from '../formats/safetensors';
 export { planShards, ShardWriter } from '../formats/shard-writer';
+export { parseByteSize } from '../formats/size';
+export { GpuMergeBackend } from '../gpu/backend';
 export { GpuContext } from '../gpu/device';
 export { rsvdGpu } from '../gpu/rsvd';
+export { gpuMergeBackend } from '../gpu/select-backend';
 export { frobeniusNormSquared, lowRankProduct, matmul, rsvd } from '../linalg';
 // AIM's statistics pass (bench/aim.mjs).
 export { cpuStatisticsSink, runStatisticsPass } from '../model/calibration';

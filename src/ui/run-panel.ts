@@ -9,6 +9,7 @@
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { live } from 'lit/directives/live.js';
+import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
@@ -35,6 +36,7 @@ interface RunSettings {
   seed: number;
   device: BackendChoice;
   shardSize: string;
+  gpuMemory?: string;
 }
 
 const SETTINGS_KEY = 'run-settings';
@@ -124,6 +126,8 @@ export class L2sRunPanel extends LitElement {
   @state() private device: BackendChoice = 'auto';
   /** `--out-shard-size` as typed (5B, 500M, bytes); empty for the default. */
   @state() private shardSize = '';
+  /** `--gpu-memory` as typed (3B, 500M, bytes); empty for the default from the GPU's limits. */
+  @state() private gpuMemory = '';
   @state() private backendUsed?: 'cpu' | 'gpu';
   /** The output the last finished merge wrote (the output panel shows it once loaded). */
   @state() private outputUsed?: string;
@@ -147,6 +151,7 @@ export class L2sRunPanel extends LitElement {
       this.seed = saved.seed;
       this.device = saved.device;
       this.shardSize = saved.shardSize;
+      this.gpuMemory = saved.gpuMemory ?? '';
     });
     this.channel = new BroadcastChannel(RUNS_CHANNEL);
     this.channel.onmessage = () => {
@@ -165,7 +170,12 @@ export class L2sRunPanel extends LitElement {
   }
 
   private saveSettings(): void {
-    const settings: RunSettings = { seed: this.seed, device: this.device, shardSize: this.shardSize };
+    const settings: RunSettings = {
+      seed: this.seed,
+      device: this.device,
+      shardSize: this.shardSize,
+      gpuMemory: this.gpuMemory,
+    };
     void saveUiState(SETTINGS_KEY, settings);
   }
 
@@ -185,7 +195,21 @@ export class L2sRunPanel extends LitElement {
       this.message = `${(e as Error).name}: shard size: ${(e as Error).message}`;
       return Promise.resolve();
     }
-    const request = { recipeText: this.recipeText, seed: this.seed, device: this.device, outShardSize };
+    let gpuMemory: number | undefined;
+    try {
+      gpuMemory = this.gpuMemory.trim() ? parseByteSize(this.gpuMemory) : undefined;
+    } catch (e) {
+      this.state = 'error';
+      this.message = `${(e as Error).name}: GPU memory: ${(e as Error).message}`;
+      return Promise.resolve();
+    }
+    const request = {
+      recipeText: this.recipeText,
+      seed: this.seed,
+      device: this.device,
+      outShardSize,
+      gpuMemory,
+    };
     return this.execute(newRunId(), 'Merging…', (engine, runId, onProgress, onLog) =>
       engine.api.merge(runId, request, onProgress, onLog),
     );
@@ -280,7 +304,8 @@ export class L2sRunPanel extends LitElement {
       this.state = 'done';
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
-        `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}.`;
+        `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
+        `${placementSummary(outcome.placement)}.`;
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
@@ -451,6 +476,19 @@ export class L2sRunPanel extends LitElement {
               .value=${live(this.shardSize)}
               @input=${(e: Event) => {
                 this.shardSize = (e.target as HTMLInputElement).value;
+                this.saveSettings();
+              }}
+          /></label>
+          <label
+            title="GPU memory the merge may use: bytes, or with K, M, B (thousand, million, billion); empty for a share of the GPU's limits. Larger tensors stream through the GPU a tile at a time."
+            >GPU memory
+            <input
+              data-testid="merge-gpu-memory"
+              placeholder="auto"
+              style="width: 5em"
+              .value=${live(this.gpuMemory)}
+              @input=${(e: Event) => {
+                this.gpuMemory = (e.target as HTMLInputElement).value;
                 this.saveSettings();
               }}
           /></label>

@@ -9,6 +9,7 @@ export function selectWorkerBackend(
   choice: BackendChoice,
   methodName: string,
   notice: (line: string) => void,
+  memoryBudget?: number,
 ): Promise<SelectedBackend> {
-  return selectBackend(choice, { methodName, notice, label: 'l2s-worker' });
+  return selectBackend(choice, { methodName, notice, label: 'l2s-worker', memoryBudget });
 }

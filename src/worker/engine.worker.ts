@@ -13,7 +13,7 @@
 import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
 import type { ModelResolver } from '../engine/io';
-import { type MergeProgress, prepareMerge, runMerge } from '../engine/merge';
+import { type MergeProgress, prepareMerge, runMerge, type TensorPlacement } from '../engine/merge';
 import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
   type InspectProgress,
@@ -71,6 +71,8 @@ export interface MergeRequest {
   seed: number;
   outShardSize?: number;
   device: BackendChoice;
+  /** GPU memory the merge may hold, in bytes (default: from the adapter's limits). */
+  gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
 }
@@ -98,6 +100,8 @@ export interface MergeOutcome {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
+  placement: TensorPlacement;
   elapsedMs: number;
 }
 
@@ -330,6 +334,7 @@ async function journaledMerge(
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
       backend: result.backend,
+      placement: result.placement,
       elapsedMs: performance.now() - started,
     };
   } finally {
@@ -490,14 +495,18 @@ const api = {
           recipeText: request.recipeText,
           seed: request.seed,
           device: request.device,
+          gpuMemory: request.gpuMemory,
           outShardSize: request.outShardSize,
           startedAt: Date.now(),
           tensorsDone: 0,
           tensorsTotal: plan.tensors.length,
           models: await planModels(plan),
         };
-        const selected = await selectWorkerBackend(request.device, recipe.mergeMethod, (line) =>
-          onLog?.(line),
+        const selected = await selectWorkerBackend(
+          request.device,
+          recipe.mergeMethod,
+          (line) => onLog?.(line),
+          request.gpuMemory,
         );
         let output: OpfsOutput;
         try {
@@ -565,8 +574,11 @@ const api = {
         }
         if (obstacle) return cannot(obstacle);
         // A backend that is missing now may come back (another tab held the GPU): keep the run.
-        const selected = await selectWorkerBackend(record.device, recipe.mergeMethod, (line) =>
-          onLog?.(line),
+        const selected = await selectWorkerBackend(
+          record.device,
+          recipe.mergeMethod,
+          (line) => onLog?.(line),
+          record.gpuMemory,
         );
         let output: OpfsOutput;
         try {

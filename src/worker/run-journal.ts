@@ -26,6 +26,8 @@ export interface RunJournalRecord {
   recipeText: string;
   seed: number;
   device: BackendChoice;
+  /** GPU memory budget in bytes (absent: the default from the adapter's limits). */
+  gpuMemory?: number;
   outShardSize?: number;
   startedAt: number;
   tensorsDone: number;

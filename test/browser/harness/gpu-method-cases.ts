@@ -5,7 +5,7 @@
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../../../src/formats/dtype';
 import { GpuMergeBackend } from '../../../src/gpu/backend';
-import type { GpuContext } from '../../../src/gpu/device';
+import type { GpuContext, TilePlan } from '../../../src/gpu/device';
 import { getMethod } from '../../../src/methods/index';
 import { type MergeInputs, MergeMethodError, type ResolvedParams } from '../../../src/methods/types';
 import type { GpuCase } from './gpu-cases';
@@ -102,7 +102,40 @@ const w = (weight: number, extra: ResolvedParams = {}): ModelSpec => ({ params: 
 
 const TILED = { maxStorageBufferBindingSize: 16 * 1024 };
 
+/** How the streamed cases' tensors were laid out (GpuContextOptions.onTilePlan). */
+const streamPlans: TilePlan[] = [];
+/** A 16 MB GPU memory budget and 1 MiB bindings: a few MB tensor streams in 20+ tiles. */
+const STREAMED = {
+  memoryBudget: 16_000_000,
+  maxStorageBufferBindingSize: 1024 * 1024,
+  onTilePlan: (plan: TilePlan) => {
+    streamPlans.push(plan);
+  },
+};
+
+/** compareBytes on a tensor that must stream through the budget in at least 20 tiles. */
+async function compareStreamed(ctx: GpuContext, s: MethodScenario): Promise<void> {
+  streamPlans.length = 0;
+  await compareBytes(ctx, s, 'BF16', 'BF16');
+  const plan = streamPlans.at(-1);
+  check(plan?.streamed === true, `${s.method}: expected the tensor to stream, got ${JSON.stringify(plan)}`);
+  check(plan!.tiles >= 20, `${s.method}: expected 20+ tiles, got ${plan!.tiles}`);
+  check(
+    ctx.pool.peakBytes <= ctx.memoryBudget,
+    `${s.method}: GPU memory peaked at ${ctx.pool.peakBytes} bytes, over the budget of ${ctx.memoryBudget}`,
+  );
+}
+
 export const METHOD_CASES: GpuCase[] = [
+  {
+    name: 'ties and dare_ties stream through a 16 MB GPU memory budget in 20+ tiles, equal to the CPU',
+    options: STREAMED,
+    async run(ctx) {
+      const models = [{}, w(0.6, { density: 0.3 }), w(0.5, { density: 0.6 })];
+      await compareStreamed(ctx, { method: 'ties', shape: [2048, 1024], models, baseIndex: 0, ties: true });
+      await compareStreamed(ctx, { method: 'dare_ties', shape: [2048, 1024], models, baseIndex: 0, seed: 3 });
+    },
+  },
   {
     name: 'linear equals the CPU (normalized, unnormalized, odd length)',
     async run(ctx) {
