@@ -8,6 +8,7 @@
  * A GSM8K answer is the worked solution followed by a line `#### N`; N is the gold answer.
  */
 import { normalizeAnswer } from './answer';
+import { DatasetFetchError, fetchViewerRows, viewerRowsUrl } from './dataset-viewer';
 import type { EvalQuestion } from './questions';
 
 export const DEFAULT_DATASETS_URL = 'https://datasets-server.huggingface.co';
@@ -16,9 +17,7 @@ export const GSM8K_DATASET = 'openai/gsm8k';
 export const DATASET_VIEWER_MAX_ROWS = 100;
 
 /** The dataset viewer could not be reached, refused the request, or sent something that is not GSM8K. */
-export class DatasetFetchError extends Error {
-  override name = 'DatasetFetchError';
-}
+export { DatasetFetchError };
 
 /** The gold answer after `####` in a GSM8K answer text, normalised. */
 export function parseGsm8kAnswer(answerText: string, where = 'gsm8k answer'): string {
@@ -39,58 +38,6 @@ export interface Gsm8kOptions {
   fetch?: typeof fetch;
 }
 
-interface ViewerRows {
-  rows: Array<{ row_idx: number; row: Record<string, unknown>; truncated_cells?: string[] }>;
-  num_rows_total?: number;
-}
-
-function rowsUrl(endpoint: string, offset: number, length: number): string {
-  const base = endpoint.replace(/\/+$/, '');
-  const query = new URLSearchParams({
-    dataset: GSM8K_DATASET,
-    config: 'main',
-    split: 'test',
-    offset: String(offset),
-    length: String(length),
-  });
-  return `${base}/rows?${query}`;
-}
-
-async function fetchPage(url: string, opts: Gsm8kOptions): Promise<ViewerRows> {
-  const fetchFn = opts.fetch ?? fetch;
-  let response: Response;
-  try {
-    response = await fetchFn(url, { signal: opts.signal, headers: { accept: 'application/json' } });
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') throw e;
-    throw new DatasetFetchError(
-      `could not reach the dataset viewer at ${url} (${(e as Error).message}). GSM8K needs a network ` +
-        'connection; offline, use the built-in questions.',
-    );
-  }
-  const body = await response.text();
-  if (!response.ok) {
-    let reason = body.slice(0, 200);
-    try {
-      const parsed = JSON.parse(body) as { error?: unknown };
-      if (typeof parsed.error === 'string') reason = parsed.error;
-    } catch {
-      // not JSON: show the start of the body
-    }
-    throw new DatasetFetchError(`the dataset viewer answered ${response.status} for ${url}: ${reason}`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body);
-  } catch {
-    throw new DatasetFetchError(`the dataset viewer's answer for ${url} is not JSON`);
-  }
-  const rows = (parsed as { rows?: unknown }).rows;
-  if (!Array.isArray(rows))
-    throw new DatasetFetchError(`the dataset viewer's answer for ${url} has no rows list`);
-  return parsed as ViewerRows;
-}
-
 /**
  * Questions `offset` .. `offset + count - 1` of the GSM8K test split (fewer when the split ends
  * first), in order, with ids `gsm8k-test-<row index>`.
@@ -105,8 +52,13 @@ export async function fetchGsm8kTest(count: number, opts: Gsm8kOptions = {}): Pr
   while (questions.length < count) {
     const offset = start + questions.length;
     const length = Math.min(DATASET_VIEWER_MAX_ROWS, count - questions.length);
-    const url = rowsUrl(endpoint, offset, length);
-    const page = await fetchPage(url, opts);
+    const request = { endpoint, dataset: GSM8K_DATASET, config: 'main', split: 'test', offset, length };
+    const url = viewerRowsUrl(request);
+    const page = await fetchViewerRows(request, {
+      signal: opts.signal,
+      fetch: opts.fetch,
+      offlineHint: '. GSM8K needs a network connection; offline, use the built-in questions.',
+    });
     for (const [i, entry] of page.rows.entries()) {
       const rowIndex = typeof entry?.row_idx === 'number' ? entry.row_idx : offset + i;
       const where = `${GSM8K_DATASET} test row ${rowIndex}`;

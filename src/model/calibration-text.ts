@@ -20,7 +20,8 @@
  *    dropped. No block at all is an error.
  * 5. sha256 = SHA-256 of the UTF-8 bytes of JSON.stringify(array of the kept, trimmed texts in order).
  */
-import { DATASET_VIEWER_MAX_ROWS, DatasetFetchError, DEFAULT_DATASETS_URL } from '../eval/gsm8k';
+import { DatasetFetchError, fetchViewerRows, type ViewerRows } from '../eval/dataset-viewer';
+import { DATASET_VIEWER_MAX_ROWS, DEFAULT_DATASETS_URL } from '../eval/gsm8k';
 import { BUILTIN_QUESTIONS } from '../eval/questions';
 import { uniformAt } from '../random/counter-rng';
 import type { CalibrationSettings, CalibrationSource } from '../recipe/aim';
@@ -193,11 +194,6 @@ export interface HubCandidateOptions {
   fetch?: typeof fetch;
 }
 
-interface ViewerPage {
-  rows: Array<{ row_idx: number; row: Record<string, unknown>; truncated_cells?: string[] }>;
-  num_rows_total?: number;
-}
-
 /**
  * Rows of a hub dataset through the dataset viewer API (`GET {endpoint}/rows?dataset&config&split&offset&length`,
  * at most 100 rows a request), fetched a page at a time as the sample order reaches them.
@@ -206,54 +202,29 @@ export async function hubCandidates(
   source: Extract<CalibrationSource, { kind: 'hub' }>,
   opts: HubCandidateOptions = {},
 ): Promise<CandidateTexts> {
-  const endpoint = (opts.endpoint ?? DEFAULT_DATASETS_URL).replace(/\/+$/, '');
-  const fetchFn = opts.fetch ?? fetch;
   const name = `${source.dataset} (${source.config}/${source.split})`;
-  const page = async (offset: number): Promise<ViewerPage> => {
-    const query = new URLSearchParams({
-      dataset: source.dataset,
-      config: source.config,
-      split: source.split,
-      offset: String(offset),
-      length: String(DATASET_VIEWER_MAX_ROWS),
-    });
-    const url = `${endpoint}/rows?${query}`;
-    let response: Response;
-    try {
-      response = await fetchFn(url, { signal: opts.signal, headers: { accept: 'application/json' } });
-    } catch (e) {
-      if ((e as Error).name === 'AbortError') throw e;
-      throw new DatasetFetchError(
-        `could not reach the dataset viewer at ${url} (${(e as Error).message}); calibrating on ${name} needs ` +
-          'a network connection: offline, use calibration source builtin or a local file',
-      );
-    }
-    const body = await response.text();
-    if (!response.ok) {
-      let reason = body.slice(0, 200);
-      try {
-        const parsed = JSON.parse(body) as { error?: unknown };
-        if (typeof parsed.error === 'string') reason = parsed.error;
-      } catch {
-        // not JSON: the start of the body says enough
-      }
-      throw new DatasetFetchError(`the dataset viewer answered ${response.status} for ${name}: ${reason}`);
-    }
-    let parsed: ViewerPage;
-    try {
-      parsed = JSON.parse(body) as ViewerPage;
-    } catch {
-      throw new DatasetFetchError(`the dataset viewer sent something that is not JSON for ${url}`);
-    }
-    if (!Array.isArray(parsed.rows))
-      throw new DatasetFetchError(`the dataset viewer's answer for ${url} has no rows list`);
-    return parsed;
-  };
+  const page = (offset: number): Promise<ViewerRows> =>
+    fetchViewerRows(
+      {
+        endpoint: opts.endpoint ?? DEFAULT_DATASETS_URL,
+        dataset: source.dataset,
+        config: source.config,
+        split: source.split,
+        offset,
+        length: DATASET_VIEWER_MAX_ROWS,
+      },
+      {
+        signal: opts.signal,
+        fetch: opts.fetch,
+        name,
+        offlineHint: `; calibrating on ${name} needs a network connection: offline, use calibration source builtin or a local file`,
+      },
+    );
   const first = await page(0);
   const total = first.num_rows_total;
   if (typeof total !== 'number' || !Number.isSafeInteger(total) || total < 0)
     throw new DatasetFetchError(`the dataset viewer did not say how many rows ${name} has (num_rows_total)`);
-  const pages = new Map<number, Promise<ViewerPage>>([[0, Promise.resolve(first)]]);
+  const pages = new Map<number, Promise<ViewerRows>>([[0, Promise.resolve(first)]]);
   const where = (i: number) => `${name} row ${i}`;
   return {
     count: total,
