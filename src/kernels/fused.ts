@@ -11,8 +11,9 @@
  *   kernels take the task vectors from the stored bytes, the sparsifiers of sparsify.ts decide what
  *   is kept (TIES' and breadcrumbs' masks and DARE's uniforms in WebAssembly, DELLA's ranks in
  *   TypeScript), and one kernel mixes, finishes and encodes.
- * - every other streamed method (slerp, model_stock): the WebAssembly codecs around the reference's
- *   own passes (their blocked reductions stay in TypeScript); slerp's output blend is a kernel.
+ * - slerp and model_stock (reduce-kernels.ts): their blocked sums and outputs in WebAssembly from the
+ *   stored bytes, the few upper levels of the sums and the coefficients in the reference's TypeScript.
+ * - every other streamed method: the WebAssembly codecs around the reference's own passes.
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 import { chunkRowLength } from '../methods/chunks';
@@ -27,6 +28,7 @@ import { elementCount } from '../methods/params';
 import { SELECTION_SAMPLE } from '../methods/rank-select';
 import type { ChunkSparsifier } from '../methods/sparsify';
 import type { MergeMethod, StreamingMerge, TensorMergeSpec } from '../methods/types';
+import { reductionChunkMerge } from './reduce-kernels';
 import { ArenaSparsifyKernels, SPARSIFY_SCRATCH_BYTES, selectionArenaBytes } from './sparsify-kernels';
 import { DELTA_VALUES, DTYPE_CODE, type KernelArena } from './wasm';
 
@@ -461,5 +463,7 @@ export function rawChunkMerge(
     return new LinearChunkMerge(arena, raw, weights, normalize);
   }
   if (elementCount(spec.shape) === 0) return null;
+  const reduction = reductionChunkMerge(arena, method, raw);
+  if (reduction) return reduction;
   return new CodecChunkMerge(arena, raw, method.stream(spec));
 }
