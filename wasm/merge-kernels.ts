@@ -924,3 +924,102 @@ export function stockBlend(
     store1(out, outDtype, i, t * (sum / <f32>count) + baseShare * load1(base, baseDtype, i));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// DELLA's keep probabilities (sparsify.ts dellaChunkProbabilities, rank-select.ts
+// fiberRanksFromBits): each fiber along dimension 1 ranked by magnitude, stably ascending (NaN
+// above +Inf, equal magnitudes in index order), by an LSD radix sort of (key << 32 | index) on the
+// key's four bytes (stable, so the index order of equal keys stays), skipping bytes that all keys share.
+
+const RADIX_BUCKETS: usize = 256;
+const RADIX_HISTOGRAM_BYTES: i32 = 4 * 256 * 4;
+
+/** Bytes of dellaProbabilities' scratch for fibers of `length` elements. */
+export function dellaScratchBytes(length: i32): i32 {
+  return length * 16 + RADIX_HISTOGRAM_BYTES;
+}
+
+/**
+ * probabilities[j] = low + fround(fround(fround(rank_j / rankSpan) * 2) * epsilon) for the n values
+ * at `values` (whole slabs of `length` fibers of `inner` elements each, fiber element j at stride
+ * `inner`), rank_j the 0-based position of |values[j]| in its fiber's stable ascending order.
+ */
+export function dellaProbabilities(
+  values: usize,
+  n: i32,
+  length: i32,
+  inner: i32,
+  low: f32,
+  epsilon: f32,
+  rankSpan: f32,
+  probabilities: usize,
+  scratch: usize,
+): void {
+  const count = <usize>length;
+  const stride = <usize>inner;
+  const slab = count * stride;
+  if (slab == 0) return;
+  const keysA = scratch;
+  const keysB = scratch + (count << 3);
+  const histogram = scratch + (count << 4);
+  for (let slabStart: usize = 0; slabStart < <usize>n; slabStart += slab) {
+    for (let r: usize = 0; r < stride; r++) {
+      const offset = slabStart + r;
+      memory.fill(histogram, 0, <usize>RADIX_HISTOGRAM_BYTES);
+      for (let j: usize = 0; j < count; j++) {
+        const abs = load<u32>(values + ((offset + j * stride) << 2)) & 0x7fffffff;
+        const key: u32 = abs > 0x7f800000 ? 0x7fc00000 : abs;
+        store<u64>(keysA + (j << 3), (<u64>key << 32) | <u64>j);
+        for (let b: usize = 0; b < 4; b++) {
+          const h = histogram + ((b * RADIX_BUCKETS + ((key >>> (<u32>b << 3)) & 0xff)) << 2);
+          store<u32>(h, load<u32>(h) + 1);
+        }
+      }
+      let from = keysA;
+      let to = keysB;
+      for (let b: usize = 0; b < 4; b++) {
+        const counts = histogram + ((b * RADIX_BUCKETS) << 2);
+        // Every key has the same byte here: the order is already sorted on it.
+        let trivial = false;
+        let total: u32 = 0;
+        for (let d: usize = 0; d < RADIX_BUCKETS; d++) {
+          const c = load<u32>(counts + (d << 2));
+          if (c == <u32>count) trivial = true;
+          store<u32>(counts + (d << 2), total);
+          total += c;
+        }
+        if (trivial) continue;
+        const shift = <u64>(32 + (b << 3));
+        for (let j: usize = 0; j < count; j++) {
+          const entry = load<u64>(from + (j << 3));
+          const h = counts + ((<usize>((entry >>> shift) & 0xff)) << 2);
+          const position = load<u32>(h);
+          store<u32>(h, position + 1);
+          store<u64>(to + (<usize>position << 3), entry);
+        }
+        const swap = from;
+        from = to;
+        to = swap;
+      }
+      for (let position: usize = 0; position < count; position++) {
+        const j = <usize>(<u32>load<u64>(from + (position << 3)));
+        const norm = <f32>position / rankSpan;
+        store<f32>(probabilities + ((offset + j * stride) << 2), low + norm * 2 * epsilon);
+      }
+    }
+  }
+}
+
+/** values[j] *= +(uniform[j] < probabilities[j]) for j in [0, n): DELLA's mask (sparsify.ts maskInPlace). */
+export function varyingBernoulliMask(uniform: usize, n: i32, probabilities: usize, values: usize): void {
+  const whole = <usize>(n & ~3);
+  const one = f32x4.splat(1);
+  for (let j: usize = 0; j < whole; j += 4) {
+    const keep = v128.and(f32x4.lt(v128.load(uniform + (j << 2)), v128.load(probabilities + (j << 2))), one);
+    v128.store(values + (j << 2), f32x4.mul(v128.load(values + (j << 2)), keep));
+  }
+  for (let j = whole; j < <usize>n; j++) {
+    const keep: f32 = load<f32>(uniform + (j << 2)) < load<f32>(probabilities + (j << 2)) ? 1 : 0;
+    store<f32>(values + (j << 2), load<f32>(values + (j << 2)) * keep);
+  }
+}

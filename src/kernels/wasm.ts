@@ -145,6 +145,20 @@ export interface KernelExports {
     outDtype: number,
     n: number,
   ): void;
+  // DELLA's keep probabilities and mask (sparsify-kernels.ts)
+  dellaScratchBytes(length: number): number;
+  dellaProbabilities(
+    values: number,
+    n: number,
+    length: number,
+    inner: number,
+    low: number,
+    epsilon: number,
+    rankSpan: number,
+    probabilities: number,
+    scratch: number,
+  ): void;
+  varyingBernoulliMask(uniform: number, n: number, probabilities: number, values: number): void;
   stockBlend(
     table: number,
     count: number,

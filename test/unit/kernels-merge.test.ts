@@ -353,6 +353,18 @@ describe('slerp and model_stock reductions in WebAssembly equal the reference by
     { method: 'model_stock', models: 2, modelParams: () => ({}) },
     { method: 'model_stock', models: 4, modelParams: () => ({}) },
     { method: 'model_stock', params: { filter_wise: true }, models: 3, modelParams: () => ({}) },
+    // DELLA's per-fiber ranks (a radix sort in the kernels), with and without rescale.
+    {
+      method: 'della',
+      models: 2,
+      modelParams: (m) => ({ weight: [0.6, 1][m], density: [0.5, 0.3][m], epsilon: 0.1 }),
+    },
+    {
+      method: 'della_linear',
+      params: { rescale: false },
+      models: 1,
+      modelParams: () => ({ weight: 1, density: 0.6, epsilon: 0.2 }),
+    },
   ];
   // Block sums of 256 terms, four blocks at a time in the kernels: one row over many blocks with a
   // tail, blocks split across chunks of 1 or 2 rows (rows not multiples of 4 or 8), a 1-D tensor,
@@ -364,6 +376,7 @@ describe('slerp and model_stock reductions in WebAssembly equal the reference by
     { shape: [4099], rowsPerChunk: 1 },
     { shape: [67, 13], rowsPerChunk: 30 },
     { shape: [2, 3, 7], rowsPerChunk: 1 },
+    { shape: [3, 301, 5], rowsPerChunk: 2 },
   ];
   const MIXES: { inputs: FloatDType[]; out: FloatDType }[] = [
     { inputs: ['BF16'], out: 'BF16' },
