@@ -35,9 +35,13 @@ export interface GpuStatus {
 interface RunSettings {
   seed: number;
   device: BackendChoice;
+  /** CPU kernel threads (absent in settings saved before there was a choice: auto). */
+  cpuThreads?: CpuThreadsSetting;
   shardSize: string;
   gpuMemory?: string;
 }
+
+type CpuThreadsSetting = 'auto' | 1 | 2;
 
 const SETTINGS_KEY = 'run-settings';
 /** Tabs of this origin tell each other when a merge starts or ends. */
@@ -124,11 +128,15 @@ export class L2sRunPanel extends LitElement {
   @state() private log: string[] = [];
   @state() private seed = 0;
   @state() private device: BackendChoice = 'auto';
+  @state() private cpuThreads: CpuThreadsSetting = 'auto';
   /** `--out-shard-size` as typed (5B, 500M, bytes); empty for the default. */
   @state() private shardSize = '';
   /** `--gpu-memory` as typed (3B, 500M, bytes); empty for the default from the GPU's limits. */
   @state() private gpuMemory = '';
   @state() private backendUsed?: 'cpu' | 'gpu';
+  /** Kernel threads the last finished merge's CPU tensors ran on. */
+  @state() private cpuThreadsUsed?: number;
+  @state() private tensorsOnThreads?: number;
   /** The output the last finished merge wrote (the output panel shows it once loaded). */
   @state() private outputUsed?: string;
   /** Merges started since the page opened; lets observers tell one run's end from the previous one's. */
@@ -150,6 +158,7 @@ export class L2sRunPanel extends LitElement {
       if (!saved) return;
       this.seed = saved.seed;
       this.device = saved.device;
+      this.cpuThreads = saved.cpuThreads ?? 'auto';
       this.shardSize = saved.shardSize;
       this.gpuMemory = saved.gpuMemory ?? '';
     });
@@ -173,6 +182,7 @@ export class L2sRunPanel extends LitElement {
     const settings: RunSettings = {
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       shardSize: this.shardSize,
       gpuMemory: this.gpuMemory,
     };
@@ -207,6 +217,7 @@ export class L2sRunPanel extends LitElement {
       recipeText: this.recipeText,
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       outShardSize,
       gpuMemory,
     };
@@ -300,11 +311,17 @@ export class L2sRunPanel extends LitElement {
         ended,
       ]);
       this.backendUsed = outcome.backend;
+      this.cpuThreadsUsed = outcome.cpuThreads;
+      this.tensorsOnThreads = outcome.tensorsOnThreads;
       this.outputUsed = outcome.outputId;
       this.state = 'done';
+      const threads =
+        outcome.backend === 'cpu'
+          ? ` (${outcome.cpuThreads === 1 ? '1 thread' : `${outcome.cpuThreads} threads`})`
+          : '';
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
-        `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
+        `${outcome.backend.toUpperCase()}${threads} in ${formatDuration(outcome.elapsedMs)}: ` +
         `${placementSummary(outcome.placement)}.`;
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
@@ -467,6 +484,22 @@ export class L2sRunPanel extends LitElement {
               <option value="cpu" ?selected=${this.device === 'cpu'}>CPU</option>
             </select></label
           >
+          <label title="Threads for a merge on the CPU: 1 merges in the merge worker; 2 starts two kernel workers; auto takes 2 on 4 or more cores"
+            >CPU threads
+            <select
+              data-testid="merge-cpu-threads"
+              .value=${live(String(this.cpuThreads))}
+              @change=${(e: Event) => {
+                const value = (e.target as HTMLSelectElement).value;
+                this.cpuThreads = value === '1' ? 1 : value === '2' ? 2 : 'auto';
+                this.saveSettings();
+              }}
+            >
+              <option value="auto" ?selected=${this.cpuThreads === 'auto'}>auto</option>
+              <option value="1" ?selected=${this.cpuThreads === 1}>1</option>
+              <option value="2" ?selected=${this.cpuThreads === 2}>2</option>
+            </select></label
+          >
           <label title="Largest output shard: bytes, or with K, M, B (thousand, million, billion)"
             >Shard size
             <input
@@ -499,6 +532,8 @@ export class L2sRunPanel extends LitElement {
           data-testid="merge-status"
           data-state=${this.state}
           data-backend=${this.backendUsed ?? ''}
+          data-cpu-threads=${this.cpuThreadsUsed ?? ''}
+          data-tensors-on-threads=${this.tensorsOnThreads ?? ''}
           data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error' : ''}

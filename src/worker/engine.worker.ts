@@ -39,6 +39,7 @@ import { importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
+import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
 import {
   createOpfsOutput,
   deleteOutput,
@@ -75,6 +76,8 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** CPU kernel threads (kernel-threads.ts cpuThreadCount; default auto). */
+  cpuThreads?: 'auto' | 1 | 2;
 }
 
 export interface MergeProgressEvent {
@@ -100,6 +103,10 @@ export interface MergeOutcome {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Threads the CPU kernels ran on: 1, the merge worker itself; 2, two kernel workers. */
+  cpuThreads: number;
+  /** Tensors merged on the kernel workers (the rest in the merge worker). */
+  tensorsOnThreads: number;
   /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
   placement: TensorPlacement;
   elapsedMs: number;
@@ -311,10 +318,17 @@ async function journaledMerge(
       backend: selected.backend.kind,
     });
   };
+  const threadCount =
+    selected.backend.kind === 'cpu'
+      ? cpuThreadCount(record.cpuThreads, navigator.hardwareConcurrency ?? 1)
+      : 1;
+  // Terminated with the run, and with this worker when Cancel terminates it.
+  const cpuThreads = threadCount > 1 ? BrowserCpuThreads.start(threadCount) : undefined;
   try {
     const result = await runMerge({
       recipe,
       aimStatistics,
+      cpuThreads,
       resolveModel: libraryResolver,
       output,
       seed: record.seed,
@@ -334,10 +348,13 @@ async function journaledMerge(
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
       backend: result.backend,
+      cpuThreads: threadCount,
+      tensorsOnThreads: cpuThreads?.tensorsStarted ?? 0,
       placement: result.placement,
       elapsedMs: performance.now() - started,
     };
   } finally {
+    cpuThreads?.close();
     selected.dispose();
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
     await journal.remove(record.runId).catch(() => undefined);
@@ -495,6 +512,7 @@ const api = {
           recipeText: request.recipeText,
           seed: request.seed,
           device: request.device,
+          cpuThreads: request.cpuThreads,
           gpuMemory: request.gpuMemory,
           outShardSize: request.outShardSize,
           startedAt: Date.now(),
