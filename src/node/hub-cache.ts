@@ -192,7 +192,7 @@ function httpError(status: number, what: string, settings: HubSettings): HubMode
   if (status === 401 || status === 403) {
     const tokenHint = settings.accessToken
       ? 'the token in HF_TOKEN (or the token file) has no access to it: accept the repo’s terms on the hub with that account, or use a token that has access'
-      : 'if it is gated or private, accept its terms on the hub and set HF_TOKEN to an access token (or log in with `hf auth login`)';
+      : 'if it is gated or private, accept its terms on the hub and set HF_TOKEN to an access token (or log in with `hf auth login`); the hub answers the same for a repo id that does not exist';
     return new HubAccessDeniedError(
       `${what}: access denied by ${hostOf(settings.endpoint)} (HTTP ${status}); ${tokenHint}`,
     );

@@ -18,10 +18,11 @@ import {
   symlink,
   writeFile,
 } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
+import { hubCacheDir, hubSettings, hubToken } from '../../src/node/hub-settings';
 import { HubServer } from '../browser/hub-server';
 import { type BinResult, buildCliBin, messageLines, runBin } from '../fixtures/cli-bin';
 import { writeModel } from '../fixtures/tiny';
@@ -405,13 +406,12 @@ describe('l2s-merge with hub ids', () => {
     });
     expect(failureLine(noToken)).toBe(
       `l2s-merge: HubAccessDeniedError: ${SYSTEM1}@main: access denied by ${new URL(hub.url).host} (HTTP 401); ` +
-        'if it is gated or private, accept its terms on the hub and set HF_TOKEN to an access token (or log in with `hf auth login`)',
+        'if it is gated or private, accept its terms on the hub and set HF_TOKEN to an access token (or log in with `hf auth login`); ' +
+        'the hub answers the same for a repo id that does not exist',
     );
     // The token file huggingface_hub's login writes is read too.
-    await writeFile(join(denied.env.HF_HOME as string, 'token'), 'secret-token\n').catch(async () => {
-      await mkdir(denied.env.HF_HOME as string, { recursive: true });
-      await writeFile(join(denied.env.HF_HOME as string, 'token'), 'secret-token\n');
-    });
+    await mkdir(denied.env.HF_HOME as string, { recursive: true });
+    await writeFile(join(denied.env.HF_HOME as string, 'token'), 'secret-token\n');
     expectOk(
       await l2s([join(denied.work, 'r.yml'), join(denied.work, 'out'), '--quiet'], {
         ...denied.env,
@@ -451,4 +451,37 @@ describe('l2s-merge with hub ids', () => {
     expect(JSON.parse(fromHub.stdout).token_ids).toHaveLength(4);
     expect(fromHub.stdout).toBe(local.stdout);
   }, 60_000);
+});
+
+describe('hub settings, read as huggingface_hub reads them', () => {
+  it('takes the cache from HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub', () => {
+    expect(hubCacheDir({ HF_HUB_CACHE: '/c', HF_HOME: '/h' })).toBe('/c');
+    expect(hubCacheDir({ HF_HOME: '/h' })).toBe('/h/hub');
+    expect(hubCacheDir({ XDG_CACHE_HOME: '/x' })).toBe('/x/huggingface/hub');
+    expect(hubCacheDir({})).toBe(join(homedir(), '.cache', 'huggingface', 'hub'));
+  });
+
+  it('reads HF_TOKEN, else HF_TOKEN_PATH, else HF_HOME/token, trimmed', async () => {
+    const home = await mkdtemp(join(dir, 'home-'));
+    await writeFile(join(home, 'token'), '  from-home\n');
+    await writeFile(join(home, 'other'), 'from-path\n');
+    expect(await hubToken({ HF_TOKEN: ' env ', HF_HOME: home })).toBe('env');
+    expect(await hubToken({ HF_TOKEN_PATH: join(home, 'other'), HF_HOME: home })).toBe('from-path');
+    expect(await hubToken({ HF_HOME: home })).toBe('from-home');
+    expect(await hubToken({ HF_HOME: join(home, 'none') })).toBeUndefined();
+  });
+
+  it('lets --hub-endpoint win over HF_ENDPOINT, and HF_HUB_OFFLINE take 1/ON/YES/TRUE', async () => {
+    const env = { HF_ENDPOINT: 'https://mirror.example/', HF_HOME: dir };
+    expect((await hubSettings({}, env)).endpoint).toBe('https://mirror.example');
+    expect((await hubSettings({ endpoint: 'http://127.0.0.1:1' }, env)).endpoint).toBe('http://127.0.0.1:1');
+    expect((await hubSettings({}, { HF_HOME: dir })).endpoint).toBe('https://huggingface.co');
+    for (const on of ['1', 'on', 'YES', 'true'])
+      expect((await hubSettings({}, { HF_HUB_OFFLINE: on })).offline).toBe(true);
+    for (const off of ['0', '', 'no'])
+      expect((await hubSettings({}, { HF_HUB_OFFLINE: off })).offline).toBe(false);
+    await expect(hubSettings({ endpoint: 'ftp://x' }, env)).rejects.toThrow(
+      "the hub address 'ftp://x' is not an http(s) URL",
+    );
+  });
 });
