@@ -420,6 +420,22 @@ describe('l2s-merge with hub ids', () => {
     );
   }, 120_000);
 
+  it('a folder under org/name wins over the hub for org/name@revision, as in mergekit, and says so', async () => {
+    const { work, env } = await workDir(hubRecipe(`${SYSTEM2}@v2`));
+    await writeModel(join(work, 'test-org'), system1);
+    await writeModel(join(work, 'test-org'), system2);
+    // No hub at all: both models are the folders.
+    const r = await l2s(
+      [join(work, 'r.yml'), join(work, 'out'), '--hub-endpoint', 'http://127.0.0.1:9'],
+      env,
+    );
+    expectOk(r);
+    expect(r.stderr).toContain(
+      `l2s-merge: ${SYSTEM2}@v2: using the folder ${join(work, SYSTEM2)}; the revision @v2 applies only to hub models`,
+    );
+    expect(await outputBytes(join(work, 'out'))).toEqual(await localOutput('tiny-qwen-system2'));
+  }, 60_000);
+
   it('a missing repo or revision fails with HTTP 404 and what to check', async () => {
     const hub = await startHub();
     const { work, env } = await workDir(hubRecipe(`${SYSTEM2}@no-such-branch`));
