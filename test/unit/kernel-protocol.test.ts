@@ -17,6 +17,7 @@ import { decodeToF32, encodeFromF32, type FloatDType } from '../../src/formats/d
 import { type KernelArena, loadKernels } from '../../src/kernels/wasm';
 import { getMethod } from '../../src/methods';
 import type { ResolvedParams } from '../../src/methods/types';
+import { cpuThreadCount } from '../../src/worker/kernel-threads';
 
 const arena = loadKernels('auto') as KernelArena;
 
@@ -181,5 +182,16 @@ describe('ReplyQueue', () => {
     queue.push({ kind: 'error', n: 3 });
     expect((await queue.take()).kind).toBe('error');
     expect((await queue.take()).kind).toBe('error');
+  });
+});
+
+describe('cpuThreadCount', () => {
+  it('takes the setting, and for auto 2 threads only on 4 or more cores', () => {
+    expect(cpuThreadCount(1, 16)).toBe(1);
+    expect(cpuThreadCount(2, 2)).toBe(2);
+    expect(cpuThreadCount('auto', 2)).toBe(1);
+    expect(cpuThreadCount(undefined, 3)).toBe(1);
+    expect(cpuThreadCount('auto', 4)).toBe(2);
+    expect(cpuThreadCount(undefined, 32)).toBe(2);
   });
 });
