@@ -873,10 +873,28 @@ export function blendStored(
   outDtype: i32,
   n: i32,
 ): void {
-  const whole = <usize>(n & ~3);
   const s04 = f32x4.splat(s0);
   const s14 = f32x4.splat(s1);
-  for (let i: usize = 0; i < whole; i += 4) {
+  let from: usize = 0;
+  if (aDtype == BF16 && bDtype == BF16 && outDtype == BF16) {
+    // bf16 throughout, eight elements a step (as mixSumOneBf16): the same operations, lanes widened
+    // by a shuffle and narrowed by one pack.
+    from = <usize>(n & ~7);
+    const zero = i32x4.splat(0);
+    for (let i: usize = 0; i < from; i += 8) {
+      const av = v128.load(a + (i << 1));
+      const bv = v128.load(b + (i << 1));
+      const aLow = v128.shuffle<i16>(zero, av, 0, 8, 1, 9, 2, 10, 3, 11);
+      const aHigh = v128.shuffle<i16>(zero, av, 4, 12, 5, 13, 6, 14, 7, 15);
+      const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+      const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+      const low = f32x4.add(f32x4.mul(s04, aLow), f32x4.mul(s14, bLow));
+      const high = f32x4.add(f32x4.mul(s04, aHigh), f32x4.mul(s14, bHigh));
+      v128.store(out + (i << 1), i16x8.narrow_i32x4_u(bf16Bits4(low), bf16Bits4(high)));
+    }
+  }
+  const whole = <usize>(n & ~3);
+  for (let i: usize = from; i < whole; i += 4) {
     store4(out, outDtype, i, f32x4.add(f32x4.mul(s04, load4(a, aDtype, i)), f32x4.mul(s14, load4(b, bDtype, i))));
   }
   for (let i = whole; i < <usize>n; i++) {
