@@ -248,7 +248,7 @@ class ModelStockChunkMerge implements RawChunkMerge {
       this.interpolate(views, this.tensorRatio, 0, elements, out);
     } else if (this.vectorLength > 0) {
       for (let from = 0; from < elements; from += this.vectorLength) {
-        for (const sum of [...this.statistics.squares, ...this.statistics.dots]) sum.reset();
+        this.statistics.reset();
         this.addStatistics(views, from, from + this.vectorLength);
         this.interpolate(views, this.statistics.ratio(), from, from + this.vectorLength, out);
       }
