@@ -1,8 +1,8 @@
 /**
  * <l2s-output-panel>: the merged files of the last run. Each file is a download link backed by an
  * object URL (revoked when the output is replaced or the panel goes away); "Download all" saves one
- * zip (zip-download.ts says how it streams); "Save folder" writes them all into a folder the user
- * picks; "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
+ * zip (zip-download.ts says how it streams); a merge can instead write straight into a folder (the
+ * run panel's "Write output to"); "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
  * with their method, models, date and size; deleting one asks first.
  */
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
@@ -12,16 +12,9 @@ import { DEFAULT_HUB_URL, hubUrlWarning } from '../store/hub-fetch';
 import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
 import { type Engine, newRunId } from '../worker/client';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
+import { canPickDirectory } from './directory-picker';
 import { panelStyles } from './panel-styles';
 import { saveZip } from './zip-download';
-
-interface DirectoryPickerWindow {
-  showDirectoryPicker(options?: { mode?: 'readwrite' }): Promise<FileSystemDirectoryHandle>;
-}
-
-interface WritableFileHandle {
-  createWritable(): Promise<WritableStream<Uint8Array>>;
-}
 
 @customElement('l2s-output-panel')
 export class L2sOutputPanel extends LitElement {
@@ -116,31 +109,6 @@ export class L2sOutputPanel extends LitElement {
       this.linksFor = id;
     } catch (e) {
       this.message = (e as Error).message;
-    }
-  }
-
-  private async saveFolder(): Promise<void> {
-    const picker = window as unknown as Partial<DirectoryPickerWindow>;
-    if (!picker.showDirectoryPicker) return;
-    let directory: FileSystemDirectoryHandle;
-    try {
-      directory = await picker.showDirectoryPicker({ mode: 'readwrite' });
-    } catch {
-      return; // the user closed the picker
-    }
-    this.busy = true;
-    try {
-      for (const { file } of this.links) {
-        const handle = (await directory.getFileHandle(file.name, {
-          create: true,
-        })) as unknown as WritableFileHandle;
-        await file.stream().pipeTo(await handle.createWritable());
-      }
-      this.message = `Saved ${this.links.length} files to ${directory.name}.`;
-    } catch (e) {
-      this.message = `Saving failed: ${(e as Error).message}`;
-    } finally {
-      this.busy = false;
     }
   }
 
@@ -355,7 +323,7 @@ export class L2sOutputPanel extends LitElement {
   }
 
   private renderSelected() {
-    const canPick = 'showDirectoryPicker' in window;
+    const canPick = canPickDirectory();
     const id = this.outputId!;
     const bytes = this.links.reduce((sum, l) => sum + l.file.size, 0);
     return html`
@@ -371,7 +339,7 @@ export class L2sOutputPanel extends LitElement {
         <button data-testid="download-zip" ?disabled=${this.busy || this.links.length === 0} @click=${this.downloadAll}>
           Download all (.zip, ${formatBytes(bytes)})
         </button>
-        ${canPick ? html`<button data-testid="save-folder" ?disabled=${this.busy} @click=${this.saveFolder}>Save folder…</button>` : ''}
+        ${canPick ? html`<span class="hint">To write a merge straight into a folder, choose "a folder on this computer" in Merge.</span>` : ''}
       </p>
       <p class="row">
         <label
