@@ -263,7 +263,7 @@ async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Pr
 async function discardInterrupted(runId: string, mustRemoveFolder = false): Promise<void> {
   const folder = (await journal.get(runId))?.folder;
   if (folder) {
-    await removePartialFolderOutput(folder).catch((e) => {
+    await removePartialFolderOutput(folder, mustRemoveFolder ? CANCEL_WAIT_MS : 0).catch((e) => {
       if (mustRemoveFolder) throw e;
     });
   }

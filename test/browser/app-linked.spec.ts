@@ -269,3 +269,47 @@ test('a linked folder the browser no longer may read shows "Permission needed" u
     ),
   ).toBe(1);
 });
+
+test('a merge into a folder cut short by a reload is offered to start again, its partial files removed first', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
+  await openApp(page, '?opfsPicker&paceWrites=100');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  await page.getByTestId('merge-run').click();
+  await expect
+    .poll(async () => [...(await readOpfsTree(page, 'out')).keys()].some((n) => n.includes('.l2s-partial')), {
+      timeout: 30_000,
+    })
+    .toBe(true);
+  await page.reload();
+  await expect(page.getByTestId('storage-use')).toContainText('used of', { timeout: 30_000 });
+
+  const interrupted = page.getByTestId('merge-interrupted');
+  await expect(interrupted).toHaveAttribute('data-folder', 'out/merged-model', { timeout: 30_000 });
+  await expect(interrupted).toContainText('A merge written to a folder cannot be resumed');
+  await expect(interrupted.getByTestId('merge-resume')).toHaveCount(0);
+  // The partial files are still there until the user chooses.
+  expect([...(await readOpfsTree(page, 'out')).keys()].every((n) => n.startsWith('merged-model/.'))).toBe(
+    true,
+  );
+
+  const status = page.getByTestId('merge-status');
+  await interrupted.getByTestId('merge-restart').click();
+  await expect(status).toContainText('Merging into out/merged-model', { timeout: 30_000 });
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 120_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+  await expect(status).toContainText('Written to the folder out/merged-model on this computer.');
+  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+  const out = await readOpfsTree(page, 'out');
+  const files = new Map([...out].map(([n, b]) => [n.replace(/^merged-model\//, ''), b]));
+  expectSameFiles(files, cliFiles, 'merge started again into the folder');
+});
