@@ -234,7 +234,7 @@ test('output written straight into a folder equals the CLI, never over an earlie
   for (const [name, bytes] of second) expect(after.get(name)?.equals(bytes), name).toBe(true);
 });
 
-test('a linked folder the browser no longer may read shows "Permission needed" until allowed', async ({
+test('a dropped folder is linked; one the browser no longer may read shows "Permission needed" until allowed', async ({
   page,
 }) => {
   // OPFS handles are always granted; here the page's queryPermission answers 'prompt' (as after a
@@ -253,10 +253,28 @@ test('a linked folder the browser no longer may read shows "Permission needed" u
       return 'granted';
     };
   });
-  answerPicks(page, ['picked/system1']);
+  // A script's DataTransfer carries no folder: its items hand out the OPFS folder the test names,
+  // as a dropped folder's items do through getAsFileSystemHandle.
+  await page.addInitScript(() => {
+    (
+      DataTransferItem.prototype as unknown as { getAsFileSystemHandle(): Promise<FileSystemHandle> }
+    ).getAsFileSystemHandle = async () => {
+      let dir = await navigator.storage.getDirectory();
+      for (const part of ['picked', 'system1']) dir = await dir.getDirectoryHandle(part);
+      return dir;
+    };
+  });
   await openApp(page, '?opfsPicker');
   await writeOpfsFolder(page, 'picked/system1', join(FIXTURES, 'system1'));
-  await linkFolder(page, 'system1');
+  await expect(page.getByTestId('link-dropped')).toBeChecked();
+  await page.locator('l2s-import-panel .drop').evaluate((zone) => {
+    const data = new DataTransfer();
+    data.items.add('system1', 'text/plain');
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  const status = page.getByTestId('import-status');
+  await expect(status).toContainText('Linked system1', { timeout: 30_000 });
+  expect((await libraryKeys(page)).every((k) => k.startsWith('model:'))).toBe(true);
   const row = page.locator('[data-testid="library-model"][data-name="system1"]');
   const state = row.getByTestId('link-state');
   await expect(state).toHaveAttribute('data-state', 'permission');
