@@ -310,6 +310,7 @@ export class L2sApp extends LitElement {
             id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
+            .models=${this.models}
             .problem=${check.parseError ?? check.error ?? ''}
             .gpu=${this.gpu}
             .engineOptions=${this.engineOptions}

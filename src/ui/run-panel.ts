@@ -14,7 +14,9 @@ import { customElement, property, state } from 'lit/decorators.js';
 import { live } from 'lit/directives/live.js';
 import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
-import { requestFolderPermission } from '../store/linked-folder';
+import { parseRecipe } from '../recipe';
+import type { ModelRecord } from '../store/library';
+import { folderPermission, requestFolderPermission } from '../store/linked-folder';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
@@ -122,6 +124,8 @@ export class L2sRunPanel extends LitElement {
   /** Why the recipe cannot be merged as it stands (the recipe editor shows the same); empty if it can. */
   @property() problem = '';
   @property({ attribute: false }) gpu?: GpuStatus;
+  /** The library: linked models the recipe reads get their read permission asked for on Merge. */
+  @property({ attribute: false }) models: ModelRecord[] = [];
   /** The page's engine settings, given to each merge's worker as to the page's own. */
   @property({ attribute: false }) engineOptions: EngineOptions = {};
   /** Merges cut short by a reload or a crash (the app lists them from the engine's journal). */
@@ -248,8 +252,45 @@ export class L2sRunPanel extends LitElement {
     }
   }
 
+  /**
+   * After a reload the browser must be asked again before linked folders may be read; Merge is a
+   * click, so it asks here for every linked model the recipe names. False (with the reason shown)
+   * when one is refused.
+   */
+  private async allowLinkedModels(): Promise<boolean> {
+    let names: Set<string>;
+    try {
+      const recipe = parseRecipe(this.recipeText, 'recipe');
+      names = new Set(
+        [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter((n) => n !== undefined),
+      );
+    } catch {
+      return true; // the merge reports the recipe's error
+    }
+    let asked = false;
+    for (const m of this.models) {
+      if (!m.link || !names.has(m.name)) continue;
+      try {
+        if ((await folderPermission(m.link.handle)) === 'granted') continue;
+        asked = true;
+        if (await requestFolderPermission(m.link.handle, 'read')) continue;
+      } catch {
+        // reported below
+      }
+      this.state = 'error';
+      this.message =
+        `The browser did not allow reading the linked folder ${m.link.handle.name}, so ${m.name} cannot be merged. ` +
+        'Press "Allow reading" beside it in the library.';
+      return false;
+    }
+    // The library shows the new permission.
+    if (asked) this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
+    return true;
+  }
+
   private async start(): Promise<void> {
     if (this.problem || this.state === 'running' || this.state === 'cancelling') return;
+    if (!(await this.allowLinkedModels())) return;
     let outShardSize: number | undefined;
     try {
       outShardSize = this.shardSize.trim() ? parseByteSize(this.shardSize) : undefined;

@@ -234,7 +234,7 @@ test('output written straight into a folder equals the CLI, never over an earlie
   for (const [name, bytes] of second) expect(after.get(name)?.equals(bytes), name).toBe(true);
 });
 
-test('a dropped folder is linked; one the browser no longer may read shows "Permission needed" until allowed', async ({
+test('a dropped folder is linked; one the browser no longer may read shows "Permission needed" until allowed, and Merge asks for it', async ({
   page,
 }) => {
   // OPFS handles are always granted; here the page's queryPermission answers 'prompt' (as after a
@@ -281,11 +281,26 @@ test('a dropped folder is linked; one the browser no longer may read shows "Perm
   await expect(state).toContainText('Permission needed to read system1');
   await row.getByTestId('model-allow').click();
   await expect(state).toHaveAttribute('data-state', 'ready');
-  expect(
-    await page.evaluate(
+  const requests = () =>
+    page.evaluate(
       () => (window as unknown as { permissionStub: { requests: number } }).permissionStub.requests,
-    ),
-  ).toBe(1);
+    );
+  expect(await requests()).toBe(1);
+
+  // As after another reload: Merge (a click) asks for the linked models the recipe reads.
+  await page.evaluate(() => {
+    (window as unknown as { permissionStub: { granted: boolean } }).permissionStub.granted = false;
+    window.dispatchEvent(new Event('focus'));
+  });
+  await expect(state).toHaveAttribute('data-state', 'permission');
+  await setRecipe(
+    page,
+    'merge_method: linear\nmodels:\n  - model: system1\n    parameters: {weight: 1.0}\ndtype: bfloat16\n',
+  );
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  expect(await requests()).toBe(2);
+  await expect(state).toHaveAttribute('data-state', 'ready');
 });
 
 test('a merge into a folder cut short by a reload is offered to start again, its partial files removed first', async ({
