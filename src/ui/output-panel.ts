@@ -1,8 +1,10 @@
 /**
  * <l2s-output-panel>: the merged files of the last run. Each file is a download link backed by an
  * object URL (revoked when the output is replaced or the panel goes away); "Download all" saves one
- * zip (zip-download.ts says how it streams); a merge can instead write straight into a folder (the
- * run panel's "Write output to"); "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
+ * zip (zip-download.ts says how it streams); "Save to a folder" writes them into a new subfolder of a
+ * folder the user picks, under temporary names renamed at the end (folder-output.ts), so a failure
+ * leaves nothing half-written (a merge can also write straight into a folder: the run panel's "Write
+ * output to"); "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
  * with their method, models, date and size; deleting one asks first.
  */
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
@@ -11,8 +13,9 @@ import { formatBytes } from '../formats/size';
 import { DEFAULT_HUB_URL, hubUrlWarning } from '../store/hub-fetch';
 import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
 import { type Engine, newRunId } from '../worker/client';
+import { createFolderOutput, freeFolderName } from '../worker/folder-output';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
-import { canPickDirectory } from './directory-picker';
+import { canPickDirectory, pickDirectory } from './directory-picker';
 import { panelStyles } from './panel-styles';
 import { saveZip } from './zip-download';
 
@@ -109,6 +112,40 @@ export class L2sOutputPanel extends LitElement {
       this.linksFor = id;
     } catch (e) {
       this.message = (e as Error).message;
+    }
+  }
+
+  /** Copies the output's files into a new subfolder (named after the output) of a folder the user picks. */
+  private async saveFolder(): Promise<void> {
+    const files = this.links.map((l) => l.file);
+    const id = this.outputId;
+    if (files.length === 0 || id === undefined) return;
+    let parent: FileSystemDirectoryHandle | undefined;
+    try {
+      parent = await pickDirectory('merge-output', 'readwrite');
+    } catch (e) {
+      this.message = `Cannot open that folder: ${(e as Error).message}`;
+      return;
+    }
+    if (!parent) return; // the user closed the picker
+    this.busy = true;
+    let output: Awaited<ReturnType<typeof createFolderOutput>> | undefined;
+    try {
+      const name = await freeFolderName(parent, id);
+      output = await createFolderOutput({ parent, name });
+      for (const file of files) {
+        const sink = await output.createFile(file.name);
+        const reader = file.stream().getReader();
+        for (let r = await reader.read(); !r.done; r = await reader.read()) await sink.write(r.value);
+        await sink.close();
+      }
+      await output.commit();
+      this.message = `Saved ${files.length} files to the folder ${parent.name}/${name}.`;
+    } catch (e) {
+      await output?.abort().catch(() => undefined);
+      this.message = `Saving to the folder failed (nothing was left in it): ${(e as Error).message}`;
+    } finally {
+      this.busy = false;
     }
   }
 
@@ -339,7 +376,7 @@ export class L2sOutputPanel extends LitElement {
         <button data-testid="download-zip" ?disabled=${this.busy || this.links.length === 0} @click=${this.downloadAll}>
           Download all (.zip, ${formatBytes(bytes)})
         </button>
-        ${canPick ? html`<span class="hint">To write a merge straight into a folder, choose "a folder on this computer" in Merge.</span>` : ''}
+        ${canPick ? html`<button data-testid="save-folder" ?disabled=${this.busy || this.links.length === 0} @click=${this.saveFolder}>Save to a folder…</button>` : ''}
       </p>
       <p class="row">
         <label

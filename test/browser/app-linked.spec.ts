@@ -346,3 +346,39 @@ test('a merge into a folder cut short by a reload is offered to start again, its
   const files = new Map([...out].map(([n, b]) => [n.replace(/^merged-model\//, ''), b]));
   expectSameFiles(files, cliFiles, 'merge started again into the folder');
 });
+
+test('"Save to a folder" copies an output from browser storage into a new subfolder, never over an earlier one', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'saved', 'saved']);
+  await openApp(page, '?opfsPicker');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('saved', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'done');
+
+  const save = page.getByTestId('save-folder');
+  const message = page.getByTestId('output-message');
+  await save.click();
+  await expect(message).toContainText(`Saved ${cliFiles.size} files to the folder saved/`);
+  const first = await readOpfsTree(page, 'saved');
+  const folders = new Set([...first.keys()].map((n) => n.split('/')[0]));
+  expect(folders.size).toBe(1);
+  const [folder] = folders;
+  const saved = new Map([...first].map(([n, b]) => [n.slice(folder.length + 1), b]));
+  expectSameFiles(saved, cliFiles, 'output saved to a folder');
+
+  // Saving again makes a second subfolder; the first stays as it was.
+  await save.click();
+  await expect(message).toContainText(`to the folder saved/${folder}-2.`);
+  const second = await readOpfsTree(page, 'saved');
+  for (const [name, bytes] of first) expect(second.get(name)?.equals(bytes), name).toBe(true);
+  expect([...second.keys()].filter((n) => n.startsWith(`${folder}-2/`)).length).toBe(cliFiles.size);
+  expect([...second.keys()].filter((n) => n.includes('.l2s-partial') || n.endsWith('.crswap'))).toEqual([]);
+});
