@@ -39,13 +39,13 @@ import { importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
-import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
 import {
   createFolderOutput,
   type FolderOutput,
   type FolderOutputTarget,
   removePartialFolderOutput,
 } from './folder-output';
+import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
 import {
   createOpfsOutput,
   deleteOutput,
