@@ -273,7 +273,7 @@ export function planMerge(
 
 /** The model's weight files, for saying where a tensor was looked for. */
 function weightFiles(model: PlannedModel): string {
-  const files = [...model.index.sources.keys()].filter((f) => f.endsWith('.safetensors'));
+  const files = [...model.index.sources.keys()].filter((f) => f.endsWith('.safetensors')).sort();
   if (files.length === 0) return 'its weights';
   return files.length <= 2 ? files.join(' and ') : `its ${files.length} shards (${files[0]}, …)`;
 }
