@@ -14,6 +14,7 @@ import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
 import type { ModelResolver } from '../engine/io';
 import { type MergeProgress, prepareMerge, runMerge, type TensorPlacement } from '../engine/merge';
+import { formatBytes } from '../formats/size';
 import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
   type InspectProgress,
@@ -26,6 +27,7 @@ import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
+import { type HubModelFiles, openHubModel, pinHubRevision } from '../store/hub-model';
 import { type HubModelPlan, planHubModel } from '../store/hub-plan';
 import {
   DuplicateModelError,
@@ -75,6 +77,31 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** Recipe models read straight from the hub by Range requests, nothing stored (see hub-model.ts). */
+  hubStream?: HubStreamRequest;
+}
+
+/** Hub repos a merge streams instead of reading them from the library. */
+export interface HubStreamRequest {
+  hubUrl: string;
+  /** Held only for this call. */
+  accessToken?: string;
+  /** Repo ids, as the recipe names them; each is pinned to the commit its `revision` is at now. */
+  repos: string[];
+  /** Default `main`. */
+  revision?: string;
+}
+
+/** A merge's header-only check: what it would merge, or every problem found. */
+export interface MergeCheck {
+  ok: boolean;
+  /** The validation's message (a PlanError lists every problem); absent when ok. */
+  error?: string;
+  errorName?: string;
+  tensors?: number;
+  models?: number;
+  /** Bytes of tensor data the merge would read. */
+  inputBytes?: number;
 }
 
 export interface MergeProgressEvent {
@@ -190,6 +217,64 @@ const libraryResolver: ModelResolver = async (reference) => {
   }
 };
 
+/** Streamed hub models of one run: repo -> commit, read from `hubUrl`. */
+interface HubStreams {
+  hubUrl: string;
+  accessToken?: string;
+  commits: Map<string, string>;
+}
+
+/** Pins each streamed repo to the commit its revision is at now, so a resumed run reads the same bytes. */
+async function pinStreams(request: HubStreamRequest, signal: AbortSignal): Promise<HubStreams> {
+  const access = { hubUrl: request.hubUrl, accessToken: request.accessToken, signal };
+  const commits = new Map<string, string>();
+  for (const repo of new Set(request.repos)) {
+    commits.set(repo, await pinHubRevision(repo, request.revision ?? 'main', access));
+  }
+  return { hubUrl: request.hubUrl, accessToken: request.accessToken, commits };
+}
+
+/**
+ * The models of one run: streamed hub repos at their pinned commits (each listed once per run),
+ * every other reference from the library.
+ */
+function runResolver(hub: HubStreams | undefined, signal: AbortSignal, onLog?: (line: string) => void) {
+  const opened = new Map<string, Promise<HubModelFiles>>();
+  const resolver: ModelResolver = async (reference) => {
+    const commit = hub?.commits.get(reference);
+    if (!hub || !commit) return libraryResolver(reference);
+    let model = opened.get(reference);
+    if (!model) {
+      model = openHubModel(reference, commit, { hubUrl: hub.hubUrl, accessToken: hub.accessToken, signal });
+      opened.set(reference, model);
+      void model.then(
+        (m) =>
+          onLog?.(
+            `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
+              `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
+          ),
+        () => opened.delete(reference),
+      );
+    }
+    return model;
+  };
+  return resolver;
+}
+
+/** The hub streams a journal record names, for resuming it. */
+function recordStreams(record: RunJournalRecord, accessToken?: string): HubStreams | undefined {
+  const streamed = record.models.filter((m) => m.commit);
+  if (streamed.length === 0 || !record.hubUrl) return undefined;
+  return {
+    hubUrl: record.hubUrl,
+    accessToken,
+    commits: new Map(streamed.map((m) => [m.name, m.commit!])),
+  };
+}
+
+/** Failures reaching a streamed model on the hub: not a reason to discard a run. */
+const HUB_READ_ERRORS = new Set(['HubDownloadError', 'HubRangeError', 'HubAccessError']);
+
 const RUN_LOCK_PREFIX = 'l2s-merge-run:';
 /** How long a cancelled run's terminated worker may take to let go of its lock and files. */
 const CANCEL_WAIT_MS = 15_000;
@@ -214,10 +299,15 @@ async function lockedRunIds(): Promise<Set<string>> {
   );
 }
 
-/** The library models a plan reads, with their ids, so a resumption can tell a replaced model. */
-async function planModels(plan: MergePlan): Promise<RunJournalRecord['models']> {
+/**
+ * The models a plan reads: library models with their ids, so a resumption can tell a replaced model,
+ * and streamed hub models with their pinned commits.
+ */
+async function planModels(plan: MergePlan, hub?: HubStreams): Promise<RunJournalRecord['models']> {
   const inLibrary = await library.list();
   return plan.models.map((m) => {
+    const commit = hub?.commits.get(m.reference);
+    if (commit) return { name: m.reference, id: `hub@${commit}`, commit };
     const found = inLibrary.find((r) => r.name === m.reference);
     if (!found) throw new ModelNotFoundError(`model '${m.reference}' is not in the library`);
     return { name: m.reference, id: found.id };
@@ -229,14 +319,19 @@ async function planModels(plan: MergePlan): Promise<RunJournalRecord['models']> 
  * the library as it was, the plan is the same, and the partial shards hold at least the bytes of the
  * tensors the journal counts as written.
  */
-async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Promise<string | undefined> {
+async function resumeObstacle(
+  record: RunJournalRecord,
+  recipe: MergeRecipe,
+  resolveModel: ModelResolver,
+): Promise<string | undefined> {
   const inLibrary = await library.list();
   for (const m of record.models) {
+    if (m.commit) continue;
     const found = inLibrary.find((r) => r.name === m.name);
     if (!found) return `model '${m.name}' is no longer in the library`;
     if (found.id !== m.id) return `model '${m.name}' was replaced in the library after the merge began`;
   }
-  const { plan } = await prepareMerge(recipe, libraryResolver, record.outShardSize);
+  const { plan } = await prepareMerge(recipe, resolveModel, record.outShardSize);
   if (plan.tensors.length !== record.tensorsTotal) {
     return `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`;
   }
@@ -267,6 +362,7 @@ async function journaledMerge(
   onProgress?: (p: MergeProgressEvent) => void,
   onLog?: (line: string) => void,
   datasetsEndpoint?: string,
+  resolveModel: ModelResolver = libraryResolver,
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
@@ -275,7 +371,7 @@ async function journaledMerge(
   let aimStatistics: Awaited<ReturnType<typeof aimStatisticsForRecipe>>;
   try {
     aimStatistics = await aimStatisticsForRecipe(recipe, {
-      resolveModel: libraryResolver,
+      resolveModel,
       device: record.device,
       datasetsEndpoint,
       signal,
@@ -315,7 +411,7 @@ async function journaledMerge(
     const result = await runMerge({
       recipe,
       aimStatistics,
-      resolveModel: libraryResolver,
+      resolveModel,
       output,
       seed: record.seed,
       outShardSize: record.outShardSize,
@@ -489,7 +585,10 @@ const api = {
     return withRun(runId, (signal) =>
       holdingRunLock(runId, async () => {
         const recipe = parseRecipe(request.recipeText, 'recipe');
-        const { plan } = await prepareMerge(recipe, libraryResolver, request.outShardSize);
+        const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
+        const resolveModel = runResolver(hub, signal, onLog);
+        // The header-only validation: every problem of every model, before any tensor data is read.
+        const { plan } = await prepareMerge(recipe, resolveModel, request.outShardSize);
         const record: RunJournalRecord = {
           runId,
           recipeText: request.recipeText,
@@ -500,7 +599,8 @@ const api = {
           startedAt: Date.now(),
           tensorsDone: 0,
           tensorsTotal: plan.tensors.length,
-          models: await planModels(plan),
+          models: await planModels(plan, hub),
+          hubUrl: hub?.hubUrl,
         };
         const selected = await selectWorkerBackend(
           request.device,
@@ -526,9 +626,33 @@ const api = {
           onProgress,
           onLog,
           request.datasetsEndpoint,
+          resolveModel,
         );
       }),
     );
+  },
+
+  /**
+   * The header-only validation a merge starts with, on its own: models opened (hub repos streamed
+   * as the merge would), headers read, the plan made; no tensor data is read and nothing is written.
+   */
+  async checkMerge(runId: string, request: MergeRequest): Promise<MergeCheck> {
+    return withRun(runId, async (signal) => {
+      try {
+        const recipe = parseRecipe(request.recipeText, 'recipe');
+        const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
+        const { plan } = await prepareMerge(recipe, runResolver(hub, signal), request.outShardSize);
+        return {
+          ok: true,
+          tensors: plan.tensors.length,
+          models: plan.models.length,
+          inputBytes: plan.totalInputBytes,
+        };
+      } catch (e) {
+        const error = e as Error;
+        return { ok: false, error: error.message, errorName: error.name };
+      }
+    });
   },
 
   /** Merges cut short by a reload or a crash that can be resumed or discarded, oldest first. */
@@ -553,6 +677,7 @@ const api = {
     runId: string,
     onProgress?: (p: MergeProgressEvent) => void,
     onLog?: (line: string) => void,
+    hubAccess?: { accessToken?: string },
   ): Promise<MergeOutcome> {
     return withRun(runId, (signal) =>
       holdingRunLock(runId, async () => {
@@ -566,10 +691,14 @@ const api = {
         };
         let recipe: MergeRecipe;
         let obstacle: string | undefined;
+        // Streamed models are read again from the hub at the commits the run began with.
+        const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog);
         try {
           recipe = parseRecipe(record.recipeText, 'recipe');
-          obstacle = await resumeObstacle(record, recipe);
+          obstacle = await resumeObstacle(record, recipe, resolveModel);
         } catch (e) {
+          // The hub out of reach or refusing the token may come back: keep the run to resume later.
+          if (HUB_READ_ERRORS.has((e as Error).name)) throw e;
           return cannot((e as Error).message);
         }
         if (obstacle) return cannot(obstacle);
@@ -587,7 +716,17 @@ const api = {
           selected.dispose();
           return cannot((e as Error).message);
         }
-        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+        return journaledMerge(
+          record,
+          recipe,
+          output,
+          selected,
+          signal,
+          onProgress,
+          onLog,
+          undefined,
+          resolveModel,
+        );
       }),
     );
   },

@@ -1,6 +1,7 @@
 /**
  * A local stand-in for the Hugging Face hub over real HTTP, answering the calls `@huggingface/hub`
  * makes: `GET /api/models/{repo}/tree/{rev}` (file list with LFS oids = sha256) and
+ * `GET /api/models/{repo}/revision/{rev}` (the commit sha: a hash of the files; `rev` may be that sha too),
  * `GET /{repo}/resolve/{rev}/{path}` (Range requests, ETag / X-Linked-* headers; LFS files redirect
  * to a content-addressed URL as the hub redirects to its CDN). It can require a token, stall a file
  * mid-way (to test resumption) and serve corrupted bytes (to test sha256 verification), and it logs
@@ -157,6 +158,19 @@ export class HubServer {
     await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
   }
 
+  /** The repo's commit: a sha1 of its files, so it changes whenever they do. */
+  commitSha(repo: HubRepo): string {
+    const hash = createHash('sha1');
+    for (const [path, bytes] of [...repo.files].sort(([a], [b]) => (a < b ? -1 : 1)))
+      hash.update(`${path}\0${sha256(bytes)}\0`);
+    return hash.digest('hex');
+  }
+
+  /** A revision names the repo by its branch (`revision`, default main) or by its commit sha. */
+  private atRevision(repo: HubRepo, revision: string | undefined): boolean {
+    return revision === (repo.revision ?? 'main') || revision === this.commitSha(repo);
+  }
+
   private authorized(repo: HubRepo, req: IncomingMessage): boolean {
     return !repo.token || req.headers.authorization === `Bearer ${repo.token}`;
   }
@@ -176,11 +190,21 @@ export class HubServer {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
     if (req.method === 'POST' || req.method === 'PUT') return this.handleWrite(req, res, parts);
+    // /api/models/{owner}/{name}/revision/{rev}: the commit a revision is at.
+    if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'revision') {
+      const id = `${parts[2]}/${parts[3]}`;
+      const repo = this.repos.get(id);
+      if (!repo || !this.atRevision(repo, parts[5])) return this.notFound(res, 'RevisionNotFound');
+      if (!this.authorized(repo, req)) return this.unauthorized(res);
+      res.writeHead(200, { ...CORS_HEADERS, 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ _id: id, id, sha: this.commitSha(repo) }));
+      return;
+    }
     // /api/models/{owner}/{name}/tree/{rev}
     if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'tree') {
       const id = `${parts[2]}/${parts[3]}`;
       const repo = this.repos.get(id);
-      if (!repo || (repo.revision ?? 'main') !== parts[5]) return this.notFound(res, 'RepoNotFound');
+      if (!repo || !this.atRevision(repo, parts[5])) return this.notFound(res, 'RepoNotFound');
       if (!this.authorized(repo, req)) return this.unauthorized(res);
       const entries = [...repo.files].map(([path, bytes]) => ({
         type: 'file',
@@ -204,7 +228,7 @@ export class HubServer {
       const id = `${parts[0]}/${parts[1]}`;
       const repo = this.repos.get(id);
       const path = parts.slice(4).join('/');
-      if (!repo || (repo.revision ?? 'main') !== parts[3]) return this.notFound(res, 'RepoNotFound');
+      if (!repo || !this.atRevision(repo, parts[3])) return this.notFound(res, 'RepoNotFound');
       if (!this.authorized(repo, req)) return this.unauthorized(res);
       const bytes = repo.files.get(path);
       if (!bytes) return this.notFound(res, 'EntryNotFound');
