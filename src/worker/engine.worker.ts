@@ -12,8 +12,14 @@
  */
 import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
-import type { ModelResolver } from '../engine/io';
-import { type MergeProgress, prepareMerge, runMerge, type TensorPlacement } from '../engine/merge';
+import type { ModelFiles, ModelResolver, OutputTarget } from '../engine/io';
+import {
+  MergeError,
+  type MergeProgress,
+  prepareMerge,
+  runMerge,
+  type TensorPlacement,
+} from '../engine/merge';
 import { formatBytes } from '../formats/size';
 import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
@@ -238,27 +244,60 @@ async function pinStreams(request: HubStreamRequest, signal: AbortSignal): Promi
  * The models of one run: streamed hub repos at their pinned commits (each listed once per run),
  * every other reference from the library.
  */
-function runResolver(hub: HubStreams | undefined, signal: AbortSignal, onLog?: (line: string) => void) {
-  const opened = new Map<string, Promise<HubModelFiles>>();
-  const resolver: ModelResolver = async (reference) => {
+function runResolver(
+  hub: HubStreams | undefined,
+  signal: AbortSignal,
+  onLog?: (line: string) => void,
+): RunResolver {
+  const opened = new Map<string, Promise<ModelFiles>>();
+  const resolver: RunResolver = async (reference) => {
     const commit = hub?.commits.get(reference);
     if (!hub || !commit) return libraryResolver(reference);
     let model = opened.get(reference);
     if (!model) {
-      model = openHubModel(reference, commit, { hubUrl: hub.hubUrl, accessToken: hub.accessToken, signal });
+      model = openHubModel(reference, commit, {
+        hubUrl: hub.hubUrl,
+        accessToken: hub.accessToken,
+        signal,
+      }).then((m) => {
+        onLog?.(
+          `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
+            `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
+        );
+        return watchHubReads(m, () => {
+          resolver.hubReadFailed = true;
+        });
+      });
       opened.set(reference, model);
-      void model.then(
-        (m) =>
-          onLog?.(
-            `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
-              `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
-          ),
-        () => opened.delete(reference),
-      );
+      model.catch(() => opened.delete(reference));
     }
     return model;
   };
+  resolver.hubReadFailed = false;
   return resolver;
+}
+
+/** A run's models; `hubReadFailed` is set once a streamed model's read failed after its retries. */
+type RunResolver = ModelResolver & { hubReadFailed?: boolean };
+
+/** The model with every source reporting a hub read that failed for good (HubRangeError). */
+function watchHubReads(model: HubModelFiles, onFailure: () => void): ModelFiles {
+  return {
+    name: model.name,
+    files: () => model.files(),
+    async open(file) {
+      const source = await model.open(file);
+      return {
+        name: source.name,
+        size: source.size,
+        read: (offset, length) =>
+          source.read(offset, length).catch((e: unknown) => {
+            if ((e as Error).name === 'HubRangeError') onFailure();
+            throw e;
+          }),
+      };
+    },
+  };
 }
 
 /** The hub streams a journal record names, for resuming it. */
@@ -362,7 +401,7 @@ async function journaledMerge(
   onProgress?: (p: MergeProgressEvent) => void,
   onLog?: (line: string) => void,
   datasetsEndpoint?: string,
-  resolveModel: ModelResolver = libraryResolver,
+  resolveModel: RunResolver = libraryResolver,
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
@@ -407,12 +446,24 @@ async function journaledMerge(
       backend: selected.backend.kind,
     });
   };
+  // A streamed model the hub stopped serving (after the retries) leaves the merge resumable: its
+  // partial output and journal record are kept, as after a reload, instead of being discarded.
+  let keptForResume = false;
+  const target: OutputTarget = {
+    createFile: (name) => output.createFile(name),
+    reopenFile: output.reopenFile && ((name, keep) => output.reopenFile!(name, keep)),
+    commit: () => output.commit(),
+    abort: async () => {
+      if (resolveModel.hubReadFailed && !signal.aborted) keptForResume = true;
+      else await output.abort();
+    },
+  };
   try {
     const result = await runMerge({
       recipe,
       aimStatistics,
       resolveModel,
-      output,
+      output: target,
       seed: record.seed,
       outShardSize: record.outShardSize,
       backend: selected.backend,
@@ -433,10 +484,17 @@ async function journaledMerge(
       placement: result.placement,
       elapsedMs: performance.now() - started,
     };
+  } catch (e) {
+    if (!keptForResume) throw e;
+    throw new MergeError(
+      `${(e as Error).message}. The merge so far is kept: Resume continues after its last finished tensor once the hub answers again`,
+      undefined,
+      { cause: e },
+    );
   } finally {
     selected.dispose();
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
-    await journal.remove(record.runId).catch(() => undefined);
+    if (!keptForResume) await journal.remove(record.runId).catch(() => undefined);
   }
 }
 

@@ -273,3 +273,41 @@ test('a streamed merge cut short by a reload resumes at the pinned commit to the
     await hub.stop();
   }
 });
+
+test('a hub outage mid-merge keeps the merge, which resumes once the hub answers again', async ({ page }) => {
+  test.setTimeout(180_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', 'running');
+    await expect
+      .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
+      .toBeGreaterThanOrEqual(10);
+    hub.failFiles(503);
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
+    await expect(status).toHaveAttribute('data-state', 'error');
+    await expect(status).toContainText('the hub answered HTTP 503 (4 attempts)');
+    await expect(status).toContainText(
+      'The merge so far is kept: Resume continues after its last finished tensor once the hub answers again',
+    );
+    const interrupted = page.getByTestId('merge-interrupted');
+    await expect(interrupted).toHaveCount(1);
+    const [record] = await journal(page);
+    expect(record.tensorsDone).toBeGreaterThanOrEqual(10);
+
+    hub.failFiles(undefined);
+    await page.getByTestId('merge-resume').click();
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+    await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+    await expect(page.locator('l2s-run-panel .log')).toContainText(`resuming after ${record.tensorsDone} of`);
+    await expectSameBytes(page, cli);
+  } finally {
+    await hub.stop();
+  }
+});

@@ -99,6 +99,8 @@ export class HubServer {
   private readonly byOid = new Map<string, { repo: string; path: string }>();
   private readonly stalls = new Map<string, Stall>();
   private readonly corrupt = new Set<string>();
+  /** While set, every file request is answered with this status (a hub or CDN outage). */
+  private outageStatus?: number;
   private server?: Server;
   url = '';
 
@@ -117,6 +119,11 @@ export class HubServer {
   /** Serve `path` of `repo` with one byte flipped, while listing the true sha256. */
   corruptFile(repo: string, path: string): void {
     this.corrupt.add(`${repo}/${path}`);
+  }
+
+  /** Answer every file request with `status` (e.g. 503) from now on; `undefined` ends the outage. */
+  failFiles(status: number | undefined): void {
+    this.outageStatus = status;
   }
 
   /** Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open. */
@@ -261,6 +268,11 @@ export class HubServer {
     }
     const range = req.headers.range ?? null;
     this.requests.push({ repo: repoId, path, range });
+    if (this.outageStatus !== undefined) {
+      res.writeHead(this.outageStatus, CORS_HEADERS);
+      res.end('the hub is unavailable');
+      return;
+    }
     let start = 0;
     let end = bytes.length - 1;
     let status = 200;
