@@ -10,8 +10,11 @@
  *
  * Request sizes: the safetensors header is read exactly (the 8-byte length, then the JSON), so a
  * header-only check never asks for tensor bytes. Reads in the data section shorter than
- * `minRequestBytes` are widened to that size and the block kept for the reads that follow, since
- * the engine reads small tensors one by one in file order.
+ * `minRequestBytes` are served from blocks of that size on a fixed grid from the data section's
+ * start, the last few kept: the engine reads small tensors one by one, near each other but not
+ * strictly in file order, and a grid fetches each block once where widening each read from its
+ * own offset would fetch overlapping bytes again. Larger reads are sent as asked (split above
+ * `maxRequestBytes`).
  */
 import type { ByteSource } from '../formats/byte-source';
 
@@ -22,6 +25,14 @@ export class HubRangeError extends Error {
 
 /** Widened read size in the data section: a few round trips per layer of a small model. */
 export const DEFAULT_MIN_REQUEST_BYTES = 1 << 20;
+/**
+ * Largest single request. A GPU merge reads tensors of up to 2^28 elements whole; as one request a
+ * dropped connection would cost the whole tensor again, so larger reads go as several requests,
+ * a few at a time (which also keeps a long-distance link busy).
+ */
+export const DEFAULT_MAX_REQUEST_BYTES = 16 << 20;
+/** Requests of one split read in flight at once. */
+const PARALLEL_PARTS = 4;
 /** Attempts per read, the first included. */
 export const DEFAULT_READ_ATTEMPTS = 4;
 const DEFAULT_RETRY_DELAY_MS = 500;
@@ -40,6 +51,7 @@ export interface HttpRangeSourceOptions {
    */
   safetensors?: boolean;
   minRequestBytes?: number;
+  maxRequestBytes?: number;
   attempts?: number;
   /** Backoff before retry n is retryDelayMs * 2^(n-1). */
   retryDelayMs?: number;
@@ -56,25 +68,28 @@ class ReadFailure extends Error {
   }
 }
 
-interface Block {
-  offset: number;
-  bytes: Promise<Uint8Array>;
-}
+/** Grid blocks kept per file: a layer's small tensors (norms, biases) lie within a few. */
+const KEPT_BLOCKS = 4;
 
 export interface HttpRangeSource extends ByteSource {
   /** Range requests sent so far (retries included): for tests and the run log. */
   readonly requests: number;
+  /** Body bytes received so far (retries included). */
+  readonly bytesFetched: number;
 }
 
 export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSource {
   const { name, url, size } = options;
   const minRequest = options.minRequestBytes ?? DEFAULT_MIN_REQUEST_BYTES;
+  const maxRequest = Math.max(1, options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES);
   const attempts = Math.max(1, options.attempts ?? DEFAULT_READ_ATTEMPTS);
   const retryDelay = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
   /** Where widening may start: the data section of a safetensors file once known, else 0. */
   let widenFrom = options.safetensors ? Number.POSITIVE_INFINITY : 0;
-  let block: Block | undefined;
+  /** Grid block index -> its bytes, least recently used first. */
+  const blocks = new Map<number, Promise<Uint8Array>>();
   let requests = 0;
+  let bytesFetched = 0;
   /**
    * Where the hub's resolve URL last redirected (its CDN): later reads go there directly, saving a
    * round trip each; if that address stops answering (a signed URL that expired) reads go back to
@@ -141,6 +156,7 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
         true,
       );
     }
+    bytesFetched += body.byteLength;
     if (body.byteLength !== length) {
       throw new ReadFailure(
         `short read: ${body.byteLength} of the ${length} bytes from ${start} arrived`,
@@ -150,7 +166,26 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
     return body;
   }
 
+  /** `length` bytes from `start`, as one request or, above maxRequest, several into one buffer. */
   async function fetchRange(start: number, length: number): Promise<Uint8Array> {
+    if (length <= maxRequest) return fetchPart(start, length);
+    const out = new Uint8Array(length);
+    let next = 0;
+    const worker = async () => {
+      while (next < length) {
+        const at = next;
+        const part = Math.min(maxRequest, length - at);
+        next += part;
+        out.set(await fetchPart(start + at, part), at);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(PARALLEL_PARTS, Math.ceil(length / maxRequest)) }, worker),
+    );
+    return out;
+  }
+
+  async function fetchPart(start: number, length: number): Promise<Uint8Array> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await fetchOnce(start, length);
@@ -165,6 +200,39 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
     }
   }
 
+  function block(index: number): Promise<Uint8Array> {
+    const kept = blocks.get(index);
+    if (kept) {
+      blocks.delete(index);
+      blocks.set(index, kept);
+      return kept;
+    }
+    const start = widenFrom + index * minRequest;
+    const bytes = fetchRange(start, Math.min(minRequest, size - start));
+    blocks.set(index, bytes);
+    // A failed block is not kept: the next read asks again.
+    bytes.catch(() => {
+      if (blocks.get(index) === bytes) blocks.delete(index);
+    });
+    while (blocks.size > KEPT_BLOCKS) blocks.delete(blocks.keys().next().value as number);
+    return bytes;
+  }
+
+  /** A read shorter than a block: from the one or two grid blocks it falls in. */
+  async function readFromBlocks(offset: number, length: number): Promise<Uint8Array> {
+    const first = Math.floor((offset - widenFrom) / minRequest);
+    const last = Math.floor((offset + length - 1 - widenFrom) / minRequest);
+    const firstStart = widenFrom + first * minRequest;
+    const head = await block(first);
+    if (last === first) return head.subarray(offset - firstStart, offset - firstStart + length);
+    const tail = await block(last);
+    const out = new Uint8Array(length);
+    const fromHead = head.byteLength - (offset - firstStart);
+    out.set(head.subarray(offset - firstStart), 0);
+    out.set(tail.subarray(0, length - fromHead), fromHead);
+    return out;
+  }
+
   async function read(offset: number, length: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new RangeError(`${name}: read of ${length} bytes at ${offset} is not a byte range`);
@@ -175,20 +243,7 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
       );
     }
     if (length === 0) return new Uint8Array(0);
-    const cached = block;
-    if (cached) {
-      const bytes = await cached.bytes.catch(() => undefined);
-      if (bytes && offset >= cached.offset && offset + length <= cached.offset + bytes.byteLength) {
-        return bytes.subarray(offset - cached.offset, offset - cached.offset + length);
-      }
-    }
-    if (offset >= widenFrom && length < minRequest) {
-      const widened = Math.min(minRequest, size - offset);
-      const next: Block = { offset, bytes: fetchRange(offset, widened) };
-      block = next;
-      const bytes = await next.bytes;
-      return bytes.subarray(0, length);
-    }
+    if (offset >= widenFrom && length < minRequest) return readFromBlocks(offset, length);
     const bytes = await fetchRange(offset, length);
     if (options.safetensors && offset === 0 && length >= 8 && widenFrom === Number.POSITIVE_INFINITY) {
       // The first 8 bytes give the header's length; the data section starts after it.
@@ -204,6 +259,9 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
     read,
     get requests() {
       return requests;
+    },
+    get bytesFetched() {
+      return bytesFetched;
     },
   };
 }

@@ -33,6 +33,7 @@ import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
 import { parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
+import type { HttpRangeSource } from '../store/http-range-source';
 import { type HubModelFiles, openHubModel, pinHubRevision } from '../store/hub-model';
 import { type HubModelPlan, planHubModel } from '../store/hub-plan';
 import {
@@ -250,6 +251,7 @@ function runResolver(
   onLog?: (line: string) => void,
 ): RunResolver {
   const opened = new Map<string, Promise<ModelFiles>>();
+  const traffic: HubTraffic = { sources: [] };
   const resolver: RunResolver = async (reference) => {
     const commit = hub?.commits.get(reference);
     if (!hub || !commit) return libraryResolver(reference);
@@ -264,7 +266,7 @@ function runResolver(
           `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
             `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
         );
-        return watchHubReads(m, () => {
+        return watchHubReads(m, traffic, () => {
           resolver.hubReadFailed = true;
         });
       });
@@ -274,19 +276,33 @@ function runResolver(
     return model;
   };
   resolver.hubReadFailed = false;
+  resolver.hubTraffic = () => ({
+    requests: traffic.sources.reduce((n, s) => n + s.requests, 0),
+    bytes: traffic.sources.reduce((n, s) => n + s.bytesFetched, 0),
+  });
   return resolver;
 }
 
+/** The range sources a run opened on the hub, for the cost it reports. */
+interface HubTraffic {
+  sources: { readonly requests: number; readonly bytesFetched: number }[];
+}
+
 /** A run's models; `hubReadFailed` is set once a streamed model's read failed after its retries. */
-type RunResolver = ModelResolver & { hubReadFailed?: boolean };
+type RunResolver = ModelResolver & {
+  hubReadFailed?: boolean;
+  /** Range requests and bytes read from the hub so far. */
+  hubTraffic?: () => { requests: number; bytes: number };
+};
 
 /** The model with every source reporting a hub read that failed for good (HubRangeError). */
-function watchHubReads(model: HubModelFiles, onFailure: () => void): ModelFiles {
+function watchHubReads(model: HubModelFiles, traffic: HubTraffic, onFailure: () => void): ModelFiles {
   return {
     name: model.name,
     files: () => model.files(),
     async open(file) {
       const source = await model.open(file);
+      if ('bytesFetched' in source) traffic.sources.push(source as HttpRangeSource);
       return {
         name: source.name,
         size: source.size,
@@ -474,6 +490,10 @@ async function journaledMerge(
       onLog,
     });
     progress.flush();
+    const hubRead = resolveModel.hubTraffic?.();
+    if (hubRead && hubRead.requests > 0) {
+      onLog?.(`read ${formatBytes(hubRead.bytes)} from the hub in ${hubRead.requests} range requests`);
+    }
     const files = (await outputFiles(output.id)).map((f) => ({ name: f.name, size: f.size }));
     return {
       outputId: output.id,

@@ -149,6 +149,16 @@ test('a merge streamed from the hub equals the CLI bytes and stores nothing in I
       const covered = ranges.filter((r) => r.path === path).reduce((s, r) => s + (r.end - r.start + 1), 0);
       expect(covered).toBeGreaterThanOrEqual(size);
     }
+    // The run reports what it downloaded: the weights (plus the side files), in a few requests each.
+    const cost = /read ([\d.]+) MB from the hub in (\d+) range requests/.exec(
+      (await log.textContent()) ?? '',
+    );
+    expect(cost, 'the run log reports the hub traffic').not.toBeNull();
+    console.log(`streamed merge: ${cost?.[0]}; the weights are ${modelBytes} bytes`);
+    // Each byte about once: headers twice (the validation, then the merge), the base's side files.
+    expect(Number(cost?.[1]) * 1e6).toBeGreaterThanOrEqual(modelBytes * 0.99);
+    expect(Number(cost?.[1]) * 1e6).toBeLessThan(modelBytes * 1.1);
+    expect(Number(cost?.[2])).toBeLessThan(40);
   } finally {
     await hub.stop();
   }

@@ -35,7 +35,7 @@ function pattern(n: number): Uint8Array {
 function source(
   bytes: Uint8Array,
   faults: Fault[] = [],
-  extra: { minRequestBytes?: number; safetensors?: boolean } = {},
+  extra: { minRequestBytes?: number; maxRequestBytes?: number; safetensors?: boolean } = {},
 ) {
   const s = server(bytes, faults);
   const src = httpRangeSource({
@@ -45,6 +45,7 @@ function source(
     fetch: s.fetchFn,
     retryDelayMs: 1,
     minRequestBytes: extra.minRequestBytes ?? 1,
+    maxRequestBytes: extra.maxRequestBytes,
     safetensors: extra.safetensors,
   });
   return { src, ranges: s.ranges };
@@ -129,10 +130,25 @@ describe('httpRangeSource', () => {
       );
     }
     expect(ranges.slice(2)).toEqual([`bytes=${headerEnd}-${headerEnd + 4095}`]);
-    // A widened read stops at the end of the file.
+    // Blocks lie on a grid from the data section's start; the last one stops at the end of the file.
     const tail = bytes.length - 10;
     expect(await src.read(tail, 10)).toEqual(bytes.slice(tail));
-    expect(ranges.at(-1)).toBe(`bytes=${tail}-${bytes.length - 1}`);
-    expect(src.requests).toBe(4);
+    expect(ranges.at(-1)).toBe(`bytes=${headerEnd + 3 * 4096}-${bytes.length - 1}`);
+    // A read across two blocks takes both; one of them was already fetched.
+    const across = headerEnd + 4096 - 8;
+    expect(await src.read(across, 16)).toEqual(bytes.slice(across, across + 16));
+    expect(ranges.slice(4)).toEqual([`bytes=${headerEnd + 4096}-${headerEnd + 8191}`]);
+    // A read of a block or more is sent as asked.
+    expect(await src.read(headerEnd + 100, 5000)).toEqual(bytes.slice(headerEnd + 100, headerEnd + 5100));
+    expect(ranges.at(-1)).toBe(`bytes=${headerEnd + 100}-${headerEnd + 5099}`);
+    expect(src.requests).toBe(6);
+  });
+
+  it('splits a read larger than maxRequestBytes into several requests', async () => {
+    const bytes = pattern(1000);
+    const { src, ranges } = source(bytes, [], { maxRequestBytes: 300 });
+    expect(await src.read(50, 700)).toEqual(bytes.slice(50, 750));
+    expect([...ranges].sort()).toEqual(['bytes=350-649', 'bytes=50-349', 'bytes=650-749']);
+    expect(src.bytesFetched).toBe(700);
   });
 });
