@@ -275,7 +275,7 @@ test('a streamed merge cut short by a reload resumes at the pinned commit to the
     expect(resolved.length).toBeGreaterThan(0);
     for (const r of resolved) {
       const repo = r.url.includes(SYSTEM1) ? SYSTEM1 : SYSTEM2;
-      expect(r.url).toContain(`/resolve/${hub.commitSha(hub.repo(repo)!)}/`);
+      expect(r.url).toContain(`/resolve/${hub.revisions(repo).get('main')!.sha}/`);
     }
     await expectSameBytes(page, cli);
     expect(await libraryNames(page)).toEqual([]);

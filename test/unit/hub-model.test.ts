@@ -29,7 +29,7 @@ describe('hub model streaming', () => {
   it('pins main to its commit and reads tensors by Range requests at that commit', async () => {
     const { hub, model } = await serve();
     const commit = await pinHubRevision(REPO, 'main', { hubUrl: hub.url });
-    expect(commit).toBe(hub.commitSha(hub.repo(REPO)!));
+    expect(commit).toBe(hub.revisions(REPO).get('main')!.sha);
     const files = await openHubModel(REPO, commit, { hubUrl: hub.url });
     expect([...files.files()].sort()).toEqual([...model.files.keys()].sort());
     const index = await readModelTensors(files);
