@@ -31,7 +31,7 @@ import {
 } from '../inspect/inspect-models';
 import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
-import { parseRecipe } from '../recipe';
+import { parseHubModelRef, parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
 import type { HttpRangeSource } from '../store/http-range-source';
 import { type HubModelFiles, openHubModel, pinHubRevision } from '../store/hub-model';
@@ -44,7 +44,7 @@ import {
   importFolder,
   selectModelFiles,
 } from '../store/import-folder';
-import { importFromHub, resumeHubImport } from '../store/import-hub';
+import { HubDownloadError, importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
@@ -235,8 +235,15 @@ interface HubStreams {
 async function pinStreams(request: HubStreamRequest, signal: AbortSignal): Promise<HubStreams> {
   const access = { hubUrl: request.hubUrl, accessToken: request.accessToken, signal };
   const commits = new Map<string, string>();
-  for (const repo of new Set(request.repos)) {
-    commits.set(repo, await pinHubRevision(repo, request.revision ?? 'main', access));
+  for (const reference of new Set(request.repos)) {
+    // `org/name@revision` as mergekit writes it pins that revision; a plain id pins `revision`.
+    const ref = parseHubModelRef(reference);
+    if (!ref)
+      throw new HubDownloadError(`'${reference}' is not a hub repo id (owner/name or owner/name@revision)`);
+    commits.set(
+      reference,
+      await pinHubRevision(ref.repo, ref.revision ?? request.revision ?? 'main', access),
+    );
   }
   return { hubUrl: request.hubUrl, accessToken: request.accessToken, commits };
 }
@@ -257,7 +264,7 @@ function runResolver(
     if (!hub || !commit) return libraryResolver(reference);
     let model = opened.get(reference);
     if (!model) {
-      model = openHubModel(reference, commit, {
+      model = openHubModel(parseHubModelRef(reference)?.repo ?? reference, commit, {
         hubUrl: hub.hubUrl,
         accessToken: hub.accessToken,
         signal,
