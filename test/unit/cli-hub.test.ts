@@ -20,7 +20,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { homedir, hostname, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
 import { hubCacheDir, hubSettings, hubToken } from '../../src/node/hub-settings';
@@ -607,6 +607,57 @@ describe('l2s-merge with hub ids', () => {
     expectOk(local);
     expect(JSON.parse(fromHub.stdout).token_ids).toHaveLength(4);
     expect(fromHub.stdout).toBe(local.stdout);
+  }, 60_000);
+
+  it('eval runs a hub id as it runs the same local folder', async () => {
+    const fixture = 'test/fixtures/qwen2-tiny-l2s/system2';
+    const files = new Map<string, Uint8Array>();
+    for (const name of await readdir(fixture))
+      if (name !== 'reference.json') files.set(name, new Uint8Array(await readFile(join(fixture, name))));
+    const hub = new HubServer();
+    hub.addRepo('test-org/qwen2-tiny-system2', { files });
+    await hub.start();
+    servers.push(hub);
+    const { work, env } = await workDir();
+    const questions = join(work, 'q.jsonl');
+    await writeFile(
+      questions,
+      `${JSON.stringify({ question: 'What is 2+3?', answer: '5' })}\n${JSON.stringify({ question: 'What is 34 - 10?', answer: 24 })}\n`,
+    );
+    const args = [
+      '--questions',
+      questions,
+      '--max-new-tokens',
+      '12',
+      '--system',
+      '',
+      '--json',
+      '--device',
+      'cpu',
+    ];
+    const hubId = 'test-org/qwen2-tiny-system2@main';
+    const fromHub = await runBin(bin, ['eval', hubId, ...args], {
+      cwd: work,
+      env: { ...env, HF_ENDPOINT: hub.url },
+    });
+    expectOk(fromHub);
+    expect(fromHub.stderr).toContain(`l2s-merge: ${hubId}: downloading ${files.size} file(s)`);
+    const local = await runBin(bin, ['eval', resolve(fixture), ...args], { env });
+    expectOk(local);
+    type EvalOutput = {
+      results: Array<{ model: string; text: string; generatedTokens: number }>;
+      table: Array<{ model: string }>;
+    };
+    const hubOut = JSON.parse(fromHub.stdout) as EvalOutput;
+    const localOut = JSON.parse(local.stdout) as EvalOutput;
+    expect(hubOut.results).toHaveLength(2);
+    expect(hubOut.results.every((r) => r.model === hubId && r.generatedTokens > 0)).toBe(true);
+    expect(hubOut.table.map((r) => r.model)).toEqual([hubId]);
+    // The same responses, grades and table; only the model's name differs.
+    expect(fromHub.stdout.replaceAll(JSON.stringify(hubId), JSON.stringify(resolve(fixture)))).toBe(
+      local.stdout,
+    );
+    expect(localOut.results.map((r) => r.text)).toEqual(hubOut.results.map((r) => r.text));
   }, 60_000);
 });
 
