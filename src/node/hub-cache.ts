@@ -435,22 +435,20 @@ export class HubModels {
           },
         );
         if (lock !== 'done') {
+          let uncount = waitResumed ?? 0;
           try {
-            if (!(await exists(blob))) {
-              let uncount = waitResumed ?? 0;
-              await this.downloadBlob(
-                what,
-                repo,
-                commit,
-                f,
-                blob,
-                (done, resumed) => {
-                  progress(done, resumed - uncount);
-                  uncount = 0;
-                },
-                lock,
-              );
-            }
+            await this.downloadBlob(
+              what,
+              repo,
+              commit,
+              f,
+              blob,
+              (done, resumed) => {
+                progress(done, resumed - uncount);
+                uncount = 0;
+              },
+              lock,
+            );
           } finally {
             await lock.release();
           }

@@ -17,7 +17,7 @@
  * mixed-up transfer out of the cache.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -163,36 +163,51 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/**
- * Takes the blob's lock, waiting while another process holds it. Resolves with the lock, or with
- * 'done' when the blob appeared meanwhile (the other download finished). Even with the lock the
- * caller checks for the blob again: it may have been finished just before the lock was free.
- */
-export async function acquireBlobLock(path: string, options: BlobLockOptions): Promise<BlobLock | 'done'> {
-  await mkdir(dirname(path), { recursive: true });
+/** The lock made with an exclusive create, or undefined when the file exists already. */
+async function createLock(path: string): Promise<BlobLock | undefined> {
+  // The time is the moment of taking it: a lock taken after a long wait is not old.
   const content = `${JSON.stringify({
     pid: process.pid,
     host: hostname(),
     started: new Date().toISOString(),
     token: randomBytes(8).toString('hex'),
   } satisfies LockOwner)}\n`;
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'wx');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw e;
+  }
+  try {
+    await handle.writeFile(content);
+  } finally {
+    await handle.close();
+  }
+  return new BlobLock(path, content);
+}
+
+/**
+ * Takes the blob's lock, waiting while another process holds it. Resolves with the lock, or with
+ * 'done' when the blob is there (the other download finished; the blob is looked for again once
+ * the lock is taken, since it may have been renamed into place just before the lock was free).
+ */
+export async function acquireBlobLock(path: string, options: BlobLockOptions): Promise<BlobLock | 'done'> {
+  await mkdir(dirname(path), { recursive: true });
   let waited = false;
+  const finished = async () => {
+    if (!(await stat(options.blob).catch(() => undefined))) return false;
+    if (waited) options.notice(`${options.file}: downloaded by the other process; using it`);
+    return true;
+  };
   for (;;) {
     if (options.signal?.aborted) await sleep(0, options.signal);
-    if (await stat(options.blob).catch(() => undefined)) {
-      if (waited) options.notice(`${options.file}: downloaded by the other process; using it`);
+    if (await finished()) return 'done';
+    const lock = await createLock(path);
+    if (lock) {
+      if (!(await finished())) return lock;
+      await lock.release();
       return 'done';
-    }
-    try {
-      const handle = await open(path, 'wx');
-      try {
-        await handle.writeFile(content);
-      } finally {
-        await handle.close();
-      }
-      return new BlobLock(path, content);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const found = await readLock(path);
     if (!found) continue; // released between the two calls
