@@ -112,6 +112,61 @@ export interface KernelExports {
   keyHistogram(keys: number, n: number, histogram: number): void;
   countNonFinite(src: number, dtype: number, n: number): number;
   replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
+  // TIES / breadcrumbs, fused passes
+  countWindowedGathered(
+    values: number,
+    n: number,
+    flip: number,
+    high: number,
+    window0: number,
+    start0: number,
+    buckets0: number,
+    window1: number,
+    start1: number,
+    buckets1: number,
+    scratch: number,
+    capacity: number,
+  ): void;
+  countSampled4(values: number, n: number, flip: number, high: number, sample: number): void;
+  maskedDelta(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    dst: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    hasBelow: number,
+    belowKey: number,
+    belowTaken: number,
+    state: number,
+    rescale: number,
+    hasRescale: number,
+  ): void;
+  tiesOne(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    out: number,
+    outDtype: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    hasBelow: number,
+    belowKey: number,
+    belowTaken: number,
+    state: number,
+    rescale: number,
+    hasRescale: number,
+    weight: number,
+    normalize: number,
+    lambda: number,
+    scale: number,
+  ): void;
 }
 
 const PAGE = 65536;

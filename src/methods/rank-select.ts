@@ -107,6 +107,18 @@ export interface SelectionKernels {
   ): boolean;
 }
 
+/** MagnitudeRangeSelector.beginMask: one chunk's keep decisions as kernel parameters. */
+export interface RankMaskParameters {
+  readonly flip: number;
+  readonly upToKey: number;
+  readonly upToTiesTaken: number;
+  readonly hasBelow: boolean;
+  readonly belowKey: number;
+  readonly belowTiesTaken: number;
+  /** The running tie counts [upTo, below], advanced in place by the kernel. */
+  readonly ties: Float64Array;
+}
+
 /** The bucket of a histogram holding 1-based rank `rank`, and how many counts lie before it. */
 function bucketOfRank(histogram: Uint32Array, rank: number): { bucket: number; before: number } {
   let before = 0;
@@ -481,6 +493,55 @@ export class MagnitudeRangeSelector {
     }
     this.upToTies = upToTies;
     this.belowTies = belowTies;
+  }
+
+  /**
+   * `maskValues`' decisions for the chunk starting at tensor element `start`, as parameters for a
+   * kernel that fuses them with the task vector and the mix (the WebAssembly kernels): keep element
+   * i iff its key is below `upToKey`, or ties it while fewer than `upToTiesTaken` ties were taken,
+   * and not so for the lower cut when `hasBelow`. The running tie counts are `ties` ([upTo, below]):
+   * the kernel advances them in place, then `endMask` takes them back. A chunk with start 0 restarts
+   * them, as in `maskValues`.
+   */
+  beginMask(start: number): RankMaskParameters {
+    if (this.stage === 1) {
+      for (const cut of this.cuts()) if (!cut.resolved) cut.resolveLow();
+      this.stage = 2;
+    }
+    if (start === 0) {
+      this.upToTies = 0;
+      this.belowTies = 0;
+    }
+    this.ties[0] = this.upToTies;
+    this.ties[1] = this.belowTies;
+    const { upTo, below } = this;
+    if (upTo.none || upTo.count === below.count) {
+      // Nothing kept: no key is below 0, and no tie at it is taken.
+      return {
+        flip: this.flip,
+        upToKey: 0,
+        upToTiesTaken: 0,
+        hasBelow: false,
+        belowKey: 0,
+        belowTiesTaken: 0,
+        ties: this.ties,
+      };
+    }
+    return {
+      flip: this.flip,
+      upToKey: upTo.all ? 0x7fffffff : upTo.key,
+      upToTiesTaken: upTo.all ? Number.POSITIVE_INFINITY : upTo.tiesTaken,
+      hasBelow: !below.none,
+      belowKey: below.none ? 0 : below.key,
+      belowTiesTaken: below.none ? 0 : below.tiesTaken,
+      ties: this.ties,
+    };
+  }
+
+  /** The tie counts a fused kernel advanced in `beginMask`'s `ties`. */
+  endMask(): void {
+    this.upToTies = this.ties[0];
+    this.belowTies = this.ties[1];
   }
 
   /**

@@ -50,6 +50,7 @@ import {
   MagnitudeRangeSelector,
   magnitudeRankRangeMask,
   PACKED_SORT_MAX,
+  type RankMaskParameters,
   SELECTION_SAMPLE,
   type SelectionKernels,
 } from './rank-select';
@@ -114,6 +115,13 @@ export interface ChunkSparsifier {
   accumulate(pass: number, delta: Float32Array, start: number): void;
   /** Replaces the chunk's delta values by their sparsified values. */
   apply(delta: Float32Array, start: number): void;
+  /**
+   * TIES and breadcrumbs: instead of `apply` on the chunk at `start`, its keep decisions as kernel
+   * parameters, and the rescale factor to multiply the kept values by (null: none); call
+   * `endRankMask` once the kernel has run.
+   */
+  rankMask?(start: number): { mask: RankMaskParameters; scale: number | null };
+  endRankMask?(): void;
 }
 
 const fround = Math.fround;
@@ -175,12 +183,18 @@ abstract class MaskSparsifier implements ChunkSparsifier {
     }
   }
 
-  apply(delta: Float32Array, start: number): void {
+  /** The rescale factor, known once the statistics passes are done (null: none). */
+  protected finalScale(): number | null {
     if (this.scale === undefined) {
       this.scale = this.rescale ? rescaleFactor(this.before.result(), this.after.result()) : null;
     }
+    return this.scale;
+  }
+
+  apply(delta: Float32Array, start: number): void {
+    this.finalScale();
     this.applyMask(delta, start);
-    const scale = this.scale;
+    const scale = this.scale as number | null;
     if (scale !== null) for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * scale;
   }
 }
@@ -205,6 +219,14 @@ class RankRangeSparsifier extends MaskSparsifier {
 
   protected applyMask(delta: Float32Array, start: number): void {
     this.selector.maskValues(bitsOf(delta), 0, delta.length, start, delta);
+  }
+
+  rankMask(start: number): { mask: RankMaskParameters; scale: number | null } {
+    return { mask: this.selector.beginMask(start), scale: this.finalScale() };
+  }
+
+  endRankMask(): void {
+    this.selector.endMask();
   }
 }
 

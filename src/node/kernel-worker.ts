@@ -7,7 +7,7 @@
 import { read } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DTYPE_BYTES } from '../formats/dtype';
-import { rawChunkMerge } from '../kernels/fused';
+import { chunkInputSets, rawChunkMerge } from '../kernels/fused';
 import { loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import type { KernelJob, SlotSet, WorkerReply } from './kernel-threads';
@@ -76,16 +76,24 @@ async function runJob(job: KernelJob): Promise<void> {
   if (!arena) throw new Error('the WebAssembly SIMD kernels do not load on this thread');
   const out = slots!;
   const { rows, rowLength: rowLen, rowsPerChunk } = job;
-  const kernel = rawChunkMerge(arena, getMethod(job.method), {
-    spec: job.spec,
-    inputDtypes: job.inputDtypes,
-    outDtype: job.outDtype,
-    workDtype: job.workDtype,
-    chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
-  });
-  if (!kernel) throw new Error(`${job.method} has no kernel form for tensor ${job.spec.tensorName}`);
   const rowBytes = job.inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
   const chunks = Math.ceil(rows / rowsPerChunk);
+  const layout = (inputSets: number) =>
+    rawChunkMerge(arena, getMethod(job.method), {
+      spec: job.spec,
+      inputDtypes: job.inputDtypes,
+      outDtype: job.outDtype,
+      workDtype: job.workDtype,
+      chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
+      inputSets,
+    });
+  let kernel = layout(2);
+  if (!kernel) throw new Error(`${job.method} has no kernel form for tensor ${job.spec.tensorName}`);
+  // As in the engine's kernelTensor: a tensor with statistics passes that fits the cache keeps its chunks.
+  const sets = job.split
+    ? 2
+    : chunkInputSets(kernel.passes, chunks, rows * rowBytes.reduce((a, b) => a + b, 0));
+  if (sets !== 2) kernel = layout(sets) as NonNullable<typeof kernel>;
   const all = Array.from({ length: chunks }, (_, k) => k);
   const mine = job.split ? all.filter((k) => k % job.step === job.first) : all;
   const readChunk = async (k: number, set: number): Promise<number> => {
@@ -104,20 +112,28 @@ async function runJob(job: KernelJob): Promise<void> {
     );
     return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
   };
-  // As in the engine's kernelTensor: chunk j+1 is read while chunk j computes; one chunk stays put.
-  let firstRead: Promise<number> | undefined;
+  // As in the engine's kernelTensor: chunk j+1 is read while chunk j computes; with a set per chunk
+  // (one chunk, or a tensor the cache holds) each chunk stays in its set from the first read on.
+  const cached = chunks <= sets;
+  const kept = new Map<number, Promise<number>>();
+  const fetch = (k: number, set: number): Promise<number> => {
+    let read = cached ? kept.get(k) : undefined;
+    if (!read) {
+      read = readChunk(k, set);
+      read.catch(() => {});
+      if (cached) kept.set(k, read);
+    }
+    return read;
+  };
   const each = async (list: number[], visit: (set: number, k: number, bytes: number) => void) => {
     if (list.length === 0) return;
-    if (chunks === 1) firstRead ??= readChunk(0, 0);
-    let pending = firstRead ?? readChunk(list[0], 0);
+    const setOf = (j: number) => (cached ? list[j] : j % 2);
+    let pending = fetch(list[0], setOf(0));
     for (let j = 0; j < list.length; j++) {
       const bytes = await pending;
       check();
-      if (j + 1 < list.length) {
-        pending = readChunk(list[j + 1], (j + 1) % 2);
-        pending.catch(() => {});
-      }
-      visit(j % 2, list[j], bytes);
+      if (j + 1 < list.length) pending = fetch(list[j + 1], setOf(j + 1));
+      visit(setOf(j), list[j], bytes);
     }
   };
   if (job.split && kernel.passes > 0) throw new Error(`tensor ${job.spec.tensorName} has statistics passes`);
