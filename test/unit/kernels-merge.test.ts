@@ -100,6 +100,13 @@ const CASES: Case[] = [
     models: 2,
     modelParams: (m) => ({ weight: [0.7, 0.4][m], density: [1, 0.3][m] }),
   },
+  // One model: the fused output kernel, with the divide (weight 1 skips it), the rescale and the lower cut.
+  { method: 'ties', params: { rescale: true }, models: 1, modelParams: () => ({ weight: 1, density: 0.4 }) },
+  {
+    method: 'breadcrumbs_ties',
+    models: 1,
+    modelParams: () => ({ weight: 0.6, density: 0.5, gamma: 0.1 }),
+  },
   { method: 'dare_ties', models: 2, modelParams: (m) => ({ weight: [0.4, 0.8][m], density: [0.6, 0.3][m] }) },
   { method: 'dare_linear', models: 1, modelParams: () => ({ weight: 0.9, density: 0.5 }) },
   {
@@ -184,16 +191,20 @@ function kernelBytes(
   outDtype: FloatDType,
   rowsPerChunk: number,
   statistics: { passes?: number } = {},
+  keepChunks = false,
 ): Uint8Array {
   const { method, spec } = inputsOf(c, name, shape, seed);
   const rowLen = chunkRowLength(shape);
   const rows = shape.reduce((a, b) => a * b, 1) / rowLen;
   const chunkRows = Math.min(rows, rowsPerChunk);
+  const chunks = Math.ceil(rows / rowsPerChunk);
+  // keepChunks: a buffer set per chunk, each filled once (the engine's cache of small tensors).
   const job = rawChunkMerge(arena, method, {
     spec,
     inputDtypes: dtypes,
     outDtype,
     chunkElements: chunkRows * rowLen,
+    inputSets: keepChunks ? Math.max(2, chunks) : 2,
   });
   if (!job) throw new Error(`no kernel form of ${c.method}`);
   const fill = (set: number, r0: number, r1: number) => {
@@ -202,13 +213,15 @@ function kernelBytes(
       job.input(set, i, (r1 - r0) * rowLen).set(bytes.subarray(r0 * rowBytes, r1 * rowBytes));
     });
   };
-  const oneChunk = rows <= rowsPerChunk;
-  if (oneChunk) fill(0, 0, rows);
+  const kept = keepChunks || rows <= rowsPerChunk;
+  if (kept)
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++)
+      fill(k, r0, Math.min(rows, r0 + rowsPerChunk));
   const each = (visit: (set: number, r0: number, r1: number) => void) => {
     for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       const r1 = Math.min(rows, r0 + rowsPerChunk);
-      if (!oneChunk) fill(k % 2, r0, r1);
-      visit(oneChunk ? 0 : k % 2, r0, r1);
+      if (!kept) fill(k % 2, r0, r1);
+      visit(kept ? k : k % 2, r0, r1);
     }
   };
   for (let pass = 0; pass < job.passes; pass++) {
@@ -297,6 +310,22 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
               expect(
                 same(expected, actual, out),
                 `${where}: ${firstDifference(expected, actual, DTYPE_BYTES[out])}`,
+              ).toBe(true);
+              const keptChunks = kernelBytes(
+                c,
+                name,
+                shape,
+                seed,
+                stored,
+                dtypes,
+                out,
+                rowsPerChunk,
+                {},
+                true,
+              );
+              expect(
+                same(expected, keptChunks, out),
+                `${where}, every chunk kept: ${firstDifference(expected, keptChunks, DTYPE_BYTES[out])}`,
               ).toBe(true);
             }
           }
