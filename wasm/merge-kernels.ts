@@ -1082,3 +1082,44 @@ export function tiesOne(
   store<f64>(state, belowTies, 8);
 }
 
+
+/**
+ * How many task-vector values x[i] - base[i] of [0, n) have the order key `upToKey`, and how many
+ * `belowKey` (when `hasBelow`), as two f64 at `out`: a chunk's ties at the cuts, so that a chunk
+ * masked on another thread knows the ties before it.
+ */
+export function countTies(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  hasBelow: i32,
+  belowKey: u32,
+  out: usize,
+): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  let upTo: i32 = 0;
+  let below: i32 = 0;
+  for (let i: usize = 0; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    upTo += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, up4)));
+    below += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, below4)));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const k = orderKey(reinterpret<u32>(load1(x, xDtype, i) - load1(base, baseDtype, i)), flip);
+    if (k == upToKey) upTo++;
+    if (k == belowKey) below++;
+  }
+  store<f64>(out, <f64>upTo);
+  store<f64>(out, hasBelow ? <f64>below : 0, 8);
+}

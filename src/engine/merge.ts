@@ -1094,6 +1094,30 @@ function startThreadTensor(ctx: StreamContext, threads: CpuThreads, arena: Kerne
       return false;
     }
   };
+  // TIES' and breadcrumbs' statistics split across the threads (threads.ts splitStatistics): for a
+  // tensor the engine's cache does not hold (one that does is read once whole on one thread), and
+  // masks without a rescale (its L1 sums run in chunk order).
+  const splitStatistics = () => {
+    if (!threads.splitsStatistics) return false;
+    if (recipe.dtype !== undefined && inputDtypes.some((d) => d !== recipe.dtype)) return false;
+    const inputBytes = inputDtypes.reduce((sum, d) => sum + rows * rowLen * DTYPE_BYTES[d], 0);
+    const chunks = Math.ceil(rows / rowsPerChunk);
+    if (chunkInputSets(1, chunks, inputBytes) === chunks) return false;
+    try {
+      const job = rawChunkMerge(arena, method, {
+        spec,
+        inputDtypes,
+        outDtype: t.outDtype as FloatDType,
+        workDtype: recipe.dtype,
+        chunkElements: 1,
+      });
+      return job !== null && job.passes > 0 && (job.splitSelectors?.() ?? null) !== null;
+    } catch {
+      return false;
+    }
+  };
+  const independentChunks = rows > rowsPerChunk && independent();
+  const statisticsSplit = rows > rowsPerChunk && !independentChunks && splitStatistics();
   return threads.start({
     method: recipe.mergeMethod,
     spec,
@@ -1107,7 +1131,8 @@ function startThreadTensor(ctx: StreamContext, threads: CpuThreads, arena: Kerne
     rows,
     rowLength: rowLen,
     rowsPerChunk,
-    split: rows > rowsPerChunk && independent(),
+    split: independentChunks || statisticsSplit,
+    splitStatistics: statisticsSplit,
   });
 }
 

@@ -24,7 +24,11 @@ import {
 } from '../methods/generalized-task-arithmetic';
 import { LinearMerge } from '../methods/linear';
 import { elementCount } from '../methods/params';
-import { type RankMaskParameters, SELECTION_SAMPLE } from '../methods/rank-select';
+import {
+  type MagnitudeRangeSelector,
+  type RankMaskParameters,
+  SELECTION_SAMPLE,
+} from '../methods/rank-select';
 import type { ChunkSparsifier } from '../methods/sparsify';
 import type { MergeMethod, StreamingMerge, TensorMergeSpec } from '../methods/types';
 import { ArenaSparsifyKernels, SPARSIFY_SCRATCH_BYTES, selectionArenaBytes } from './sparsify-kernels';
@@ -48,6 +52,13 @@ export interface RawChunkMerge {
   input(set: number, index: number, elements: number): Uint8Array;
   accumulate(pass: number, set: number, start: number, elements: number): void;
   produce(set: number, start: number, elements: number): Uint8Array;
+  /**
+   * Split statistics (kernel threads, kernel-worker.ts): per model, the selector of its mask, or
+   * null for a model without one; absent or null where the statistics cannot be split.
+   */
+  splitSelectors?(): (MagnitudeRangeSelector | null)[] | null;
+  /** Per model of `splitSelectors`: the ties [upTo, below] at its cut keys in the chunk in `set`. */
+  chunkTies?(set: number, elements: number): [number, number][];
 }
 
 /** What the engine knows of a tensor's inputs and output. */
@@ -488,6 +499,42 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
     mask.ties[0] = counts[0];
     mask.ties[1] = counts[1];
     sparsifier.endRankMask?.();
+  }
+
+  splitSelectors(): (MagnitudeRangeSelector | null)[] | null {
+    let splittable = true;
+    const selectors = this.plan.models.map((model) => {
+      if (!model.sparsifier) return null;
+      if (!model.sparsifier.splitSelector) splittable = false;
+      return model.sparsifier.splitSelector ?? null;
+    });
+    return splittable && selectors.some((s) => s !== null) ? selectors : null;
+  }
+
+  chunkTies(set: number, elements: number): [number, number][] {
+    const base = this.raw.spec.baseIndex;
+    const baseDtype = this.raw.inputDtypes[base];
+    const out = this.sparsifyKernels.tieState();
+    const counts = this.arena.f64(out, 2);
+    return this.plan.models.map((model) => {
+      const selector = model.sparsifier?.splitSelector;
+      if (!selector) return [0, 0];
+      // Any start but 0: the running counts are left as they are.
+      const mask = selector.beginMask(1);
+      this.arena.exports.countTies(
+        this.buffers.inputPtr[set][model.index],
+        DTYPE_CODE[this.raw.inputDtypes[model.index]],
+        this.buffers.inputPtr[set][base],
+        DTYPE_CODE[baseDtype],
+        elements,
+        mask.flip,
+        mask.upToKey,
+        +mask.hasBelow,
+        mask.belowKey,
+        out,
+      );
+      return [counts[0], counts[1]];
+    });
   }
 
   /** Model m's task vector for chunk elements [from, to), in its tile. */

@@ -145,6 +145,18 @@ export interface KernelExports {
     rescale: number,
     hasRescale: number,
   ): void;
+  countTies(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    hasBelow: number,
+    belowKey: number,
+    out: number,
+  ): void;
   tiesOne(
     x: number,
     xDtype: number,

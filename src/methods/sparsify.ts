@@ -122,6 +122,11 @@ export interface ChunkSparsifier {
    */
   rankMask?(start: number): { mask: RankMaskParameters; scale: number | null };
   endRankMask?(): void;
+  /**
+   * TIES and breadcrumbs without rescale: the selector whose statistics threads can split
+   * (rank-select.ts partialCounts, mergeCounts); absent where they run in chunk order.
+   */
+  readonly splitSelector?: MagnitudeRangeSelector;
 }
 
 const fround = Math.fround;
@@ -159,7 +164,7 @@ abstract class MaskSparsifier implements ChunkSparsifier {
   private readonly after = new BlockedSumF32();
   private scale: number | null | undefined;
 
-  constructor(private readonly rescale: boolean) {}
+  constructor(protected readonly rescale: boolean) {}
 
   /** Statistics passes the mask needs; may drop after pass 0 (rank-select.ts). */
   protected abstract get maskPasses(): number;
@@ -227,6 +232,11 @@ class RankRangeSparsifier extends MaskSparsifier {
 
   endRankMask(): void {
     this.selector.endMask();
+  }
+
+  get splitSelector(): MagnitudeRangeSelector | undefined {
+    // The rescale's L1 sums are f32 sums in chunk order, which threads cannot split.
+    return this.rescale ? undefined : this.selector;
   }
 }
 
