@@ -1123,3 +1123,96 @@ export function countTies(
   store<f64>(out, <f64>upTo);
   store<f64>(out, hasBelow ? <f64>below : 0, 8);
 }
+
+/**
+ * Four outputs of tiesOneBf16 (bf16 bits in the low halves of the lanes), from base values `b`
+ * and task-vector values `d`; the tie count runs in upToTies.
+ */
+// @ts-ignore: decorator
+@inline
+function tiesFour(
+  b: v128,
+  d: v128,
+  flip4: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  w: v128,
+  divide: bool,
+  lambda4: v128,
+  scale: i32,
+  absMask: v128,
+  nanKey: v128,
+  inf: v128,
+  one: v128,
+  zero: v128,
+  lsb1: v128,
+  round: v128,
+  quiet: v128,
+  low16: v128,
+): v128 {
+  const key = orderKey4(d, flip4, absMask, nanKey, inf);
+  const sel = inPrefix4(key, up4, upToKey, upToTaken, false);
+  const dw = f32x4.mul(f32x4.mul(d, v128.and(sel, one)), w);
+  const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+  let mixed = f32x4.mul(dw, keep);
+  if (divide) {
+    const divisor = f32x4.mul(w, keep);
+    mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+  }
+  if (scale) mixed = f32x4.mul(mixed, lambda4);
+  return bf16Bits4k(f32x4.add(b, mixed), absMask, inf, lsb1, round, quiet, low16);
+}
+
+/**
+ * tiesOne for bf16 inputs and output and one cut (TIES), eight elements a step: the same
+ * operations on each four, the 16-bit lanes widened by a shuffle and narrowed by one pack.
+ */
+export function tiesOneBf16(
+  x: usize,
+  base: usize,
+  out: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  state: usize,
+  weight: f32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  upToTies = load<f64>(state);
+  const divide = normalize != 0 && weight != 1;
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  const zero = constant(4, i32x4.splat(0));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const w = f32x4.splat(weight);
+  const lambda4 = f32x4.splat(lambda);
+  const whole = <usize>(n & ~7);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const xv = v128.load(x + (i << 1));
+    const bv = v128.load(base + (i << 1));
+    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+    const dLow = f32x4.sub(v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11), bLow);
+    const dHigh = f32x4.sub(v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15), bHigh);
+    // Elements i..i+3 first: the ties count in index order.
+    const low = tiesFour(bLow, dLow, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    const high = tiesFour(bHigh, dHigh, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    v128.store(out + (i << 1), i16x8.narrow_i32x4_u(low, high));
+  }
+  store<f64>(state, upToTies);
+  if (whole < <usize>n) {
+    const tail = <i32>whole;
+    tiesOne(x + (whole << 1), BF16, base + (whole << 1), BF16, out + (whole << 1), BF16, n - tail, flip, upToKey, upToTaken, 0, 0, 0, state, 1, 0, weight, normalize, lambda, scale);
+  }
+}

@@ -377,29 +377,45 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
     if (consensus !== null && only?.sparsifier?.rankMask) {
       // TIES with one model: mask, consensus, mix and encode of the whole chunk in one kernel.
       const index = only.index;
+      const bf16 = baseDtype === 'BF16' && outDtype === 'BF16' && this.raw.inputDtypes[index] === 'BF16';
       this.rankMasked(only.sparsifier, start, (mask, state, rescale) =>
-        exports.tiesOne(
-          this.buffers.inputPtr[set][index],
-          DTYPE_CODE[this.raw.inputDtypes[index]],
-          basePtr,
-          DTYPE_CODE[baseDtype],
-          outPtr,
-          DTYPE_CODE[outDtype],
-          elements,
-          mask.flip,
-          mask.upToKey,
-          mask.upToTiesTaken,
-          +mask.hasBelow,
-          mask.belowKey,
-          mask.belowTiesTaken,
-          state,
-          rescale ?? 1,
-          +(rescale !== null),
-          this.plan.weights[0],
-          +options.normalize,
-          lambda,
-          +scaleByLambda,
-        ),
+        bf16 && !mask.hasBelow && rescale === null
+          ? exports.tiesOneBf16(
+              this.buffers.inputPtr[set][index],
+              basePtr,
+              outPtr,
+              elements,
+              mask.flip,
+              mask.upToKey,
+              mask.upToTiesTaken,
+              state,
+              this.plan.weights[0],
+              +options.normalize,
+              lambda,
+              +scaleByLambda,
+            )
+          : exports.tiesOne(
+              this.buffers.inputPtr[set][index],
+              DTYPE_CODE[this.raw.inputDtypes[index]],
+              basePtr,
+              DTYPE_CODE[baseDtype],
+              outPtr,
+              DTYPE_CODE[outDtype],
+              elements,
+              mask.flip,
+              mask.upToKey,
+              mask.upToTiesTaken,
+              +mask.hasBelow,
+              mask.belowKey,
+              mask.belowTiesTaken,
+              state,
+              rescale ?? 1,
+              +(rescale !== null),
+              this.plan.weights[0],
+              +options.normalize,
+              lambda,
+              +scaleByLambda,
+            ),
       );
       return this.buffers.output(outSet, elements);
     }

@@ -157,6 +157,20 @@ export interface KernelExports {
     belowKey: number,
     out: number,
   ): void;
+  tiesOneBf16(
+    x: number,
+    base: number,
+    out: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    state: number,
+    weight: number,
+    normalize: number,
+    lambda: number,
+    scale: number,
+  ): void;
   tiesOne(
     x: number,
     xDtype: number,
@@ -182,7 +196,10 @@ export interface KernelExports {
 }
 
 const PAGE = 65536;
-/** The first page stays unused: address 0 is never a buffer. */
+/**
+ * The first page is never a buffer: address 0 is never one, and the kernels keep their vector
+ * constants there (merge-kernels.ts CONSTANTS).
+ */
 const ARENA_BASE = PAGE;
 
 let compiled: WebAssembly.Module | null | undefined;
