@@ -158,7 +158,8 @@ export async function findSameModel(
 ): Promise<ModelRecord | undefined> {
   const wanted = new Map(kept.map((f) => [f.name, f.blob]));
   for (const record of await library.list()) {
-    if (record.files.length !== wanted.size) continue;
+    // A linked model's bytes are the user's folder, not a copy: importing it too is allowed.
+    if (record.link || record.files.length !== wanted.size) continue;
     if (!record.files.every((f) => wanted.get(f.name)?.size === f.size)) continue;
     const model = await library.openModel({ id: record.id });
     let same = true;

@@ -34,7 +34,9 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
  * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
- * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes).
+ * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes),
+ * `?opfsPicker` (browser tests: folder pickers take a folder of the origin private file system, see
+ * directory-picker.ts).
  */
 function pageSettings(): {
   hubUrl: string;
@@ -308,6 +310,7 @@ export class L2sApp extends LitElement {
             id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
+            .models=${this.models}
             .problem=${check.parseError ?? check.error ?? ''}
             .gpu=${this.gpu}
             .engineOptions=${this.engineOptions}
@@ -318,7 +321,8 @@ export class L2sApp extends LitElement {
               this.outputId = undefined;
             }}
             @merge-done=${(e: CustomEvent<MergeOutcome>) => {
-              this.outputId = e.detail.outputId;
+              // A merge written to a folder on this computer has no output in browser storage.
+              this.outputId = e.detail.outputId || undefined;
               void this.refresh();
             }}
           ></l2s-run-panel>

@@ -40,6 +40,12 @@ import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
 import {
+  createFolderOutput,
+  type FolderOutput,
+  type FolderOutputTarget,
+  removePartialFolderOutput,
+} from './folder-output';
+import {
   createOpfsOutput,
   deleteOutput,
   listOutputs,
@@ -75,6 +81,8 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** Write the output into a new subfolder of a folder the user picked, instead of browser storage. */
+  outputFolder?: FolderOutputTarget;
 }
 
 export interface MergeProgressEvent {
@@ -103,6 +111,8 @@ export interface MergeOutcome {
   /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
   placement: TensorPlacement;
   elapsedMs: number;
+  /** Set when the output went to a folder on the user's computer: `picked-folder/subfolder`. */
+  folder?: string;
 }
 
 export interface HubRequest {
@@ -245,7 +255,18 @@ async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Pr
   return partialOutputShortfall(plan.layout, record.tensorsDone, new Map(files.map((f) => [f.name, f.size])));
 }
 
-async function discardInterrupted(runId: string): Promise<void> {
+/**
+ * Removes an interrupted run's leftovers. A run into a folder has its partial subfolder removed too;
+ * that needs the folder's permission, which only the page can ask for, so clean-up at start-up
+ * (`mustRemoveFolder` false) leaves the subfolder where the permission is not there.
+ */
+async function discardInterrupted(runId: string, mustRemoveFolder = false): Promise<void> {
+  const folder = (await journal.get(runId))?.folder;
+  if (folder) {
+    await removePartialFolderOutput(folder, mustRemoveFolder ? CANCEL_WAIT_MS : 0).catch((e) => {
+      if (mustRemoveFolder) throw e;
+    });
+  }
   // An unfinished output folder beside a partial one is a commit cut short (files half moved).
   if ((await partialRunFiles(runId)) && !(await outputIsFinished(runId))) await deleteOutput(runId);
   await removePartialRun(runId);
@@ -261,7 +282,7 @@ async function discardInterrupted(runId: string): Promise<void> {
 async function journaledMerge(
   record: RunJournalRecord,
   recipe: MergeRecipe,
-  output: OpfsOutput,
+  output: OpfsOutput | FolderOutput,
   selected: SelectedBackend,
   signal: AbortSignal,
   onProgress?: (p: MergeProgressEvent) => void,
@@ -327,9 +348,13 @@ async function journaledMerge(
       onLog,
     });
     progress.flush();
-    const files = (await outputFiles(output.id)).map((f) => ({ name: f.name, size: f.size }));
+    const inFolder = 'target' in output ? output.target : undefined;
+    const files = inFolder
+      ? await (output as FolderOutput).files()
+      : (await outputFiles(record.runId)).map((f) => ({ name: f.name, size: f.size }));
     return {
-      outputId: output.id,
+      outputId: inFolder ? '' : record.runId,
+      folder: inFolder && `${inFolder.parent.name}/${inFolder.name}`,
       files,
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
@@ -384,6 +409,7 @@ const api = {
     records = await journal.list();
     const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
     for (const r of records) {
+      if (r.folder) continue;
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
     return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
@@ -392,6 +418,10 @@ const api = {
   listModels: () => library.list(),
   pendingImports: () => library.pendingImports(),
   deleteModel: (id: string) => library.delete(id),
+  /** Adds a folder on the user's computer as a model read in place (nothing is copied). */
+  linkFolder: (handle: FileSystemDirectoryHandle) => library.link(handle),
+  /** Accepts a linked folder's files as they are now. */
+  relinkModel: (id: string) => library.relink(id),
   discardImport: async (id: string) => (await library.resumeImport(id)).abort(),
 
   async importFolder(
@@ -501,6 +531,7 @@ const api = {
           tensorsDone: 0,
           tensorsTotal: plan.tensors.length,
           models: await planModels(plan),
+          folder: request.outputFolder,
         };
         const selected = await selectWorkerBackend(
           request.device,
@@ -508,13 +539,16 @@ const api = {
           (line) => onLog?.(line),
           request.gpuMemory,
         );
-        let output: OpfsOutput;
+        let output: OpfsOutput | FolderOutput | undefined;
         try {
-          output = await createOpfsOutput(runId);
+          output = request.outputFolder
+            ? await createFolderOutput(request.outputFolder)
+            : await createOpfsOutput(runId);
           await journal.begin(record);
         } catch (e) {
           selected.dispose();
-          await removePartialRun(runId);
+          if (request.outputFolder) await output?.abort();
+          else await removePartialRun(runId);
           throw e;
         }
         return journaledMerge(
@@ -538,7 +572,8 @@ const api = {
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
       if (active.has(record.runId) || cancelled.has(record.runId)) continue;
-      if (await partialRunFiles(record.runId)) found.push(record);
+      // A run into a folder is offered too, but only to start afresh (it cannot be resumed).
+      if (record.folder || (await partialRunFiles(record.runId))) found.push(record);
     }
     return found;
   },
@@ -558,6 +593,12 @@ const api = {
       holdingRunLock(runId, async () => {
         const record = await journal.get(runId);
         if (!record) throw new ResumeError(`there is no interrupted merge ${runId} to resume`);
+        if (record.folder) {
+          throw new ResumeError(
+            `a merge written to a folder (${record.folder.parent.name}/${record.folder.name}) cannot be resumed; ` +
+              'discard it (its partial files are removed) and run the merge again',
+          );
+        }
         const cannot = async (why: string): Promise<never> => {
           await discardInterrupted(runId);
           throw new ResumeError(
@@ -595,7 +636,7 @@ const api = {
   /** Deletes an interrupted merge's partial output and its journal record. */
   async discardRun(runId: string): Promise<void> {
     if (runs.has(runId)) throw new RunInUseError(`the merge ${runId} is under way; cancel it instead`);
-    await holdingRunLock(runId, () => discardInterrupted(runId));
+    await holdingRunLock(runId, () => discardInterrupted(runId, true));
   },
 
   /** Per-layer task-vector norms, sign conflicts and TIES' kept share, read tensor by tensor. */
@@ -643,12 +684,13 @@ const api = {
    * tab closes before the files are removed the next start removes them instead of offering a
    * resume. Waits for the terminated worker's lock and file handles to go.
    */
-  async removeCancelledRun(runId: string): Promise<void> {
+  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<void> {
     await journal.markCancelled(runId);
     await navigator.locks.request(
       RUN_LOCK_PREFIX + runId,
       { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
       async () => {
+        if (folder) await removePartialFolderOutput(folder, CANCEL_WAIT_MS);
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
         await deleteOutput(runId);
         await journal.remove(runId);

@@ -9,6 +9,7 @@
 import type { ShardLayout } from '../formats/shard-writer';
 import { idbKeyValueStore, type KeyValueStore } from '../store/kv';
 import type { BackendChoice } from './backend';
+import type { FolderOutputTarget } from './folder-output';
 
 export const RUN_JOURNAL_DB_NAME = 'l2s-runs';
 const RECORD_PREFIX = 'run/';
@@ -33,6 +34,8 @@ export interface RunJournalRecord {
   tensorsDone: number;
   tensorsTotal: number;
   models: JournalModel[];
+  /** Set for a run writing into a folder on the user's computer (not resumable). */
+  folder?: FolderOutputTarget;
 }
 
 export class RunJournal {
