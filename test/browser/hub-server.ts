@@ -114,6 +114,8 @@ export class HubServer {
   /** One-shot cuts: the connection is destroyed once this many bytes of the file were sent. */
   private readonly cuts = new Map<string, { afterBytes: number; markReached: () => void }>();
   private readonly corrupt = new Set<string>();
+  /** While set, every file request is answered with this status (a hub or CDN outage). */
+  private outageStatus?: number;
   private server?: Server;
   url = '';
 
@@ -151,6 +153,11 @@ export class HubServer {
   /** Serve `path` of `repo` with one byte flipped, while listing the true sha256. */
   corruptFile(repo: string, path: string): void {
     this.corrupt.add(`${repo}/${path}`);
+  }
+
+  /** Answer every file request with `status` (e.g. 503) from now on; `undefined` ends the outage. */
+  failFiles(status: number | undefined): void {
+    this.outageStatus = status;
   }
 
   /** Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open. */
@@ -305,6 +312,11 @@ export class HubServer {
     }
     const range = req.headers.range ?? null;
     this.requests.push({ repo: repoId, path, range });
+    if (this.outageStatus !== undefined) {
+      res.writeHead(this.outageStatus, CORS_HEADERS);
+      res.end('the hub is unavailable');
+      return;
+    }
     let start = 0;
     let end = bytes.length - 1;
     let status = 200;
