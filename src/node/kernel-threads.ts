@@ -59,11 +59,23 @@ export interface StatisticsExchange {
   readonly models: number;
 }
 
-/** Words of one thread's and model's counts: the high histogram, two windows of 8 buckets, two low histograms, the window bounds. */
+/**
+ * Words of one thread's and model's counts: the high histogram, two windows of 8 buckets, two low
+ * histograms, the window bounds.
+ */
 export const EXCHANGE_REGION_WORDS = 65536 * (1 + 16 + 2) + 16;
 
-/** control: [0], [1] the arrivals at the ends of passes 0 and 1, [2] set when a thread failed; then a ready flag per chunk. */
+/**
+ * control: [0], [1] the arrivals at the ends of passes 0 and 1, [2] set when a thread failed; then
+ * a ready flag per chunk.
+ */
 export const EXCHANGE_CHUNK_FLAGS = 3;
+
+/** The error name of a thread that stopped because another thread of the tensor failed. */
+export const EXCHANGE_FAILED = 'ExchangeFailed';
+
+/** How long the engine waits for the failing thread's own error after an EXCHANGE_FAILED (ms). */
+const ROOT_FAILURE_WAIT_MS = 2000;
 
 export type WorkerReply =
   | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
@@ -238,12 +250,25 @@ export class NodeCpuThreads implements CpuThreads {
         const slots = jobSlots.get(index)!;
         const reply = await queues.get(index)!.take();
         if (reply.kind === 'error') {
+          let failure = reply;
+          if (reply.causeName === EXCHANGE_FAILED) {
+            // This thread stopped for another's failure: report that one (a read names its file).
+            const waited = performance.now();
+            let root: WorkerReply | undefined;
+            while (!root && performance.now() - waited < ROOT_FAILURE_WAIT_MS) {
+              root = users
+                .map((i) => queues.get(i)!.failure)
+                .find((f) => f !== undefined && f.kind === 'error' && f.causeName !== EXCHANGE_FAILED);
+              if (!root) await new Promise((done) => setTimeout(done, 10));
+            }
+            if (root?.kind === 'error') failure = root;
+          }
           for (const i of users) this.threads[i].jobs.delete(id);
           throw new ThreadTaskError(
-            reply.message,
-            reply.read >= 0 ? 'read' : 'method',
-            reply.read,
-            reply.causeName,
+            failure.message,
+            failure.read >= 0 ? 'read' : 'method',
+            failure.read,
+            failure.causeName,
           );
         }
         if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);

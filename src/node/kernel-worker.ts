@@ -13,6 +13,7 @@ import { getMethod } from '../methods';
 import type { MagnitudeRangeSelector, SelectionCounts } from '../methods/rank-select';
 import {
   EXCHANGE_CHUNK_FLAGS,
+  EXCHANGE_FAILED,
   EXCHANGE_REGION_WORDS,
   type KernelJob,
   type SlotSet,
@@ -186,11 +187,11 @@ async function runJob(job: KernelJob): Promise<void> {
 // Split statistics (ThreadTensor.splitStatistics): every thread of the tensor runs this on its own
 // chunks, in step with the others through the shared exchange.
 
-/** Chunk k's output waits for this many ms at most between checks for a cancel or a failure. */
+/** A thread waiting for the others wakes this often (ms) to check for a cancel or a failure. */
 const EXCHANGE_WAIT_MS = 50;
 
 class ExchangeFailed extends Error {
-  override name = 'KernelThreadError';
+  override name = EXCHANGE_FAILED;
 }
 
 /**
