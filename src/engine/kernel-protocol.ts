@@ -5,7 +5,7 @@
  * the hand-back of each produced chunk (a shared slot in Node, a transferred buffer in the browser).
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
-import { rawChunkMerge } from '../kernels/fused';
+import { chunkInputSets, type RawChunkMerge, rawChunkMerge } from '../kernels/fused';
 import type { KernelArena } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import type { TensorMergeSpec } from '../methods/types';
@@ -53,6 +53,12 @@ export class Abandoned extends Error {
   override name = 'Abandoned';
 }
 
+/** Visits chunks `list` in order, each in the input set it was read into, with its input bytes. */
+export type EachChunk = (
+  list: number[],
+  visit: (set: number, k: number, bytes: number) => Promise<void> | void,
+) => Promise<void>;
+
 /** What the platform does for the chunk loop. */
 export interface KernelJobIo {
   /** Exactly `target.byteLength` bytes of input `input` from `position` (throws ReadFailure). */
@@ -61,12 +67,26 @@ export interface KernelJobIo {
   deliver(produced: Uint8Array, inputBytes: number, nonFinite: number): Promise<void> | void;
   /** Throws Abandoned once the job is cancelled. */
   check(): void;
+  /**
+   * ThreadTensor.splitStatistics, on threads that split statistics (CpuThreads.splitsStatistics):
+   * runs the statistics passes over this thread's chunks `mine` in step with the tensor's other
+   * threads, and returns what sets the kernel's state (the ties before chunk k) right before chunk k
+   * of the output pass is produced.
+   */
+  splitStatistics?(
+    kernel: RawChunkMerge,
+    mine: number[],
+    each: EachChunk,
+    elementsOf: (k: number) => number,
+  ): Promise<(set: number, k: number) => void>;
 }
 
 /**
- * Runs one job: its statistics passes over every chunk, then its own chunks' outputs, each handed to
- * `io.deliver` in order. As in the engine's kernelTensor, chunk j+1 is read while chunk j computes,
- * and a tensor of one chunk is read once for all its passes.
+ * Runs one job: its statistics passes over every chunk (or, split, over its own chunks through
+ * `io.splitStatistics`), then its own chunks' outputs, each handed to `io.deliver` in order. As in
+ * the engine's kernelTensor, chunk j+1 is read while chunk j computes, and a tensor of one chunk, or
+ * one with statistics passes whose inputs fit CACHED_INPUT_BYTES (fused.ts chunkInputSets), keeps
+ * its chunks: each is read once for all its passes.
  */
 export async function runKernelJob<Input>(
   arena: KernelArena,
@@ -75,16 +95,25 @@ export async function runKernelJob<Input>(
 ): Promise<void> {
   io.check();
   const { rows, rowLength: rowLen, rowsPerChunk } = job;
-  const kernel = rawChunkMerge(arena, getMethod(job.method), {
-    spec: job.spec,
-    inputDtypes: job.inputDtypes,
-    outDtype: job.outDtype,
-    workDtype: job.workDtype,
-    chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
-  });
-  if (!kernel) throw new Error(`${job.method} has no kernel form for tensor ${job.spec.tensorName}`);
   const rowBytes = job.inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
   const chunks = Math.ceil(rows / rowsPerChunk);
+  const layout = (inputSets: number) =>
+    rawChunkMerge(arena, getMethod(job.method), {
+      spec: job.spec,
+      inputDtypes: job.inputDtypes,
+      outDtype: job.outDtype,
+      workDtype: job.workDtype,
+      chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
+      inputSets,
+    });
+  let laid = layout(2);
+  if (!laid) throw new Error(`${job.method} has no kernel form for tensor ${job.spec.tensorName}`);
+  // A split tensor's thread reads only its own chunks once per pass: the cache is for a whole tensor.
+  const sets = job.split
+    ? 2
+    : chunkInputSets(laid.passes, chunks, rows * rowBytes.reduce((a, b) => a + b, 0));
+  if (sets !== 2) laid = layout(sets) as RawChunkMerge;
+  const kernel = laid;
   const all = Array.from({ length: chunks }, (_, k) => k);
   const mine = job.split ? all.filter((k) => k % job.step === job.first) : all;
   const readChunk = async (k: number, set: number): Promise<number> => {
@@ -95,31 +124,42 @@ export async function runKernelJob<Input>(
     );
     return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
   };
-  let firstRead: Promise<number> | undefined;
-  const each = async (
-    list: number[],
-    visit: (set: number, k: number, bytes: number) => Promise<void> | void,
-  ) => {
+  // With a set per chunk (one chunk, or a tensor the cache holds) each chunk stays in its set from
+  // the first read on; else chunk j+1 is read into the other set while chunk j computes.
+  const cached = chunks <= sets;
+  const kept = new Map<number, Promise<number>>();
+  const fetch = (k: number, set: number): Promise<number> => {
+    let read = cached ? kept.get(k) : undefined;
+    if (!read) {
+      read = readChunk(k, set);
+      read.catch(() => {});
+      if (cached) kept.set(k, read);
+    }
+    return read;
+  };
+  const each: EachChunk = async (list, visit) => {
     if (list.length === 0) return;
-    if (chunks === 1) firstRead ??= readChunk(0, 0);
-    let pending = firstRead ?? readChunk(list[0], 0);
+    const setOf = (j: number) => (cached ? list[j] : j % 2);
+    let pending = fetch(list[0], setOf(0));
     for (let j = 0; j < list.length; j++) {
       const bytes = await pending;
       io.check();
-      if (j + 1 < list.length) {
-        pending = readChunk(list[j + 1], (j + 1) % 2);
-        pending.catch(() => {});
-      }
-      await visit(j % 2, list[j], bytes);
+      if (j + 1 < list.length) pending = fetch(list[j + 1], setOf(j + 1));
+      await visit(setOf(j), list[j], bytes);
     }
   };
-  if (job.split && kernel.passes > 0) throw new Error(`tensor ${job.spec.tensorName} has statistics passes`);
-  const elementsOf = (k: number) =>
-    (Math.min(rows, k * rowsPerChunk + rowsPerChunk) - k * rowsPerChunk) * rowLen;
-  for (let pass = 0; pass < kernel.passes; pass++) {
-    await each(all, (set, k) => kernel.accumulate(pass, set, k * rowsPerChunk * rowLen, elementsOf(k)));
+  const elementsOf = (k: number) => (Math.min(rows, (k + 1) * rowsPerChunk) - k * rowsPerChunk) * rowLen;
+  let tiesBefore: ((set: number, k: number) => void) | undefined;
+  if (job.split && kernel.passes > 0) {
+    if (!io.splitStatistics) throw new Error(`tensor ${job.spec.tensorName} has statistics passes`);
+    tiesBefore = await io.splitStatistics(kernel, mine, each, elementsOf);
+  } else {
+    for (let pass = 0; pass < kernel.passes; pass++) {
+      await each(all, (set, k) => kernel.accumulate(pass, set, k * rowsPerChunk * rowLen, elementsOf(k)));
+    }
   }
   await each(mine, (set, k, bytes) => {
+    tiesBefore?.(set, k);
     const produced = kernel.produce(set, k * rowsPerChunk * rowLen, elementsOf(k));
     return io.deliver(produced, bytes, arena.countNonFinite(produced, job.outDtype));
   });

@@ -26,7 +26,10 @@ interface KernelInput {
   readonly dtype: number;
 }
 
-/** A chunk's input buffers (two sets), the two output buffers, and f32 buffers for rounded inputs. */
+/**
+ * A chunk's input buffers (RawTensorSpec.inputSets sets, default two), the two output buffers, and f32
+ * buffers for rounded inputs.
+ */
 class ReductionBuffers {
   private readonly inputPtr: number[][];
   readonly outPtr: number[];
@@ -39,7 +42,7 @@ class ReductionBuffers {
     const padded = (bytes: number) => Math.ceil(bytes / 16) * 16;
     const inputs = raw.inputDtypes.reduce((s, d) => s + padded(n * DTYPE_BYTES[d]), 0);
     const rounded = ReductionBuffers.rounds(raw) ? raw.inputDtypes.length * padded(n * 4) : 0;
-    return 2 * inputs + 2 * padded(n * DTYPE_BYTES[raw.outDtype]) + rounded;
+    return (raw.inputSets ?? 2) * inputs + 2 * padded(n * DTYPE_BYTES[raw.outDtype]) + rounded;
   }
 
   private static rounds(raw: RawTensorSpec): boolean {
@@ -51,7 +54,9 @@ class ReductionBuffers {
     private readonly raw: RawTensorSpec,
   ) {
     const n = raw.chunkElements;
-    this.inputPtr = [0, 1].map(() => raw.inputDtypes.map((dtype) => arena.alloc(n * DTYPE_BYTES[dtype])));
+    this.inputPtr = Array.from({ length: raw.inputSets ?? 2 }, () =>
+      raw.inputDtypes.map((dtype) => arena.alloc(n * DTYPE_BYTES[dtype])),
+    );
     this.outPtr = [0, 1].map(() => arena.alloc(n * DTYPE_BYTES[raw.outDtype]));
     this.rounded = ReductionBuffers.rounds(raw);
     this.roundedPtr = this.rounded ? raw.inputDtypes.map(() => arena.alloc(n * 4)) : [];

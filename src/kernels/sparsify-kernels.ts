@@ -30,8 +30,11 @@ export function dellaArenaBytes(arena: KernelArena, tileElements: number, fiberL
   return tileElements * 4 + arena.exports.dellaScratchBytes(fiberLength) + 2 * 16;
 }
 
-/** Arena bytes of the uniform scratch and the tie counts. */
-export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + 64;
+/** Keys inside a window that countWindowedGathered holds before counting them. */
+const GATHER_KEYS = 4096;
+
+/** Arena bytes of the uniform scratch, the gathered window keys and the tie counts. */
+export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + GATHER_KEYS * 4 + 96;
 
 export class ArenaSparsifyKernels implements SparsifyKernels {
   readonly selection: SelectionKernels;
@@ -40,6 +43,7 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
   /** DELLA's probability and sort scratch, laid out on first use. */
   private della: { capacity: number; fiberLength: number; probabilities: number; scratch: number } | null =
     null;
+  private gatherPtr = 0;
 
   constructor(private readonly arena: KernelArena) {
     const kernels = arena.exports;
@@ -65,12 +69,26 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       },
       countSampled: (bits, from, to, flip, high, sample, sampleOffset) => {
         if (!reachable(bits, high, sample)) return false;
-        kernels.countSampled(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
+        kernels.countSampled4(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
         return true;
       },
       countWindowed: (bits, from, to, flip, high, [w0, s0, b0, w1, s1, b1]) => {
         if (!reachable(bits, high, w0, w1)) return false;
-        kernels.countWindowed(at(bits) + from * 4, to - from, flip, at(high), at(w0), s0, b0, at(w1), s1, b1);
+        if (this.gatherPtr === 0) this.gatherPtr = arena.alloc(GATHER_KEYS * 4);
+        kernels.countWindowedGathered(
+          at(bits) + from * 4,
+          to - from,
+          flip,
+          at(high),
+          at(w0),
+          s0,
+          b0,
+          at(w1),
+          s1,
+          b1,
+          this.gatherPtr,
+          GATHER_KEYS,
+        );
         return true;
       },
       countLow: (bits, from, to, flip, low0, bucket0, low1, bucket1) => {
@@ -184,6 +202,11 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       offset += count;
     }
     return true;
+  }
+
+  /** The address of the two running tie counts a fused mask kernel advances. */
+  tieState(): number {
+    return this.ties();
   }
 
   private ties(): number {
