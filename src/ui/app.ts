@@ -128,6 +128,8 @@ export class L2sApp extends LitElement {
   @state() private demoModels: string[] = [];
   /** Hub repos the user chose to merge straight from the hub (the recipe names them, the library lacks them). */
   @state() private streamRepos: string[] = [];
+  /** Streamed repos whose bytes the merge also keeps in the library (off unless ticked). */
+  @state() private copyRepos: string[] = [];
   private readonly settings = pageSettings();
   /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
   @state() private lessonStep?: number = lessonStepFromHash(location.hash);
@@ -300,11 +302,17 @@ export class L2sApp extends LitElement {
             id="recipe"
             .models=${this.models}
             .streamed=${this.streamRepos}
+            .keptCopies=${this.copyRepos}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             @hub-stream-request=${(e: CustomEvent<{ repo: string; stream: boolean }>) => {
               const others = this.streamRepos.filter((r) => r !== e.detail.repo);
               this.streamRepos = e.detail.stream ? [...others, e.detail.repo] : others;
+              if (!e.detail.stream) this.copyRepos = this.copyRepos.filter((r) => r !== e.detail.repo);
+            }}
+            @hub-copy-request=${(e: CustomEvent<{ repo: string; keep: boolean }>) => {
+              const others = this.copyRepos.filter((r) => r !== e.detail.repo);
+              this.copyRepos = e.detail.keep ? [...others, e.detail.repo] : others;
             }}
             @hub-download-request=${(e: CustomEvent<string>) => {
               void this.renderRoot.querySelector<L2sImportPanel>('#import')?.downloadFromHub(e.detail);
@@ -321,6 +329,7 @@ export class L2sApp extends LitElement {
             .hubStream=${{
               hubUrl: this.settings.hubUrl,
               repos: this.streamRepos.filter((r) => !this.models.some((m) => m.name === r)),
+              keepCopy: this.copyRepos,
               accessToken: () =>
                 this.renderRoot.querySelector<L2sImportPanel>('#import')?.streamAccessToken(),
             }}

@@ -73,8 +73,21 @@ function formatDuration(ms: number): string {
 export interface HubStreamSetting {
   hubUrl: string;
   repos: string[];
+  /** Repos of `repos` the merge also keeps in the library. */
+  keepCopy?: string[];
   /** The token the import panel holds, when it may go to this hub. */
   accessToken: () => string | undefined;
+}
+
+/** What became of the streamed repos kept in the library; the merged output never depends on it. */
+function copiesSummary(copies: MergeOutcome['copies']): string {
+  return (copies ?? [])
+    .map((c) =>
+      c.name
+        ? ` The copy of ${c.repo} is in the library as ${c.name} (every file checked against the hub's hashes).`
+        : ` The copy of ${c.repo} was not kept, and the merged output is not affected: ${c.errorName}: ${c.error}`,
+    )
+    .join('');
 }
 
 function recipeMethod(recipeText: string): string {
@@ -351,7 +364,12 @@ export class L2sRunPanel extends LitElement {
   private streamRequest(): MergeRequest['hubStream'] {
     const hub = this.hubStream;
     if (!hub || hub.repos.length === 0) return undefined;
-    return { hubUrl: hub.hubUrl, repos: hub.repos, accessToken: hub.accessToken() };
+    return {
+      hubUrl: hub.hubUrl,
+      repos: hub.repos,
+      keepCopy: hub.keepCopy?.filter((r) => hub.repos.includes(r)),
+      accessToken: hub.accessToken(),
+    };
   }
 
   /**
@@ -525,7 +543,8 @@ export class L2sRunPanel extends LitElement {
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
         `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
         `${placementSummary(outcome.placement)}.` +
-        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '');
+        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '') +
+        copiesSummary(outcome.copies);
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
