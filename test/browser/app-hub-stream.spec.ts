@@ -3,7 +3,10 @@
  * the local test hub under the paper's repo ids, streamed into a merge by Range requests with
  * nothing stored in IndexedDB, to the CLI's bytes; a bad recipe fails from the headers alone (the
  * server log shows no byte past any header was asked for); a reload mid-merge resumes from the last
- * finished tensor, streaming again at the pinned commit, to the CLI's bytes.
+ * finished tensor, streaming again at the pinned commit, to the CLI's bytes. With "Keep a copy in
+ * the library" the streamed models land in the library byte for byte with no range fetched twice;
+ * a corrupt byte fails the copy only; a reload drops the copy under way and the resumed run keeps
+ * its copy afresh.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -406,7 +409,8 @@ test('a streamed merge keeping a copy adds both models to the library whole, dow
   const { hub, files } = await pairHub();
   try {
     const cli = await cliBytes(files);
-    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    // Chunks of 300 kB: the stored pieces are cut and joined across chunk boundaries.
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&chunk=300000`);
     await setRecipe(page, RECIPE);
     await streamAll(page, [SYSTEM1, SYSTEM2]);
     await keepCopies(page, [SYSTEM1, SYSTEM2]);
@@ -501,6 +505,46 @@ test('a corrupt byte fails the copy with the checksum message, keeps the merge o
     expect(await libraryNames(page)).toEqual([]);
     expect(await libraryKeys(page)).toEqual([]);
     await expect(page.getByTestId('pending-import')).toHaveCount(0);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a reload mid-merge drops the copy under way; the resumed merge keeps its copy afresh', async ({
+  page,
+}) => {
+  test.setTimeout(180_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150&chunk=300000`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await keepCopies(page, [SYSTEM1]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'running');
+    await expect
+      .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
+      .toBeGreaterThanOrEqual(10);
+    expect((await libraryKeys(page)).some((k) => k.includes('/@'))).toBe(true);
+    await page.reload();
+    await openApp(page);
+    // The start-up clean-up removed the copy that was under way: it cannot continue without its run.
+    await expect.poll(() => libraryKeys(page)).toEqual([]);
+    await page.getByTestId('merge-resume').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+    await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+    await expect(status).toContainText(`The copy of ${SYSTEM1} is in the library as ${SYSTEM1}`);
+    await expectSameBytes(page, cli);
+    await expect.poll(() => libraryNames(page)).toEqual([SYSTEM1]);
+    const stored = await libraryFiles(page);
+    expect(stored[SYSTEM1]).toEqual(
+      Object.fromEntries(
+        [...files[SYSTEM1]].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
+      ),
+    );
   } finally {
     await hub.stop();
   }
