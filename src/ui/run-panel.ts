@@ -32,6 +32,14 @@ import { loadUiState, saveUiState } from './ui-state';
 
 type RunState = 'idle' | 'running' | 'cancelling' | 'done' | 'error';
 
+/** Cancel reached a merge into a folder after its commit: the finished output stays in `folder`. */
+class FinishedBeforeCancel extends Error {
+  override name = 'FinishedBeforeCancel';
+  constructor(readonly folder: string) {
+    super(`the merge had finished before it was cancelled; its output is in ${folder}`);
+  }
+}
+
 /** What the page found of WebGPU (the worker's gpuStatus). */
 export interface GpuStatus {
   available: boolean;
@@ -460,7 +468,14 @@ export class L2sRunPanel extends LitElement {
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
-      if (error.name === 'AbortError') {
+      if (error instanceof FinishedBeforeCancel) {
+        // The worker stopped after its commit: the finished files are the merge's output.
+        this.outputUsed = '';
+        this.state = 'done';
+        this.message =
+          `Cancel came too late: the merge had already finished, and its output was kept in the folder ` +
+          `${error.folder} on this computer.`;
+      } else if (error.name === 'AbortError') {
         this.state = 'idle';
         this.message = 'Merge cancelled; nothing was kept.';
       } else {
@@ -491,8 +506,12 @@ export class L2sRunPanel extends LitElement {
     this.runEngine?.terminate();
     try {
       if (!this.engine) throw new Error('the engine is not ready');
-      await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
-      end(new DOMException('The merge was cancelled.', 'AbortError'));
+      const { keptFolder } = await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
+      end(
+        keptFolder
+          ? new FinishedBeforeCancel(keptFolder)
+          : new DOMException('The merge was cancelled.', 'AbortError'),
+      );
     } catch (e) {
       end(e as Error);
     }

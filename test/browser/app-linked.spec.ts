@@ -382,3 +382,43 @@ test('"Save to a folder" copies an output from browser storage into a new subfol
   expect([...second.keys()].filter((n) => n.startsWith(`${folder}-2/`)).length).toBe(cliFiles.size);
   expect([...second.keys()].filter((n) => n.includes('.l2s-partial') || n.endsWith('.crswap'))).toEqual([]);
 });
+
+test('Cancel pressed after a merge into a folder committed says the output was finished and kept there', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
+  // The finished merge waits 60 s after its commit before it answers: Cancel lands in that moment.
+  await openApp(page, '?opfsPicker&holdReply=60000');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  const status = page.getByTestId('merge-status');
+  const runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('merge-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  // A file renamed while the tree is read is missing for that read: poll again.
+  const finished = async () =>
+    [...(await readOpfsTree(page, 'out').catch(() => new Map<string, Buffer>())).keys()]
+      .filter((n) => !n.startsWith('merged-model/.'))
+      .sort();
+  await expect
+    .poll(finished, { timeout: 60_000 })
+    .toEqual([...cliFiles.keys()].map((n) => `merged-model/${n}`).sort());
+  await expect(status).toHaveAttribute('data-state', 'running');
+  await page.getByTestId('merge-cancel').click();
+  await expect(status).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
+  await expect(status).toHaveText(
+    'Cancel came too late: the merge had already finished, and its output was kept in the folder out/merged-model on this computer.',
+  );
+  const out = await readOpfsTree(page, 'out');
+  const kept = new Map([...out].map(([n, b]) => [n.replace(/^merged-model\//, ''), b]));
+  expectSameFiles(kept, cliFiles, 'output kept after a late Cancel');
+  // Nothing is left to resume or clean up.
+  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+});
