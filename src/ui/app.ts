@@ -350,6 +350,7 @@ export class L2sApp extends LitElement {
         .models=${this.models}
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
+        @library-changed=${this.refresh}
       ></l2s-inspect-panel>
       <l2s-compare-panel
         id="compare"
@@ -358,6 +359,7 @@ export class L2sApp extends LitElement {
         .outputId=${this.outputId}
         .recipeText=${this.recipeText}
         .datasetsUrl=${this.settings.datasetsUrl}
+        @library-changed=${this.refresh}
       ></l2s-compare-panel>
       <l2s-paper-experiment
         id="experiment"

@@ -16,7 +16,7 @@ import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
 import { parseRecipe } from '../recipe';
 import type { ModelRecord } from '../store/library';
-import { folderPermission, requestFolderPermission } from '../store/linked-folder';
+import { requestFolderPermission } from '../store/linked-folder';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
@@ -27,6 +27,7 @@ import type {
 } from '../worker/engine.worker';
 import { type FolderOutputTarget, freeFolderName } from '../worker/folder-output';
 import { canPickDirectory, pickDirectory } from './directory-picker';
+import { announceLibraryChanged, askToReadLinkedModels } from './linked-permission';
 import { panelStyles } from './panel-styles';
 import { loadUiState, saveUiState } from './ui-state';
 
@@ -275,24 +276,14 @@ export class L2sRunPanel extends LitElement {
     } catch {
       return true; // the merge reports the recipe's error
     }
-    let asked = false;
-    for (const m of this.models) {
-      if (!m.link || !names.has(m.name)) continue;
-      try {
-        if ((await folderPermission(m.link.handle)) === 'granted') continue;
-        asked = true;
-        if (await requestFolderPermission(m.link.handle, 'read')) continue;
-      } catch {
-        // reported below
-      }
+    const permission = await askToReadLinkedModels(this.models, names, 'merged');
+    // The library shows the new permission.
+    if (permission.asked) announceLibraryChanged(this);
+    if (permission.refusal) {
       this.state = 'error';
-      this.message =
-        `The browser did not allow reading the linked folder ${m.link.handle.name}, so ${m.name} cannot be merged. ` +
-        'Press "Allow reading" beside it in the library.';
+      this.message = permission.refusal;
       return false;
     }
-    // The library shows the new permission.
-    if (asked) this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
     return true;
   }
 

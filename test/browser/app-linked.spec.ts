@@ -13,7 +13,9 @@ import {
   cliMerge,
   downloadAll,
   expect,
+  importFolder,
   libraryKeys,
+  libraryNames,
   openApp,
   ROOT,
   runMergeInPage,
@@ -85,6 +87,46 @@ function answerPicks(page: Page, paths: string[]): void {
     if (dialog.type() !== 'prompt' || path === undefined) await dialog.dismiss();
     else await dialog.accept(path);
   });
+}
+
+/**
+ * OPFS handles are always granted; with this stub the page's queryPermission answers 'prompt' (as
+ * after a reload) while `granted` is false, and requestPermission grants unless `refuse` is set.
+ * Workers keep the real calls: only the page can ask, which is what these tests check.
+ */
+async function stubPermissions(page: Page, granted: boolean): Promise<void> {
+  await page.addInitScript((granted) => {
+    const proto = FileSystemHandle.prototype as unknown as {
+      queryPermission(d: unknown): Promise<PermissionState>;
+      requestPermission(d: unknown): Promise<PermissionState>;
+    };
+    const state = { granted, refuse: false, requests: 0 };
+    (window as unknown as { permissionStub: typeof state }).permissionStub = state;
+    proto.queryPermission = async () => (state.granted ? 'granted' : 'prompt');
+    proto.requestPermission = async () => {
+      state.requests++;
+      if (state.refuse) return 'denied';
+      state.granted = true;
+      return 'granted';
+    };
+  }, granted);
+}
+
+/** As after a reload: the page's permission on linked folders is gone (`refuse`: and will be refused). */
+async function forgetPermissions(page: Page, refuse = false): Promise<void> {
+  await page.evaluate((refuse) => {
+    const stub = (window as unknown as { permissionStub: { granted: boolean; refuse: boolean } })
+      .permissionStub;
+    stub.granted = false;
+    stub.refuse = refuse;
+    window.dispatchEvent(new Event('focus'));
+  }, refuse);
+}
+
+async function permissionRequests(page: Page): Promise<number> {
+  return page.evaluate(
+    () => (window as unknown as { permissionStub: { requests: number } }).permissionStub.requests,
+  );
 }
 
 async function linkFolder(page: Page, name: string): Promise<void> {
@@ -421,4 +463,104 @@ test('Cancel pressed after a merge into a folder committed says the output was f
   expectSameFiles(kept, cliFiles, 'output kept after a late Cancel');
   // Nothing is left to resume or clean up.
   await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+});
+
+interface ReferencePrompt {
+  messages: { role: string; content: string }[];
+  generated_ids: number[];
+}
+
+/** What Inspect shows for a recipe's pair, as numbers (norm, TIES shares, spectrum). */
+async function inspectFigures(page: Page, model: string): Promise<Record<string, string | null>> {
+  const status = page.getByTestId('inspect-status');
+  await page.getByTestId('inspect-run').click();
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+  const spectrum = page.getByTestId('inspect-spectrum');
+  await expect(spectrum).toHaveAttribute('data-state', 'done', { timeout: 60_000 });
+  await expect(spectrum).toHaveAttribute('data-model', model);
+  const signs = page.getByTestId('inspect-signs');
+  const norm = page.locator(`[data-testid="inspect-norm-model"][data-model="${model}"]`);
+  return {
+    norm: await norm.getAttribute('data-value'),
+    conflicts: await signs.getAttribute('data-conflicts'),
+    keptEntries: await signs.getAttribute('data-kept-entries'),
+    keptEnergy: await signs.getAttribute('data-kept-energy'),
+    spectrumTensor: await spectrum.getAttribute('data-tensor'),
+    keptL1: await signs.getAttribute('data-kept-l1'),
+    rank90: await spectrum.getAttribute('data-rank90'),
+    rank99: await spectrum.getAttribute('data-rank99'),
+  };
+}
+
+test('a linked model inspects and generates exactly as its stored copy; Inspect and Compare ask for permission', async ({
+  page,
+}) => {
+  test.setTimeout(300_000);
+  await stubPermissions(page, true);
+  answerPicks(page, ['picked/system1', 'picked/system2']);
+  await openApp(page, '?opfsPicker');
+  await linkFixturePair(page);
+  // The same models stored in the browser, beside the linked ones.
+  await importFolder(page, join(FIXTURES, 'system1'));
+  await importFolder(page, join(FIXTURES, 'system2'));
+  expect((await libraryNames(page)).sort()).toEqual(['system1', 'system1-2', 'system2', 'system2-2']);
+  const linkState = page
+    .locator('[data-testid="library-model"][data-name="system2"]')
+    .getByTestId('link-state');
+
+  // Inspect after a "reload": the click asks, then the linked pair gives the stored pair's figures.
+  await forgetPermissions(page);
+  await expect(linkState).toHaveAttribute('data-state', 'permission');
+  await setRecipe(page, TIES_PAIR);
+  const linkedFigures = await inspectFigures(page, 'system2');
+  expect(await permissionRequests(page)).toBe(1);
+  await expect(linkState).toHaveAttribute('data-state', 'ready');
+  expect(Number(linkedFigures.norm)).toBeGreaterThan(0);
+  await setRecipe(page, TIES_PAIR.replace('system1', 'system1-2').replace('system2', 'system2-2'));
+  expect(await inspectFigures(page, 'system2-2')).toEqual(linkedFigures);
+
+  // Compare: the linked System 2 and its stored copy, greedy on the CPU, give transformers' tokens.
+  const reference: ReferencePrompt = JSON.parse(
+    await readFile(join(FIXTURES, 'system2/reference.json'), 'utf8'),
+  ).prompts[0];
+  await page.getByTestId('compare-model-0').selectOption('lib:system2');
+  await page.getByTestId('compare-model-1').selectOption('lib:system2-2');
+  await page.getByTestId('compare-model-2').selectOption('');
+  await page.getByTestId('compare-system-prompt').fill('');
+  await page.getByTestId('compare-question').fill(reference.messages[0].content);
+  await page.getByTestId('compare-max-tokens').fill(String(reference.generated_ids.length));
+  await page.getByTestId('compare-max-tokens').dispatchEvent('change');
+  await page.getByTestId('compare-device').selectOption('cpu');
+  await forgetPermissions(page);
+  await expect(linkState).toHaveAttribute('data-state', 'permission');
+  const status = page.getByTestId('compare-status');
+  const runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('compare-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 120_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+  expect(await permissionRequests(page)).toBe(2);
+  const results = page.getByTestId('compare-result');
+  await expect(results).toHaveCount(2);
+  for (const [i, model] of ['system2', 'system2-2'].entries()) {
+    await expect(results.nth(i)).toHaveAttribute('data-model', model);
+    await expect(results.nth(i)).toHaveAttribute('data-state', 'done');
+    await expect(results.nth(i)).toHaveAttribute('data-token-ids', reference.generated_ids.join(','));
+  }
+
+  // Refused: nothing runs, and the status says which folder and what to press.
+  await forgetPermissions(page, true);
+  await page.getByTestId('compare-run').click();
+  await expect(status).toHaveAttribute('data-state', 'error');
+  await expect(status).toHaveText(
+    'The browser did not allow reading the linked folder system2, so system2 cannot be run. ' +
+      'Press "Allow reading" beside it in the library.',
+  );
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('inspect-run').click();
+  await expect(page.getByTestId('inspect-status')).toHaveText(
+    'The browser did not allow reading the linked folder system1, so system1 cannot be inspected. ' +
+      'Press "Allow reading" beside it in the library.',
+  );
 });
