@@ -385,6 +385,7 @@ export class L2sApp extends LitElement {
             .suggested=${this.demoModels}
             .step=${this.lessonStep}
             @lesson-close=${this.closeLesson}
+            @library-changed=${this.refresh}
             @lesson-navigate=${(e: CustomEvent<LessonNavigateDetail>) => void this.lessonNavigate(e.detail)}
           ></l2s-lesson>`
       }

@@ -564,3 +564,28 @@ test('a linked model inspects and generates exactly as its stored copy; Inspect 
       'Press "Allow reading" beside it in the library.',
   );
 });
+
+test('the lesson pictures linked models; after a "reload" it offers Allow reading instead of failing', async ({
+  page,
+}) => {
+  test.setTimeout(120_000);
+  await stubPermissions(page, true);
+  answerPicks(page, ['picked/system1', 'picked/system2']);
+  await openApp(page, '?opfsPicker');
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await forgetPermissions(page);
+  await page.evaluate(() => {
+    location.hash = '#learn/4';
+  });
+  await expect(page.getByTestId('lesson')).toHaveAttribute('data-step', 'task-vector');
+  const picture = page.getByTestId('lesson-picture');
+  await expect(picture).toHaveAttribute('data-state', 'permission', { timeout: 30_000 });
+  await expect(picture).toContainText('These pictures read the linked folders system1, system2');
+  expect(await permissionRequests(page)).toBe(0);
+  await picture.getByTestId('lesson-allow').click();
+  await expect(picture).toHaveAttribute('data-state', 'done', { timeout: 60_000 });
+  expect(await permissionRequests(page)).toBe(1);
+  await expect(page.getByTestId('lesson-caption')).toContainText(/system2 moves the base by [\d.]+% overall/);
+  expect(await picture.locator('circle').count()).toBe(2 * 4); // 1 model x (attention, MLP) x 4 layers
+});
