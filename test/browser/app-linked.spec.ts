@@ -589,3 +589,45 @@ test('the lesson pictures linked models; after a "reload" it offers Allow readin
   await expect(page.getByTestId('lesson-caption')).toContainText(/system2 moves the base by [\d.]+% overall/);
   expect(await picture.locator('circle').count()).toBe(2 * 4); // 1 model x (attention, MLP) x 4 layers
 });
+
+test('AIM calibrates on a linked base as on a stored one (output equal to the CLI), and the output joins the library', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const aimTies = `${TIES_PAIR}aim:\n  omega: 0.4\n  calibration: {source: builtin, samples: 8, block_size: 64, seed: 42}\n`;
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-linked-aim-'));
+  for (const name of ['system1', 'system2']) await symlink(join(FIXTURES, name), join(dir, name));
+  await writeFile(join(dir, 'aim.yml'), aimTies);
+  const cliFiles = await cliMerge(join(dir, 'aim.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
+  expect(cliFiles.has('aim_statistics.safetensors')).toBe(true);
+
+  answerPicks(page, ['picked/system1', 'picked/system2']);
+  await openApp(page, '?opfsPicker');
+  await linkFixturePair(page);
+  await setRecipe(page, aimTies);
+  await expect(page.getByTestId('recipe-aim')).toBeChecked();
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  await expect(page.locator('.log')).toContainText(/AIM calibration: block \d+\/\d+/);
+  expectSameFiles(await downloadAll(page, join(dir, 'browser-out')), cliFiles, 'AIM merge of linked models');
+
+  // "Add to library" copies the output into browser storage: a stored model beside the linked ones.
+  const keysBefore = new Set(await libraryKeys(page));
+  await page.getByTestId('output-name').fill('aim-merge');
+  await page.getByTestId('add-to-library').click();
+  const row = page.locator('[data-testid="library-model"][data-name="aim-merge"]');
+  await expect(row.getByTestId('model-kind')).toHaveText('stored', { timeout: 30_000 });
+  await expect(row).toContainText('Qwen2ForCausalLM');
+  const added = (await libraryKeys(page)).filter((k) => !keysBefore.has(k));
+  const modelKey = added.find((k) => k.startsWith('model:'));
+  expect(modelKey).toBeDefined();
+  const prefix = `${modelKey?.slice('model:'.length)}/`;
+  const stored = new Set(
+    added.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length, k.lastIndexOf('/'))),
+  );
+  // The model's files (weights, config, tokenizer) are kept; the merge's own extras need not be.
+  const modelFiles = [...cliFiles.keys()].filter((n) => /^model.*\.safetensors$|^config\.json$/.test(n));
+  expect(modelFiles.length).toBeGreaterThan(1);
+  for (const name of modelFiles) expect(stored.has(name), name).toBe(true);
+  for (const name of stored) expect(cliFiles.has(name), name).toBe(true);
+});
