@@ -130,6 +130,8 @@ export class L2sApp extends LitElement {
   @state() private demoError = '';
   /** The demo's models: the Inspect view compares all of them with the base by default. */
   @state() private demoModels: string[] = [];
+  /** Hub repos the user chose to merge straight from the hub (the recipe names them, the library lacks them). */
+  @state() private streamRepos: string[] = [];
   private readonly settings = pageSettings();
   /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
   @state() private lessonStep?: number = lessonStepFromHash(location.hash);
@@ -244,10 +246,7 @@ export class L2sApp extends LitElement {
 
   override render() {
     const gpu = this.gpu;
-    const check = checkRecipe(
-      this.recipeText,
-      this.models.map((m) => m.name),
-    );
+    const check = checkRecipe(this.recipeText, [...this.models.map((m) => m.name), ...this.streamRepos]);
     return html`
       <header>
         <h1>l2s-merge</h1>
@@ -305,8 +304,13 @@ export class L2sApp extends LitElement {
           <l2s-recipe-editor
             id="recipe"
             .models=${this.models}
+            .streamed=${this.streamRepos}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
+            @hub-stream-request=${(e: CustomEvent<{ repo: string; stream: boolean }>) => {
+              const others = this.streamRepos.filter((r) => r !== e.detail.repo);
+              this.streamRepos = e.detail.stream ? [...others, e.detail.repo] : others;
+            }}
             @hub-download-request=${(e: CustomEvent<string>) => {
               void this.renderRoot.querySelector<L2sImportPanel>('#import')?.downloadFromHub(e.detail);
             }}
@@ -319,6 +323,12 @@ export class L2sApp extends LitElement {
             .problem=${check.parseError ?? check.error ?? ''}
             .gpu=${this.gpu}
             .engineOptions=${this.engineOptions}
+            .hubStream=${{
+              hubUrl: this.settings.hubUrl,
+              repos: this.streamRepos.filter((r) => !this.models.some((m) => m.name === r)),
+              accessToken: () =>
+                this.renderRoot.querySelector<L2sImportPanel>('#import')?.streamAccessToken(),
+            }}
             @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}

@@ -270,6 +270,20 @@ export class L2sImportPanel extends LitElement {
     return Promise.resolve();
   }
 
+  /**
+   * The access token a merge streaming from the hub may send, under the same rules as a download:
+   * undefined when none was entered or when it may not go to this hub (the panel says why).
+   */
+  streamAccessToken(): string | undefined {
+    const blocked = this.tokenBlocked();
+    if (blocked) {
+      this.state = 'error';
+      this.message = blocked;
+      return undefined;
+    }
+    return this.accessToken || undefined;
+  }
+
   /** Downloads `repo` (a recipe named it and the library lacks it); the panel shows the progress. */
   downloadFromHub(repo: string): Promise<void> {
     this.repo = repo;

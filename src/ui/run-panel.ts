@@ -22,8 +22,10 @@ import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
   EngineOptions,
   InterruptedRun,
+  MergeCheck,
   MergeOutcome,
   MergeProgressEvent,
+  MergeRequest,
 } from '../worker/engine.worker';
 import { type FolderOutputTarget, freeFolderName } from '../worker/folder-output';
 import { canPickDirectory, pickDirectory } from './directory-picker';
@@ -76,6 +78,14 @@ function formatDuration(ms: number): string {
   return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** Hub repos the next merge streams (recipe-editor's "Merge straight from the hub"). */
+export interface HubStreamSetting {
+  hubUrl: string;
+  repos: string[];
+  /** The token the import panel holds, when it may go to this hub. */
+  accessToken: () => string | undefined;
+}
+
 function recipeMethod(recipeText: string): string {
   return /^merge_method:\s*(\S+)/m.exec(recipeText)?.[1] ?? 'merge';
 }
@@ -119,6 +129,10 @@ export class L2sRunPanel extends LitElement {
         font-size: 15px;
         padding: 6px 18px;
       }
+      .problems {
+        white-space: pre-line;
+        overflow-wrap: anywhere;
+      }
       .blocked {
         color: #a4161a;
         font-size: 13px;
@@ -139,6 +153,10 @@ export class L2sRunPanel extends LitElement {
   @property({ attribute: false }) engineOptions: EngineOptions = {};
   /** Merges cut short by a reload or a crash (the app lists them from the engine's journal). */
   @property({ attribute: false }) interrupted: InterruptedRun[] = [];
+  @property({ attribute: false }) hubStream?: HubStreamSetting;
+  /** The last header-only Check, shown until the recipe changes. */
+  @state() private check?: MergeCheck & { recipeText: string };
+  @state() private checking = false;
   @state() private state: RunState = 'idle';
   @state() private message = '';
   @state() private progress?: MergeProgressEvent;
@@ -309,12 +327,13 @@ export class L2sRunPanel extends LitElement {
     const outputFolder =
       this.canPick && this.outputTo === 'folder' ? await this.outputFolderTarget() : undefined;
     if (this.canPick && this.outputTo === 'folder' && !outputFolder) return;
-    const request = {
+    const request: MergeRequest = {
       recipeText: this.recipeText,
       seed: this.seed,
       device: this.device,
       outShardSize,
       gpuMemory,
+      hubStream: this.streamRequest(),
       outputFolder,
     };
     const label = outputFolder
@@ -326,6 +345,50 @@ export class L2sRunPanel extends LitElement {
       (engine, runId, onProgress, onLog) => engine.api.merge(runId, request, onProgress, onLog),
       outputFolder,
     );
+  }
+
+  private streamRequest(): MergeRequest['hubStream'] {
+    const hub = this.hubStream;
+    if (!hub || hub.repos.length === 0) return undefined;
+    return { hubUrl: hub.hubUrl, repos: hub.repos, accessToken: hub.accessToken() };
+  }
+
+  /**
+   * The validation every merge starts with, on its own: the models' safetensors headers only (Range
+   * reads for streamed hub repos), every missing tensor and shape mismatch listed.
+   */
+  private async runCheck(): Promise<void> {
+    if (!this.engine || this.problem || this.checking) return;
+    const recipeText = this.recipeText;
+    this.checking = true;
+    try {
+      const result = await this.engine.api.checkMerge(newRunId(), {
+        recipeText,
+        seed: this.seed,
+        device: this.device,
+        outShardSize: this.shardSize.trim() ? parseByteSize(this.shardSize) : undefined,
+        hubStream: this.streamRequest(),
+      });
+      this.check = { ...result, recipeText };
+    } catch (e) {
+      this.check = { ok: false, error: (e as Error).message, errorName: (e as Error).name, recipeText };
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private renderCheck() {
+    const check = this.check;
+    if (this.checking)
+      return html`<p data-testid="merge-check-result" data-state="running">Checking the headers…</p>`;
+    if (!check || check.recipeText !== this.recipeText) return nothing;
+    if (check.ok) {
+      return html`<p data-testid="merge-check-result" data-state="ok">
+        Check passed: ${check.tensors} tensors from ${check.models} models
+        (${formatBytes(check.inputBytes ?? 0)} to read), from the safetensors headers alone.
+      </p>`;
+    }
+    return html`<p class="error problems" data-testid="merge-check-result" data-state="error">${check.errorName}: ${check.error}</p>`;
   }
 
   /** An interrupted run into a folder: its partial subfolder removed (asking to write there first). */
@@ -370,7 +433,13 @@ export class L2sRunPanel extends LitElement {
     return this.execute(
       run.runId,
       `Resuming after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`,
-      (engine, runId, onProgress, onLog) => engine.api.resume(runId, onProgress, onLog),
+      (engine, runId, onProgress, onLog) =>
+        engine.api.resume(
+          runId,
+          onProgress,
+          onLog,
+          run.models.some((m) => m.commit) ? { accessToken: this.hubStream?.accessToken() } : undefined,
+        ),
     );
   }
 
@@ -665,6 +734,14 @@ export class L2sRunPanel extends LitElement {
           >
             Merge
           </button>
+          <button
+            data-testid="merge-check"
+            title="Check the recipe against the models' safetensors headers, reading no tensor data"
+            ?disabled=${busy || this.checking || blocked !== ''}
+            @click=${this.runCheck}
+          >
+            Check
+          </button>
           ${busy ? html`<button data-testid="merge-cancel" ?disabled=${this.state === 'cancelling'} @click=${this.cancel}>Cancel</button>` : nothing}
           ${
             blocked && !busy
@@ -730,6 +807,7 @@ export class L2sRunPanel extends LitElement {
         </div>
         ${this.renderOutputChoice(busy)}
         ${this.renderDeviceNote()}
+        ${this.renderCheck()}
         <p
           role="status"
           data-testid="merge-status"
@@ -737,7 +815,7 @@ export class L2sRunPanel extends LitElement {
           data-backend=${this.backendUsed ?? ''}
           data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
-          class=${this.state === 'error' ? 'error' : ''}
+          class=${this.state === 'error' ? 'error problems' : ''}
         >${this.message}</p>
         <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}
