@@ -710,3 +710,509 @@ export function mixSumOneBf16(
     store1(out, BF16, i, b + acc);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// TIES / breadcrumbs, fused passes (rank-select.ts MagnitudeRangeSelector, the same decisions)
+
+// V8 builds a v128.const anew at each use inside a loop (a few instructions each), which costs the
+// loops below as much as their arithmetic. So their constants are stored once per call in page 0
+// (which the arena never hands out, src/kernels/wasm.ts) and loaded into locals before the loop:
+// Binaryen cannot fold a load back into a constant.
+const CONSTANTS: usize = 1024;
+
+// @ts-ignore: decorator
+@inline
+function constant(slot: usize, value: v128): v128 {
+  v128.store(CONSTANTS + (slot << 4), value);
+  return v128.load(CONSTANTS + (slot << 4));
+}
+
+/** Order keys of four f32 values (orderKey, four lanes); the masks as loaded by `constant`. */
+// @ts-ignore: decorator
+@inline
+function orderKey4(v: v128, flip4: v128, absMask: v128, nanKey: v128, inf: v128): v128 {
+  const abs = v128.and(v, absMask);
+  return v128.xor(v128.bitselect(nanKey, abs, i32x4.gt_s(abs, inf)), flip4);
+}
+
+/** bf16Bits4 with its constants in locals. */
+// @ts-ignore: decorator
+@inline
+function bf16Bits4k(u: v128, absMask: v128, inf: v128, one: v128, round: v128, quiet: v128, low16: v128): v128 {
+  const isNaN = i32x4.gt_s(v128.and(u, absMask), inf);
+  const lsb = v128.and(i32x4.shr_u(u, 16), one);
+  const rounded = i32x4.shr_u(i32x4.add(i32x4.add(u, round), lsb), 16);
+  return v128.and(v128.bitselect(v128.or(i32x4.shr_u(u, 16), quiet), rounded, isNaN), low16);
+}
+
+/**
+ * countWindowed with the window counts deferred: keys inside either window are gathered in order in
+ * `scratch` (room for `capacity` keys, a multiple of 4) and counted when it fills and at the end, so
+ * the main loop has no data-dependent branch and scatters only into the high histogram.
+ */
+export function countWindowedGathered(
+  values: usize,
+  n: i32,
+  flip: u32,
+  high: usize,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+  scratch: usize,
+  capacity: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  const s0 = i32x4.splat(start0);
+  const b0 = i32x4.splat(buckets0);
+  const s1 = i32x4.splat(start1);
+  const b1 = i32x4.splat(buckets1);
+  let gathered: usize = 0;
+  for (let i: usize = 0; i < whole; i += 4) {
+    const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
+    const bucket = i32x4.shr_u(key, 16);
+    const inWindow = v128.or(i32x4.lt_u(i32x4.sub(bucket, s0), b0), i32x4.lt_u(i32x4.sub(bucket, s1), b1));
+    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    // Every lane written, the cursor advanced past the ones inside a window.
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 0));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 0) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 1));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 1) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 2));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 2) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 3));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 3) & 1);
+    if (gathered > <usize>(capacity - 4)) {
+      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+      gathered = 0;
+    }
+  }
+  replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+  if (whole < <usize>n)
+    countWindowed(values + (whole << 2), n - <i32>whole, flip, high, window0, start0, buckets0, window1, start1, buckets1);
+}
+
+/** replayKeys into both windows. */
+// @ts-ignore: decorator
+@inline
+function replayKeysTwo(
+  keys: usize,
+  n: i32,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = load<u32>(keys + (i << 2));
+    const offset0 = (key >>> 16) - start0;
+    if (offset0 < buckets0) {
+      const p = window0 + ((<usize>((offset0 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+    const offset1 = (key >>> 16) - start1;
+    if (offset1 < buckets1) {
+      const p = window1 + ((<usize>((offset1 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+  }
+}
+
+/** countSampled, keys four lanes at a time. */
+export function countSampled4(values: usize, n: i32, flip: u32, high: usize, sample: usize): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
+    v128.store(sample + (i << 2), key);
+    const bucket = i32x4.shr_u(key, 16);
+    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+  }
+  if (whole < <usize>n) countSampled(values + (whole << 2), n - <i32>whole, flip, high, sample + (whole << 2));
+}
+
+// Running tie counts of the two cuts while a fused mask runs (maskRange's state).
+let upToTies: f64 = 0;
+let belowTies: f64 = 0;
+
+/**
+ * Lanes of `key` in a cut's prefix: key < cutKey, or a tie at cutKey while fewer than `taken` ties
+ * were taken (lowest index first, so lane order). A vector whose ties all fit is taken whole; the
+ * one where the taken ties run out goes lane by lane.
+ */
+// @ts-ignore: decorator
+@inline
+function inPrefix4(key: v128, cut4: v128, cutKey: u32, taken: f64, below: bool): v128 {
+  const lt = i32x4.lt_u(key, cut4);
+  const tie = i32x4.eq(key, cut4);
+  const count = <f64>popcnt(i32x4.bitmask(tie));
+  const ties = below ? belowTies : upToTies;
+  const room = taken - ties;
+  if (count <= room) {
+    if (below) belowTies = ties + count;
+    else upToTies = ties + count;
+    return v128.or(lt, tie);
+  }
+  if (room <= 0) return lt;
+  // The last ties taken lie in this vector: lane by lane, in order.
+  let t = ties;
+  let lanes = lt;
+  if (<u32>i32x4.extract_lane(key, 0) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 0, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 1) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 1, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 2) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 2, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 3) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 3, -1);
+  }
+  if (below) belowTies = t;
+  else upToTies = t;
+  return lanes;
+}
+
+/** maskRange's decision for one value: 1 kept, 0 dropped (the tie counts advance). */
+// @ts-ignore: decorator
+@inline
+function keep1(bits: u32, flip: u32, upToKey: u32, upToTaken: f64, hasBelow: i32, belowKey: u32, belowTaken: f64): f32 {
+  const k = orderKey(bits, flip);
+  let keep: f32 = k < upToKey ? 1 : 0;
+  if (k == upToKey && upToTies < upToTaken) {
+    upToTies++;
+    keep = 1;
+  }
+  if (hasBelow) {
+    let inBelow = k < belowKey;
+    if (k == belowKey && belowTies < belowTaken) {
+      belowTies++;
+      inBelow = true;
+    }
+    if (inBelow) keep = 0;
+  }
+  return keep;
+}
+
+/** 1.0 in the lanes of four values that the cuts keep (maskRange's mask), 0.0 elsewhere. */
+// @ts-ignore: decorator
+@inline
+function keep4(
+  key: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  below4: v128,
+  belowKey: u32,
+  belowTaken: f64,
+  one: v128,
+): v128 {
+  let selected = inPrefix4(key, up4, upToKey, upToTaken, false);
+  if (hasBelow) selected = v128.andnot(selected, inPrefix4(key, below4, belowKey, belowTaken, true));
+  return v128.and(selected, one);
+}
+
+/**
+ * The output pass of one task vector under a TIES / breadcrumbs mask, fused: dst[i] =
+ * fround(fround(x[i] - base[i]) * keep(i)), then times `rescale` when `hasRescale` (sparsify.ts
+ * MaskSparsifier.apply). Tie counts come from and go back to `state` as in maskRange.
+ */
+export function maskedDelta(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  dst: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTaken: f64,
+  state: usize,
+  rescale: f32,
+  hasRescale: i32,
+): void {
+  upToTies = load<f64>(state);
+  belowTies = load<f64>(state, 8);
+  const whole = <usize>(n & ~3);
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  const rescale4 = f32x4.splat(rescale);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  for (let i: usize = 0; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
+    if (hasRescale) m = f32x4.mul(m, rescale4);
+    v128.store(dst + (i << 2), m);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const d = load1(x, xDtype, i) - load1(base, baseDtype, i);
+    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
+    if (hasRescale) m = m * rescale;
+    store<f32>(dst + (i << 2), m);
+  }
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+/**
+ * TIES' (and breadcrumbs_ties') output for one model, fused: maskedDelta, then mixConsensus with
+ * that one model (kept where its weighted delta is a nonzero number, divided by its weight when
+ * `normalize`), scaled by `lambda` when `scale`, added to the base and encoded.
+ */
+export function tiesOne(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTaken: f64,
+  state: usize,
+  rescale: f32,
+  hasRescale: i32,
+  weight: f32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  upToTies = load<f64>(state);
+  belowTies = load<f64>(state, 8);
+  // One model's divisor is its weight where kept, else 1: a weight of 1 divides by 1 everywhere,
+  // which changes no value, so the division (as costly as the rest of the loop) is skipped.
+  const divide = normalize != 0 && weight != 1;
+  const whole = <usize>(n & ~3);
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  const rescale4 = f32x4.splat(rescale);
+  const w = f32x4.splat(weight);
+  const lambda4 = f32x4.splat(lambda);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  const zero = constant(4, i32x4.splat(0));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
+  for (let i: usize = 0; i < whole; i += 4) {
+    const b = load4(base, baseDtype, i);
+    const d = f32x4.sub(load4(x, xDtype, i), b);
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
+    if (hasRescale) m = f32x4.mul(m, rescale4);
+    const dw = f32x4.mul(m, w);
+    const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+    let mixed = f32x4.mul(dw, keep);
+    if (divide) {
+      const divisor = f32x4.mul(w, keep);
+      mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+    }
+    if (scale) mixed = f32x4.mul(mixed, lambda4);
+    const u = f32x4.add(b, mixed);
+    if (outDtype == BF16) {
+      const h = bf16Bits4k(u, absMask, inf, lsb1, round, quiet, low16);
+      v128.store64_lane(out + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
+    } else {
+      store4(out, outDtype, i, u);
+    }
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const b = load1(base, baseDtype, i);
+    const d = load1(x, xDtype, i) - b;
+    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
+    if (hasRescale) m = m * rescale;
+    const dw = m * weight;
+    const keep: f32 = dw > 0 || dw < 0 ? 1 : 0;
+    let mixed = dw * keep;
+    if (normalize) {
+      const divisor = weight * keep;
+      mixed = mixed / (divisor + (divisor == 0 ? <f32>1 : <f32>0));
+    }
+    if (scale) mixed = mixed * lambda;
+    store1(out, outDtype, i, b + mixed);
+  }
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+
+/**
+ * How many task-vector values x[i] - base[i] of [0, n) have the order key `upToKey`, and how many
+ * `belowKey` (when `hasBelow`), as two f64 at `out`: a chunk's ties at the cuts, so that a chunk
+ * masked on another thread knows the ties before it.
+ */
+export function countTies(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  hasBelow: i32,
+  belowKey: u32,
+  out: usize,
+): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  let upTo: i32 = 0;
+  let below: i32 = 0;
+  for (let i: usize = 0; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    upTo += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, up4)));
+    below += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, below4)));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const k = orderKey(reinterpret<u32>(load1(x, xDtype, i) - load1(base, baseDtype, i)), flip);
+    if (k == upToKey) upTo++;
+    if (k == belowKey) below++;
+  }
+  store<f64>(out, <f64>upTo);
+  store<f64>(out, hasBelow ? <f64>below : 0, 8);
+}
+
+/**
+ * Four outputs of tiesOneBf16 (bf16 bits in the low halves of the lanes), from base values `b`
+ * and task-vector values `d`; the tie count runs in upToTies.
+ */
+// @ts-ignore: decorator
+@inline
+function tiesFour(
+  b: v128,
+  d: v128,
+  flip4: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  w: v128,
+  divide: bool,
+  lambda4: v128,
+  scale: i32,
+  absMask: v128,
+  nanKey: v128,
+  inf: v128,
+  one: v128,
+  zero: v128,
+  lsb1: v128,
+  round: v128,
+  quiet: v128,
+  low16: v128,
+): v128 {
+  const key = orderKey4(d, flip4, absMask, nanKey, inf);
+  const sel = inPrefix4(key, up4, upToKey, upToTaken, false);
+  const dw = f32x4.mul(f32x4.mul(d, v128.and(sel, one)), w);
+  const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+  let mixed = f32x4.mul(dw, keep);
+  if (divide) {
+    const divisor = f32x4.mul(w, keep);
+    mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+  }
+  if (scale) mixed = f32x4.mul(mixed, lambda4);
+  return bf16Bits4k(f32x4.add(b, mixed), absMask, inf, lsb1, round, quiet, low16);
+}
+
+/**
+ * tiesOne for bf16 inputs and output and one cut (TIES), eight elements a step: the same
+ * operations on each four, the 16-bit lanes widened by a shuffle and narrowed by one pack.
+ */
+export function tiesOneBf16(
+  x: usize,
+  base: usize,
+  out: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  state: usize,
+  weight: f32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  upToTies = load<f64>(state);
+  const divide = normalize != 0 && weight != 1;
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  const zero = constant(4, i32x4.splat(0));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const w = f32x4.splat(weight);
+  const lambda4 = f32x4.splat(lambda);
+  const whole = <usize>(n & ~7);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const xv = v128.load(x + (i << 1));
+    const bv = v128.load(base + (i << 1));
+    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+    const dLow = f32x4.sub(v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11), bLow);
+    const dHigh = f32x4.sub(v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15), bHigh);
+    // Elements i..i+3 first: the ties count in index order.
+    const low = tiesFour(bLow, dLow, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    const high = tiesFour(bHigh, dHigh, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    v128.store(out + (i << 1), i16x8.narrow_i32x4_u(low, high));
+  }
+  store<f64>(state, upToTies);
+  if (whole < <usize>n) {
+    const tail = <i32>whole;
+    tiesOne(x + (whole << 1), BF16, base + (whole << 1), BF16, out + (whole << 1), BF16, n - tail, flip, upToKey, upToTaken, 0, 0, 0, state, 1, 0, weight, normalize, lambda, scale);
+  }
+}

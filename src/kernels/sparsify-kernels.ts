@@ -22,13 +22,17 @@ export function selectionArenaBytes(sampleElements: number): number {
   return BUCKET_BYTES * (1 + 1 + 2 * 8 + 2) + sampleElements * 4 + 6 * 16;
 }
 
-/** Arena bytes of the uniform scratch and the tie counts. */
-export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + 64;
+/** Keys inside a window that countWindowedGathered holds before counting them. */
+const GATHER_KEYS = 4096;
+
+/** Arena bytes of the uniform scratch, the gathered window keys and the tie counts. */
+export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + GATHER_KEYS * 4 + 96;
 
 export class ArenaSparsifyKernels implements SparsifyKernels {
   readonly selection: SelectionKernels;
   private uniformPtr = 0;
   private tiesPtr = 0;
+  private gatherPtr = 0;
 
   constructor(private readonly arena: KernelArena) {
     const kernels = arena.exports;
@@ -54,12 +58,26 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       },
       countSampled: (bits, from, to, flip, high, sample, sampleOffset) => {
         if (!reachable(bits, high, sample)) return false;
-        kernels.countSampled(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
+        kernels.countSampled4(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
         return true;
       },
       countWindowed: (bits, from, to, flip, high, [w0, s0, b0, w1, s1, b1]) => {
         if (!reachable(bits, high, w0, w1)) return false;
-        kernels.countWindowed(at(bits) + from * 4, to - from, flip, at(high), at(w0), s0, b0, at(w1), s1, b1);
+        if (this.gatherPtr === 0) this.gatherPtr = arena.alloc(GATHER_KEYS * 4);
+        kernels.countWindowedGathered(
+          at(bits) + from * 4,
+          to - from,
+          flip,
+          at(high),
+          at(w0),
+          s0,
+          b0,
+          at(w1),
+          s1,
+          b1,
+          this.gatherPtr,
+          GATHER_KEYS,
+        );
         return true;
       },
       countLow: (bits, from, to, flip, low0, bucket0, low1, bucket1) => {
@@ -131,6 +149,11 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       index >>> 0,
       Math.floor(index / TWO_POW_32) >>> 0,
     );
+  }
+
+  /** The address of the two running tie counts a fused mask kernel advances. */
+  tieState(): number {
+    return this.ties();
   }
 
   private ties(): number {

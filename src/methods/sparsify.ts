@@ -50,6 +50,7 @@ import {
   MagnitudeRangeSelector,
   magnitudeRankRangeMask,
   PACKED_SORT_MAX,
+  type RankMaskParameters,
   SELECTION_SAMPLE,
   type SelectionKernels,
 } from './rank-select';
@@ -114,6 +115,18 @@ export interface ChunkSparsifier {
   accumulate(pass: number, delta: Float32Array, start: number): void;
   /** Replaces the chunk's delta values by their sparsified values. */
   apply(delta: Float32Array, start: number): void;
+  /**
+   * TIES and breadcrumbs: instead of `apply` on the chunk at `start`, its keep decisions as kernel
+   * parameters, and the rescale factor to multiply the kept values by (null: none); call
+   * `endRankMask` once the kernel has run.
+   */
+  rankMask?(start: number): { mask: RankMaskParameters; scale: number | null };
+  endRankMask?(): void;
+  /**
+   * TIES and breadcrumbs without rescale: the selector whose statistics threads can split
+   * (rank-select.ts partialCounts, mergeCounts); absent where they run in chunk order.
+   */
+  readonly splitSelector?: MagnitudeRangeSelector;
 }
 
 const fround = Math.fround;
@@ -151,7 +164,7 @@ abstract class MaskSparsifier implements ChunkSparsifier {
   private readonly after = new BlockedSumF32();
   private scale: number | null | undefined;
 
-  constructor(private readonly rescale: boolean) {}
+  constructor(protected readonly rescale: boolean) {}
 
   /** Statistics passes the mask needs; may drop after pass 0 (rank-select.ts). */
   protected abstract get maskPasses(): number;
@@ -175,12 +188,18 @@ abstract class MaskSparsifier implements ChunkSparsifier {
     }
   }
 
-  apply(delta: Float32Array, start: number): void {
+  /** The rescale factor, known once the statistics passes are done (null: none). */
+  protected finalScale(): number | null {
     if (this.scale === undefined) {
       this.scale = this.rescale ? rescaleFactor(this.before.result(), this.after.result()) : null;
     }
+    return this.scale;
+  }
+
+  apply(delta: Float32Array, start: number): void {
+    this.finalScale();
     this.applyMask(delta, start);
-    const scale = this.scale;
+    const scale = this.scale as number | null;
     if (scale !== null) for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * scale;
   }
 }
@@ -205,6 +224,19 @@ class RankRangeSparsifier extends MaskSparsifier {
 
   protected applyMask(delta: Float32Array, start: number): void {
     this.selector.maskValues(bitsOf(delta), 0, delta.length, start, delta);
+  }
+
+  rankMask(start: number): { mask: RankMaskParameters; scale: number | null } {
+    return { mask: this.selector.beginMask(start), scale: this.finalScale() };
+  }
+
+  endRankMask(): void {
+    this.selector.endMask();
+  }
+
+  get splitSelector(): MagnitudeRangeSelector | undefined {
+    // The rescale's L1 sums are f32 sums in chunk order, which threads cannot split.
+    return this.rescale ? undefined : this.selector;
   }
 }
 

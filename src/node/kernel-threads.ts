@@ -42,7 +42,40 @@ export interface KernelJob {
   readonly step: number;
   /** New output slots, when the last ones are too small. */
   readonly slots?: SlotSet;
+  /** ThreadTensor.splitStatistics: the buffers the threads exchange their counts in. */
+  readonly exchange?: StatisticsExchange;
 }
+
+/**
+ * Shared by the threads of a tensor with split statistics (kernel-worker.ts splitStatistics):
+ * `control` is laid out as EXCHANGE_CHUNK_FLAGS says; `ties` holds the
+ * chunks' tie counts (per chunk, per model, [upTo, below]); `counts` a region of
+ * EXCHANGE_REGION_WORDS per thread and model for its histograms.
+ */
+export interface StatisticsExchange {
+  readonly control: SharedArrayBuffer;
+  readonly ties: SharedArrayBuffer;
+  readonly counts: SharedArrayBuffer;
+  readonly models: number;
+}
+
+/**
+ * Words of one thread's and model's counts: the high histogram, two windows of 8 buckets, two low
+ * histograms, the window bounds.
+ */
+export const EXCHANGE_REGION_WORDS = 65536 * (1 + 16 + 2) + 16;
+
+/**
+ * control: [0], [1] the arrivals at the ends of passes 0 and 1, [2] set when a thread failed; then
+ * a ready flag per chunk.
+ */
+export const EXCHANGE_CHUNK_FLAGS = 3;
+
+/** The error name of a thread that stopped because another thread of the tensor failed. */
+export const EXCHANGE_FAILED = 'ExchangeFailed';
+
+/** How long the engine waits for the failing thread's own error after an EXCHANGE_FAILED (ms). */
+const ROOT_FAILURE_WAIT_MS = 2000;
 
 export type WorkerReply =
   | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
@@ -92,6 +125,8 @@ function fdOf(source: ByteSource): number | undefined {
 export const KERNEL_WORKER_URL = new URL('./kernel-worker.js', import.meta.url);
 
 export class NodeCpuThreads implements CpuThreads {
+  readonly splitsStatistics = true;
+
   /**
    * Whether the threads' script is there: it is in the built bundle, not beside the TypeScript
    * source (an in-process run from source keeps the kernels on its own thread).
@@ -152,6 +187,16 @@ export class NodeCpuThreads implements CpuThreads {
     const chunks = t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
     const slotBytes = Math.max(16, Math.min(t.rows, t.rowsPerChunk) * t.rowLength * DTYPE_BYTES[t.outDtype]);
     const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.threads.length];
+    const models = Math.max(1, t.spec.tensors.length - 1);
+    const exchange: StatisticsExchange | undefined =
+      t.split && t.splitStatistics
+        ? {
+            control: new SharedArrayBuffer(4 * (EXCHANGE_CHUNK_FLAGS + chunks)),
+            ties: new SharedArrayBuffer(8 * 2 * models * chunks),
+            counts: new SharedArrayBuffer(4 * EXCHANGE_REGION_WORDS * models * users.length),
+            models,
+          }
+        : undefined;
     const queues = new Map<number, ReplyQueue>();
     const jobSlots = new Map<number, NonNullable<Thread['slots']>>();
     users.forEach((index, first) => {
@@ -189,6 +234,7 @@ export class NodeCpuThreads implements CpuThreads {
         first,
         step: users.length,
         slots,
+        exchange,
       };
       if (thread.stopped)
         queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
@@ -204,12 +250,25 @@ export class NodeCpuThreads implements CpuThreads {
         const slots = jobSlots.get(index)!;
         const reply = await queues.get(index)!.take();
         if (reply.kind === 'error') {
+          let failure = reply;
+          if (reply.causeName === EXCHANGE_FAILED) {
+            // This thread stopped for another's failure: report that one (a read names its file).
+            const waited = performance.now();
+            let root: WorkerReply | undefined;
+            while (!root && performance.now() - waited < ROOT_FAILURE_WAIT_MS) {
+              root = users
+                .map((i) => queues.get(i)!.failure)
+                .find((f) => f !== undefined && f.kind === 'error' && f.causeName !== EXCHANGE_FAILED);
+              if (!root) await new Promise((done) => setTimeout(done, 10));
+            }
+            if (root?.kind === 'error') failure = root;
+          }
           for (const i of users) this.threads[i].jobs.delete(id);
           throw new ThreadTaskError(
-            reply.message,
-            reply.read >= 0 ? 'read' : 'method',
-            reply.read,
-            reply.causeName,
+            failure.message,
+            failure.read >= 0 ? 'read' : 'method',
+            failure.read,
+            failure.causeName,
           );
         }
         if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);

@@ -28,8 +28,7 @@ import {
 export const GAP_READ_BYTES = 16 << 20;
 
 /** What the user can do when a copy's file fails its checksum: nothing is left to resume. */
-const COPY_CHECKSUM_ADVICE =
-  'Nothing was added to the library; import the repo from the hub to try again.';
+const COPY_CHECKSUM_ADVICE = 'Nothing was added to the library; import the repo from the hub to try again.';
 
 /** A stored range of one file: bytes [start, end). */
 interface Piece {

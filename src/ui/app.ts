@@ -35,6 +35,7 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
  * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes),
+ * `?holdReply=` (tests of Cancel: milliseconds a finished merge waits after its commit before it answers),
  * `?opfsPicker` (browser tests: folder pickers take a folder of the origin private file system, see
  * directory-picker.ts).
  */
@@ -44,17 +45,20 @@ function pageSettings(): {
   chunkBytes?: number;
   stallCommitAfterFiles?: number;
   paceWritesMs?: number;
+  holdReplyMs?: number;
 } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   const stall = Number(params.get('stallCommit'));
   const pace = Number(params.get('paceWrites'));
+  const hold = Number(params.get('holdReply'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
     datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
     stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
     paceWritesMs: Number.isSafeInteger(pace) && pace > 0 ? Math.min(pace, 10_000) : undefined,
+    holdReplyMs: Number.isSafeInteger(hold) && hold > 0 ? Math.min(hold, 60_000) : undefined,
   };
 }
 
@@ -142,6 +146,7 @@ export class L2sApp extends LitElement {
     chunkBytes: this.settings.chunkBytes,
     stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
     paceWritesMs: this.settings.paceWritesMs,
+    holdReplyMs: this.settings.holdReplyMs,
   };
 
   override connectedCallback(): void {
@@ -364,6 +369,7 @@ export class L2sApp extends LitElement {
         .models=${this.models}
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
+        @library-changed=${this.refresh}
       ></l2s-inspect-panel>
       <l2s-compare-panel
         id="compare"
@@ -372,6 +378,7 @@ export class L2sApp extends LitElement {
         .outputId=${this.outputId}
         .recipeText=${this.recipeText}
         .datasetsUrl=${this.settings.datasetsUrl}
+        @library-changed=${this.refresh}
       ></l2s-compare-panel>
       <l2s-paper-experiment
         id="experiment"
@@ -397,6 +404,7 @@ export class L2sApp extends LitElement {
             .suggested=${this.demoModels}
             .step=${this.lessonStep}
             @lesson-close=${this.closeLesson}
+            @library-changed=${this.refresh}
             @lesson-navigate=${(e: CustomEvent<LessonNavigateDetail>) => void this.lessonNavigate(e.detail)}
           ></l2s-lesson>`
       }

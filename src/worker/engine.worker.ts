@@ -80,7 +80,14 @@ export interface EngineOptions {
   stallCommitAfterFiles?: number;
   /** Tests: each write of merged bytes waits this long (see paceWrites). */
   paceWritesMs?: number;
+  /**
+   * Tests: a finished merge waits this long after its output is committed before it answers, so a
+   * Cancel pressed in that moment can be tested.
+   */
+  holdReplyMs?: number;
 }
+
+let holdReplyMs = 0;
 
 export interface MergeRequest {
   recipeText: string;
@@ -635,6 +642,7 @@ async function journaledMerge(
       ? await (output as FolderOutput).files()
       : (await outputFiles(record.runId)).map((f) => ({ name: f.name, size: f.size }));
     const copies = resolveModel.copies?.length ? await finishCopies(resolveModel.copies, onLog) : undefined;
+    if (holdReplyMs > 0) await new Promise((resolve) => setTimeout(resolve, holdReplyMs));
     return {
       copies,
       outputId: inFolder ? '' : record.runId,
@@ -670,6 +678,7 @@ const api = {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
     stallCommitsAfter(options.stallCommitAfterFiles);
     paceWrites(options.paceWritesMs);
+    holdReplyMs = options.holdReplyMs ?? 0;
   },
 
   /**
@@ -1022,21 +1031,25 @@ const api = {
    * Removes what a merge whose worker was terminated (Cancel) left: its partial output, an output it
    * committed just before, its journal record. The run is marked cancelled first, so that if this
    * tab closes before the files are removed the next start removes them instead of offering a
-   * resume. Waits for the terminated worker's lock and file handles to go.
+   * resume. Waits for the terminated worker's lock and file handles to go. A merge into a folder
+   * that committed before the worker stopped keeps its finished files (they are the user's now):
+   * the answer names that folder.
    */
-  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<void> {
+  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<{ keptFolder?: string }> {
     await journal.markCancelled(runId);
+    let kept = false;
     await navigator.locks.request(
       RUN_LOCK_PREFIX + runId,
       { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
       async () => {
-        if (folder) await removePartialFolderOutput(folder, CANCEL_WAIT_MS);
+        if (folder) kept = (await removePartialFolderOutput(folder, CANCEL_WAIT_MS)) === 'kept';
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
         await deleteOutput(runId);
         await journal.remove(runId);
         await journal.clearCancelled(runId);
       },
     );
+    return kept && folder ? { keptFolder: `${folder.parent.name}/${folder.name}` } : {};
   },
 
   listOutputs,

@@ -63,6 +63,9 @@ const countingThreads: CpuThreads = {
   get count() {
     return nodeThreads.count;
   },
+  get splitsStatistics() {
+    return nodeThreads.splitsStatistics;
+  },
   reads: (source) => nodeThreads.reads(source),
   start: (tensor) => {
     onThreads.push(tensor);
@@ -327,5 +330,41 @@ dtype: bfloat16
     expect(new Set(split.map((t) => t.method))).toEqual(new Set(['task_arithmetic']));
     expect(ran.some((t) => t.method === 'ties' && !t.split)).toBe(true);
     expect(ran.some((t) => t.method === 'dare_linear' && !t.split)).toBe(true);
+  }, 300_000);
+
+  it('TIES and breadcrumbs_ties split across the threads, statistics summed, to the same bytes', async () => {
+    // f32 inputs: the 20000 x 256 embedding (5.1M elements, 41 MB of inputs) is more than the
+    // engine keeps, so its 5 chunks go to both threads, which sum their counts and tie counts.
+    const shape = {
+      hiddenSize: 256,
+      intermediateSize: 512,
+      layers: 1,
+      heads: 4,
+      kvHeads: 2,
+      vocabSize: 20000,
+    };
+    const models = await Promise.all(
+      [
+        { name: 'base', deltaSeed: 0, deltaScale: 0, tied: true, shards: 1, dtype: 'F32' as const },
+        { name: 'instruct', deltaSeed: 5, deltaScale: 0.05, tied: true, shards: 1, dtype: 'F32' as const },
+        { name: 'reasoner', deltaSeed: 11, deltaScale: 0.1, tied: true, shards: 1, dtype: 'F32' as const },
+      ].map((spec) => makeTinyModel(spec, shape)),
+    );
+    const folder = await onDisk(models);
+    const started = onThreads.length;
+    for (const recipe of [
+      'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\ndtype: float32\n',
+      'merge_method: ties\nbase_model: base\nmodels:\n  - model: instruct\n    parameters: {weight: 0.5, density: 0.5}\n  - model: reasoner\n    parameters: {weight: 0.7, density: 0.3}\ndtype: float32\nout_dtype: bfloat16\n',
+      'merge_method: breadcrumbs_ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.8, density: 0.6, gamma: 0.05}\ndtype: float32\n',
+    ]) {
+      expectSameFiles(await bothWays(recipe, memoryResolver(models), 0, folder));
+    }
+    const split = onThreads.slice(started).filter((t) => t.splitStatistics);
+    expect(split.map((t) => `${t.method} ${t.spec.tensorName}`)).toEqual([
+      'ties model.embed_tokens.weight',
+      'ties model.embed_tokens.weight',
+      'breadcrumbs_ties model.embed_tokens.weight',
+    ]);
+    expect(split.every((t) => t.split)).toBe(true);
   }, 300_000);
 });

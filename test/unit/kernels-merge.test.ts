@@ -10,6 +10,7 @@ import { rawChunkMerge } from '../../src/kernels/fused';
 import { type KernelArena, loadKernels } from '../../src/kernels/wasm';
 import { getMethod } from '../../src/methods';
 import { chunkRowLength } from '../../src/methods/chunks';
+import type { MagnitudeRangeSelector } from '../../src/methods/rank-select';
 import type { MergeInputs, ResolvedParams } from '../../src/methods/types';
 import { parseRecipe, resolveParams } from '../../src/recipe';
 import type { MergeRecipe } from '../../src/recipe/recipe';
@@ -100,6 +101,13 @@ const CASES: Case[] = [
     models: 2,
     modelParams: (m) => ({ weight: [0.7, 0.4][m], density: [1, 0.3][m] }),
   },
+  // One model: the fused output kernel, with the divide (weight 1 skips it), the rescale and the lower cut.
+  { method: 'ties', params: { rescale: true }, models: 1, modelParams: () => ({ weight: 1, density: 0.4 }) },
+  {
+    method: 'breadcrumbs_ties',
+    models: 1,
+    modelParams: () => ({ weight: 0.6, density: 0.5, gamma: 0.1 }),
+  },
   { method: 'dare_ties', models: 2, modelParams: (m) => ({ weight: [0.4, 0.8][m], density: [0.6, 0.3][m] }) },
   { method: 'dare_linear', models: 1, modelParams: () => ({ weight: 0.9, density: 0.5 }) },
   {
@@ -184,16 +192,20 @@ function kernelBytes(
   outDtype: FloatDType,
   rowsPerChunk: number,
   statistics: { passes?: number } = {},
+  keepChunks = false,
 ): Uint8Array {
   const { method, spec } = inputsOf(c, name, shape, seed);
   const rowLen = chunkRowLength(shape);
   const rows = shape.reduce((a, b) => a * b, 1) / rowLen;
   const chunkRows = Math.min(rows, rowsPerChunk);
+  const chunks = Math.ceil(rows / rowsPerChunk);
+  // keepChunks: a buffer set per chunk, each filled once (the engine's cache of small tensors).
   const job = rawChunkMerge(arena, method, {
     spec,
     inputDtypes: dtypes,
     outDtype,
     chunkElements: chunkRows * rowLen,
+    inputSets: keepChunks ? Math.max(2, chunks) : 2,
   });
   if (!job) throw new Error(`no kernel form of ${c.method}`);
   const fill = (set: number, r0: number, r1: number) => {
@@ -202,13 +214,15 @@ function kernelBytes(
       job.input(set, i, (r1 - r0) * rowLen).set(bytes.subarray(r0 * rowBytes, r1 * rowBytes));
     });
   };
-  const oneChunk = rows <= rowsPerChunk;
-  if (oneChunk) fill(0, 0, rows);
+  const kept = keepChunks || rows <= rowsPerChunk;
+  if (kept)
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++)
+      fill(k, r0, Math.min(rows, r0 + rowsPerChunk));
   const each = (visit: (set: number, r0: number, r1: number) => void) => {
     for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       const r1 = Math.min(rows, r0 + rowsPerChunk);
-      if (!oneChunk) fill(k % 2, r0, r1);
-      visit(oneChunk ? 0 : k % 2, r0, r1);
+      if (!kept) fill(k % 2, r0, r1);
+      visit(kept ? k : k % 2, r0, r1);
     }
   };
   for (let pass = 0; pass < job.passes; pass++) {
@@ -298,6 +312,22 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
                 same(expected, actual, out),
                 `${where}: ${firstDifference(expected, actual, DTYPE_BYTES[out])}`,
               ).toBe(true);
+              const keptChunks = kernelBytes(
+                c,
+                name,
+                shape,
+                seed,
+                stored,
+                dtypes,
+                out,
+                rowsPerChunk,
+                {},
+                true,
+              );
+              expect(
+                same(expected, keptChunks, out),
+                `${where}, every chunk kept: ${firstDifference(expected, keptChunks, DTYPE_BYTES[out])}`,
+              ).toBe(true);
             }
           }
         }
@@ -338,6 +368,119 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
     expect(statistics.passes, 'pass 1 ran').toBe(2);
     expect(same(expected, actual), firstDifference(expected, actual, 2)).toBe(true);
   });
+
+  /**
+   * Split statistics as the kernel threads run them (kernel-worker.ts splitStatistics), here in
+   * turn: `threads` instances, each on its own arena, count chunks k with k mod threads = t; their
+   * counts are summed, and each chunk is produced after the ties of every chunk before it.
+   */
+  function splitBytes(
+    c: Case,
+    name: string,
+    shape: number[],
+    stored: Uint8Array[],
+    rowsPerChunk: number,
+    threads: number,
+  ): { bytes: Uint8Array; passes: number } {
+    const { method, spec } = inputsOf(c, name, shape, 0);
+    const rowLen = chunkRowLength(shape);
+    const rows = shape[0];
+    const chunks = Math.ceil(rows / rowsPerChunk);
+    const dtypes = stored.map(() => 'BF16' as FloatDType);
+    const jobs = Array.from({ length: threads }, () => {
+      const job = rawChunkMerge(loadKernels('auto') as KernelArena, method, {
+        spec,
+        inputDtypes: dtypes,
+        outDtype: 'BF16',
+        chunkElements: rowsPerChunk * rowLen,
+      });
+      if (!job) throw new Error('no kernel form');
+      return job;
+    });
+    const elementsOf = (k: number) => (Math.min(rows, (k + 1) * rowsPerChunk) - k * rowsPerChunk) * rowLen;
+    const fill = (t: number, k: number) =>
+      stored.forEach((bytes, i) => {
+        const from = k * rowsPerChunk * rowLen * 2;
+        jobs[t].input(0, i, elementsOf(k)).set(bytes.subarray(from, from + elementsOf(k) * 2));
+      });
+    const visitMine = (pass: number) => {
+      for (let k = 0; k < chunks; k++) {
+        fill(k % threads, k);
+        jobs[k % threads].accumulate(pass, 0, k * rowsPerChunk * rowLen, elementsOf(k));
+      }
+    };
+    const selectors = jobs.map((job) => job.splitSelectors?.() ?? null);
+    expect(selectors.every((s) => s !== null)).toBe(true);
+    visitMine(0);
+    const models = (selectors[0] as unknown[]).length;
+    for (let m = 0; m < models; m++) {
+      const parts = selectors.map((s) => s?.[m]?.partialCounts());
+      if (parts[0] === undefined) continue;
+      // Copies: every selector merges the same parts.
+      const copies = parts.map((p) => ({
+        high: (p as NonNullable<typeof p>).high.slice(),
+        windows: (p as NonNullable<typeof p>).windows.map((w) => ({ ...w, counts: w.counts.slice() })),
+      }));
+      for (const s of selectors) s?.[m]?.mergeCounts(copies);
+    }
+    const passes = jobs[0].passes;
+    if (passes > 1) {
+      visitMine(1);
+      for (let m = 0; m < models; m++) {
+        const lows = selectors.map((s) => s?.[m]?.lowCounts().map((l) => l?.slice() ?? null) ?? []);
+        for (const s of selectors) s?.[m]?.mergeLow(lows);
+      }
+    }
+    const before = Array.from({ length: models }, () => [0, 0] as [number, number]);
+    const parts: Uint8Array[] = [];
+    for (let k = 0; k < chunks; k++) {
+      const t = k % threads;
+      fill(t, k);
+      const own = jobs[t].chunkTies?.(0, elementsOf(k)) ?? [];
+      (selectors[t] as (MagnitudeRangeSelector | null)[]).forEach((s, m) => {
+        s?.setTiesBefore(before[m]);
+      });
+      parts.push(jobs[t].produce(0, k * rowsPerChunk * rowLen, elementsOf(k)).slice());
+      own.forEach(([upTo, below], m) => {
+        before[m][0] += upTo;
+        before[m][1] += below;
+      });
+    }
+    return { bytes: new Uint8Array(Buffer.concat(parts)), passes };
+  }
+
+  it('selects the same cuts with the statistics split among threads, the fallback pass included', () => {
+    const shape = [2400, 1000];
+    const n = shape[0] * shape[1];
+    const split = CASES.filter(
+      (x) => (x.method === 'ties' || x.method === 'breadcrumbs_ties') && !x.params?.rescale,
+    );
+    for (const misleading of [false, true]) {
+      for (const c of split) {
+        const values = tensors(n, c.models, 17, true);
+        if (misleading) {
+          // Small task vectors in the first 2^20 elements of each thread's chunks, large ones after.
+          for (const x of values.slice(1))
+            for (let i = 0; i < n; i++) {
+              const row = Math.floor(i / 1000);
+              const early = row % 600 < 300 && row < 1200;
+              x[i] = values[0][i] + (x[i] - values[0][i]) * (early ? 0.01 : 10);
+            }
+        }
+        const ordered = [...values.slice(1), values[0]];
+        const stored = ordered.map((v) => encodeFromF32(v, 'BF16'));
+        const dtypes = ordered.map(() => 'BF16' as FloatDType);
+        const name = 'model.embed_tokens.weight';
+        const expected = referenceBytes(c, name, shape, 0, stored, dtypes, 'BF16');
+        for (const threads of misleading ? [2] : [2, 3]) {
+          const { bytes, passes } = splitBytes(c, name, shape, stored, 300, threads);
+          const where = `${c.method} with ${c.models} model(s) on ${threads} threads${misleading ? ', misleading rows' : ''}`;
+          expect(same(expected, bytes), `${where}: ${firstDifference(expected, bytes, 2)}`).toBe(true);
+          if (misleading && threads === 2 && c.models === 1) expect(passes, `${where}: pass 1 ran`).toBe(2);
+        }
+      }
+    }
+  }, 120_000);
 
   it('is off where the reference is asked for', () => {
     expect(loadKernels('ts')).toBeNull();
