@@ -16,7 +16,7 @@ import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
 import { parseRecipe } from '../recipe';
 import type { ModelRecord } from '../store/library';
-import { folderPermission, requestFolderPermission } from '../store/linked-folder';
+import { requestFolderPermission } from '../store/linked-folder';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
@@ -29,10 +29,19 @@ import type {
 } from '../worker/engine.worker';
 import { type FolderOutputTarget, freeFolderName } from '../worker/folder-output';
 import { canPickDirectory, pickDirectory } from './directory-picker';
+import { announceLibraryChanged, askToReadLinkedModels } from './linked-permission';
 import { panelStyles } from './panel-styles';
 import { loadUiState, saveUiState } from './ui-state';
 
 type RunState = 'idle' | 'running' | 'cancelling' | 'done' | 'error';
+
+/** Cancel reached a merge into a folder after its commit: the finished output stays in `folder`. */
+class FinishedBeforeCancel extends Error {
+  override name = 'FinishedBeforeCancel';
+  constructor(readonly folder: string) {
+    super(`the merge had finished before it was cancelled; its output is in ${folder}`);
+  }
+}
 
 /** What the page found of WebGPU (the worker's gpuStatus). */
 export interface GpuStatus {
@@ -77,8 +86,21 @@ function formatDuration(ms: number): string {
 export interface HubStreamSetting {
   hubUrl: string;
   repos: string[];
+  /** Repos of `repos` the merge also keeps in the library. */
+  keepCopy?: string[];
   /** The token the import panel holds, when it may go to this hub. */
   accessToken: () => string | undefined;
+}
+
+/** What became of the streamed repos kept in the library; the merged output never depends on it. */
+function copiesSummary(copies: MergeOutcome['copies']): string {
+  return (copies ?? [])
+    .map((c) =>
+      c.name
+        ? ` The copy of ${c.repo} is in the library as ${c.name} (every file checked against the hub's hashes).`
+        : ` The copy of ${c.repo} was not kept, and the merged output is not affected: ${c.errorName}: ${c.error}`,
+    )
+    .join('');
 }
 
 function recipeMethod(recipeText: string): string {
@@ -295,24 +317,14 @@ export class L2sRunPanel extends LitElement {
     } catch {
       return true; // the merge reports the recipe's error
     }
-    let asked = false;
-    for (const m of this.models) {
-      if (!m.link || !names.has(m.name)) continue;
-      try {
-        if ((await folderPermission(m.link.handle)) === 'granted') continue;
-        asked = true;
-        if (await requestFolderPermission(m.link.handle, 'read')) continue;
-      } catch {
-        // reported below
-      }
+    const permission = await askToReadLinkedModels(this.models, names, 'merged');
+    // The library shows the new permission.
+    if (permission.asked) announceLibraryChanged(this);
+    if (permission.refusal) {
       this.state = 'error';
-      this.message =
-        `The browser did not allow reading the linked folder ${m.link.handle.name}, so ${m.name} cannot be merged. ` +
-        'Press "Allow reading" beside it in the library.';
+      this.message = permission.refusal;
       return false;
     }
-    // The library shows the new permission.
-    if (asked) this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
     return true;
   }
 
@@ -362,7 +374,12 @@ export class L2sRunPanel extends LitElement {
   private streamRequest(): MergeRequest['hubStream'] {
     const hub = this.hubStream;
     if (!hub || hub.repos.length === 0) return undefined;
-    return { hubUrl: hub.hubUrl, repos: hub.repos, accessToken: hub.accessToken() };
+    return {
+      hubUrl: hub.hubUrl,
+      repos: hub.repos,
+      keepCopy: hub.keepCopy?.filter((r) => hub.repos.includes(r)),
+      accessToken: hub.accessToken(),
+    };
   }
 
   /**
@@ -542,11 +559,19 @@ export class L2sRunPanel extends LitElement {
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
         `${outcome.backend.toUpperCase()}${threads} in ${formatDuration(outcome.elapsedMs)}: ` +
         `${placementSummary(outcome.placement)}.` +
-        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '');
+        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '') +
+        copiesSummary(outcome.copies);
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
-      if (error.name === 'AbortError') {
+      if (error instanceof FinishedBeforeCancel) {
+        // The worker stopped after its commit: the finished files are the merge's output.
+        this.outputUsed = '';
+        this.state = 'done';
+        this.message =
+          `Cancel came too late: the merge had already finished, and its output was kept in the folder ` +
+          `${error.folder} on this computer.`;
+      } else if (error.name === 'AbortError') {
         this.state = 'idle';
         this.message = 'Merge cancelled; nothing was kept.';
       } else {
@@ -577,8 +602,12 @@ export class L2sRunPanel extends LitElement {
     this.runEngine?.terminate();
     try {
       if (!this.engine) throw new Error('the engine is not ready');
-      await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
-      end(new DOMException('The merge was cancelled.', 'AbortError'));
+      const { keptFolder } = await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
+      end(
+        keptFolder
+          ? new FinishedBeforeCancel(keptFolder)
+          : new DOMException('The merge was cancelled.', 'AbortError'),
+      );
     } catch (e) {
       end(e as Error);
     }

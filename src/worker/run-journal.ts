@@ -25,6 +25,8 @@ export interface JournalModel {
   id: string;
   /** Set for a model read straight from the hub (`RunJournalRecord.hubUrl`) at this commit sha. */
   commit?: string;
+  /** A streamed model the run also keeps in the library (its copy starts again on resume). */
+  keepCopy?: boolean;
 }
 
 export interface RunJournalRecord {
