@@ -1456,24 +1456,20 @@ export function countTies(
 }
 
 /**
- * Four outputs of tiesOneBf16 (bf16 bits in the low halves of the lanes), from base values `b`
- * and task-vector values `d`; the tie count runs in upToTies.
+ * Four outputs of tiesOneBf16 (bf16 bits in the low halves of the lanes), from base values `b`,
+ * task-vector values `d` and the lanes `sel` the cut keeps.
  */
 // @ts-ignore: decorator
 @inline
 function tiesFour(
   b: v128,
   d: v128,
-  flip4: v128,
-  up4: v128,
-  upToKey: u32,
-  upToTaken: f64,
+  sel: v128,
   w: v128,
   divide: bool,
   lambda4: v128,
   scale: i32,
   absMask: v128,
-  nanKey: v128,
   inf: v128,
   one: v128,
   zero: v128,
@@ -1482,8 +1478,6 @@ function tiesFour(
   quiet: v128,
   low16: v128,
 ): v128 {
-  const key = orderKey4(d, flip4, absMask, nanKey, inf);
-  const sel = inPrefix4(key, up4, upToKey, upToTaken, false);
   const dw = f32x4.mul(f32x4.mul(d, v128.and(sel, one)), w);
   const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
   let mixed = f32x4.mul(dw, keep);
@@ -1536,9 +1530,29 @@ export function tiesOneBf16(
     const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
     const dLow = f32x4.sub(v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11), bLow);
     const dHigh = f32x4.sub(v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15), bHigh);
-    // Elements i..i+3 first: the ties count in index order.
-    const low = tiesFour(bLow, dLow, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
-    const high = tiesFour(bHigh, dHigh, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    const keyLow = orderKey4(dLow, flip4, absMask, nanKey, inf);
+    const keyHigh = orderKey4(dHigh, flip4, absMask, nanKey, inf);
+    let selLow = i32x4.lt_u(keyLow, up4);
+    let selHigh = i32x4.lt_u(keyHigh, up4);
+    // Ties at the cut are rare: eight lanes without one leave the running count alone; eight whose
+    // ties all fit take them at once; otherwise inPrefix4 takes them lane by lane, elements
+    // i..i+3 first (the lowest index first).
+    const tieLow = i32x4.eq(keyLow, up4);
+    const tieHigh = i32x4.eq(keyHigh, up4);
+    const tieLanes = i32x4.bitmask(tieLow) | (i32x4.bitmask(tieHigh) << 4);
+    if (tieLanes != 0) {
+      const count = <f64>popcnt(tieLanes);
+      if (count <= upToTaken - upToTies) {
+        upToTies += count;
+        selLow = v128.or(selLow, tieLow);
+        selHigh = v128.or(selHigh, tieHigh);
+      } else {
+        selLow = inPrefix4(keyLow, up4, upToKey, upToTaken, false);
+        selHigh = inPrefix4(keyHigh, up4, upToKey, upToTaken, false);
+      }
+    }
+    const low = tiesFour(bLow, dLow, selLow, w, divide, lambda4, scale, absMask, inf, one, zero, lsb1, round, quiet, low16);
+    const high = tiesFour(bHigh, dHigh, selHigh, w, divide, lambda4, scale, absMask, inf, one, zero, lsb1, round, quiet, low16);
     v128.store(out + (i << 1), i16x8.narrow_i32x4_u(low, high));
   }
   store<f64>(state, upToTies);
