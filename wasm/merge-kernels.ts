@@ -678,7 +678,14 @@ export function mixSumOneBf16(
   scale: i32,
 ): void {
   const whole = <usize>(n & ~7);
-  const zero = i32x4.splat(0);
+  // Constants through page 0, as the TIES kernels below (CONSTANTS) explain.
+  const zero = constant(4, i32x4.splat(0));
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
   const w = f32x4.splat(weight);
   const divisor4 = f32x4.splat(divisor);
   const lambda4 = f32x4.splat(lambda);
@@ -699,7 +706,10 @@ export function mixSumOneBf16(
       low = f32x4.mul(low, lambda4);
       high = f32x4.mul(high, lambda4);
     }
-    const packed = i16x8.narrow_i32x4_u(bf16Bits4(f32x4.add(bLow, low)), bf16Bits4(f32x4.add(bHigh, high)));
+    const packed = i16x8.narrow_i32x4_u(
+      bf16Bits4k(f32x4.add(bLow, low), absMask, inf, lsb1, round, quiet, low16),
+      bf16Bits4k(f32x4.add(bHigh, high), absMask, inf, lsb1, round, quiet, low16),
+    );
     v128.store(out + (i << 1), packed);
   }
   for (let i = whole; i < <usize>n; i++) {
