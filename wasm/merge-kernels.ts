@@ -1117,36 +1117,129 @@ export function countWindowedGathered(
   let gathered: usize = 0;
   for (let i: usize = 0; i < whole; i += 4) {
     const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
-    const bucket = i32x4.shr_u(key, 16);
-    const inWindow = v128.or(i32x4.lt_u(i32x4.sub(bucket, s0), b0), i32x4.lt_u(i32x4.sub(bucket, s1), b1));
-    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    // The windows hold about 1% of the keys, so most vectors have no lane in one and the branch
-    // is predicted; inside it every lane is written, the cursor advanced past the ones inside.
-    if (v128.any_true(inWindow)) {
-      store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 0));
-      gathered += <usize>(i32x4.extract_lane(inWindow, 0) & 1);
-      store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 1));
-      gathered += <usize>(i32x4.extract_lane(inWindow, 1) & 1);
-      store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 2));
-      gathered += <usize>(i32x4.extract_lane(inWindow, 2) & 1);
-      store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 3));
-      gathered += <usize>(i32x4.extract_lane(inWindow, 3) & 1);
-      if (gathered > <usize>(capacity - 4)) {
-        replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
-        gathered = 0;
-      }
+    gathered = countGathered4(key, high, s0, b0, s1, b1, scratch, gathered);
+    if (gathered > <usize>(capacity - 4)) {
+      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+      gathered = 0;
     }
   }
   replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
   if (whole < <usize>n)
     countWindowed(values + (whole << 2), n - <i32>whole, flip, high, window0, start0, buckets0, window1, start1, buckets1);
+}
+
+/**
+ * countWindowedGathered on the task vector x[i] - base[i] of [0, n), computed here (never stored):
+ * TIES' pass 0 in one pass over the chunk's inputs.
+ */
+export function countWindowedDelta(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  n: i32,
+  flip: u32,
+  high: usize,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+  scratch: usize,
+  capacity: i32,
+): void {
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const zero = constant(4, i32x4.splat(0));
+  const flip4 = i32x4.splat(flip);
+  const s0 = i32x4.splat(start0);
+  const b0 = i32x4.splat(buckets0);
+  const s1 = i32x4.splat(start1);
+  const b1 = i32x4.splat(buckets1);
+  let gathered: usize = 0;
+  let i: usize = 0;
+  if (xDtype == BF16 && baseDtype == BF16) {
+    // Eight elements a step, the 16-bit lanes widened by a shuffle (tiesOneBf16).
+    const whole8 = <usize>(n & ~7);
+    for (; i < whole8; i += 8) {
+      const xv = v128.load(x + (i << 1));
+      const bv = v128.load(base + (i << 1));
+      const dLow = f32x4.sub(
+        v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11),
+        v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11),
+      );
+      const dHigh = f32x4.sub(
+        v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15),
+        v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15),
+      );
+      gathered = countGathered4(orderKey4(dLow, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
+      gathered = countGathered4(orderKey4(dHigh, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
+      if (gathered > <usize>(capacity - 8)) {
+        replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+        gathered = 0;
+      }
+    }
+  }
+  const whole = <usize>(n & ~3);
+  for (; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    gathered = countGathered4(orderKey4(d, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
+    if (gathered > <usize>(capacity - 4)) {
+      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+      gathered = 0;
+    }
+  }
+  for (; i < <usize>n; i++) {
+    const key = orderKey(reinterpret<u32>(load1(x, xDtype, i) - load1(base, baseDtype, i)), flip);
+    const h = high + (<usize>(key >>> 16) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    store<u32>(scratch + (gathered << 2), key);
+    gathered++;
+  }
+  replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+}
+
+/**
+ * The high-histogram counts of four order keys, and the keys of the lanes inside either window
+ * appended in order at scratch[gathered]; returns the new count. The windows hold about 1% of the
+ * keys, so most vectors have no lane in one and the branch is predicted.
+ */
+// @ts-ignore: decorator
+@inline
+function countGathered4(
+  key: v128,
+  high: usize,
+  s0: v128,
+  b0: v128,
+  s1: v128,
+  b1: v128,
+  scratch: usize,
+  gathered: usize,
+): usize {
+  const bucket = i32x4.shr_u(key, 16);
+  let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
+  store<u32>(h, load<u32>(h) + 1);
+  h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
+  store<u32>(h, load<u32>(h) + 1);
+  h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
+  store<u32>(h, load<u32>(h) + 1);
+  h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
+  store<u32>(h, load<u32>(h) + 1);
+  const inWindow = v128.or(i32x4.lt_u(i32x4.sub(bucket, s0), b0), i32x4.lt_u(i32x4.sub(bucket, s1), b1));
+  if (v128.any_true(inWindow)) {
+    // Every lane written, the cursor advanced past the ones inside a window.
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 0));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 0) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 1));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 1) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 2));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 2) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 3));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 3) & 1);
+  }
+  return gathered;
 }
 
 /** replayKeys into both windows. */

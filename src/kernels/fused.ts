@@ -329,6 +329,7 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
       const to = Math.min(elements, from + this.tileLength);
       for (const model of active) {
         const m = this.plan.models.indexOf(model);
+        if (pass === 0 && this.countPass0Fused(m, set, from, to)) continue;
         const delta = this.tileDelta(m, set, from, to);
         (model.sparsifier as ChunkSparsifier).accumulate(pass, delta, start + from);
       }
@@ -558,6 +559,31 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
       );
       return [counts[0], counts[1]];
     });
+  }
+
+  /**
+   * Pass 0 of model m's TIES / breadcrumbs selection (no rescale: its pass 0 is the selector's
+   * count alone) on chunk elements [from, to), the task vector computed inside the count kernel
+   * instead of in a tile; false where the selector needs the values (its sample is not full yet).
+   */
+  private countPass0Fused(m: number, set: number, from: number, to: number): boolean {
+    const selector = this.plan.models[m].sparsifier?.splitSelector;
+    const counts = selector?.windowedCounts() ?? null;
+    if (!selector || counts === null) return false;
+    const index = this.plan.models[m].index;
+    const base = this.raw.spec.baseIndex;
+    const dtype = this.raw.inputDtypes[index];
+    const baseDtype = this.raw.inputDtypes[base];
+    const counted = this.sparsifyKernels.countWindowedDelta(
+      this.buffers.inputPtr[set][index] + from * DTYPE_BYTES[dtype],
+      DTYPE_CODE[dtype],
+      this.buffers.inputPtr[set][base] + from * DTYPE_BYTES[baseDtype],
+      DTYPE_CODE[baseDtype],
+      to - from,
+      counts,
+    );
+    if (counted) selector.countedHigh(to - from);
+    return counted;
   }
 
   /** Model m's task vector for chunk elements [from, to), in its tile. */

@@ -4,7 +4,7 @@
  * asks for are carved from the arena, so the whole selection runs in WebAssembly; a call on arrays
  * elsewhere returns false and the TypeScript loop runs.
  */
-import type { SelectionKernels } from '../methods/rank-select';
+import type { SelectionKernels, WindowedCounts } from '../methods/rank-select';
 import type { DellaFibers, DellaScale, RandomKey, SparsifyKernels } from '../methods/sparsify';
 import { RNG_STREAM_SPARSIFY } from '../random/counter-rng';
 import type { KernelArena } from './wasm';
@@ -74,7 +74,6 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       },
       countWindowed: (bits, from, to, flip, high, [w0, s0, b0, w1, s1, b1]) => {
         if (!reachable(bits, high, w0, w1)) return false;
-        if (this.gatherPtr === 0) this.gatherPtr = arena.alloc(GATHER_KEYS * 4);
         kernels.countWindowedGathered(
           at(bits) + from * 4,
           to - from,
@@ -86,7 +85,7 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
           at(w1),
           s1,
           b1,
-          this.gatherPtr,
+          this.gather(),
           GATHER_KEYS,
         );
         return true;
@@ -118,6 +117,47 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
         return true;
       },
     };
+  }
+
+  /**
+   * TIES' pass 0 past the sample on the task vector x[i] - base[i] of n elements (arena addresses,
+   * kernel dtype codes), computed inside the count kernel; false where the counts lie outside the arena.
+   */
+  countWindowedDelta(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    n: number,
+    { flip, high, windows: [w0, s0, b0, w1, s1, b1] }: WindowedCounts,
+  ): boolean {
+    const arena = this.arena;
+    const reachable = [high, w0, w1].every((view) => view.byteLength === 0 || arena.holds(view));
+    if (!reachable) return false;
+    const at = (view: Uint32Array) => (view.byteLength === 0 ? 0 : arena.addressOf(view));
+    arena.exports.countWindowedDelta(
+      x,
+      xDtype,
+      base,
+      baseDtype,
+      n,
+      flip,
+      at(high),
+      at(w0),
+      s0,
+      b0,
+      at(w1),
+      s1,
+      b1,
+      this.gather(),
+      GATHER_KEYS,
+    );
+    return true;
+  }
+
+  private gather(): number {
+    if (this.gatherPtr === 0) this.gatherPtr = this.arena.alloc(GATHER_KEYS * 4);
+    return this.gatherPtr;
   }
 
   fillUniform(out: Float32Array, random: RandomKey, start: number): boolean {

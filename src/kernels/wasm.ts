@@ -185,6 +185,23 @@ export interface KernelExports {
     scratch: number,
     capacity: number,
   ): void;
+  countWindowedDelta(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    n: number,
+    flip: number,
+    high: number,
+    window0: number,
+    start0: number,
+    buckets0: number,
+    window1: number,
+    start1: number,
+    buckets1: number,
+    scratch: number,
+    capacity: number,
+  ): void;
   countSampled4(values: number, n: number, flip: number, high: number, sample: number): void;
   maskedDelta(
     x: number,

@@ -76,7 +76,7 @@ export interface SelectionKernels {
     to: number,
     flip: number,
     high: Uint32Array,
-    windows: readonly [Uint32Array, number, number, Uint32Array, number, number],
+    windows: WindowedCounts['windows'],
   ): boolean;
   /** countLow's loop; a bucket of -1 counts nothing. */
   countLow(
@@ -105,6 +105,16 @@ export interface SelectionKernels {
     belowTiesTaken: number,
     ties: Float64Array,
   ): boolean;
+}
+
+/**
+ * Pass 0's arrays past the sample (MagnitudeRangeSelector.windowedCounts): the order-key flip, the
+ * high histogram, and each cut's window (counts, first bucket, buckets; 0 buckets: none).
+ */
+export interface WindowedCounts {
+  flip: number;
+  high: Uint32Array;
+  windows: readonly [Uint32Array, number, number, Uint32Array, number, number];
 }
 
 /** One selector's pass-0 counts (MagnitudeRangeSelector.partialCounts). */
@@ -311,19 +321,40 @@ export class MagnitudeRangeSelector {
     }
   }
 
+  /**
+   * Pass 0 past the sample, for a kernel that computes the values itself (a task vector fused with
+   * its counts): what countWindowed counts into, or null where the values must go through countHigh
+   * (no pass 0 now, or the sample not full yet). Record the kernel's elements with `countedHigh`.
+   */
+  windowedCounts(): WindowedCounts | null {
+    if (this.high === null || this.stage !== 0 || this.sample !== null) return null;
+    return { flip: this.flip, high: this.high, windows: this.windows() };
+  }
+
+  /** `elements` more elements counted by a kernel into `windowedCounts()`, as countHigh would. */
+  countedHigh(elements: number): void {
+    this.seen += elements;
+    if (this.seen >= this.total) this.endPass0();
+  }
+
+  private windows(): WindowedCounts['windows'] {
+    const { upTo, below } = this;
+    return [
+      upTo.window ?? new Uint32Array(0),
+      upTo.windowStart,
+      upTo.windowBuckets,
+      below.window ?? new Uint32Array(0),
+      below.windowStart,
+      below.windowBuckets,
+    ];
+  }
+
   /** Pass 0 after the sample: the high histogram, plus low bits of the keys inside the windows. */
   private countWindowed(bits: Int32Array, from: number, to: number): void {
     const high = this.high as Uint32Array;
     const flip = this.flip;
-    const upTo = this.upTo;
-    const below = this.below;
-    const upToWindow = upTo.window ?? new Uint32Array(0);
-    const belowWindow = below.window ?? new Uint32Array(0);
-    const upToStart = upTo.windowStart;
-    const upToBuckets = upTo.windowBuckets;
-    const belowStart = below.windowStart;
-    const belowBuckets = below.windowBuckets;
-    const windows = [upToWindow, upToStart, upToBuckets, belowWindow, belowStart, belowBuckets] as const;
+    const windows = this.windows();
+    const [upToWindow, upToStart, upToBuckets, belowWindow, belowStart, belowBuckets] = windows;
     if (this.kernels?.countWindowed(bits, from, to, flip, high, windows)) return;
     for (let i = from; i < to; i++) {
       const abs = bits[i] & 0x7fffffff;

@@ -337,18 +337,28 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
   }
 
   it('selects the TIES and breadcrumbs cuts exactly on tensors larger than the selection sample', () => {
-    // 1.1M elements: pass 0 samples the first 2^20 keys, then fills the windows around the guesses.
-    const shape = [1100, 1000];
-    const n = shape[0] * shape[1];
-    for (const c of CASES.filter((x) => x.method === 'ties' || x.method === 'breadcrumbs')) {
-      const values = tensors(n, c.models, 99, true);
-      const ordered = [...values.slice(1), values[0]];
-      const dtypes = ordered.map(() => 'BF16' as FloatDType);
-      const stored = ordered.map((v) => encodeFromF32(v, 'BF16'));
-      const name = 'model.embed_tokens.weight';
-      const expected = referenceBytes(c, name, shape, 1, stored, dtypes, 'BF16');
-      const actual = kernelBytes(c, name, shape, 1, stored, dtypes, 'BF16', 300);
-      expect(same(expected, actual), `${c.method}: ${firstDifference(expected, actual, 2)}`).toBe(true);
+    // 1.1M elements: pass 0 samples the first 2^20 keys, then fills the windows around the guesses
+    // (past the sample, the task vector is computed inside the count kernel). Rows of 1001: tiles
+    // with 4-lane and scalar tails; f16 and f32 inputs take the kernel's general loads.
+    const layouts: { shape: number[]; dtype: FloatDType }[] = [
+      { shape: [1100, 1000], dtype: 'BF16' },
+      { shape: [1100, 1001], dtype: 'BF16' },
+      { shape: [1100, 1001], dtype: 'F16' },
+      { shape: [1100, 1001], dtype: 'F32' },
+    ];
+    for (const { shape, dtype } of layouts) {
+      const n = shape[0] * shape[1];
+      for (const c of CASES.filter((x) => x.method === 'ties' || x.method === 'breadcrumbs')) {
+        const values = tensors(n, c.models, 99, true);
+        const ordered = [...values.slice(1), values[0]];
+        const dtypes = ordered.map(() => dtype);
+        const stored = ordered.map((v) => encodeFromF32(v, dtype));
+        const name = 'model.embed_tokens.weight';
+        const expected = referenceBytes(c, name, shape, 1, stored, dtypes, 'BF16');
+        const actual = kernelBytes(c, name, shape, 1, stored, dtypes, 'BF16', 300);
+        const where = `${c.method} ${JSON.stringify(c.params ?? {})}, ${dtype} [${shape}]`;
+        expect(same(expected, actual), `${where}: ${firstDifference(expected, actual, 2)}`).toBe(true);
+      }
     }
   });
 
