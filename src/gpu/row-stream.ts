@@ -53,7 +53,7 @@ function checkHost(what: string, values: Float32Array, rows: number, cols: numbe
 
 /**
  * C = A B with A on the host (m x k, row-major), B on the device (k x c); C comes back to the host.
- * `onPass` is told the number of passes (tile plans of tests and benchmarks).
+ * `tiles` counts the storage-binding tiles A went through the device in (the tile plan).
  */
 export async function streamTimes(
   ctx: GpuContext,
@@ -62,20 +62,21 @@ export async function streamTimes(
   k: number,
   b: GpuMatrix,
   label: string,
-): Promise<{ values: Float32Array; passes: number }> {
+): Promise<{ values: Float32Array; tiles: number }> {
   checkHost(`${label} A`, a, m, k);
   if (b.rows !== k) throw new LinalgShapeError(`${label}: A is ${m}x${k}, B is ${b.rows}x${b.cols}`);
   const c = b.cols;
   const out = new Float32Array(m * c);
-  if (m === 0) return { values: out, passes: 0 };
+  if (m === 0) return { values: out, tiles: 0 };
   // Per row: the uploaded block, its product, the product's readback staging, and the split-K
   // partial products (at most one per MIN_SPLIT_K of the shared dimension).
   const splits = Math.floor(k / MIN_SPLIT_K);
   const block = rowsPerPass(ctx, 4 * (k + c * (2 + splits)), 0, label);
-  let passes = 0;
+  let tiles = 0;
   for (let start = 0; start < m; start += block) {
     const rows = Math.min(block, m - start);
     const at = GpuMatrix.upload(ctx, a.subarray(start * k, (start + rows) * k), rows, k, `${label}.A`);
+    tiles += at.tiles.length;
     let ct: GpuMatrix | undefined;
     try {
       ct = product(ctx, at, b, false, `${label}.C`);
@@ -84,9 +85,8 @@ export async function streamTimes(
       at.release();
       ct?.release();
     }
-    passes++;
   }
-  return { values: out, passes };
+  return { values: out, tiles };
 }
 
 /**
@@ -101,7 +101,7 @@ export async function streamTransTimes(
   x: Float32Array,
   c: number,
   label: string,
-): Promise<{ matrix: GpuMatrix; passes: number }> {
+): Promise<{ matrix: GpuMatrix; tiles: number }> {
   checkHost(`${label} A`, a, m, k);
   checkHost(`${label} X`, x, m, c);
   const gram = a === x;
@@ -111,19 +111,20 @@ export async function streamTransTimes(
       const batch = new CommandBatch(ctx, label);
       for (const t of out.tiles) batch.clear(t.buffer, 0, t.rows * c * 4);
       batch.submit();
-      return { matrix: out, passes: 0 };
+      return { matrix: out, tiles: 0 };
     }
     // Per row: the uploaded blocks, and a share of the split-K partial sums (one k x c partial per
     // MIN_SPLIT_K rows of the block at most).
     const perRow = 4 * (gram ? k : k + c) + (4 * k * c) / MIN_SPLIT_K;
     const block = rowsPerPass(ctx, perRow, 0, label);
-    let passes = 0;
+    let tiles = 0;
     for (let start = 0; start < m; start += block) {
       const rows = Math.min(block, m - start);
       const at = GpuMatrix.upload(ctx, a.subarray(start * k, (start + rows) * k), rows, k, `${label}.A`);
       const xt = gram
         ? at
         : GpuMatrix.upload(ctx, x.subarray(start * c, (start + rows) * c), rows, c, `${label}.X`);
+      tiles += at.tiles.length;
       try {
         const batch = new CommandBatch(ctx, label);
         recordProduct(batch, at, xt, out, true, start > 0);
@@ -135,9 +136,8 @@ export async function streamTransTimes(
       // Uploads are staged by the implementation until the queue reaches them: wait, so a stream
       // of gigabytes does not pile up in host memory.
       await ctx.device.queue.onSubmittedWorkDone();
-      passes++;
     }
-    return { matrix: out, passes };
+    return { matrix: out, tiles };
   } catch (e) {
     out.release();
     throw e;

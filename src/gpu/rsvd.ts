@@ -275,17 +275,17 @@ async function rsvdStreamed(
   options: RsvdOptions,
 ): Promise<LowRankFactors> {
   const { r, l, k, powerIterations } = dims;
-  // The tile plan names the blocks of A of the first pass over it.
+  // The tile plan counts the binding tiles of the first pass over A.
   let planned = false;
-  const plan = (passes: number) => {
-    if (!planned) ctx.onTilePlan?.({ tensor: options.name, tiles: passes, streamed: true });
+  const plan = (tiles: number) => {
+    if (!planned) ctx.onTilePlan?.({ tensor: options.name, tiles, streamed: true });
     planned = true;
   };
   const orth = async (x: Float32Array) => (await orthonormalizeStreamed(ctx, x, m, l)).q;
   /** A^T X (n x l), orthonormalized on the device, as a device matrix the caller releases. */
   const orthTransposed = async (x: Float32Array) => {
-    const { matrix: z, passes } = await streamTransTimes(ctx, a, m, n, x, l, 'rsvd.Z');
-    plan(passes);
+    const { matrix: z, tiles } = await streamTransTimes(ctx, a, m, n, x, l, 'rsvd.Z');
+    plan(tiles);
     try {
       return await orthonormalizeGpu(ctx, z);
     } finally {
@@ -300,7 +300,7 @@ async function rsvdStreamed(
     let y: Float32Array;
     try {
       const sketch = await streamTimes(ctx, a, m, n, omega, 'rsvd.Y');
-      plan(sketch.passes);
+      plan(sketch.tiles);
       y = sketch.values;
     } finally {
       omega.release();

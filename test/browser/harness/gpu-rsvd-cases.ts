@@ -515,7 +515,7 @@ export const RSVD_CASES: GpuCase[] = [
       const cpu = rsvd(a, m, n, r, key);
       const product = relativeError(lowRankProduct(f), lowRankProduct(cpu));
       check(product < 1e-4, `the streamed rank-${r} approximation differs from the CPU's by ${product}`);
-      return `${tiles} blocks of rows; error/optimum ${(err / optimum).toFixed(5)}, vs CPU ${fmt(product)}`;
+      return `${tiles} tiles; error/optimum ${(err / optimum).toFixed(5)}, vs CPU ${fmt(product)}`;
     },
   },
   {
