@@ -130,9 +130,12 @@ models:
 parameters: {normalize: true}`;
 }
 
-// The SVD family at a small rank and one power iteration or none: the products with a 151936 x 896
-// embedding are what a software adapter is slow at.
-const SVD_FAST = 'oversample: 4, power_iterations: 0';
+// The SVD family at a small rank without oversampling or power iterations: the products with a
+// 151936 x 896 embedding are what a software adapter is slow at. Without oversampling each
+// truncation is the projection of A onto the range of A Omega, which the f32 rounding of either side
+// moves by rounding only: the synthetic task vectors are noise with a flat spectrum, so picking the
+// top `rank` directions out of a larger sketch would be ill-determined (tens of bf16 ulps apart).
+const SVD_FAST = 'oversample: 0, power_iterations: 0';
 const SVD_RECIPES: Record<string, string> = {
   lowrank_task_arithmetic: `merge_method: lowrank_task_arithmetic
 base_model: ${BASE}
@@ -164,10 +167,18 @@ models:
 parameters: {rank: 4, ${SVD_FAST}}`,
 };
 
+/** A bf16 bit pattern as a number. */
+function bf16Value(bits: number): number {
+  return new Float32Array(new Uint32Array([bits << 16]).buffer)[0];
+}
+
+/** Values this close to 0 are compared in absolute terms (their bf16 ulps are far below f32 rounding of the sums). */
+const ABSOLUTE_FLOOR = 2 ** -20;
+
 /**
- * Two bf16 outputs of the SVD family: every value the CPU's or a neighbour of it (bit patterns one
- * apart: one bf16 ulp, the f32 sums' rounding crossing a bf16 rounding boundary), and at most one
- * value in 1000 not the CPU's. Returns the share of differing values.
+ * Two bf16 outputs of the SVD family: every value the CPU's, a neighbour of it (one bf16 ulp: the
+ * f32 sums' rounding crossing a bf16 rounding boundary), or within 2^-20 of it (values near 0), and
+ * at most one value in 1000 not the CPU's. Returns the share of differing values.
  */
 function checkWithinOneUlp(got: Uint8Array, want: Uint8Array, what: string): number {
   expect(got.byteLength).toBe(want.byteLength);
@@ -180,16 +191,21 @@ function checkWithinOneUlp(got: Uint8Array, want: Uint8Array, what: string): num
   const g = new DataView(got.buffer, got.byteOffset + headerBytes, count * 2);
   const w = new DataView(want.buffer, want.byteOffset + headerBytes, count * 2);
   let differing = 0;
-  let worst = 0;
+  let worst = '';
   for (let i = 0; i < count; i++) {
     const a = g.getUint16(i * 2, true);
     const b = w.getUint16(i * 2, true);
     if (a === b) continue;
     differing++;
     // Same sign: adjacent bit patterns are adjacent values.
-    worst = Math.max(worst, (a ^ b) & 0x8000 ? 0x10000 : Math.abs(a - b));
+    const neighbours = ((a ^ b) & 0x8000) === 0 && Math.abs(a - b) === 1;
+    const gv = bf16Value(a);
+    const wv = bf16Value(b);
+    if (!neighbours && !(Math.abs(gv - wv) <= ABSOLUTE_FLOOR) && !worst) {
+      worst = `value ${i}: GPU ${gv}, CPU ${wv}`;
+    }
   }
-  expect(worst, `${what}: largest difference in bf16 ulps`).toBeLessThanOrEqual(1);
+  expect(worst, `${what}: a value neither one bf16 ulp nor 2^-20 from the CPU's`).toBe('');
   expect(differing / count, `${what}: share of values not the CPU's`).toBeLessThanOrEqual(1e-3);
   return differing / count;
 }
@@ -217,9 +233,13 @@ describe.skipIf(!adapter)('GPU streaming within a memory budget equals the CPU',
         { name: 'qwen05-b', deltaSeed: 11, deltaScale: 0.2 },
       ].map((m) => makeTinyModel({ ...m, tied: true, shards: 1, dtype: 'BF16' }, QWEN_05B_SHAPE)),
     );
-  }, 120_000);
+  }, 1_800_000);
 
-  for (const [method, recipe] of [...Object.entries(RECIPES), ...Object.entries(SVD_RECIPES)]) {
+  // Every SVD method streams at the small shape in gpu-rsvd.test.ts; through the engine here, the
+  // small shape takes one of them (the others take minutes on a software adapter), the 0.5B shape all.
+  const SVD_CASES = Object.entries(SVD_RECIPES).filter(([m]) => FULL || m === 'lowrank_task_arithmetic');
+
+  for (const [method, recipe] of [...Object.entries(RECIPES), ...SVD_CASES]) {
     const lowRank = method in SVD_RECIPES;
     it(`${method}: GPU bytes = CPU bytes${lowRank ? ' to a bf16 ulp' : ''}, 0 tensors on the CPU, within the budget`, async () => {
       const plans: TilePlan[] = [];
