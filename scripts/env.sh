@@ -2,10 +2,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# Reinstall when package-lock.json's content changed since the last install (a stamp of its hash),
+# not when its mtime moved: a checkout or merge that rewrites the lock unchanged keeps node_modules.
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.l2s-lock.sha256
+if [ ! -d node_modules ] || { [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$lock_hash" ]; } ||
+  { [ ! -f "$stamp" ] && [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
   echo "l2s-merge: installing npm packages" >&2
   npm ci --no-audit --no-fund
 fi
+[ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_hash" ] || echo "$lock_hash" >"$stamp"
 
 apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -18,7 +18,16 @@ import type { ModelRunner } from '../model/runner';
 import { GREEDY } from '../model/sampling';
 import { UsageError } from './errors';
 import { failureText } from './fatal';
-import { chatMessages, type OpenedModel, openModel, parseCount, parseDevice, runnerFor } from './generate';
+import {
+  chatMessages,
+  cliModelLocator,
+  type OpenedModel,
+  openModel,
+  parseCount,
+  parseDevice,
+  runnerFor,
+} from './generate';
+import { HUB_OPTIONS, HUB_USAGE } from './hub-options';
 
 /** The evaluation prompt of Wu et al. 2025 (and of Qwen2.5-Math / DeepSeek-R1's evaluations). */
 export const DEFAULT_EVAL_MAX_NEW_TOKENS = 1024;
@@ -36,7 +45,9 @@ options:
   --device auto|cpu|gpu   where the models run (default auto)
   --json                  print {"results": [...], "table": [...]}: every graded response and the table
   --quiet                 no per-question progress on stderr
-  -h, --help              this help
+${HUB_USAGE}  -h, --help              this help
+
+A MODEL_DIR may also be a hub id (org/name or org/name@revision), downloaded into the Hugging Face cache.
 `;
 
 /** A questions file that is not one {"question","answer"} object per line; names the file and line. */
@@ -88,6 +99,7 @@ interface EvalArgs {
   device: DeviceChoice;
   json: boolean;
   quiet: boolean;
+  hubFlags: Record<string, string | boolean | undefined>;
 }
 
 function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
@@ -104,6 +116,7 @@ function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
         device: { type: 'string' },
         json: { type: 'boolean' },
         quiet: { type: 'boolean' },
+        ...HUB_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -133,6 +146,7 @@ function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
     device: parseDevice(v.device as string | undefined),
     json: Boolean(v.json),
     quiet: Boolean(v.quiet),
+    hubFlags: { 'hub-endpoint': v['hub-endpoint'], offline: v.offline },
   };
 }
 
@@ -170,8 +184,9 @@ export async function evalMain(argv: string[]): Promise<number> {
     const questions = parseQuestionsJsonl(text, args.questions);
     // Each result with the model's whole response, for --json.
     const results: Array<EvalResult & { text: string }> = [];
+    const locator = await cliModelLocator(args.hubFlags, controller.signal, log, args.quiet);
     for (const dir of args.models) {
-      model = await openModel(dir);
+      model = await openModel(dir, locator);
       const prompts = questions.map((q) =>
         model?.tokenizer.encodeChat(chatMessages(q.question, args.system), { addGenerationPrompt: true }),
       ) as number[][];

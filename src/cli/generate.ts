@@ -15,14 +15,17 @@ import { createRunner } from '../model/index';
 import type { ModelRunner, SamplingOptions } from '../model/runner';
 import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
 import { type ModelWeights, openModelWeights } from '../model/weights';
-import { modelFolder } from '../node/model-folder';
+import { folderResolver, type ModelLocator, modelFolder } from '../node/model-folder';
 import { nodeGpu } from '../node/webgpu';
 import { InputFileError, UsageError } from './errors';
 import { failureText } from './fatal';
+import { cliHubSettings, HUB_OPTIONS, HUB_USAGE } from './hub-options';
+import { downloadReporter } from './progress';
 
 export const GENERATE_USAGE = `usage: l2s-merge generate MODEL_DIR (--prompt TEXT | --prompt-file FILE) [options]
 
 Run a model folder (config.json, safetensors, tokenizer.json) on a prompt and print what it generates.
+MODEL_DIR may also be a hub id (org/name or org/name@revision), downloaded into the Hugging Face cache.
 
 options:
   --prompt TEXT          the user message (rendered through the model's chat template)
@@ -35,7 +38,7 @@ options:
   --seed S               seed of the sampler, 0 to 4294967295 (default 0); same seed, same tokens
   --device auto|cpu|gpu  where the model runs (default auto: the GPU when WebGPU has an adapter)
   --json                 print one JSON object: prompt_token_ids, token_ids, text, top_logprobs
-  -h, --help             this help
+${HUB_USAGE}  -h, --help             this help
 `;
 
 /** Top log-probabilities per generated token in --json. */
@@ -86,12 +89,14 @@ export interface OpenedModel {
   close(): Promise<void>;
 }
 
-export async function openModel(dir: string): Promise<OpenedModel> {
-  const files = await modelFolder(dir);
+/** Opens a model folder, or, through `locator`, any model reference (a hub id included). */
+export async function openModel(reference: string, locator?: ModelLocator): Promise<OpenedModel> {
+  const found = locator ? await locator.locate(reference) : { dir: reference, root: reference };
+  const files = await modelFolder(found.dir, reference, found.root);
   try {
     const weights = await openModelWeights(files);
     const tokenizer = await ModelTokenizer.load(files);
-    return { name: dir, weights, tokenizer, close: () => files.close() };
+    return { name: reference, weights, tokenizer, close: () => files.close() };
   } catch (e) {
     await files.close();
     throw e;
@@ -131,6 +136,7 @@ interface GenerateArgs {
   sampling: SamplingOptions;
   device: DeviceChoice;
   json: boolean;
+  hubFlags: Record<string, string | boolean | undefined>;
 }
 
 function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
@@ -150,6 +156,7 @@ function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
         seed: { type: 'string' },
         device: { type: 'string' },
         json: { type: 'boolean' },
+        ...HUB_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -181,7 +188,21 @@ function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
     sampling: parseSampling(v),
     device: parseDevice(v.device as string | undefined),
     json: Boolean(v.json),
+    hubFlags: { 'hub-endpoint': v['hub-endpoint'], offline: v.offline },
   };
+}
+
+/** A locator for the subcommands' model references: folders relative to the current folder, hub ids. */
+export async function cliModelLocator(
+  hubFlags: Record<string, string | boolean | undefined>,
+  signal: AbortSignal,
+  say: (line: string) => void,
+  quiet = false,
+): Promise<ModelLocator> {
+  return folderResolver(process.cwd(), {
+    settings: await cliHubSettings(hubFlags),
+    options: { signal, onProgress: quiet ? undefined : downloadReporter(process.stderr), notice: say },
+  });
 }
 
 /** --json's object; ids and log-probabilities exactly as generated. */
@@ -224,7 +245,8 @@ export async function generateMain(argv: string[]): Promise<number> {
         );
       }
     }
-    model = await openModel(args.modelDir);
+    const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
+    model = await openModel(args.modelDir, await cliModelLocator(args.hubFlags, controller.signal, say));
     const tokenizer = model.tokenizer;
     const promptIds = args.raw
       ? tokenizer.encode(prompt ?? '')

@@ -1,6 +1,6 @@
 /**
  * `l2s-merge CONFIG.yml OUT_DIR [--seed N] [--out-shard-size SIZE] [--device auto|cpu|gpu]
- *   [--gpu-memory SIZE] [--force]`,
+ *   [--gpu-memory SIZE] [--force] [--hub-endpoint URL] [--offline]`,
  * and the subcommands `l2s-merge generate ...` (src/cli/generate.ts) and `l2s-merge eval ...` (src/cli/eval.ts).
  *
  * Exit 0 on success; otherwise one line on stderr that names the file and tensor at fault.
@@ -23,8 +23,9 @@ import { UsageError } from './errors';
 import { EVAL_USAGE, evalMain } from './eval';
 import { failureText } from './fatal';
 import { GENERATE_USAGE, generateMain } from './generate';
+import { cliHubSettings, HUB_OPTIONS, HUB_USAGE } from './hub-options';
 import { guardOutputDir } from './output-guard';
-import { calibrationReporter, progressReporter } from './progress';
+import { calibrationReporter, downloadReporter, progressReporter } from './progress';
 import { readRecipeFile } from './recipe-file';
 import { cancelOnSignals } from './signals';
 
@@ -35,7 +36,8 @@ export const USAGE = `usage: l2s-merge CONFIG.yml OUT_DIR [options]
        l2s-merge eval MODEL_DIR... --questions FILE.jsonl     (see l2s-merge eval --help)
 
 Merge models as a mergekit YAML recipe describes and write the result to OUT_DIR.
-Models are folders (relative to CONFIG.yml) or hub ids already in the local Hugging Face cache.
+Models are folders (relative to CONFIG.yml) or hub ids (org/name, or org/name@revision with a
+branch, tag or commit sha), downloaded into the Hugging Face cache when not already there.
 
 options:
   --seed N               seed of DARE/DELLA's random masks (default 0); same seed, same bytes
@@ -50,7 +52,7 @@ options:
   --allow-nonfinite      write the output even when merged tensors hold Inf or NaN
   --datasets-endpoint URL  dataset viewer for AIM's hub calibration sets
                          (default $L2S_DATASETS_ENDPOINT, else https://datasets-server.huggingface.co)
-  --quiet                no progress output
+${HUB_USAGE}  --quiet                no progress output
   -h, --help             this help
 `;
 
@@ -66,6 +68,7 @@ interface CliArgs {
   quiet: boolean;
   datasetsEndpoint?: string;
   allowNonFinite: boolean;
+  hubFlags: Record<string, string | boolean | undefined>;
 }
 
 function parseCli(argv: string[]): CliArgs | 'help' {
@@ -84,6 +87,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
         'datasets-endpoint': { type: 'string' },
         quiet: { type: 'boolean' },
         'allow-nonfinite': { type: 'boolean' },
+        ...HUB_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -138,6 +142,7 @@ function parseCli(argv: string[]): CliArgs | 'help' {
     quiet: Boolean(v.quiet),
     datasetsEndpoint: (v['datasets-endpoint'] as string | undefined) ?? process.env.L2S_DATASETS_ENDPOINT,
     allowNonFinite: Boolean(v['allow-nonfinite']),
+    hubFlags: { 'hub-endpoint': v['hub-endpoint'], offline: v.offline },
   };
 }
 
@@ -161,11 +166,20 @@ export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
   const removeSignalHandlers = cancelOnSignals(controller, say);
-  const resolver = folderResolver(dirname(resolve(args.config)));
+  let resolver: ReturnType<typeof folderResolver> | undefined;
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
   let threads: NodeCpuThreads | undefined;
   try {
     const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
+    resolver = folderResolver(dirname(resolve(args.config)), {
+      settings: await cliHubSettings(args.hubFlags),
+      options: {
+        signal: controller.signal,
+        onProgress: args.quiet ? undefined : downloadReporter(stderr),
+        notice: say,
+      },
+    });
+    // Hub models are found in the cache or downloaded here, before anything else is checked.
     await guardOutputDir({
       outDir: args.outDir,
       force: args.force,
@@ -226,13 +240,17 @@ export async function main(argv: string[]): Promise<number> {
       stderr.write('l2s-merge: cancelled; nothing was written\n');
       return 130;
     }
+    if (e instanceof UsageError) {
+      stderr.write(`l2s-merge: ${e.message}\n`);
+      return 2;
+    }
     const hint =
       (e as Error).name === 'NonFiniteOutputError' ? ' (--allow-nonfinite writes the output anyway)' : '';
     stderr.write(`l2s-merge: ${failureText(e)}${hint}\n`);
     return 1;
   } finally {
     await threads?.close().catch(() => {});
-    await resolver.closeAll().catch(() => {});
+    await resolver?.closeAll().catch(() => {});
     backend?.dispose();
     removeSignalHandlers();
   }

@@ -1,7 +1,8 @@
-/** A one-line progress display for stderr: tensors, bytes, throughput and ETA. */
+/** One-line progress displays for stderr: a merge's tensors, bytes, throughput and ETA; hub downloads. */
 import type { MergeProgress } from '../engine/merge';
 import { formatBytes } from '../formats/size';
 import type { CalibrationProgress } from '../model/calibration';
+import type { HubDownloadProgress } from '../node/hub-cache';
 
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms) || ms < 0) return '--:--';
@@ -68,5 +69,40 @@ export function calibrationReporter(stream: NodeJS.WriteStream): (p: Calibration
       `l2s-merge: AIM calibration: block ${p.blocksDone}/${p.blocksTotal}, ${p.tokensDone} tokens, ` +
         `${rate.toFixed(0)} tokens/s, ETA ${formatDuration(p.etaMs ?? Number.NaN)}\n`,
     );
+  };
+}
+
+/** A hub download: the file, bytes of all files, throughput of this run's bytes, ETA. */
+export function downloadLine(p: HubDownloadProgress, width = 24): string {
+  const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 1;
+  const filled = Math.round(frac * width);
+  const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
+  const fresh = p.bytesDone - p.bytesResumed;
+  const rate = p.elapsedMs > 0 ? (fresh / p.elapsedMs) * 1000 : 0;
+  const eta = rate > 0 ? ((p.bytesTotal - p.bytesDone) / rate) * 1000 : Number.NaN;
+  return (
+    `[${bar}] ${(frac * 100).toFixed(1).padStart(5)}% ${p.model} ${p.file}, ` +
+    `${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)}, ${formatBytes(rate)}/s, ETA ${formatDuration(eta)}`
+  );
+}
+
+/** Like progressReporter: in place on a terminal, else a line at most every `intervalMs` and the last. */
+export function downloadReporter(
+  stream: Pick<NodeJS.WriteStream, 'write' | 'isTTY' | 'columns'>,
+  intervalMs = 2000,
+): (p: HubDownloadProgress) => void {
+  let last = Number.NEGATIVE_INFINITY;
+  return (p) => {
+    const now = Date.now();
+    const done = p.bytesDone === p.bytesTotal;
+    if (stream.isTTY) {
+      if (now - last < 100 && !done) return;
+      last = now;
+      stream.write(`\r${downloadLine(p).slice(0, (stream.columns ?? 120) - 1)}\x1b[K${done ? '\n' : ''}`);
+    } else {
+      if (now - last < intervalMs && !done) return;
+      last = now;
+      stream.write(`${downloadLine(p)}\n`);
+    }
   };
 }

@@ -26,6 +26,7 @@ import { encodeAimStatistics } from '../model/aim-statistics';
 import {
   type MergePlan,
   orderModels,
+  PlanError,
   type PlanInput,
   type PlannedModel,
   planMerge,
@@ -270,13 +271,27 @@ export async function prepareMerge(
   const method = getMethod(recipe.mergeMethod);
   validateRecipe(recipe, method);
   const { refs, baseIndex } = orderModels(recipe, method);
-  const files = await Promise.all(refs.map((r) => resolveModel(r)));
-  const models: PlannedModel[] = await Promise.all(
-    files.map(async (f, i) => {
+  // Every model is opened and its headers read even when one fails, so the problems of all models
+  // are reported together (one failure keeps its own error and name).
+  const opened = await Promise.allSettled(
+    refs.map(async (ref): Promise<[ModelFiles, PlannedModel]> => {
+      const f = await resolveModel(ref);
       const [index, { config, text }] = await Promise.all([readModelTensors(f), readConfig(f)]);
-      return { reference: refs[i], index, config, configText: text };
+      return [f, { reference: ref, index, config, configText: text }];
     }),
   );
+  const failures = opened.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  if (failures.length === 1) throw failures[0];
+  if (failures.length > 1) {
+    throw new PlanError(
+      failures.flatMap((e) =>
+        e instanceof PlanError ? e.problems : [e instanceof Error ? `${e.name}: ${e.message}` : String(e)],
+      ),
+    );
+  }
+  const ready = opened.map((r) => (r as PromiseFulfilledResult<[ModelFiles, PlannedModel]>).value);
+  const files = ready.map(([f]) => f);
+  const models = ready.map(([, m]) => m);
   const plan = planMerge(recipe, method, models, baseIndex, { maxShardBytes: outShardSize });
   // The side files are copied last; a bad one must fail the run before any tensor is merged.
   const baseFiles = files[Math.max(plan.baseIndex, 0)];

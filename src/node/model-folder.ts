@@ -1,11 +1,12 @@
-/** Models on disk: a folder of files, or a repository already in the local Hugging Face cache. */
+/** Models on disk: a folder of files, or a hub repository in the local Hugging Face cache. */
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { ModelFiles, ModelResolver } from '../engine/io';
-import { isHubRepoId } from '../recipe';
+import { parseHubModelRef } from '../recipe';
 import { type FileByteSource, fileByteSource, ModelFileError } from './file-source';
 import { fsErrorText } from './fs-errors';
+import { type HubModelOptions, HubModels } from './hub-cache';
+import { type HubSettings, hubSettings } from './hub-settings';
 
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
@@ -81,60 +82,73 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-/** The snapshot folder of a hub repository in the local cache (HF_HUB_CACHE / HF_HOME layout). */
-async function cachedSnapshot(repo: string): Promise<{ snapshot: string; repoDir: string } | undefined> {
-  const repoDir = cachedRepoDir(repo);
-  const snapshot = await cachedSnapshotIn(repoDir);
-  return snapshot === undefined ? undefined : { snapshot, repoDir };
-}
-
-function cachedRepoDir(repo: string): string {
-  const hubCache =
-    process.env.HF_HUB_CACHE ?? join(process.env.HF_HOME ?? join(homedir(), '.cache', 'huggingface'), 'hub');
-  return join(hubCache, `models--${repo.replace('/', '--')}`);
-}
-
-async function cachedSnapshotIn(repoDir: string): Promise<string | undefined> {
-  if (!(await isDirectory(repoDir))) return undefined;
-  const { readFile } = await import('node:fs/promises');
-  try {
-    const ref = (await readFile(join(repoDir, 'refs', 'main'), 'utf8')).trim();
-    const snap = join(repoDir, 'snapshots', ref);
-    if (await isDirectory(snap)) return snap;
-  } catch {
-    // no refs/main: fall back to the only snapshot, if there is exactly one
-  }
-  const snaps = await readdir(join(repoDir, 'snapshots')).catch(() => [] as string[]);
-  return snaps.length === 1 ? join(repoDir, 'snapshots', snaps[0]) : undefined;
+/** Finds model references: local folders first, then hub ids through the Hugging Face cache. */
+export interface ModelLocator {
+  /** The folder a reference resolves to, and the folder its symbolic links must stay inside. */
+  locate(reference: string): Promise<{ dir: string; root: string }>;
 }
 
 /**
- * Resolves recipe references: paths relative to the recipe's folder, then hub ids found in the
- * local cache. Nothing is downloaded.
+ * A locator for references relative to `baseDir`. As mergekit: a folder under the reference wins;
+ * for `org/name@revision`, a folder under the whole string, then one under `org/name` (the revision
+ * then does not apply, and `notice` says so); otherwise a hub id is looked up in the cache and
+ * downloaded into it when missing (see hub-cache.ts), unless offline.
  */
-export function folderResolver(baseDir: string): ModelResolver & {
-  closeAll(): Promise<void>;
-  /** The folder a reference resolves to, and the folder its symbolic links must stay inside. */
-  locate(reference: string): Promise<{ dir: string; root: string }>;
-} {
-  const open: Array<{ close(): Promise<void> }> = [];
-  const locate = async (reference: string) => {
+export function modelLocator(
+  baseDir: string,
+  hub: () => Promise<HubModels>,
+  notice?: (line: string) => void,
+): ModelLocator {
+  const found = new Map<string, Promise<{ dir: string; root: string }>>();
+  const find = async (reference: string) => {
     const path = isAbsolute(reference) ? reference : resolve(baseDir, reference);
-    let found: { dir: string; root: string } | undefined;
-    if (await isDirectory(path)) found = { dir: path, root: path };
-    else if (isHubRepoId(reference)) {
-      const cached = await cachedSnapshot(reference);
-      if (cached) found = { dir: cached.snapshot, root: cached.repoDir };
-    }
-    if (!found) {
+    if (await isDirectory(path)) return { dir: path, root: path };
+    const hubRef = parseHubModelRef(reference);
+    if (!hubRef) {
       throw new ModelNotFoundError(
-        isHubRepoId(reference)
-          ? `${reference}: no folder ${path} and not in the local Hugging Face cache (download it first, e.g. \`huggingface-cli download ${reference}\`)`
-          : `${reference}: no model folder at ${path}`,
+        path === reference ? `${path}: no such model folder` : `${reference}: no model folder at ${path}`,
       );
     }
-    return found;
+    if (hubRef.revision !== undefined) {
+      const folder = resolve(baseDir, hubRef.repo);
+      if (await isDirectory(folder)) {
+        notice?.(
+          `${reference}: using the folder ${folder}; the revision @${hubRef.revision} applies only to hub models`,
+        );
+        return { dir: folder, root: folder };
+      }
+    }
+    const cached = await (await hub()).locate(hubRef);
+    return { dir: cached.snapshotDir, root: cached.repoDir };
   };
+  return {
+    locate(reference) {
+      let result = found.get(reference);
+      if (!result) {
+        result = find(reference);
+        found.set(reference, result);
+      }
+      return result;
+    },
+  };
+}
+
+/**
+ * Resolves recipe references (see modelLocator). `hub` gives the hub settings and download
+ * options; without it they come from the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE,
+ * HF_HUB_OFFLINE) and downloads are silent.
+ */
+export function folderResolver(
+  baseDir: string,
+  hub?: { settings?: HubSettings; options?: HubModelOptions },
+): ModelResolver & ModelLocator & { closeAll(): Promise<void> } {
+  const open: Array<{ close(): Promise<void> }> = [];
+  let models: Promise<HubModels> | undefined;
+  const hubModels = () => {
+    models ??= (async () => new HubModels(hub?.settings ?? (await hubSettings()), hub?.options))();
+    return models;
+  };
+  const { locate } = modelLocator(baseDir, hubModels, hub?.options?.notice);
   const resolver = async (reference: string) => {
     const { dir, root } = await locate(reference);
     const model = await modelFolder(dir, reference, root);

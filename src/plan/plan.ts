@@ -11,8 +11,37 @@ import { planShards, type ShardLayout } from '../formats/shard-writer';
 import type { MergeMethod } from '../methods/types';
 import type { MergeRecipe } from '../recipe/recipe';
 
+/**
+ * Most problems one PlanError lists. A recipe pairing two unrelated models can differ in every
+ * tensor; the first few dozen say what is wrong, the count says how much.
+ */
+export const MAX_LISTED_PROBLEMS = 40;
+
+/**
+ * The models cannot be merged as the recipe asks. Found from the headers alone, so `problems` lists
+ * every missing tensor, shape mismatch and dtype conflict across all models at once.
+ */
 export class PlanError extends Error {
   override name = 'PlanError';
+  readonly problems: readonly string[];
+
+  constructor(problems: string | readonly string[]) {
+    const list = typeof problems === 'string' ? [problems] : problems;
+    super(describeProblems(list));
+    this.problems = list;
+  }
+}
+
+/** One problem as it is; several as a count and a list (one line each, capped). */
+function describeProblems(problems: readonly string[]): string {
+  if (problems.length === 1) return problems[0];
+  const shown = problems.slice(0, MAX_LISTED_PROBLEMS).map((p) => `\n- ${p}`);
+  const more = problems.length - shown.length;
+  return (
+    `${problems.length} problems in the models' safetensors headers (found before any tensor data was read):` +
+    shown.join('') +
+    (more > 0 ? `\n- and ${more} more` : '')
+  );
 }
 
 export const EMBED_NAME = 'model.embed_tokens.weight';
@@ -132,13 +161,18 @@ export function planMerge(
 
   const recipeDtype: FloatDType | undefined = recipe.outDtype ?? recipe.dtype;
   const tensors: TensorPlan[] = [];
+  // Every problem is collected, so a user fixes a recipe in one round instead of one per problem.
+  const problems: string[] = [];
   let totalInputBytes = 0;
   for (const name of names) {
     const found = models.map((m) => lookup(m, name));
     const templateInfo = found[models.indexOf(template)];
     if (!templateInfo) {
       // Only lm_head can be absent from the template: the base ties it to embeddings it lacks.
-      throw new PlanError(`${template.reference}: tensor ${name} is missing and no tied tensor covers it`);
+      problems.push(
+        `${template.reference}: tensor ${name} is missing from ${weightFiles(template)} and no tied tensor covers it`,
+      );
+      continue;
     }
     const shape = templateInfo.shape;
     if (!isFloatDType(templateInfo.dtype)) {
@@ -156,21 +190,24 @@ export function planMerge(
     }
     const inputs: PlanInput[] = [];
     let planBase = -1;
+    const problemsBefore = problems.length;
     for (let i = 0; i < models.length; i++) {
       const info = found[i];
       const model = models[i];
       if (!info) {
-        throw new PlanError(
-          `${model.reference}: tensor ${name} is missing` +
+        problems.push(
+          `${model.reference}: tensor ${name} is missing from ${weightFiles(model)}` +
             (name === LM_HEAD_NAME
               ? ` (and ${EMBED_NAME} cannot stand in: the model does not tie embeddings)`
               : ''),
         );
+        continue;
       }
       if (!isFloatDType(info.dtype)) {
-        throw new PlanError(
-          `${model.reference}: tensor ${name} is ${info.dtype}, but ${template.reference} has it as a float`,
+        problems.push(
+          `${model.reference}/${info.file}: tensor ${name} is ${info.dtype}, but ${template.reference} has it as a float`,
         );
+        continue;
       }
       let submatrix: PlanInput['submatrix'];
       if (!sameShape(info.shape, shape)) {
@@ -183,9 +220,10 @@ export function planMerge(
           info.shape[0] >= shape[0] &&
           info.shape[1] >= shape[1];
         if (!canCut) {
-          throw new PlanError(
-            `tensor ${name}: ${model.reference} has shape ${fmt(info.shape)} but ${template.reference} has ${fmt(shape)}`,
+          problems.push(
+            `tensor ${name}: ${model.reference}/${info.file} has shape ${fmt(info.shape)} but ${template.reference} has ${fmt(shape)}`,
           );
+          continue;
         }
         submatrix = { rows: shape[0], cols: shape[1] };
       }
@@ -193,6 +231,7 @@ export function planMerge(
       inputs.push({ modelIndex: i, tensor: info, submatrix });
       totalInputBytes += info.byteLength;
     }
+    if (problems.length > problemsBefore) continue;
     const outDtype = recipeDtype ?? templateInfo.dtype;
     tensors.push({
       name,
@@ -204,12 +243,20 @@ export function planMerge(
       byteLength: elementCount(shape) * DTYPE_BYTES[outDtype],
     });
   }
+  for (const model of models) {
+    try {
+      checkLayerCount(model);
+    } catch (e) {
+      if (!(e instanceof PlanError)) throw e;
+      problems.push(...e.problems);
+    }
+  }
+  if (problems.length > 0) throw new PlanError(problems);
+  const numLayers = checkLayerCount(template);
   const layout = planShards(
     tensors.map((t) => ({ name: t.name, dtype: t.outDtype, shape: t.shape })),
     options.maxShardBytes,
   );
-  for (const model of models) checkLayerCount(model);
-  const numLayers = checkLayerCount(template);
   return {
     tensors,
     layout,
@@ -222,6 +269,13 @@ export function planMerge(
     totalInputBytes,
     totalOutputBytes: layout.totalTensorBytes,
   };
+}
+
+/** The model's weight files, for saying where a tensor was looked for. */
+function weightFiles(model: PlannedModel): string {
+  const files = [...model.index.sources.keys()].filter((f) => f.endsWith('.safetensors')).sort();
+  if (files.length === 0) return 'its weights';
+  return files.length <= 2 ? files.join(' and ') : `its ${files.length} shards (${files[0]}, …)`;
 }
 
 /** A model's tensor by name, following the lm_head -> embed_tokens tie in models that tie them. */

@@ -5,7 +5,14 @@ export {
   type CalibrationSource,
 } from './aim';
 export { MAX_LIST_ENTRIES, MAX_RECIPE_CHARS, MAX_RECIPE_DEPTH } from './limits';
-export { isHubRepoId, mergeInputModels, normalizeModelRef, referencedModels } from './model-ref';
+export {
+  type HubModelRef,
+  isHubRepoId,
+  mergeInputModels,
+  normalizeModelRef,
+  parseHubModelRef,
+  referencedModels,
+} from './model-ref';
 export { parseRecipe } from './parse';
 export {
   type ConditionalSetting,

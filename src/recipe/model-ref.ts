@@ -23,6 +23,27 @@ export function isHubRepoId(ref: string): boolean {
   return !ref.endsWith('.git');
 }
 
+/** A hub model as mergekit writes it: `org/name`, or `org/name@revision` (a branch, tag or commit). */
+export interface HubModelRef {
+  repo: string;
+  /** As written after the `@`; undefined when the reference has none (the hub's default branch). */
+  revision?: string;
+}
+
+/**
+ * The hub repo and revision a reference names, or undefined when it is not a hub id. As mergekit's
+ * ModelPath, the revision is what follows the one `@`; a folder that exists under the whole string
+ * or under the part before `@` is the caller's to try first.
+ */
+export function parseHubModelRef(ref: string): HubModelRef | undefined {
+  const at = ref.indexOf('@');
+  if (at < 0) return isHubRepoId(ref) ? { repo: ref } : undefined;
+  const repo = ref.slice(0, at);
+  const revision = ref.slice(at + 1);
+  if (revision === '' || revision.includes('@') || !isHubRepoId(repo)) return undefined;
+  return { repo, revision };
+}
+
 /**
  * A reference with its path spelling made canonical, for telling whether two references name the
  * same model: `X`, `X/`, `./X` and `a/../X` are one folder. Hub ids are unchanged by this.

@@ -83,7 +83,11 @@ class RecipeReader {
     return v;
   }
 
-  /** A model reference: `path`, or `{model: path}` / `{model: {path: ...}}`; LoRA and revisions refused. */
+  /**
+   * A model reference: `path`, `path@revision` (mergekit's ModelPath: the one `@` starts a hub
+   * revision), or `{model: path}` / `{model: {path: ..., revision: ...}}`, returned as the string
+   * `path` or `path@revision`; LoRA refused.
+   */
   modelRef(v: Json, path: YamlPath): string {
     if (typeof v === 'string') {
       if (v.includes('+')) {
@@ -116,29 +120,32 @@ class RecipeReader {
     if (typeof inner === 'string') return this.modelPath(inner, innerPath);
     if (!isMapping(inner))
       this.fail(innerPath, `must be a string or {path: ...}, not ${describeValue(inner)}`);
-    for (const [key, value] of Object.entries(inner)) {
-      if (key === 'path') continue;
-      if (key === 'revision' && value === null) continue;
-      if (key === 'revision') this.refuseRevision([...innerPath, key], String(value));
-      this.fail([...innerPath, key], 'unknown key in a model path; accepted: path, revision (null)');
+    for (const key of Object.keys(inner)) {
+      if (key === 'path' || key === 'revision') continue;
+      this.fail([...innerPath, key], 'unknown key in a model path; accepted: path, revision');
     }
     // mergekit splits `@revision` only off plain strings; a `path:` is taken whole.
-    return this.string(inner.path, [...innerPath, 'path'], 'a model path');
+    const modelPath = this.string(inner.path, [...innerPath, 'path'], 'a model path');
+    const revision = inner.revision ?? null;
+    if (revision === null) return modelPath;
+    const revisionText = this.string(revision, [...innerPath, 'revision'], 'a revision');
+    if (modelPath.includes('@') || revisionText.includes('@')) {
+      this.fail(
+        [...innerPath, 'revision'],
+        `a revision cannot be given for a path or revision that contains @ (${JSON.stringify(modelPath)}, ${JSON.stringify(revisionText)})`,
+      );
+    }
+    return `${modelPath}@${revisionText}`;
   }
 
   private modelPath(v: string, path: YamlPath): string {
     const ref = this.string(v, path, 'a model reference');
     const at = ref.indexOf('@');
-    if (at >= 0) this.refuseRevision(path, ref.slice(at + 1));
+    if (at >= 0 && ref.indexOf('@', at + 1) >= 0) {
+      this.fail(path, `${JSON.stringify(ref)} has more than one @; write path@revision with one @`);
+    }
+    if (at === ref.length - 1) this.fail(path, `${JSON.stringify(ref)} names no revision after the @`);
     return ref;
-  }
-
-  private refuseRevision(path: YamlPath, revision: string): never {
-    this.fail(
-      path,
-      `hub revisions are not supported (@${revision}); import that revision into the library and refer ` +
-        'to it without @, or write {model: {path: ...}} for a folder whose name contains @',
-    );
   }
 
   dtype(v: Json, path: YamlPath): FloatDType {

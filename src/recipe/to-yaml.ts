@@ -3,13 +3,16 @@
 import { Document, isScalar, visit } from 'yaml';
 import { torchDTypeName } from '../formats/dtype';
 import { aimBlockValue } from './aim';
+import { parseHubModelRef } from './model-ref';
 import type { MergeRecipe, ParameterBlock, ParameterSetting } from './recipe';
 
 /**
- * A model reference as mergekit reads it back: a plain string, or `{model: {path: ...}}` when the
- * string form would be split into model+LoRA or path@revision.
+ * A model reference as mergekit reads it back: a plain string (`org/name@revision` included), or
+ * `{model: {path: ...}}` when the string form would be split into model+LoRA or path@revision.
  */
 function modelRefValue(ref: string): unknown {
+  // A hub id with its revision reads back as the same `org/name@revision`.
+  if (!ref.includes('+') && parseHubModelRef(ref)?.revision !== undefined) return ref;
   return ref.includes('+') || ref.includes('@') ? { model: { path: ref } } : ref;
 }
 

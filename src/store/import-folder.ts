@@ -68,17 +68,26 @@ export function filesFromDirectoryInput(files: readonly File[]): { folder: strin
   return { folder: folder || 'model', files: out };
 }
 
-/** Checks that the kept files make a model: a config.json and at least one safetensors file. */
-export function selectModelFiles(folder: string, files: readonly FolderFile[]): FolderFile[] {
+/**
+ * Checks that the kept files make a model: a config.json and at least one safetensors file. `where`
+ * says what `folder` is in the messages: a folder the user chose, or a hub repo.
+ */
+export function selectModelFiles<F extends { name: string }>(
+  folder: string,
+  files: readonly F[],
+  where: 'folder' | 'repo' = 'folder',
+): F[] {
   const kept = files.filter((f) => isModelFile(f.name));
   if (!kept.some((f) => f.name === 'config.json')) {
     throw new ImportError(
-      `${folder}: no config.json at the top of the folder; choose the model's own folder`,
+      where === 'folder'
+        ? `${folder}: no config.json at the top of the folder; choose the model's own folder`
+        : `${folder}: the repo has no config.json at its top level`,
     );
   }
   if (!kept.some((f) => f.name.endsWith('.safetensors'))) {
     throw new ImportError(
-      `${folder}: no *.safetensors file at the top of the folder (pytorch .bin weights are not supported; convert them to safetensors first)`,
+      `${folder}: no *.safetensors file at the top of the ${where} (pytorch .bin weights are not supported; convert them to safetensors first)`,
     );
   }
   return kept.sort((a, b) => a.name.localeCompare(b.name));
@@ -149,7 +158,8 @@ export async function findSameModel(
 ): Promise<ModelRecord | undefined> {
   const wanted = new Map(kept.map((f) => [f.name, f.blob]));
   for (const record of await library.list()) {
-    if (record.files.length !== wanted.size) continue;
+    // A linked model's bytes are the user's folder, not a copy: importing it too is allowed.
+    if (record.link || record.files.length !== wanted.size) continue;
     if (!record.files.every((f) => wanted.get(f.name)?.size === f.size)) continue;
     const model = await library.openModel({ id: record.id });
     let same = true;

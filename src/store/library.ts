@@ -15,6 +15,7 @@ import type { ByteSource } from '../formats/byte-source';
 import { readSafetensorsHeader } from '../formats/safetensors';
 import { gitBlobSha1 } from './git-blob';
 import type { KeyValueStore } from './kv';
+import { type LinkedFolder, linkedModelFiles, recordLinkedFiles } from './linked-folder';
 import { Sha256, type Sha256State } from './sha256';
 
 /**
@@ -27,6 +28,8 @@ export type ModelSource =
   | { kind: 'folder' }
   | { kind: 'hub'; repo: string; revision: string }
   | { kind: 'merge'; recipe?: string }
+  /** Read in place from a folder on the user's computer (see `ModelRecord.link`); nothing stored. */
+  | { kind: 'linked' }
   /** The built-in demo's synthetic models (random weights generated in the page). */
   | { kind: 'demo' };
 
@@ -54,6 +57,8 @@ export interface ModelRecord {
   summary: ModelSummary;
   source: ModelSource;
   createdAt: number;
+  /** A linked model's folder and its files as they were at link time (`files` then have no chunks). */
+  link?: LinkedFolder;
 }
 
 export interface PendingFile {
@@ -180,7 +185,7 @@ export class ModelLibrary {
     return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
-  /** Removes a model and every chunk of it. */
+  /** Removes a model and every chunk of it; a linked model's link only (its folder is not touched). */
   async delete(id: string): Promise<void> {
     const record = await this.get(id);
     if (!record) return;
@@ -268,7 +273,51 @@ export class ModelLibrary {
     const record = 'id' in idOrName ? await this.get(idOrName.id) : await this.findByName(idOrName.name);
     if (!record)
       throw new ModelNotFoundError(`model ${'id' in idOrName ? idOrName.id : ''} is not in the library`);
+    if (record.link) return linkedModelFiles(record.name, record.link);
     return storedModelFiles(this.kv, record);
+  }
+
+  /**
+   * Adds a folder on the user's computer as a model read in place: only the folder's handle and
+   * its files' sizes and mtimes are stored. The same folder linked twice is refused.
+   */
+  async link(handle: FileSystemDirectoryHandle, name: string = handle.name): Promise<ModelRecord> {
+    for (const other of await this.list()) {
+      if (other.link && (await other.link.handle.isSameEntry(handle))) {
+        throw new LibraryError(`the folder ${handle.name} is already linked as ${other.name}`);
+      }
+    }
+    const record = await this.linkedRecord(crypto.randomUUID(), await this.uniqueName(name), handle);
+    await this.kv.write([[MODEL_PREFIX + record.id, record]]);
+    return record;
+  }
+
+  /** Accepts a linked folder's files as they are now (after "Changed since linking"). */
+  async relink(id: string): Promise<ModelRecord> {
+    const old = await this.get(id);
+    if (!old?.link) throw new ModelNotFoundError(`no linked model ${id} is in the library`);
+    const record = await this.linkedRecord(id, old.name, old.link.handle);
+    record.createdAt = old.createdAt;
+    await this.kv.write([[MODEL_PREFIX + id, record]]);
+    return record;
+  }
+
+  private async linkedRecord(
+    id: string,
+    name: string,
+    handle: FileSystemDirectoryHandle,
+  ): Promise<ModelRecord> {
+    const link: LinkedFolder = { handle, files: await recordLinkedFiles(handle) };
+    const summary = await summarizeModel(await linkedModelFiles(name, link));
+    return {
+      id,
+      name,
+      files: link.files.map((f) => ({ name: f.name, size: f.size, chunks: 0, chunkBytes: 0 })),
+      summary,
+      source: { kind: 'linked' },
+      createdAt: Date.now(),
+      link,
+    };
   }
 }
 

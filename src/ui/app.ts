@@ -34,7 +34,9 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * Settings a URL can carry: `?hub=` (hub endpoint, for tests and mirrors; shown with a warning),
  * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
- * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes).
+ * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes),
+ * `?opfsPicker` (browser tests: folder pickers take a folder of the origin private file system, see
+ * directory-picker.ts).
  */
 function pageSettings(): {
   hubUrl: string;
@@ -124,6 +126,8 @@ export class L2sApp extends LitElement {
   @state() private demoError = '';
   /** The demo's models: the Inspect view compares all of them with the base by default. */
   @state() private demoModels: string[] = [];
+  /** Hub repos the user chose to merge straight from the hub (the recipe names them, the library lacks them). */
+  @state() private streamRepos: string[] = [];
   private readonly settings = pageSettings();
   /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
   @state() private lessonStep?: number = lessonStepFromHash(location.hash);
@@ -237,10 +241,7 @@ export class L2sApp extends LitElement {
 
   override render() {
     const gpu = this.gpu;
-    const check = checkRecipe(
-      this.recipeText,
-      this.models.map((m) => m.name),
-    );
+    const check = checkRecipe(this.recipeText, [...this.models.map((m) => m.name), ...this.streamRepos]);
     return html`
       <header>
         <h1>l2s-merge</h1>
@@ -298,8 +299,13 @@ export class L2sApp extends LitElement {
           <l2s-recipe-editor
             id="recipe"
             .models=${this.models}
+            .streamed=${this.streamRepos}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
+            @hub-stream-request=${(e: CustomEvent<{ repo: string; stream: boolean }>) => {
+              const others = this.streamRepos.filter((r) => r !== e.detail.repo);
+              this.streamRepos = e.detail.stream ? [...others, e.detail.repo] : others;
+            }}
             @hub-download-request=${(e: CustomEvent<string>) => {
               void this.renderRoot.querySelector<L2sImportPanel>('#import')?.downloadFromHub(e.detail);
             }}
@@ -308,9 +314,16 @@ export class L2sApp extends LitElement {
             id="merge"
             .engine=${this.engine}
             .recipeText=${this.recipeText}
+            .models=${this.models}
             .problem=${check.parseError ?? check.error ?? ''}
             .gpu=${this.gpu}
             .engineOptions=${this.engineOptions}
+            .hubStream=${{
+              hubUrl: this.settings.hubUrl,
+              repos: this.streamRepos.filter((r) => !this.models.some((m) => m.name === r)),
+              accessToken: () =>
+                this.renderRoot.querySelector<L2sImportPanel>('#import')?.streamAccessToken(),
+            }}
             @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}
@@ -318,7 +331,8 @@ export class L2sApp extends LitElement {
               this.outputId = undefined;
             }}
             @merge-done=${(e: CustomEvent<MergeOutcome>) => {
-              this.outputId = e.detail.outputId;
+              // A merge written to a folder on this computer has no output in browser storage.
+              this.outputId = e.detail.outputId || undefined;
               void this.refresh();
             }}
           ></l2s-run-panel>

@@ -1,6 +1,9 @@
 /**
  * <l2s-import-panel>: brings models into the library from a local folder (picker or drag and drop)
  * or from the Hugging Face hub, with per-file progress; lists hub downloads that can be resumed.
+ * Where the browser has the File System Access API a folder can be linked instead (read in place,
+ * nothing copied): "Link a folder…", or a drop while "Link dropped folders" is ticked. Elsewhere
+ * folders are copied into browser storage as before.
  *
  * A hub other than huggingface.co (a `?hub=` in the address, or the Hub URL field) is shown with a
  * warning, and an access token goes to it only after the user ticks that they trust it; over plain
@@ -13,7 +16,13 @@ import { DEFAULT_HUB_URL, hubUrlWarning, tokenRefusal } from '../store/hub-fetch
 import { type FolderFile, filesFromDirectoryInput, type ImportProgress } from '../store/import-folder';
 import type { PendingImport } from '../store/library';
 import { callback, type Engine, newRunId } from '../worker/client';
+import { canPickDirectory, pickDirectory } from './directory-picker';
 import { panelStyles } from './panel-styles';
+
+/** DataTransferItem.getAsFileSystemHandle (Chromium); the DOM typings do not have it yet. */
+interface HandleItem {
+  getAsFileSystemHandle?(): Promise<FileSystemHandle | null>;
+}
 
 type ImportState = 'idle' | 'running' | 'done' | 'error';
 
@@ -106,6 +115,9 @@ export class L2sImportPanel extends LitElement {
   /** Per-file progress of the import under way. */
   @state() private fileProgress = new Map<string, { done: number; size: number }>();
   @state() private total = { done: 0, size: 0 };
+  /** Dropped folders are linked (read in place) rather than copied, where the browser can. */
+  @state() private linkDropped = true;
+  private readonly canLink = canPickDirectory();
   private runId?: string;
 
   private changed(): void {
@@ -161,9 +173,58 @@ export class L2sImportPanel extends LitElement {
     }
   }
 
+  private async link(handles: FileSystemDirectoryHandle[]): Promise<void> {
+    const engine = this.engine;
+    if (!engine || this.state === 'running') return;
+    this.state = 'running';
+    this.fileProgress = new Map();
+    const linked: string[] = [];
+    try {
+      for (const handle of handles) {
+        this.message = `Linking ${handle.name}…`;
+        linked.push((await engine.api.linkFolder(handle)).name);
+      }
+      this.state = 'done';
+      this.message = `Linked ${linked.join(', ')}: read in place from your folder, nothing copied into browser storage.`;
+    } catch (e) {
+      this.state = 'error';
+      this.message = (e as Error).message;
+    } finally {
+      this.changed();
+    }
+  }
+
+  private async linkChosen(): Promise<void> {
+    try {
+      const handle = await pickDirectory('link-model', 'read');
+      if (handle) await this.link([handle]);
+    } catch (e) {
+      this.state = 'error';
+      this.message = (e as Error).message;
+    }
+  }
+
   private async onDrop(e: DragEvent): Promise<void> {
     e.preventDefault();
     this.dragOver = false;
+    const items = [...(e.dataTransfer?.items ?? [])] as (DataTransferItem & HandleItem)[];
+    if (
+      this.canLink &&
+      this.linkDropped &&
+      items.every((i) => typeof i.getAsFileSystemHandle === 'function')
+    ) {
+      // Every handle is asked for before the first await: the items go stale once the event ends.
+      const handles = (await Promise.all(items.map((i) => i.getAsFileSystemHandle?.()))).filter(
+        (h): h is FileSystemDirectoryHandle => h?.kind === 'directory',
+      );
+      if (handles.length === 0) {
+        this.state = 'error';
+        this.message = 'Drop a model folder (the folder itself, holding config.json and *.safetensors).';
+        return;
+      }
+      await this.link(handles);
+      return;
+    }
     const entries = [...(e.dataTransfer?.items ?? [])]
       .map((item) => item.webkitGetAsEntry())
       .filter((x): x is FileSystemEntry => x !== null);
@@ -207,6 +268,20 @@ export class L2sImportPanel extends LitElement {
     this.state = 'error';
     this.message = why;
     return Promise.resolve();
+  }
+
+  /**
+   * The access token a merge streaming from the hub may send, under the same rules as a download:
+   * undefined when none was entered or when it may not go to this hub (the panel says why).
+   */
+  streamAccessToken(): string | undefined {
+    const blocked = this.tokenBlocked();
+    if (blocked) {
+      this.state = 'error';
+      this.message = blocked;
+      return undefined;
+    }
+    return this.accessToken || undefined;
   }
 
   /** Downloads `repo` (a recipe named it and the library lacks it); the panel shows the progress. */
@@ -333,6 +408,28 @@ export class L2sImportPanel extends LitElement {
               @change=${this.onFolderChosen}
           /></label>
           <div class="hint">Kept: config.json, *.safetensors and their index, tokenizer files, generation_config.json.</div>
+          ${
+            this.canLink
+              ? html`<div class="row">
+                  <button data-testid="link-folder" ?disabled=${running} @click=${this.linkChosen}>Link a folder…</button>
+                  <label
+                    ><input
+                      type="checkbox"
+                      data-testid="link-dropped"
+                      .checked=${this.linkDropped}
+                      @change=${(e: Event) => {
+                        this.linkDropped = (e.target as HTMLInputElement).checked;
+                      }}
+                    />
+                    Link dropped folders instead of copying</label
+                  >
+                </div>
+                <div class="hint">
+                  A linked folder is read in place: nothing is copied into browser storage, and the browser asks
+                  again for permission to read it after a reload. Choosing a folder above copies it.
+                </div>`
+              : ''
+          }
         </div>
         <form @submit=${this.importHub}>
           <fieldset>

@@ -1,11 +1,20 @@
 /**
  * <l2s-library-panel>: the models in browser storage with the storage each takes, storage use, and
  * keeping storage persistent. Deleting asks first (inline, so it works the same on a phone).
+ * Linked models (read in place from a folder) show their state: "Permission needed" with a button
+ * that asks the browser (only a click may), or "Changed since linking" with the files and Re-link.
+ * Removing a linked model removes the link only.
  */
 import { css, html, LitElement } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { formatBytes } from '../formats/size';
 import type { ModelRecord, StorageUse } from '../store/library';
+import {
+  describeLinkChange,
+  type LinkState,
+  linkState,
+  requestFolderPermission,
+} from '../store/linked-folder';
 import type { Engine } from '../worker/client';
 import { panelStyles } from './panel-styles';
 
@@ -19,6 +28,8 @@ function describeSource(m: ModelRecord): string {
       return 'merge';
     case 'demo':
       return 'synthetic demo (random weights)';
+    case 'linked':
+      return `folder ${m.link?.handle.name ?? ''} (read in place)`;
   }
 }
 
@@ -57,6 +68,23 @@ export class L2sLibraryPanel extends LitElement {
         align-items: center;
       }
       /* The panel's own width (a column of the page), not the screen's, decides what fits. */
+      .badge {
+        display: inline-block;
+        font-size: 11px;
+        border-radius: 8px;
+        padding: 0 6px;
+        margin-left: 4px;
+        background: #e7ebf3;
+        color: #3b4559;
+      }
+      .badge.linked {
+        background: #dff0e4;
+        color: #1f5a32;
+      }
+      .link-state {
+        font-size: 12px;
+        color: #8a4b00;
+      }
       .meta {
         display: none;
         color: #5d6677;
@@ -79,6 +107,85 @@ export class L2sLibraryPanel extends LitElement {
   @state() private error = '';
   /** The model whose Delete was pressed once: its row asks to confirm. */
   @state() private confirming?: string;
+  /** Linked models' states, by id, checked in the page (which may ask for permission). */
+  @state() private linkStates = new Map<string, LinkState>();
+  private readonly onFocus = () => void this.checkLinks();
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    // Files change while the page is in the background: check again when it comes back.
+    window.addEventListener('focus', this.onFocus);
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    window.removeEventListener('focus', this.onFocus);
+  }
+
+  protected override willUpdate(changed: Map<PropertyKey, unknown>): void {
+    if (changed.has('models')) void this.checkLinks();
+  }
+
+  private async checkLinks(): Promise<void> {
+    const next = new Map<string, LinkState>();
+    for (const m of this.models) {
+      if (!m.link) continue;
+      try {
+        next.set(m.id, await linkState(m.link));
+      } catch (e) {
+        this.error = `Checking the linked folder of ${m.name} failed: ${(e as Error).message}`;
+      }
+    }
+    this.linkStates = next;
+  }
+
+  private async allowReading(m: ModelRecord): Promise<void> {
+    if (!m.link) return;
+    try {
+      const granted = await requestFolderPermission(m.link.handle, 'read');
+      this.error = granted
+        ? ''
+        : `The browser did not allow reading ${m.link.handle.name}; ${m.name} cannot be merged.`;
+    } catch (e) {
+      this.error = `Asking to read ${m.link.handle.name} failed: ${(e as Error).message}`;
+    }
+    await this.checkLinks();
+  }
+
+  private async relink(m: ModelRecord): Promise<void> {
+    if (!this.engine) return;
+    try {
+      await this.engine.api.relinkModel(m.id);
+      this.error = '';
+    } catch (e) {
+      this.error = `Re-linking ${m.name} failed: ${(e as Error).message}`;
+    }
+    this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
+  }
+
+  private renderLinkState(m: ModelRecord) {
+    const state = this.linkStates.get(m.id);
+    if (!m.link || !state) return '';
+    if (state.state === 'ready') {
+      return html`<div class="link-state" data-testid="link-state" data-state="ready" hidden></div>`;
+    }
+    if (state.state === 'permission') {
+      return html`<div class="link-state" data-testid="link-state" data-state="permission">
+        Permission needed to read ${m.link.handle.name}
+        <button data-testid="model-allow" @click=${() => this.allowReading(m)}>Allow reading</button>
+      </div>`;
+    }
+    return html`<div class="link-state" data-testid="link-state" data-state="changed">
+      Changed since linking: ${state.changes.map(describeLinkChange).join('; ')}
+      <button
+        data-testid="model-relink"
+        title="Record the folder's files as they are now, so the model can be merged again"
+        @click=${() => this.relink(m)}
+      >
+        Re-link
+      </button>
+    </div>`;
+  }
 
   private async deleteModel(m: ModelRecord): Promise<void> {
     this.confirming = undefined;
@@ -128,6 +235,13 @@ export class L2sLibraryPanel extends LitElement {
                   (m) => html`<tr data-testid="library-model" data-name=${m.name}>
                     <td class="name" title=${m.name}>
                       ${m.name}
+                      <span
+                        class="badge ${m.link ? 'linked' : ''}"
+                        data-testid="model-kind"
+                        title=${m.link ? 'Read in place from a folder on this computer; nothing is stored' : 'Stored in browser storage'}
+                        >${m.link ? 'linked' : 'stored'}</span
+                      >
+                      ${this.renderLinkState(m)}
                       <div class="meta">
                         ${m.summary.architecture ?? '?'} · ${m.summary.tensorCount} tensors · ${describeSource(m)}
                       </div>
@@ -135,14 +249,14 @@ export class L2sLibraryPanel extends LitElement {
                     <td class="wide">${m.summary.architecture ?? '?'}</td>
                     <td>${m.summary.dtype ?? '?'}</td>
                     <td class="num wide">${m.summary.tensorCount}</td>
-                    <td class="num" data-testid="model-storage">${formatBytes(storedBytes(m))}</td>
+                    <td class="num" data-testid="model-storage">${m.link ? 'none (in place)' : formatBytes(storedBytes(m))}</td>
                     <td class="wide">${describeSource(m)}</td>
                     <td>
                       ${
                         this.confirming === m.id
                           ? html`<span class="confirm" role="group" aria-label=${`Delete ${m.name}?`}>
-                              Delete ${formatBytes(storedBytes(m))}?
-                              <button data-testid="model-delete-confirm" @click=${() => this.deleteModel(m)}>Delete</button>
+                              ${m.link ? 'Remove the link? The folder is not touched.' : `Delete ${formatBytes(storedBytes(m))}?`}
+                              <button data-testid="model-delete-confirm" @click=${() => this.deleteModel(m)}>${m.link ? 'Remove link' : 'Delete'}</button>
                               <button
                                 data-testid="model-delete-keep"
                                 @click=${() => {
@@ -154,13 +268,13 @@ export class L2sLibraryPanel extends LitElement {
                             </span>`
                           : html`<button
                               data-testid="model-delete"
-                              aria-label=${`Delete ${m.name}`}
-                              title=${`Delete ${m.name}`}
+                              aria-label=${m.link ? `Remove the link to ${m.name}` : `Delete ${m.name}`}
+                              title=${m.link ? `Remove the link to ${m.name} (its folder stays)` : `Delete ${m.name}`}
                               @click=${() => {
                                 this.confirming = m.id;
                               }}
                             >
-                              Delete
+                              ${m.link ? 'Unlink' : 'Delete'}
                             </button>`
                       }
                     </td>

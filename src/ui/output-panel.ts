@@ -1,8 +1,10 @@
 /**
  * <l2s-output-panel>: the merged files of the last run. Each file is a download link backed by an
  * object URL (revoked when the output is replaced or the panel goes away); "Download all" saves one
- * zip (zip-download.ts says how it streams); "Save folder" writes them all into a folder the user
- * picks; "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
+ * zip (zip-download.ts says how it streams); "Save to a folder" writes them into a new subfolder of a
+ * folder the user picks, under temporary names renamed at the end (folder-output.ts), so a failure
+ * leaves nothing half-written (a merge can also write straight into a folder: the run panel's "Write
+ * output to"); "Add to library" keeps the merge as a model for further merges. Earlier outputs are listed
  * with their method, models, date and size; deleting one asks first.
  */
 import { css, html, LitElement, nothing, type PropertyValues } from 'lit';
@@ -11,17 +13,11 @@ import { formatBytes } from '../formats/size';
 import { DEFAULT_HUB_URL, hubUrlWarning } from '../store/hub-fetch';
 import { type HubUploadProgress, pushToHub } from '../store/hub-upload';
 import { type Engine, newRunId } from '../worker/client';
+import { createFolderOutput, freeFolderName } from '../worker/folder-output';
 import { type OutputInfo, outputFiles } from '../worker/opfs-output';
+import { canPickDirectory, pickDirectory } from './directory-picker';
 import { panelStyles } from './panel-styles';
 import { saveZip } from './zip-download';
-
-interface DirectoryPickerWindow {
-  showDirectoryPicker(options?: { mode?: 'readwrite' }): Promise<FileSystemDirectoryHandle>;
-}
-
-interface WritableFileHandle {
-  createWritable(): Promise<WritableStream<Uint8Array>>;
-}
 
 @customElement('l2s-output-panel')
 export class L2sOutputPanel extends LitElement {
@@ -119,26 +115,35 @@ export class L2sOutputPanel extends LitElement {
     }
   }
 
+  /** Copies the output's files into a new subfolder (named after the output) of a folder the user picks. */
   private async saveFolder(): Promise<void> {
-    const picker = window as unknown as Partial<DirectoryPickerWindow>;
-    if (!picker.showDirectoryPicker) return;
-    let directory: FileSystemDirectoryHandle;
+    const files = this.links.map((l) => l.file);
+    const id = this.outputId;
+    if (files.length === 0 || id === undefined) return;
+    let parent: FileSystemDirectoryHandle | undefined;
     try {
-      directory = await picker.showDirectoryPicker({ mode: 'readwrite' });
-    } catch {
-      return; // the user closed the picker
-    }
-    this.busy = true;
-    try {
-      for (const { file } of this.links) {
-        const handle = (await directory.getFileHandle(file.name, {
-          create: true,
-        })) as unknown as WritableFileHandle;
-        await file.stream().pipeTo(await handle.createWritable());
-      }
-      this.message = `Saved ${this.links.length} files to ${directory.name}.`;
+      parent = await pickDirectory('merge-output', 'readwrite');
     } catch (e) {
-      this.message = `Saving failed: ${(e as Error).message}`;
+      this.message = `Cannot open that folder: ${(e as Error).message}`;
+      return;
+    }
+    if (!parent) return; // the user closed the picker
+    this.busy = true;
+    let output: Awaited<ReturnType<typeof createFolderOutput>> | undefined;
+    try {
+      const name = await freeFolderName(parent, id);
+      output = await createFolderOutput({ parent, name });
+      for (const file of files) {
+        const sink = await output.createFile(file.name);
+        const reader = file.stream().getReader();
+        for (let r = await reader.read(); !r.done; r = await reader.read()) await sink.write(r.value);
+        await sink.close();
+      }
+      await output.commit();
+      this.message = `Saved ${files.length} files to the folder ${parent.name}/${name}.`;
+    } catch (e) {
+      await output?.abort().catch(() => undefined);
+      this.message = `Saving to the folder failed (nothing was left in it): ${(e as Error).message}`;
     } finally {
       this.busy = false;
     }
@@ -355,7 +360,7 @@ export class L2sOutputPanel extends LitElement {
   }
 
   private renderSelected() {
-    const canPick = 'showDirectoryPicker' in window;
+    const canPick = canPickDirectory();
     const id = this.outputId!;
     const bytes = this.links.reduce((sum, l) => sum + l.file.size, 0);
     return html`
@@ -371,7 +376,7 @@ export class L2sOutputPanel extends LitElement {
         <button data-testid="download-zip" ?disabled=${this.busy || this.links.length === 0} @click=${this.downloadAll}>
           Download all (.zip, ${formatBytes(bytes)})
         </button>
-        ${canPick ? html`<button data-testid="save-folder" ?disabled=${this.busy} @click=${this.saveFolder}>Save folder…</button>` : ''}
+        ${canPick ? html`<button data-testid="save-folder" ?disabled=${this.busy || this.links.length === 0} @click=${this.saveFolder}>Save to a folder…</button>` : ''}
       </p>
       <p class="row">
         <label

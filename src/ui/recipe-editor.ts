@@ -177,6 +177,8 @@ export class L2sRecipeEditor extends LitElement {
   ];
 
   @property({ attribute: false }) models: ModelRecord[] = [];
+  /** Hub repos the next merge reads straight from the hub (not in the library, no copy kept). */
+  @property({ attribute: false }) streamed: string[] = [];
   /** The recipe as YAML; the page owns it and sets it back after every `recipe-change`. */
   @property() text = '';
   @state() private recipe?: MergeRecipe;
@@ -192,13 +194,10 @@ export class L2sRecipeEditor extends LitElement {
   @state() private invalidFields = new Set<string>();
 
   protected override willUpdate(changed: PropertyValues<this>): void {
-    if (!changed.has('text') && !changed.has('models')) return;
+    if (!changed.has('text') && !changed.has('models') && !changed.has('streamed')) return;
     // Marks belong to the text typed into a field; a new recipe redraws every field.
     if (changed.has('text') && this.invalidFields.size > 0) this.invalidFields = new Set();
-    const check = checkRecipe(
-      this.text,
-      this.models.map((m) => m.name),
-    );
+    const check = checkRecipe(this.text, [...this.models.map((m) => m.name), ...this.streamed]);
     this.parseError = check.parseError ?? '';
     // While the YAML cannot be read the form keeps showing the last recipe that could, read-only.
     if (!check.parseError) this.recipe = check.recipe;
@@ -595,9 +594,32 @@ export class L2sRecipeEditor extends LitElement {
           >
             Download ${repo} from the hub
           </button>
+          <button
+            data-testid="recipe-stream-hub"
+            title="The merge reads the tensors it needs from the hub with Range requests; every run downloads them again"
+            @click=${() => this.requestStream(repo, true)}
+          >
+            Merge straight from the hub (no copy kept)
+          </button>
         </p>`,
       )}
+      ${this.streamed
+        .filter((repo) => this.recipe && recipeNames(this.recipe).includes(repo))
+        .map(
+          (repo) => html`<p class="row" data-testid="recipe-streamed-hub" data-repo=${repo}>
+            <span class="wrap">${repo} streams from the hub when the merge runs (no copy kept).</span>
+            <button data-testid="recipe-stream-undo" @click=${() => this.requestStream(repo, false)}>
+              Don't stream
+            </button>
+          </p>`,
+        )}
     `;
+  }
+
+  private requestStream(repo: string, stream: boolean): void {
+    this.dispatchEvent(
+      new CustomEvent('hub-stream-request', { detail: { repo, stream }, bubbles: true, composed: true }),
+    );
   }
 
   override render() {
@@ -679,4 +701,8 @@ declare global {
   interface HTMLElementTagNameMap {
     'l2s-recipe-editor': L2sRecipeEditor;
   }
+}
+
+function recipeNames(recipe: MergeRecipe): string[] {
+  return [recipe.baseModel ?? '', ...recipe.models.map((m) => m.model)];
 }

@@ -5,20 +5,30 @@
  * and then removes what it left from the page's main engine. Errors name the file and tensor, as the
  * engine words them. Merges cut short by a reload or a crash are offered for resumption (from the
  * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
+ * Where the browser has the File System Access API the output can go straight into a folder the
+ * user picks ("Write output to"): a new subfolder per run, never over an earlier one. Such a run
+ * cannot be resumed after a reload; it is offered to start again, its partial files removed.
  */
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
 import { live } from 'lit/directives/live.js';
 import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
+import { parseRecipe } from '../recipe';
+import type { ModelRecord } from '../store/library';
+import { folderPermission, requestFolderPermission } from '../store/linked-folder';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
   EngineOptions,
   InterruptedRun,
+  MergeCheck,
   MergeOutcome,
   MergeProgressEvent,
+  MergeRequest,
 } from '../worker/engine.worker';
+import { type FolderOutputTarget, freeFolderName } from '../worker/folder-output';
+import { canPickDirectory, pickDirectory } from './directory-picker';
 import { panelStyles } from './panel-styles';
 import { loadUiState, saveUiState } from './ui-state';
 
@@ -37,6 +47,12 @@ interface RunSettings {
   device: BackendChoice;
   shardSize: string;
   gpuMemory?: string;
+  /** "Write output to": browser storage (OPFS) or a folder on this computer. */
+  outputTo?: 'browser' | 'folder';
+  /** The folder picked for outputs (IndexedDB keeps the handle; permission is asked again). */
+  outputParent?: FileSystemDirectoryHandle;
+  /** The subfolder each run creates (`-2`, `-3`, ... when taken). */
+  outputName?: string;
 }
 
 const SETTINGS_KEY = 'run-settings';
@@ -51,6 +67,14 @@ function formatDuration(ms: number): string {
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   return m < 60 ? `${m} min ${s % 60} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** Hub repos the next merge streams (recipe-editor's "Merge straight from the hub"). */
+export interface HubStreamSetting {
+  hubUrl: string;
+  repos: string[];
+  /** The token the import panel holds, when it may go to this hub. */
+  accessToken: () => string | undefined;
 }
 
 function recipeMethod(recipeText: string): string {
@@ -96,6 +120,10 @@ export class L2sRunPanel extends LitElement {
         font-size: 15px;
         padding: 6px 18px;
       }
+      .problems {
+        white-space: pre-line;
+        overflow-wrap: anywhere;
+      }
       .blocked {
         color: #a4161a;
         font-size: 13px;
@@ -110,10 +138,16 @@ export class L2sRunPanel extends LitElement {
   /** Why the recipe cannot be merged as it stands (the recipe editor shows the same); empty if it can. */
   @property() problem = '';
   @property({ attribute: false }) gpu?: GpuStatus;
+  /** The library: linked models the recipe reads get their read permission asked for on Merge. */
+  @property({ attribute: false }) models: ModelRecord[] = [];
   /** The page's engine settings, given to each merge's worker as to the page's own. */
   @property({ attribute: false }) engineOptions: EngineOptions = {};
   /** Merges cut short by a reload or a crash (the app lists them from the engine's journal). */
   @property({ attribute: false }) interrupted: InterruptedRun[] = [];
+  @property({ attribute: false }) hubStream?: HubStreamSetting;
+  /** The last header-only Check, shown until the recipe changes. */
+  @state() private check?: MergeCheck & { recipeText: string };
+  @state() private checking = false;
   @state() private state: RunState = 'idle';
   @state() private message = '';
   @state() private progress?: MergeProgressEvent;
@@ -128,6 +162,12 @@ export class L2sRunPanel extends LitElement {
   @state() private shardSize = '';
   /** `--gpu-memory` as typed (3B, 500M, bytes); empty for the default from the GPU's limits. */
   @state() private gpuMemory = '';
+  @state() private outputTo: 'browser' | 'folder' = 'browser';
+  @state() private outputParent?: FileSystemDirectoryHandle;
+  @state() private outputName = 'merged-model';
+  private readonly canPick = canPickDirectory();
+  /** The folder the merge under way writes into, so Cancel can remove what it wrote. */
+  private folderUnderWay?: FolderOutputTarget;
   @state() private backendUsed?: 'cpu' | 'gpu';
   /** The output the last finished merge wrote (the output panel shows it once loaded). */
   @state() private outputUsed?: string;
@@ -152,6 +192,10 @@ export class L2sRunPanel extends LitElement {
       this.device = saved.device;
       this.shardSize = saved.shardSize;
       this.gpuMemory = saved.gpuMemory ?? '';
+      this.outputParent = saved.outputParent;
+      this.outputTo =
+        saved.outputTo === 'folder' && saved.outputParent && this.canPick ? 'folder' : 'browser';
+      this.outputName = saved.outputName || 'merged-model';
     });
     this.channel = new BroadcastChannel(RUNS_CHANNEL);
     this.channel.onmessage = () => {
@@ -175,6 +219,9 @@ export class L2sRunPanel extends LitElement {
       device: this.device,
       shardSize: this.shardSize,
       gpuMemory: this.gpuMemory,
+      outputTo: this.outputTo,
+      outputParent: this.outputParent,
+      outputName: this.outputName,
     };
     void saveUiState(SETTINGS_KEY, settings);
   }
@@ -185,8 +232,83 @@ export class L2sRunPanel extends LitElement {
     this.elsewhere = ids.filter((id) => id !== this.runId);
   }
 
-  private start(): Promise<void> {
-    if (this.problem) return Promise.resolve();
+  /** Picks the folder outputs go into; keeps the previous choice when the picker is closed. */
+  private async pickOutputFolder(): Promise<void> {
+    try {
+      const picked = await pickDirectory('merge-output', 'readwrite');
+      if (picked) this.outputParent = picked;
+    } catch (e) {
+      this.state = 'error';
+      this.message = `${(e as Error).name}: choosing the output folder: ${(e as Error).message}`;
+    }
+    this.outputTo = this.outputParent ? 'folder' : 'browser';
+    this.saveSettings();
+  }
+
+  /**
+   * The subfolder this run will create: permission to write the picked folder (asked from the
+   * Merge click), then the first free name. Undefined (with the reason shown) when it cannot.
+   */
+  private async outputFolderTarget(): Promise<FolderOutputTarget | undefined> {
+    const parent = this.outputParent;
+    if (!parent) {
+      this.state = 'error';
+      this.message = 'Choose the folder the output goes into first ("Write output to").';
+      return undefined;
+    }
+    try {
+      if (!(await requestFolderPermission(parent, 'readwrite'))) {
+        this.state = 'error';
+        this.message = `The browser did not allow writing into ${parent.name}; nothing was merged.`;
+        return undefined;
+      }
+      return { parent, name: await freeFolderName(parent, this.outputName.trim() || 'merged-model') };
+    } catch (e) {
+      this.state = 'error';
+      this.message = `${(e as Error).name}: the output folder ${parent.name}: ${(e as Error).message}`;
+      return undefined;
+    }
+  }
+
+  /**
+   * After a reload the browser must be asked again before linked folders may be read; Merge is a
+   * click, so it asks here for every linked model the recipe names. False (with the reason shown)
+   * when one is refused.
+   */
+  private async allowLinkedModels(): Promise<boolean> {
+    let names: Set<string>;
+    try {
+      const recipe = parseRecipe(this.recipeText, 'recipe');
+      names = new Set(
+        [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter((n) => n !== undefined),
+      );
+    } catch {
+      return true; // the merge reports the recipe's error
+    }
+    let asked = false;
+    for (const m of this.models) {
+      if (!m.link || !names.has(m.name)) continue;
+      try {
+        if ((await folderPermission(m.link.handle)) === 'granted') continue;
+        asked = true;
+        if (await requestFolderPermission(m.link.handle, 'read')) continue;
+      } catch {
+        // reported below
+      }
+      this.state = 'error';
+      this.message =
+        `The browser did not allow reading the linked folder ${m.link.handle.name}, so ${m.name} cannot be merged. ` +
+        'Press "Allow reading" beside it in the library.';
+      return false;
+    }
+    // The library shows the new permission.
+    if (asked) this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
+    return true;
+  }
+
+  private async start(): Promise<void> {
+    if (this.problem || this.state === 'running' || this.state === 'cancelling') return;
+    if (!(await this.allowLinkedModels())) return;
     let outShardSize: number | undefined;
     try {
       outShardSize = this.shardSize.trim() ? parseByteSize(this.shardSize) : undefined;
@@ -203,16 +325,105 @@ export class L2sRunPanel extends LitElement {
       this.message = `${(e as Error).name}: GPU memory: ${(e as Error).message}`;
       return Promise.resolve();
     }
-    const request = {
+    const outputFolder =
+      this.canPick && this.outputTo === 'folder' ? await this.outputFolderTarget() : undefined;
+    if (this.canPick && this.outputTo === 'folder' && !outputFolder) return;
+    const request: MergeRequest = {
       recipeText: this.recipeText,
       seed: this.seed,
       device: this.device,
       outShardSize,
       gpuMemory,
+      hubStream: this.streamRequest(),
+      outputFolder,
     };
-    return this.execute(newRunId(), 'Merging…', (engine, runId, onProgress, onLog) =>
-      engine.api.merge(runId, request, onProgress, onLog),
+    const label = outputFolder
+      ? `Merging into ${outputFolder.parent.name}/${outputFolder.name}…`
+      : 'Merging…';
+    return this.execute(
+      newRunId(),
+      label,
+      (engine, runId, onProgress, onLog) => engine.api.merge(runId, request, onProgress, onLog),
+      outputFolder,
     );
+  }
+
+  private streamRequest(): MergeRequest['hubStream'] {
+    const hub = this.hubStream;
+    if (!hub || hub.repos.length === 0) return undefined;
+    return { hubUrl: hub.hubUrl, repos: hub.repos, accessToken: hub.accessToken() };
+  }
+
+  /**
+   * The validation every merge starts with, on its own: the models' safetensors headers only (Range
+   * reads for streamed hub repos), every missing tensor and shape mismatch listed.
+   */
+  private async runCheck(): Promise<void> {
+    if (!this.engine || this.problem || this.checking) return;
+    const recipeText = this.recipeText;
+    this.checking = true;
+    try {
+      const result = await this.engine.api.checkMerge(newRunId(), {
+        recipeText,
+        seed: this.seed,
+        device: this.device,
+        outShardSize: this.shardSize.trim() ? parseByteSize(this.shardSize) : undefined,
+        hubStream: this.streamRequest(),
+      });
+      this.check = { ...result, recipeText };
+    } catch (e) {
+      this.check = { ok: false, error: (e as Error).message, errorName: (e as Error).name, recipeText };
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private renderCheck() {
+    const check = this.check;
+    if (this.checking)
+      return html`<p data-testid="merge-check-result" data-state="running">Checking the headers…</p>`;
+    if (!check || check.recipeText !== this.recipeText) return nothing;
+    if (check.ok) {
+      return html`<p data-testid="merge-check-result" data-state="ok">
+        Check passed: ${check.tensors} tensors from ${check.models} models
+        (${formatBytes(check.inputBytes ?? 0)} to read), from the safetensors headers alone.
+      </p>`;
+    }
+    return html`<p class="error problems" data-testid="merge-check-result" data-state="error">${check.errorName}: ${check.error}</p>`;
+  }
+
+  /** An interrupted run into a folder: its partial subfolder removed (asking to write there first). */
+  private async discardFolderRun(run: InterruptedRun): Promise<boolean> {
+    if (!this.engine || !run.folder) return false;
+    try {
+      if (!(await requestFolderPermission(run.folder.parent, 'readwrite'))) {
+        this.state = 'error';
+        this.message = `The browser did not allow writing into ${run.folder.parent.name}, so its partial files stay.`;
+        return false;
+      }
+      await this.engine.api.discardRun(run.runId);
+    } catch (e) {
+      this.state = 'error';
+      this.message = `${(e as Error).name}: ${(e as Error).message}`;
+      return false;
+    } finally {
+      this.dispatchEvent(new CustomEvent('interrupted-changed', { bubbles: true, composed: true }));
+    }
+    this.message = `The interrupted merge's partial files in ${run.folder.parent.name}/${run.folder.name} were removed.`;
+    return true;
+  }
+
+  /** "Start again": the interrupted run's recipe back in the editor, its files removed, a new merge. */
+  private async restartFolderRun(run: InterruptedRun): Promise<void> {
+    this.dispatchEvent(
+      new CustomEvent('recipe-restore', { detail: run.recipeText, bubbles: true, composed: true }),
+    );
+    if (!(await this.discardFolderRun(run))) return;
+    this.seed = run.seed;
+    this.device = run.device;
+    // The recipe reaches `recipeText` through the page on the next update.
+    await this.updateComplete;
+    await this.start();
   }
 
   private resume(run: InterruptedRun): Promise<void> {
@@ -223,7 +434,13 @@ export class L2sRunPanel extends LitElement {
     return this.execute(
       run.runId,
       `Resuming after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`,
-      (engine, runId, onProgress, onLog) => engine.api.resume(runId, onProgress, onLog),
+      (engine, runId, onProgress, onLog) =>
+        engine.api.resume(
+          runId,
+          onProgress,
+          onLog,
+          run.models.some((m) => m.commit) ? { accessToken: this.hubStream?.accessToken() } : undefined,
+        ),
     );
   }
 
@@ -265,8 +482,10 @@ export class L2sRunPanel extends LitElement {
       onProgress: (p: MergeProgressEvent) => void,
       onLog: (line: string) => void,
     ) => Promise<MergeOutcome>,
+    outputFolder?: FolderOutputTarget,
   ): Promise<void> {
     if (this.state === 'running' || this.state === 'cancelling') return;
+    this.folderUnderWay = outputFolder;
     this.state = 'running';
     this.runs++;
     this.message = startMessage;
@@ -305,7 +524,8 @@ export class L2sRunPanel extends LitElement {
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
         `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
-        `${placementSummary(outcome.placement)}.`;
+        `${placementSummary(outcome.placement)}.` +
+        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '');
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
@@ -320,6 +540,7 @@ export class L2sRunPanel extends LitElement {
       engine.terminate();
       this.runEngine = undefined;
       this.endRun = undefined;
+      this.folderUnderWay = undefined;
       this.runId = undefined;
       this.channel?.postMessage({ ended: runId });
       this.dispatchEvent(new CustomEvent('interrupted-changed', { bubbles: true, composed: true }));
@@ -339,7 +560,7 @@ export class L2sRunPanel extends LitElement {
     this.runEngine?.terminate();
     try {
       if (!this.engine) throw new Error('the engine is not ready');
-      await this.engine.api.removeCancelledRun(runId);
+      await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
       end(new DOMException('The merge was cancelled.', 'AbortError'));
     } catch (e) {
       end(e as Error);
@@ -373,8 +594,27 @@ export class L2sRunPanel extends LitElement {
   private renderInterrupted(busy: boolean) {
     return this.interrupted
       .filter((run) => run.runId !== this.runId)
-      .map(
-        (run) => html`
+      .map((run) =>
+        run.folder
+          ? html`<div
+              class="interrupted row"
+              data-testid="merge-interrupted"
+              data-run-id=${run.runId}
+              data-folder=${`${run.folder.parent.name}/${run.folder.name}`}
+            >
+              <span
+                >Merge into the folder ${run.folder.parent.name}/${run.folder.name} interrupted after
+                ${run.tensorsDone} of ${run.tensorsTotal} tensors. A merge written to a folder cannot be resumed:
+                start it again (its partial files are removed first) or discard it.</span
+              >
+              <button data-testid="merge-restart" ?disabled=${busy} @click=${() => this.restartFolderRun(run)}>
+                Start again
+              </button>
+              <button data-testid="merge-discard" ?disabled=${busy} @click=${() => this.discardFolderRun(run)}>
+                Discard
+              </button>
+            </div>`
+          : html`
           <div
             class="interrupted row"
             data-testid="merge-interrupted"
@@ -406,6 +646,60 @@ export class L2sRunPanel extends LitElement {
     return html`<p class="hint" data-testid="device-note" data-auto="gpu">auto: the GPU (${gpu.adapter}).</p>`;
   }
 
+  private renderOutputChoice(busy: boolean) {
+    if (!this.canPick) return nothing;
+    const folder = this.outputTo === 'folder' && this.outputParent;
+    return html`<div class="row">
+        <label
+          >Write output to
+          <select
+            data-testid="merge-output-to"
+            ?disabled=${busy}
+            .value=${live(this.outputTo)}
+            @change=${(e: Event) => {
+              const to = (e.target as HTMLSelectElement).value;
+              if (to === 'folder') void this.pickOutputFolder();
+              else {
+                this.outputTo = 'browser';
+                this.saveSettings();
+              }
+            }}
+          >
+            <option value="browser" ?selected=${this.outputTo === 'browser'}>browser storage</option>
+            <option value="folder" ?selected=${this.outputTo === 'folder'}>a folder on this computer…</option>
+          </select></label
+        >
+        ${
+          folder
+            ? html`<button data-testid="merge-output-change" ?disabled=${busy} @click=${this.pickOutputFolder}>
+                  Change folder…
+                </button>
+                <label
+                  >Subfolder
+                  <input
+                    data-testid="merge-output-name"
+                    style="width: 10em"
+                    ?disabled=${busy}
+                    .value=${live(this.outputName)}
+                    @input=${(e: Event) => {
+                      this.outputName = (e.target as HTMLInputElement).value;
+                      this.saveSettings();
+                    }}
+                /></label>`
+            : nothing
+        }
+      </div>
+      ${
+        folder
+          ? html`<p class="hint" data-testid="merge-output-where">
+              Each merge writes a new folder ${folder.name}/${this.outputName.trim() || 'merged-model'} (or -2, -3, …
+              if taken), files under temporary names until the merge ends; a cancelled or failed merge leaves
+              nothing there. Not resumable after a reload.
+            </p>`
+          : nothing
+      }`;
+  }
+
   override render() {
     const busy = this.state === 'running' || this.state === 'cancelling';
     const blocked = this.problem || (!this.recipeText.trim() ? 'write or pick a recipe first' : '');
@@ -429,6 +723,14 @@ export class L2sRunPanel extends LitElement {
             @click=${this.start}
           >
             Merge
+          </button>
+          <button
+            data-testid="merge-check"
+            title="Check the recipe against the models' safetensors headers, reading no tensor data"
+            ?disabled=${busy || this.checking || blocked !== ''}
+            @click=${this.runCheck}
+          >
+            Check
           </button>
           ${busy ? html`<button data-testid="merge-cancel" ?disabled=${this.state === 'cancelling'} @click=${this.cancel}>Cancel</button>` : nothing}
           ${
@@ -493,7 +795,9 @@ export class L2sRunPanel extends LitElement {
               }}
           /></label>
         </div>
+        ${this.renderOutputChoice(busy)}
         ${this.renderDeviceNote()}
+        ${this.renderCheck()}
         <p
           role="status"
           data-testid="merge-status"
@@ -501,7 +805,7 @@ export class L2sRunPanel extends LitElement {
           data-backend=${this.backendUsed ?? ''}
           data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
-          class=${this.state === 'error' ? 'error' : ''}
+          class=${this.state === 'error' ? 'error problems' : ''}
         >${this.message}</p>
         <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}

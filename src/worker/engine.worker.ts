@@ -12,8 +12,15 @@
  */
 import * as Comlink from 'comlink';
 import { makeTinyTrio } from '../demo/tiny-qwen';
-import type { ModelResolver } from '../engine/io';
-import { type MergeProgress, prepareMerge, runMerge, type TensorPlacement } from '../engine/merge';
+import type { ModelFiles, ModelResolver, OutputTarget } from '../engine/io';
+import {
+  MergeError,
+  type MergeProgress,
+  prepareMerge,
+  runMerge,
+  type TensorPlacement,
+} from '../engine/merge';
+import { formatBytes } from '../formats/size';
 import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
   type InspectProgress,
@@ -24,8 +31,10 @@ import {
 } from '../inspect/inspect-models';
 import { aimStatisticsForRecipe } from '../model/calibration';
 import type { MergePlan } from '../plan/plan';
-import { parseRecipe } from '../recipe';
+import { parseHubModelRef, parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
+import type { HttpRangeSource } from '../store/http-range-source';
+import { type HubModelFiles, openHubModel, pinHubRevision } from '../store/hub-model';
 import { type HubModelPlan, planHubModel } from '../store/hub-plan';
 import {
   DuplicateModelError,
@@ -35,10 +44,16 @@ import {
   importFolder,
   selectModelFiles,
 } from '../store/import-folder';
-import { importFromHub, resumeHubImport } from '../store/import-hub';
+import { HubDownloadError, importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
+import {
+  createFolderOutput,
+  type FolderOutput,
+  type FolderOutputTarget,
+  removePartialFolderOutput,
+} from './folder-output';
 import {
   createOpfsOutput,
   deleteOutput,
@@ -75,6 +90,33 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** Write the output into a new subfolder of a folder the user picked, instead of browser storage. */
+  outputFolder?: FolderOutputTarget;
+  /** Recipe models read straight from the hub by Range requests, nothing stored (see hub-model.ts). */
+  hubStream?: HubStreamRequest;
+}
+
+/** Hub repos a merge streams instead of reading them from the library. */
+export interface HubStreamRequest {
+  hubUrl: string;
+  /** Held only for this call. */
+  accessToken?: string;
+  /** Repo ids, as the recipe names them; each is pinned to the commit its `revision` is at now. */
+  repos: string[];
+  /** Default `main`. */
+  revision?: string;
+}
+
+/** A merge's header-only check: what it would merge, or every problem found. */
+export interface MergeCheck {
+  ok: boolean;
+  /** The validation's message (a PlanError lists every problem); absent when ok. */
+  error?: string;
+  errorName?: string;
+  tensors?: number;
+  models?: number;
+  /** Bytes of tensor data the merge would read. */
+  inputBytes?: number;
 }
 
 export interface MergeProgressEvent {
@@ -103,6 +145,8 @@ export interface MergeOutcome {
   /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
   placement: TensorPlacement;
   elapsedMs: number;
+  /** Set when the output went to a folder on the user's computer: `picked-folder/subfolder`. */
+  folder?: string;
 }
 
 export interface HubRequest {
@@ -190,6 +234,119 @@ const libraryResolver: ModelResolver = async (reference) => {
   }
 };
 
+/** Streamed hub models of one run: repo -> commit, read from `hubUrl`. */
+interface HubStreams {
+  hubUrl: string;
+  accessToken?: string;
+  commits: Map<string, string>;
+}
+
+/** Pins each streamed repo to the commit its revision is at now, so a resumed run reads the same bytes. */
+async function pinStreams(request: HubStreamRequest, signal: AbortSignal): Promise<HubStreams> {
+  const access = { hubUrl: request.hubUrl, accessToken: request.accessToken, signal };
+  const commits = new Map<string, string>();
+  for (const reference of new Set(request.repos)) {
+    // `org/name@revision` as mergekit writes it pins that revision; a plain id pins `revision`.
+    const ref = parseHubModelRef(reference);
+    if (!ref)
+      throw new HubDownloadError(`'${reference}' is not a hub repo id (owner/name or owner/name@revision)`);
+    commits.set(
+      reference,
+      await pinHubRevision(ref.repo, ref.revision ?? request.revision ?? 'main', access),
+    );
+  }
+  return { hubUrl: request.hubUrl, accessToken: request.accessToken, commits };
+}
+
+/**
+ * The models of one run: streamed hub repos at their pinned commits (each listed once per run),
+ * every other reference from the library.
+ */
+function runResolver(
+  hub: HubStreams | undefined,
+  signal: AbortSignal,
+  onLog?: (line: string) => void,
+): RunResolver {
+  const opened = new Map<string, Promise<ModelFiles>>();
+  const traffic: HubTraffic = { sources: [] };
+  const resolver: RunResolver = async (reference) => {
+    const commit = hub?.commits.get(reference);
+    if (!hub || !commit) return libraryResolver(reference);
+    let model = opened.get(reference);
+    if (!model) {
+      model = openHubModel(parseHubModelRef(reference)?.repo ?? reference, commit, {
+        hubUrl: hub.hubUrl,
+        accessToken: hub.accessToken,
+        signal,
+      }).then((m) => {
+        onLog?.(
+          `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
+            `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
+        );
+        return watchHubReads(m, traffic, () => {
+          resolver.hubReadFailed = true;
+        });
+      });
+      opened.set(reference, model);
+      model.catch(() => opened.delete(reference));
+    }
+    return model;
+  };
+  resolver.hubReadFailed = false;
+  resolver.hubTraffic = () => ({
+    requests: traffic.sources.reduce((n, s) => n + s.requests, 0),
+    bytes: traffic.sources.reduce((n, s) => n + s.bytesFetched, 0),
+  });
+  return resolver;
+}
+
+/** The range sources a run opened on the hub, for the cost it reports. */
+interface HubTraffic {
+  sources: { readonly requests: number; readonly bytesFetched: number }[];
+}
+
+/** A run's models; `hubReadFailed` is set once a streamed model's read failed after its retries. */
+type RunResolver = ModelResolver & {
+  hubReadFailed?: boolean;
+  /** Range requests and bytes read from the hub so far. */
+  hubTraffic?: () => { requests: number; bytes: number };
+};
+
+/** The model with every source reporting a hub read that failed for good (HubRangeError). */
+function watchHubReads(model: HubModelFiles, traffic: HubTraffic, onFailure: () => void): ModelFiles {
+  return {
+    name: model.name,
+    files: () => model.files(),
+    async open(file) {
+      const source = await model.open(file);
+      if ('bytesFetched' in source) traffic.sources.push(source as HttpRangeSource);
+      return {
+        name: source.name,
+        size: source.size,
+        read: (offset, length) =>
+          source.read(offset, length).catch((e: unknown) => {
+            if ((e as Error).name === 'HubRangeError') onFailure();
+            throw e;
+          }),
+      };
+    },
+  };
+}
+
+/** The hub streams a journal record names, for resuming it. */
+function recordStreams(record: RunJournalRecord, accessToken?: string): HubStreams | undefined {
+  const streamed = record.models.filter((m) => m.commit);
+  if (streamed.length === 0 || !record.hubUrl) return undefined;
+  return {
+    hubUrl: record.hubUrl,
+    accessToken,
+    commits: new Map(streamed.map((m) => [m.name, m.commit!])),
+  };
+}
+
+/** Failures reaching a streamed model on the hub: not a reason to discard a run. */
+const HUB_READ_ERRORS = new Set(['HubDownloadError', 'HubRangeError', 'HubAccessError']);
+
 const RUN_LOCK_PREFIX = 'l2s-merge-run:';
 /** How long a cancelled run's terminated worker may take to let go of its lock and files. */
 const CANCEL_WAIT_MS = 15_000;
@@ -214,10 +371,15 @@ async function lockedRunIds(): Promise<Set<string>> {
   );
 }
 
-/** The library models a plan reads, with their ids, so a resumption can tell a replaced model. */
-async function planModels(plan: MergePlan): Promise<RunJournalRecord['models']> {
+/**
+ * The models a plan reads: library models with their ids, so a resumption can tell a replaced model,
+ * and streamed hub models with their pinned commits.
+ */
+async function planModels(plan: MergePlan, hub?: HubStreams): Promise<RunJournalRecord['models']> {
   const inLibrary = await library.list();
   return plan.models.map((m) => {
+    const commit = hub?.commits.get(m.reference);
+    if (commit) return { name: m.reference, id: `hub@${commit}`, commit };
     const found = inLibrary.find((r) => r.name === m.reference);
     if (!found) throw new ModelNotFoundError(`model '${m.reference}' is not in the library`);
     return { name: m.reference, id: found.id };
@@ -229,14 +391,19 @@ async function planModels(plan: MergePlan): Promise<RunJournalRecord['models']> 
  * the library as it was, the plan is the same, and the partial shards hold at least the bytes of the
  * tensors the journal counts as written.
  */
-async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Promise<string | undefined> {
+async function resumeObstacle(
+  record: RunJournalRecord,
+  recipe: MergeRecipe,
+  resolveModel: ModelResolver,
+): Promise<string | undefined> {
   const inLibrary = await library.list();
   for (const m of record.models) {
+    if (m.commit) continue;
     const found = inLibrary.find((r) => r.name === m.name);
     if (!found) return `model '${m.name}' is no longer in the library`;
     if (found.id !== m.id) return `model '${m.name}' was replaced in the library after the merge began`;
   }
-  const { plan } = await prepareMerge(recipe, libraryResolver, record.outShardSize);
+  const { plan } = await prepareMerge(recipe, resolveModel, record.outShardSize);
   if (plan.tensors.length !== record.tensorsTotal) {
     return `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`;
   }
@@ -245,7 +412,18 @@ async function resumeObstacle(record: RunJournalRecord, recipe: MergeRecipe): Pr
   return partialOutputShortfall(plan.layout, record.tensorsDone, new Map(files.map((f) => [f.name, f.size])));
 }
 
-async function discardInterrupted(runId: string): Promise<void> {
+/**
+ * Removes an interrupted run's leftovers. A run into a folder has its partial subfolder removed too;
+ * that needs the folder's permission, which only the page can ask for, so clean-up at start-up
+ * (`mustRemoveFolder` false) leaves the subfolder where the permission is not there.
+ */
+async function discardInterrupted(runId: string, mustRemoveFolder = false): Promise<void> {
+  const folder = (await journal.get(runId))?.folder;
+  if (folder) {
+    await removePartialFolderOutput(folder, mustRemoveFolder ? CANCEL_WAIT_MS : 0).catch((e) => {
+      if (mustRemoveFolder) throw e;
+    });
+  }
   // An unfinished output folder beside a partial one is a commit cut short (files half moved).
   if ((await partialRunFiles(runId)) && !(await outputIsFinished(runId))) await deleteOutput(runId);
   await removePartialRun(runId);
@@ -261,12 +439,13 @@ async function discardInterrupted(runId: string): Promise<void> {
 async function journaledMerge(
   record: RunJournalRecord,
   recipe: MergeRecipe,
-  output: OpfsOutput,
+  output: OpfsOutput | FolderOutput,
   selected: SelectedBackend,
   signal: AbortSignal,
   onProgress?: (p: MergeProgressEvent) => void,
   onLog?: (line: string) => void,
   datasetsEndpoint?: string,
+  resolveModel: RunResolver = libraryResolver,
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
@@ -275,7 +454,7 @@ async function journaledMerge(
   let aimStatistics: Awaited<ReturnType<typeof aimStatisticsForRecipe>>;
   try {
     aimStatistics = await aimStatisticsForRecipe(recipe, {
-      resolveModel: libraryResolver,
+      resolveModel,
       device: record.device,
       datasetsEndpoint,
       signal,
@@ -311,12 +490,25 @@ async function journaledMerge(
       backend: selected.backend.kind,
     });
   };
+  // A streamed model the hub stopped serving (after the retries) leaves a merge into browser storage
+  // resumable: its partial output and journal record are kept, as after a reload.
+  let keptForResume = false;
+  const target: OutputTarget = {
+    createFile: (name) => output.createFile(name),
+    reopenFile: output.reopenFile && ((name, keep) => output.reopenFile!(name, keep)),
+    commit: () => output.commit(),
+    abort: async () => {
+      // A run into a folder cannot be resumed (see resume), so its partial files go as before.
+      if (resolveModel.hubReadFailed && !signal.aborted && !record.folder) keptForResume = true;
+      else await output.abort();
+    },
+  };
   try {
     const result = await runMerge({
       recipe,
       aimStatistics,
-      resolveModel: libraryResolver,
-      output,
+      resolveModel,
+      output: target,
       seed: record.seed,
       outShardSize: record.outShardSize,
       backend: selected.backend,
@@ -327,9 +519,17 @@ async function journaledMerge(
       onLog,
     });
     progress.flush();
-    const files = (await outputFiles(output.id)).map((f) => ({ name: f.name, size: f.size }));
+    const hubRead = resolveModel.hubTraffic?.();
+    if (hubRead && hubRead.requests > 0) {
+      onLog?.(`read ${formatBytes(hubRead.bytes)} from the hub in ${hubRead.requests} range requests`);
+    }
+    const inFolder = 'target' in output ? output.target : undefined;
+    const files = inFolder
+      ? await (output as FolderOutput).files()
+      : (await outputFiles(record.runId)).map((f) => ({ name: f.name, size: f.size }));
     return {
-      outputId: output.id,
+      outputId: inFolder ? '' : record.runId,
+      folder: inFolder && `${inFolder.parent.name}/${inFolder.name}`,
       files,
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
@@ -337,10 +537,17 @@ async function journaledMerge(
       placement: result.placement,
       elapsedMs: performance.now() - started,
     };
+  } catch (e) {
+    if (!keptForResume) throw e;
+    throw new MergeError(
+      `${(e as Error).message}. The merge so far is kept: Resume continues after its last finished tensor once the hub answers again`,
+      undefined,
+      { cause: e },
+    );
   } finally {
     selected.dispose();
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
-    await journal.remove(record.runId).catch(() => undefined);
+    if (!keptForResume) await journal.remove(record.runId).catch(() => undefined);
   }
 }
 
@@ -384,6 +591,7 @@ const api = {
     records = await journal.list();
     const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
     for (const r of records) {
+      if (r.folder) continue;
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
     return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
@@ -392,6 +600,10 @@ const api = {
   listModels: () => library.list(),
   pendingImports: () => library.pendingImports(),
   deleteModel: (id: string) => library.delete(id),
+  /** Adds a folder on the user's computer as a model read in place (nothing is copied). */
+  linkFolder: (handle: FileSystemDirectoryHandle) => library.link(handle),
+  /** Accepts a linked folder's files as they are now. */
+  relinkModel: (id: string) => library.relink(id),
   discardImport: async (id: string) => (await library.resumeImport(id)).abort(),
 
   async importFolder(
@@ -489,7 +701,10 @@ const api = {
     return withRun(runId, (signal) =>
       holdingRunLock(runId, async () => {
         const recipe = parseRecipe(request.recipeText, 'recipe');
-        const { plan } = await prepareMerge(recipe, libraryResolver, request.outShardSize);
+        const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
+        const resolveModel = runResolver(hub, signal, onLog);
+        // The header-only validation: every problem of every model, before any tensor data is read.
+        const { plan } = await prepareMerge(recipe, resolveModel, request.outShardSize);
         const record: RunJournalRecord = {
           runId,
           recipeText: request.recipeText,
@@ -500,7 +715,9 @@ const api = {
           startedAt: Date.now(),
           tensorsDone: 0,
           tensorsTotal: plan.tensors.length,
-          models: await planModels(plan),
+          models: await planModels(plan, hub),
+          hubUrl: hub?.hubUrl,
+          folder: request.outputFolder,
         };
         const selected = await selectWorkerBackend(
           request.device,
@@ -508,13 +725,16 @@ const api = {
           (line) => onLog?.(line),
           request.gpuMemory,
         );
-        let output: OpfsOutput;
+        let output: OpfsOutput | FolderOutput | undefined;
         try {
-          output = await createOpfsOutput(runId);
+          output = request.outputFolder
+            ? await createFolderOutput(request.outputFolder)
+            : await createOpfsOutput(runId);
           await journal.begin(record);
         } catch (e) {
           selected.dispose();
-          await removePartialRun(runId);
+          if (request.outputFolder) await output?.abort();
+          else await removePartialRun(runId);
           throw e;
         }
         return journaledMerge(
@@ -526,9 +746,33 @@ const api = {
           onProgress,
           onLog,
           request.datasetsEndpoint,
+          resolveModel,
         );
       }),
     );
+  },
+
+  /**
+   * The header-only validation a merge starts with, on its own: models opened (hub repos streamed
+   * as the merge would), headers read, the plan made; no tensor data is read and nothing is written.
+   */
+  async checkMerge(runId: string, request: MergeRequest): Promise<MergeCheck> {
+    return withRun(runId, async (signal) => {
+      try {
+        const recipe = parseRecipe(request.recipeText, 'recipe');
+        const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
+        const { plan } = await prepareMerge(recipe, runResolver(hub, signal), request.outShardSize);
+        return {
+          ok: true,
+          tensors: plan.tensors.length,
+          models: plan.models.length,
+          inputBytes: plan.totalInputBytes,
+        };
+      } catch (e) {
+        const error = e as Error;
+        return { ok: false, error: error.message, errorName: error.name };
+      }
+    });
   },
 
   /** Merges cut short by a reload or a crash that can be resumed or discarded, oldest first. */
@@ -538,7 +782,8 @@ const api = {
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
       if (active.has(record.runId) || cancelled.has(record.runId)) continue;
-      if (await partialRunFiles(record.runId)) found.push(record);
+      // A run into a folder is offered too, but only to start afresh (it cannot be resumed).
+      if (record.folder || (await partialRunFiles(record.runId))) found.push(record);
     }
     return found;
   },
@@ -553,11 +798,18 @@ const api = {
     runId: string,
     onProgress?: (p: MergeProgressEvent) => void,
     onLog?: (line: string) => void,
+    hubAccess?: { accessToken?: string },
   ): Promise<MergeOutcome> {
     return withRun(runId, (signal) =>
       holdingRunLock(runId, async () => {
         const record = await journal.get(runId);
         if (!record) throw new ResumeError(`there is no interrupted merge ${runId} to resume`);
+        if (record.folder) {
+          throw new ResumeError(
+            `a merge written to a folder (${record.folder.parent.name}/${record.folder.name}) cannot be resumed; ` +
+              'discard it (its partial files are removed) and run the merge again',
+          );
+        }
         const cannot = async (why: string): Promise<never> => {
           await discardInterrupted(runId);
           throw new ResumeError(
@@ -566,10 +818,14 @@ const api = {
         };
         let recipe: MergeRecipe;
         let obstacle: string | undefined;
+        // Streamed models are read again from the hub at the commits the run began with.
+        const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog);
         try {
           recipe = parseRecipe(record.recipeText, 'recipe');
-          obstacle = await resumeObstacle(record, recipe);
+          obstacle = await resumeObstacle(record, recipe, resolveModel);
         } catch (e) {
+          // The hub out of reach or refusing the token may come back: keep the run to resume later.
+          if (HUB_READ_ERRORS.has((e as Error).name)) throw e;
           return cannot((e as Error).message);
         }
         if (obstacle) return cannot(obstacle);
@@ -587,7 +843,17 @@ const api = {
           selected.dispose();
           return cannot((e as Error).message);
         }
-        return journaledMerge(record, recipe, output, selected, signal, onProgress, onLog);
+        return journaledMerge(
+          record,
+          recipe,
+          output,
+          selected,
+          signal,
+          onProgress,
+          onLog,
+          undefined,
+          resolveModel,
+        );
       }),
     );
   },
@@ -595,7 +861,7 @@ const api = {
   /** Deletes an interrupted merge's partial output and its journal record. */
   async discardRun(runId: string): Promise<void> {
     if (runs.has(runId)) throw new RunInUseError(`the merge ${runId} is under way; cancel it instead`);
-    await holdingRunLock(runId, () => discardInterrupted(runId));
+    await holdingRunLock(runId, () => discardInterrupted(runId, true));
   },
 
   /** Per-layer task-vector norms, sign conflicts and TIES' kept share, read tensor by tensor. */
@@ -643,12 +909,13 @@ const api = {
    * tab closes before the files are removed the next start removes them instead of offering a
    * resume. Waits for the terminated worker's lock and file handles to go.
    */
-  async removeCancelledRun(runId: string): Promise<void> {
+  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<void> {
     await journal.markCancelled(runId);
     await navigator.locks.request(
       RUN_LOCK_PREFIX + runId,
       { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
       async () => {
+        if (folder) await removePartialFolderOutput(folder, CANCEL_WAIT_MS);
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
         await deleteOutput(runId);
         await journal.remove(runId);

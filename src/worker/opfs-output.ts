@@ -48,6 +48,11 @@ export function paceWrites(ms: number | undefined): void {
   writePaceMs = ms ?? 0;
 }
 
+/** Waits as `paceWrites` asks before a write of merged bytes (every output target calls it). */
+export async function writePace(): Promise<void> {
+  if (writePaceMs > 0) await new Promise((resolve) => setTimeout(resolve, writePaceMs));
+}
+
 export class OutputStorageError extends Error {
   override name = 'OutputStorageError';
 }
@@ -225,7 +230,7 @@ function partialOutput(
     let position = start;
     return {
       async write(bytes) {
-        if (writePaceMs > 0) await new Promise((resolve) => setTimeout(resolve, writePaceMs));
+        await writePace();
         try {
           let done = 0;
           while (done < bytes.byteLength) {

@@ -9,16 +9,22 @@
 import type { ShardLayout } from '../formats/shard-writer';
 import { idbKeyValueStore, type KeyValueStore } from '../store/kv';
 import type { BackendChoice } from './backend';
+import type { FolderOutputTarget } from './folder-output';
 
 export const RUN_JOURNAL_DB_NAME = 'l2s-runs';
 const RECORD_PREFIX = 'run/';
 /** Runs cancelled (their worker terminated) whose leftovers may not be removed yet. */
 const CANCELLED_PREFIX = 'cancelled/';
 
-/** A model as the run found it in the library; an id that changed means the model was replaced. */
+/**
+ * A model as the run found it: in the library (an id that changed means the model was replaced), or
+ * streamed from the hub at a pinned commit, which a resumed run reads again.
+ */
 export interface JournalModel {
   name: string;
   id: string;
+  /** Set for a model read straight from the hub (`RunJournalRecord.hubUrl`) at this commit sha. */
+  commit?: string;
 }
 
 export interface RunJournalRecord {
@@ -33,6 +39,10 @@ export interface RunJournalRecord {
   tensorsDone: number;
   tensorsTotal: number;
   models: JournalModel[];
+  /** The hub the streamed models come from (no token: that is held in memory only). */
+  hubUrl?: string;
+  /** Set for a run writing into a folder on the user's computer (not resumable). */
+  folder?: FolderOutputTarget;
 }
 
 export class RunJournal {

@@ -1,10 +1,13 @@
 /**
  * A local stand-in for the Hugging Face hub over real HTTP, answering the calls `@huggingface/hub`
- * makes: `GET /api/models/{repo}/tree/{rev}` (file list with LFS oids = sha256) and
- * `GET /{repo}/resolve/{rev}/{path}` (Range requests, ETag / X-Linked-* headers; LFS files redirect
- * to a content-addressed URL as the hub redirects to its CDN). It can require a token, stall a file
- * mid-way (to test resumption) and serve corrupted bytes (to test sha256 verification), and it logs
- * every range it was asked for.
+ * makes: `GET /api/models/{repo}/tree/{rev}` (file list with LFS oids = sha256),
+ * `GET /api/models/{repo}/revision/{rev}` (the commit sha a branch or tag points at) and
+ * `GET /{repo}/resolve/{rev}/{path}` (Range requests, ETag / X-Linked-* / X-Repo-Commit headers; LFS
+ * files redirect to a content-addressed URL as the hub redirects to its CDN). A repo may have several
+ * revisions (branches or tags, each with its own files and commit sha; `{rev}` may be a name or the
+ * sha). It can require a token, stall a file mid-way or cut the connection there (to test
+ * resumption) and serve corrupted bytes (to test sha256 verification), and it logs every range it
+ * was asked for.
  *
  * Uploads take the calls `@huggingface/hub`'s createRepo and commit make: `POST /api/repos/create`,
  * `POST /api/models/{repo}/preupload/{rev}`, `POST /{repo}.git/info/lfs/objects/batch` (answering
@@ -22,7 +25,10 @@ import type { AddressInfo } from 'node:net';
 
 export interface HubRepo {
   files: Map<string, Uint8Array>;
+  /** The branch `files` are on; `main` by default. */
   revision?: string;
+  /** Further branches or tags, each with its own files. */
+  otherRevisions?: Map<string, Map<string, Uint8Array>>;
   /** When set, requests need `Authorization: Bearer <token>`. */
   token?: string;
 }
@@ -75,6 +81,14 @@ function gitBlobSha1(bytes: Uint8Array): string {
   return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
 }
 
+/** A revision's commit sha: made up from the repo, the revision name and its files, so it is stable. */
+function commitSha(repo: string, revision: string, files: Map<string, Uint8Array>): string {
+  const hash = createHash('sha1').update(`${repo}\0${revision}\0`);
+  for (const [path, bytes] of [...files].sort(([a], [b]) => (a < b ? -1 : 1)))
+    hash.update(`${path}\0${sha256(bytes)}\0`);
+  return hash.digest('hex');
+}
+
 function isLfs(path: string): boolean {
   return path.endsWith('.safetensors');
 }
@@ -95,9 +109,13 @@ export class HubServer {
   lfsStorage?: HubServer;
   readonly log: LoggedRequest[] = [];
   private readonly repos = new Map<string, HubRepo>();
-  private readonly byOid = new Map<string, { repo: string; path: string }>();
+  private readonly byOid = new Map<string, { repo: string; path: string; bytes: Uint8Array }>();
   private readonly stalls = new Map<string, Stall>();
+  /** One-shot cuts: the connection is destroyed once this many bytes of the file were sent. */
+  private readonly cuts = new Map<string, { afterBytes: number; markReached: () => void }>();
   private readonly corrupt = new Set<string>();
+  /** While set, every file request is answered with this status (a hub or CDN outage). */
+  private outageStatus?: number;
   private server?: Server;
   url = '';
 
@@ -109,13 +127,37 @@ export class HubServer {
 
   addRepo(id: string, repo: HubRepo): void {
     this.repos.set(id, repo);
-    for (const [path, bytes] of repo.files)
-      if (isLfs(path)) this.byOid.set(sha256(bytes), { repo: id, path });
+    for (const files of [repo.files, ...(repo.otherRevisions?.values() ?? [])])
+      for (const [path, bytes] of files)
+        if (isLfs(path)) this.byOid.set(sha256(bytes), { repo: id, path, bytes });
+  }
+
+  /** Every revision of `id` by name, with its commit sha. */
+  revisions(id: string): Map<string, { sha: string; files: Map<string, Uint8Array> }> {
+    const repo = this.repos.get(id);
+    const out = new Map<string, { sha: string; files: Map<string, Uint8Array> }>();
+    if (!repo) return out;
+    const main = repo.revision ?? 'main';
+    out.set(main, { sha: commitSha(id, main, repo.files), files: repo.files });
+    for (const [name, files] of repo.otherRevisions ?? [])
+      out.set(name, { sha: commitSha(id, name, files), files });
+    return out;
+  }
+
+  /** The files and commit sha of `rev` (a branch or tag name, or a commit sha) of `id`. */
+  private revision(id: string, rev: string): { sha: string; files: Map<string, Uint8Array> } | undefined {
+    const all = this.revisions(id);
+    return all.get(rev) ?? [...all.values()].find((r) => r.sha === rev);
   }
 
   /** Serve `path` of `repo` with one byte flipped, while listing the true sha256. */
   corruptFile(repo: string, path: string): void {
     this.corrupt.add(`${repo}/${path}`);
+  }
+
+  /** Answer every file request with `status` (e.g. 503) from now on; `undefined` ends the outage. */
+  failFiles(status: number | undefined): void {
+    this.outageStatus = status;
   }
 
   /** Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open. */
@@ -137,6 +179,16 @@ export class HubServer {
         resolve();
       },
     };
+  }
+
+  /**
+   * The next transfer of `path` that reaches byte `afterBytes` sends the bytes before it and then
+   * breaks the connection (as a dropped network does); later transfers are whole. Resolves once cut.
+   */
+  cutFile(repo: string, path: string, afterBytes: number): Promise<void> {
+    return new Promise((markReached) => {
+      this.cuts.set(`${repo}/${path}`, { afterBytes, markReached });
+    });
   }
 
   async start(): Promise<string> {
@@ -180,9 +232,11 @@ export class HubServer {
     if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'tree') {
       const id = `${parts[2]}/${parts[3]}`;
       const repo = this.repos.get(id);
-      if (!repo || (repo.revision ?? 'main') !== parts[5]) return this.notFound(res, 'RepoNotFound');
+      if (!repo) return this.notFound(res, 'RepoNotFound');
       if (!this.authorized(repo, req)) return this.unauthorized(res);
-      const entries = [...repo.files].map(([path, bytes]) => ({
+      const revision = this.revision(id, parts[5]);
+      if (!revision) return this.notFound(res, 'RevisionNotFound');
+      const entries = [...revision.files].map(([path, bytes]) => ({
         type: 'file',
         path,
         size: bytes.length,
@@ -193,24 +247,44 @@ export class HubServer {
       res.end(JSON.stringify(entries));
       return;
     }
+    // /api/models/{owner}/{name}/revision/{rev}: the repo's info, with the commit sha of rev.
+    if (parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'revision') {
+      const id = `${parts[2]}/${parts[3]}`;
+      const repo = this.repos.get(id);
+      if (!repo) return this.notFound(res, 'RepoNotFound');
+      if (!this.authorized(repo, req)) return this.unauthorized(res);
+      const revision = this.revision(id, parts[5]);
+      if (!revision) return this.notFound(res, 'RevisionNotFound');
+      return this.json(res, 200, {
+        _id: id,
+        id,
+        sha: revision.sha,
+        private: repo.token !== undefined,
+        siblings: [...revision.files.keys()].map((rfilename) => ({ rfilename })),
+      });
+    }
     // /lfs/{sha256}: the content-addressed download the hub's resolve redirects to.
     if (parts[0] === 'lfs' && parts.length === 2) {
       const found = this.byOid.get(parts[1]);
       if (!found) return this.notFound(res, 'EntryNotFound');
-      return this.sendFile(req, res, found.repo, found.path);
+      return this.sendFile(req, res, found.repo, found.path, found.bytes);
     }
     // /{owner}/{name}/resolve/{rev}/{path...}
     if (parts[2] === 'resolve') {
       const id = `${parts[0]}/${parts[1]}`;
       const repo = this.repos.get(id);
       const path = parts.slice(4).join('/');
-      if (!repo || (repo.revision ?? 'main') !== parts[3]) return this.notFound(res, 'RepoNotFound');
+      if (!repo) return this.notFound(res, 'RepoNotFound');
       if (!this.authorized(repo, req)) return this.unauthorized(res);
-      const bytes = repo.files.get(path);
-      if (!bytes) return this.notFound(res, 'EntryNotFound');
+      const revision = this.revision(id, parts[3]);
+      if (!revision) return this.notFound(res, 'RevisionNotFound');
+      const commit = { 'X-Repo-Commit': revision.sha };
+      const bytes = revision.files.get(path);
+      if (!bytes) return this.notFound(res, 'EntryNotFound', commit);
       if (isLfs(path)) {
         res.writeHead(302, {
           ...CORS_HEADERS,
+          ...commit,
           Location: `${this.options.lfsBaseUrl ?? ''}/lfs/${sha256(bytes)}`,
           'X-Linked-ETag': `"${sha256(bytes)}"`,
           'X-Linked-Size': String(bytes.length),
@@ -218,7 +292,7 @@ export class HubServer {
         res.end();
         return;
       }
-      return this.sendFile(req, res, id, path);
+      return this.sendFile(req, res, id, path, bytes, commit);
     }
     this.notFound(res, 'EntryNotFound');
   }
@@ -228,8 +302,9 @@ export class HubServer {
     res: ServerResponse,
     repoId: string,
     path: string,
+    original: Uint8Array,
+    extraHeaders: Record<string, string> = {},
   ): Promise<void> {
-    const original = this.repos.get(repoId)!.files.get(path)!;
     let bytes = original;
     if (this.corrupt.has(`${repoId}/${path}`)) {
       bytes = original.slice();
@@ -237,6 +312,11 @@ export class HubServer {
     }
     const range = req.headers.range ?? null;
     this.requests.push({ repo: repoId, path, range });
+    if (this.outageStatus !== undefined) {
+      res.writeHead(this.outageStatus, CORS_HEADERS);
+      res.end('the hub is unavailable');
+      return;
+    }
     let start = 0;
     let end = bytes.length - 1;
     let status = 200;
@@ -254,6 +334,7 @@ export class HubServer {
     const etag = isLfs(path) ? sha256(original) : gitBlobSha1(original);
     res.writeHead(status, {
       ...CORS_HEADERS,
+      ...extraHeaders,
       'Content-Type': 'application/octet-stream',
       'Content-Length': String(end - start + 1),
       'Accept-Ranges': 'bytes',
@@ -262,6 +343,10 @@ export class HubServer {
       ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
     });
     const stall = this.stalls.get(`${repoId}/${path}`);
+    const cut = this.cuts.get(`${repoId}/${path}`);
+    const cutAt = cut && cut.afterBytes > start && cut.afterBytes <= end ? cut.afterBytes : undefined;
+    if (cutAt !== undefined) this.cuts.delete(`${repoId}/${path}`);
+    const pause = stall && start < stall.afterBytes ? stall.afterBytes : end + 1;
     let at = start;
     // Small writes, so a stall lands mid-file and progress is visible.
     const piece = 4096;
@@ -272,7 +357,15 @@ export class HubServer {
         res.destroy();
         return;
       }
-      const stop = Math.min(end + 1, at + piece, stall && at < stall.afterBytes ? stall.afterBytes : end + 1);
+      if (cutAt !== undefined && at >= cutAt) {
+        // Let the bytes sent so far reach the client, then drop the connection.
+        await new Promise<void>((resolve) => res.write('', () => resolve()));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        res.socket?.destroy();
+        cut?.markReached();
+        return;
+      }
+      const stop = Math.min(end + 1, at + piece, pause, cutAt ?? end + 1);
       const ok = res.write(bytes.subarray(at, stop));
       at = stop;
       if (!ok) await new Promise((resolve) => res.once('drain', resolve));
@@ -380,8 +473,13 @@ export class HubServer {
     this.notFound(res, 'EntryNotFound');
   }
 
-  private notFound(res: ServerResponse, code: string): void {
-    res.writeHead(404, { ...CORS_HEADERS, 'X-Error-Code': code, 'Content-Type': 'application/json' });
+  private notFound(res: ServerResponse, code: string, extraHeaders: Record<string, string> = {}): void {
+    res.writeHead(404, {
+      ...CORS_HEADERS,
+      ...extraHeaders,
+      'X-Error-Code': code,
+      'Content-Type': 'application/json',
+    });
     res.end(JSON.stringify({ error: code }));
   }
 

@@ -202,7 +202,7 @@ describe('l2s-merge generate', () => {
     const missing = await l2s('generate', join(tmp, 'nope'), '--prompt', 'x', '--device', 'cpu');
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe(
-      `l2s-merge generate: ModelNotFoundError: ${join(tmp, 'nope')}: cannot read the model folder (ENOENT)\n`,
+      `l2s-merge generate: ModelNotFoundError: ${join(tmp, 'nope')}: no such model folder\n`,
     );
 
     const gelu = join(tmp, 'gelu');

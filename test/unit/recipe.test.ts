@@ -4,6 +4,7 @@ import {
   isHubRepoId,
   type MergeRecipe,
   mergeInputModels,
+  parseHubModelRef,
   parseRecipe,
   RecipeError,
   recipeToYaml,
@@ -358,6 +359,29 @@ models:
 `);
     expect(recipe.models[0].model).toBe('./runs/a@2');
   });
+
+  it('reads hub revisions as mergekit writes them, org/name@revision or {path, revision}', () => {
+    const recipe = parseRecipe(`merge_method: task_arithmetic
+base_model: o/base@main
+models:
+  - model: {model: {path: o/r1, revision: 0123456789abcdef0123456789abcdef01234567}}
+    parameters: {weight: 1}
+  - model: {model: {path: o/r2, revision: null}}
+    parameters: {weight: 1}
+`);
+    expect(recipe.baseModel).toBe('o/base@main');
+    expect(recipe.models.map((m) => m.model)).toEqual([
+      'o/r1@0123456789abcdef0123456789abcdef01234567',
+      'o/r2',
+    ]);
+    expect(parseHubModelRef('o/base@v1.0')).toEqual({ repo: 'o/base', revision: 'v1.0' });
+    expect(parseHubModelRef('o/base')).toEqual({ repo: 'o/base' });
+    expect(parseHubModelRef('./runs/a@2')).toBeUndefined();
+    expect(parseHubModelRef('o/base@')).toBeUndefined();
+    // Written back as the same string, which mergekit splits at the @ again.
+    expect(recipeToYaml(recipe)).toContain('base_model: o/base@main\n');
+    expect(recipeToYaml(recipe)).toContain('- model: o/r1@0123456789abcdef0123456789abcdef01234567\n');
+  });
 });
 
 describe('refusals', () => {
@@ -400,9 +424,19 @@ describe('refusals', () => {
       "r.yml:4: models[0].model.override_architecture: override_architecture is not supported; the architecture comes from the model's config.json",
     ],
     [
-      'revision',
-      `merge_method: ties\nbase_model: o/base@main\n${oneModel}`,
-      'r.yml:2: base_model: hub revisions are not supported (@main); import that revision into the library and refer to it without @, or write {model: {path: ...}} for a folder whose name contains @',
+      'two @',
+      `merge_method: ties\nbase_model: o/base@main@v2\n${oneModel}`,
+      'r.yml:2: base_model: "o/base@main@v2" has more than one @; write path@revision with one @',
+    ],
+    [
+      'nothing after @',
+      `merge_method: ties\nbase_model: o/base@\n${oneModel}`,
+      'r.yml:2: base_model: "o/base@" names no revision after the @',
+    ],
+    [
+      'a revision with a path holding @',
+      `merge_method: ties\nbase_model: {model: {path: ./a@2, revision: v1}}\n${oneModel}`,
+      'r.yml:2: base_model.model.revision: a revision cannot be given for a path or revision that contains @ ("./a@2", "v1")',
     ],
     [
       'slices',

@@ -6,8 +6,7 @@
  */
 import type { ModelFiles } from '../../../src/engine/io';
 import { blobByteSource } from '../../../src/formats/byte-source';
-import { GpuContext } from '../../../src/gpu/device';
-import type { WorkerReport } from './gpu-worker';
+import { serveCases } from './case-runner';
 import {
   type FixtureReference,
   MODEL_KERNEL_CASES,
@@ -80,36 +79,4 @@ const fixtures: ModelFixtures = {
   },
 };
 
-const post = (m: WorkerReport) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m);
-
-async function main(only: string | null): Promise<void> {
-  const all = [...MODEL_KERNEL_CASES, ...modelRunnerCases(fixtures)];
-  const cases = only ? all.filter((c) => c.name.includes(only)) : all;
-  await fetchFixtures();
-  post({ type: 'start', total: cases.length });
-  for (const c of cases) {
-    const t0 = performance.now();
-    let ctx: GpuContext | undefined;
-    try {
-      ctx = await GpuContext.create({ label: 'browser-test', ...c.options });
-      const note = await c.run(ctx);
-      const ms = Math.round(performance.now() - t0);
-      post({
-        type: 'result',
-        result: { name: c.name, ok: true, ms, note: typeof note === 'string' ? note : undefined },
-      });
-    } catch (e) {
-      const err = e as Error;
-      const ms = Math.round(performance.now() - t0);
-      post({ type: 'result', result: { name: c.name, ok: false, ms, error: `${err.name}: ${err.message}` } });
-    } finally {
-      ctx?.destroy();
-    }
-  }
-  post({ type: 'done' });
-}
-
-// The page sends the `only` filter of its query string (cases whose name contains it), or null.
-self.onmessage = (ev: MessageEvent<{ only: string | null }>) => {
-  main(ev.data.only).catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
-};
+serveCases(() => [...MODEL_KERNEL_CASES, ...modelRunnerCases(fixtures)], fetchFixtures);

@@ -1,0 +1,323 @@
+/**
+ * Merging straight from the hub: the trained fixture pair (test/fixtures/qwen2-tiny-l2s) served by
+ * the local test hub under the paper's repo ids, streamed into a merge by Range requests with
+ * nothing stored in IndexedDB, to the CLI's bytes; a bad recipe fails from the headers alone (the
+ * server log shows no byte past any header was asked for); a reload mid-merge resumes from the last
+ * finished tensor, streaming again at the pinned commit, to the CLI's bytes.
+ */
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from '@playwright/test';
+import { dataStart, editModel } from '../fixtures/edit-model';
+import {
+  cliMerge,
+  downloadAll,
+  expect,
+  libraryNames,
+  openApp,
+  ROOT,
+  runMergeInPage,
+  setRecipe,
+  test,
+} from './app-harness';
+import { HubServer } from './hub-server';
+
+const FIXTURES = join(ROOT, 'test/fixtures/qwen2-tiny-l2s');
+const SYSTEM1 = 'Qwen/Qwen2.5-Math-1.5B';
+const SYSTEM2 = 'deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B';
+const BROKEN = 'test-org/broken-r1';
+
+const RECIPE = `merge_method: ties
+base_model: ${SYSTEM1}
+models:
+  - model: ${SYSTEM2}
+    parameters:
+      weight: 1.0
+      density: 0.2
+parameters:
+  lambda: 1.0
+dtype: bfloat16
+`;
+
+/** The folder's model files as the hub holds them (the reference outputs are test data only). */
+async function repoFiles(folder: string): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  for (const name of (await readdir(folder)).sort()) {
+    if (name === 'reference.json') continue;
+    files.set(name, new Uint8Array(await readFile(join(folder, name))));
+  }
+  return files;
+}
+
+async function pairHub(): Promise<{ hub: HubServer; files: Record<string, Map<string, Uint8Array>> }> {
+  const files = {
+    [SYSTEM1]: await repoFiles(join(FIXTURES, 'system1')),
+    [SYSTEM2]: await repoFiles(join(FIXTURES, 'system2')),
+  };
+  const hub = new HubServer();
+  for (const [repo, repoFilesMap] of Object.entries(files)) hub.addRepo(repo, { files: repoFilesMap });
+  await hub.start();
+  return { hub, files };
+}
+
+/** The CLI's merge of the same recipe, with the repos as folders beside it. */
+async function cliBytes(files: Record<string, Map<string, Uint8Array>>): Promise<Map<string, Buffer>> {
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-stream-'));
+  for (const [repo, repoFilesMap] of Object.entries(files)) {
+    await mkdir(join(dir, repo), { recursive: true });
+    for (const [name, bytes] of repoFilesMap) await writeFile(join(dir, repo, name), bytes);
+  }
+  await writeFile(join(dir, 'ties.yml'), RECIPE);
+  return cliMerge(join(dir, 'ties.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
+}
+
+async function indexedDbBytes(page: Page): Promise<number> {
+  return page.evaluate(async () => {
+    const estimate = (await navigator.storage.estimate()) as StorageEstimate & {
+      usageDetails?: { indexedDB?: number };
+    };
+    return estimate.usageDetails?.indexedDB ?? 0;
+  });
+}
+
+/** Marks every hub repo the recipe names (and the library lacks) to be streamed. */
+async function streamAll(page: Page, repos: string[]): Promise<void> {
+  for (const repo of repos) {
+    await page
+      .locator(`[data-testid="recipe-missing-hub"][data-repo="${repo}"]`)
+      .getByTestId('recipe-stream-hub')
+      .click();
+    await expect(page.locator(`[data-testid="recipe-streamed-hub"][data-repo="${repo}"]`)).toBeVisible();
+  }
+  await expect(page.getByTestId('merge-blocked')).toHaveCount(0);
+}
+
+async function expectSameBytes(page: Page, cli: Map<string, Buffer>): Promise<void> {
+  const browser = await downloadAll(page, await mkdtemp(join(tmpdir(), 'l2s-stream-dl-')));
+  expect([...browser.keys()].sort()).toEqual([...cli.keys()].sort());
+  for (const [name, bytes] of cli)
+    expect(browser.get(name)?.equals(bytes), `${name} differs from the CLI's`).toBe(true);
+}
+
+/** Every safetensors request the hub served: file, first and last byte. */
+function weightRanges(hub: HubServer): { path: string; repo: string; start: number; end: number }[] {
+  return hub.requests
+    .filter((r) => r.path.endsWith('.safetensors'))
+    .map((r) => {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(r.range ?? '');
+      if (!m) throw new Error(`${r.repo}/${r.path}: a request without a bounded range (${r.range})`);
+      return { repo: r.repo, path: r.path, start: Number(m[1]), end: Number(m[2]) };
+    });
+}
+
+test('a merge streamed from the hub equals the CLI bytes and stores nothing in IndexedDB', async ({
+  page,
+}) => {
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    const before = await indexedDbBytes(page);
+    await setRecipe(page, RECIPE);
+    await expect(page.getByTestId('recipe-missing-hub')).toHaveCount(2);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+
+    await page.getByTestId('merge-check').click();
+    const check = page.getByTestId('merge-check-result');
+    await expect(check).toHaveAttribute('data-state', 'ok', { timeout: 30_000 });
+    await expect(check).toContainText('Check passed: 51 tensors from 2 models');
+
+    await runMergeInPage(page);
+    const log = page.locator('l2s-run-panel .log');
+    await expect(log).toContainText(`${SYSTEM1}: streamed from the hub at commit`);
+    await expect(log).toContainText('read again by every run; nothing stored');
+    await expectSameBytes(page, cli);
+
+    expect(await libraryNames(page)).toEqual([]);
+    const weights = [...Object.values(files)].flatMap((f) =>
+      [...f].filter(([n]) => n.endsWith('.safetensors')),
+    );
+    const modelBytes = weights.reduce((s, [, b]) => s + b.length, 0);
+    const grown = (await indexedDbBytes(page)) - before;
+    expect(grown, `IndexedDB grew by ${grown} bytes`).toBeLessThan(modelBytes / 10);
+    // Every weight request was a bounded Range read, and every byte of both models was read.
+    const ranges = weightRanges(hub);
+    const sizes = new Map(weights.map(([n, b]) => [n, b.length]));
+    for (const [path, size] of sizes) {
+      const covered = ranges.filter((r) => r.path === path).reduce((s, r) => s + (r.end - r.start + 1), 0);
+      expect(covered).toBeGreaterThanOrEqual(size);
+    }
+    // The run reports what it downloaded: the weights (plus the side files), in a few requests each.
+    const cost = /read ([\d.]+) MB from the hub in (\d+) range requests/.exec(
+      (await log.textContent()) ?? '',
+    );
+    expect(cost, 'the run log reports the hub traffic').not.toBeNull();
+    console.log(`streamed merge: ${cost?.[0]}; the weights are ${modelBytes} bytes`);
+    // Each byte about once: headers twice (the validation, then the merge), the base's side files.
+    expect(Number(cost?.[1]) * 1e6).toBeGreaterThanOrEqual(modelBytes * 0.99);
+    expect(Number(cost?.[1]) * 1e6).toBeLessThan(modelBytes * 1.1);
+    expect(Number(cost?.[2])).toBeLessThan(40);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a bad recipe fails from the headers alone, listing every problem', async ({ page }) => {
+  const system1 = await repoFiles(join(FIXTURES, 'system1'));
+  const broken = await editModel(await repoFiles(join(FIXTURES, 'system2')), {
+    drop: ['model.layers.1.mlp.up_proj.weight'],
+    reshape: { 'model.layers.3.mlp.down_proj.weight': [128, 256] },
+  });
+  const hub = new HubServer();
+  hub.addRepo(SYSTEM1, { files: system1 });
+  hub.addRepo(BROKEN, { files: broken });
+  await hub.start();
+  try {
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    await setRecipe(page, RECIPE.replace(SYSTEM2, BROKEN));
+    await streamAll(page, [SYSTEM1, BROKEN]);
+    const problems = [
+      `${BROKEN}: tensor model.layers.1.mlp.up_proj.weight is missing from model-00001-of-00002.safetensors and model-00002-of-00002.safetensors`,
+      `tensor model.layers.3.mlp.down_proj.weight: ${BROKEN}/model-00002-of-00002.safetensors has shape [128, 256] but ${SYSTEM1} has [128, 512]`,
+    ];
+    const listed =
+      "PlanError: 2 problems in the models' safetensors headers (found before any tensor data was read):\n" +
+      problems.map((p) => `- ${p}`).join('\n');
+
+    await page.getByTestId('merge-check').click();
+    const check = page.getByTestId('merge-check-result');
+    await expect(check).toHaveAttribute('data-state', 'error', { timeout: 30_000 });
+    expect(await check.evaluate((e) => e.textContent)).toBe(listed);
+
+    await page.getByTestId('merge-run').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', 'error', { timeout: 30_000 });
+    expect(await status.evaluate((e) => e.textContent)).toBe(listed);
+
+    // The server log: the header of every shard was read, and not one byte past it.
+    const ranges = weightRanges(hub);
+    const shards = new Map([
+      ...[...system1].map(([n, b]): [string, Uint8Array] => [`${SYSTEM1}/${n}`, b]),
+      ...[...broken].map(([n, b]): [string, Uint8Array] => [`${BROKEN}/${n}`, b]),
+    ]);
+    const seen = new Set<string>();
+    for (const r of ranges) {
+      const bytes = shards.get(`${r.repo}/${r.path}`)!;
+      expect(r.end, `${r.repo}/${r.path} bytes ${r.start}-${r.end}`).toBeLessThan(dataStart(bytes));
+      seen.add(`${r.repo}/${r.path}`);
+    }
+    expect([...seen].sort()).toEqual([...shards.keys()].filter((k) => k.endsWith('.safetensors')).sort());
+  } finally {
+    await hub.stop();
+  }
+});
+
+/** The merge journal's records, read from IndexedDB (never creating the database). */
+async function journal(page: Page): Promise<{ tensorsDone: number; tensorsTotal: number }[]> {
+  return page.evaluate(
+    () =>
+      new Promise((resolvePromise) => {
+        const open = indexedDB.open('l2s-runs');
+        open.onupgradeneeded = () => open.transaction?.abort();
+        open.onerror = () => resolvePromise([]);
+        open.onsuccess = () => {
+          const db = open.result;
+          if (!db.objectStoreNames.contains('kv')) {
+            db.close();
+            resolvePromise([]);
+            return;
+          }
+          const req = db.transaction('kv', 'readonly').objectStore('kv').getAll();
+          req.onsuccess = () => {
+            resolvePromise(req.result.filter((r) => typeof r === 'object' && r && 'tensorsDone' in r));
+            db.close();
+          };
+        };
+      }),
+  );
+}
+
+test('a streamed merge cut short by a reload resumes at the pinned commit to the CLI bytes', async ({
+  page,
+}) => {
+  test.setTimeout(180_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'running');
+    await expect
+      .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
+      .toBeGreaterThanOrEqual(10);
+    await page.reload();
+    await openApp(page);
+    const [record] = await journal(page);
+    expect(record.tensorsDone).toBeLessThan(record.tensorsTotal);
+    const interrupted = page.getByTestId('merge-interrupted');
+    await expect(interrupted).toHaveCount(1);
+
+    const before = hub.log.length;
+    await page.getByTestId('merge-resume').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+    await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+    await expect(page.locator('l2s-run-panel .log')).toContainText(
+      `resuming after ${record.tensorsDone} of ${record.tensorsTotal} tensors`,
+    );
+    // The resumed run read the repos at the commits the run began with, not at `main`.
+    const resolved = hub.log.slice(before).filter((r) => r.method === 'GET' && r.url.includes('/resolve/'));
+    expect(resolved.length).toBeGreaterThan(0);
+    for (const r of resolved) {
+      const repo = r.url.includes(SYSTEM1) ? SYSTEM1 : SYSTEM2;
+      expect(r.url).toContain(`/resolve/${hub.revisions(repo).get('main')!.sha}/`);
+    }
+    await expectSameBytes(page, cli);
+    expect(await libraryNames(page)).toEqual([]);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a hub outage mid-merge keeps the merge, which resumes once the hub answers again', async ({ page }) => {
+  test.setTimeout(180_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', 'running');
+    await expect
+      .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
+      .toBeGreaterThanOrEqual(10);
+    hub.failFiles(503);
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 60_000 });
+    await expect(status).toHaveAttribute('data-state', 'error');
+    await expect(status).toContainText('the hub answered HTTP 503 (4 attempts)');
+    await expect(status).toContainText(
+      'The merge so far is kept: Resume continues after its last finished tensor once the hub answers again',
+    );
+    const interrupted = page.getByTestId('merge-interrupted');
+    await expect(interrupted).toHaveCount(1);
+    const [record] = await journal(page);
+    expect(record.tensorsDone).toBeGreaterThanOrEqual(10);
+
+    hub.failFiles(undefined);
+    await page.getByTestId('merge-resume').click();
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+    await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+    await expect(page.locator('l2s-run-panel .log')).toContainText(`resuming after ${record.tensorsDone} of`);
+    await expectSameBytes(page, cli);
+  } finally {
+    await hub.stop();
+  }
+});

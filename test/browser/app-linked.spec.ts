@@ -1,0 +1,384 @@
+/**
+ * Models read in place and output written straight into a folder (File System Access API).
+ * Playwright cannot answer a folder picker, so the page runs with `?opfsPicker`: a pick becomes a
+ * prompt for a folder of the origin private file system, where the test wrote the fixture models
+ * (test/fixtures/qwen2-tiny-l2s). Everything after the pick is the code a user runs. Outputs are
+ * compared byte for byte with the Node CLI's for the same recipe.
+ */
+import { mkdtemp, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from '@playwright/test';
+import {
+  cliMerge,
+  downloadAll,
+  expect,
+  libraryKeys,
+  openApp,
+  ROOT,
+  runMergeInPage,
+  setRecipe,
+  test,
+} from './app-harness';
+
+const FIXTURES = join(ROOT, 'test/fixtures/qwen2-tiny-l2s');
+
+const TIES_PAIR = `merge_method: ties
+base_model: system1
+models:
+  - model: system2
+    parameters: {weight: 1.0, density: 0.2}
+parameters: {lambda: 1.0}
+dtype: bfloat16
+`;
+
+/** Copies a fixture folder's files into the origin private file system at `path`. */
+async function writeOpfsFolder(page: Page, path: string, folder: string): Promise<void> {
+  const files: { name: string; base64: string }[] = [];
+  for (const name of (await readdir(folder)).sort()) {
+    files.push({ name, base64: (await readFile(join(folder, name))).toString('base64') });
+  }
+  await page.evaluate(
+    async ({ path, files }) => {
+      let dir = await navigator.storage.getDirectory();
+      for (const part of path.split('/')) dir = await dir.getDirectoryHandle(part, { create: true });
+      for (const f of files) {
+        const bytes = Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0));
+        const writable = await (await dir.getFileHandle(f.name, { create: true })).createWritable();
+        await writable.write(bytes);
+        await writable.close();
+      }
+    },
+    { path, files },
+  );
+}
+
+/** Every file under `path` in the origin private file system (relative names), with its bytes. */
+async function readOpfsTree(page: Page, path: string): Promise<Map<string, Buffer>> {
+  const entries = await page.evaluate(async (path) => {
+    let dir = await navigator.storage.getDirectory();
+    for (const part of path.split('/')) dir = await dir.getDirectoryHandle(part, { create: true });
+    const out: { name: string; base64: string }[] = [];
+    const walk = async (d: FileSystemDirectoryHandle, prefix: string) => {
+      for await (const entry of (d as unknown as { values(): AsyncIterable<FileSystemHandle> }).values()) {
+        if (entry.kind === 'directory') {
+          await walk(entry as FileSystemDirectoryHandle, `${prefix}${entry.name}/`);
+          continue;
+        }
+        const bytes = new Uint8Array(await (await (entry as FileSystemFileHandle).getFile()).arrayBuffer());
+        let text = '';
+        for (let i = 0; i < bytes.length; i += 0x8000)
+          text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+        out.push({ name: prefix + entry.name, base64: btoa(text) });
+      }
+    };
+    await walk(dir, '');
+    return out;
+  }, path);
+  return new Map(entries.map((e) => [e.name, Buffer.from(e.base64, 'base64')]));
+}
+
+/** Answers the page's test folder picker (a prompt) with the given OPFS paths, in order. */
+function answerPicks(page: Page, paths: string[]): void {
+  page.on('dialog', async (dialog) => {
+    const path = paths.shift();
+    if (dialog.type() !== 'prompt' || path === undefined) await dialog.dismiss();
+    else await dialog.accept(path);
+  });
+}
+
+async function linkFolder(page: Page, name: string): Promise<void> {
+  await page.getByTestId('link-folder').click();
+  const status = page.getByTestId('import-status');
+  await expect(status).toContainText(`Linked ${name}`, { timeout: 30_000 });
+  await expect(status).toHaveAttribute('data-state', 'done');
+}
+
+/** The fixture pair beside the recipe, as the CLI resolves them; returns the CLI's output. */
+async function cliOutput(): Promise<Map<string, Buffer>> {
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-linked-'));
+  for (const name of ['system1', 'system2']) await symlink(join(FIXTURES, name), join(dir, name));
+  await writeFile(join(dir, 'ties.yml'), TIES_PAIR);
+  return cliMerge(join(dir, 'ties.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
+}
+
+function expectSameFiles(actual: Map<string, Buffer>, expected: Map<string, Buffer>, what: string): void {
+  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
+  for (const [name, bytes] of expected) {
+    expect(actual.get(name)?.equals(bytes), `${what}: ${name} differs from the CLI's`).toBe(true);
+  }
+}
+
+async function linkFixturePair(page: Page): Promise<void> {
+  await writeOpfsFolder(page, 'picked/system1', join(FIXTURES, 'system1'));
+  await writeOpfsFolder(page, 'picked/system2', join(FIXTURES, 'system2'));
+  await linkFolder(page, 'system1');
+  await linkFolder(page, 'system2');
+}
+
+test('linked folders merge in place: nothing stored, output equal to the CLI, changes refused', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2']);
+  await openApp(page, '?opfsPicker');
+  expect(await libraryKeys(page)).toEqual([]);
+  await linkFixturePair(page);
+
+  // The library stores two records (the handle and the files' sizes and mtimes), no chunk of bytes.
+  const keysAfterLink = await libraryKeys(page);
+  expect(keysAfterLink.length).toBe(2);
+  expect(keysAfterLink.every((k) => k.startsWith('model:'))).toBe(true);
+  for (const name of ['system1', 'system2']) {
+    const row = page.locator(`[data-testid="library-model"][data-name="${name}"]`);
+    await expect(row.getByTestId('model-kind')).toHaveText('linked');
+    await expect(row.getByTestId('model-storage')).toHaveText('none (in place)');
+    await expect(row.getByTestId('link-state')).toHaveAttribute('data-state', 'ready');
+    await expect(row).toContainText('Qwen2ForCausalLM');
+  }
+
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  expect(await libraryKeys(page)).toEqual(keysAfterLink);
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-linked-out-'));
+  expectSameFiles(await downloadAll(page, join(dir, 'first')), cliFiles, 'linked merge');
+
+  // The second shard rewritten after linking (same bytes, new mtime): shown, and the merge refuses it.
+  await writeOpfsFolder(page, 'picked/system2', join(FIXTURES, 'system2'));
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  const system2 = page.locator('[data-testid="library-model"][data-name="system2"]');
+  const state = system2.getByTestId('link-state');
+  await expect(state).toHaveAttribute('data-state', 'changed');
+  await expect(state).toContainText('Changed since linking');
+  await expect(state).toContainText('model-00002-of-00002.safetensors was modified');
+  const status = page.getByTestId('merge-status');
+  const runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('merge-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  await expect(status).toHaveAttribute('data-state', 'error', { timeout: 60_000 });
+  await expect(status).toContainText(
+    'LinkedFolderChangedError: system2: the linked folder changed since it was linked',
+  );
+  await expect(status).toContainText('model-00002-of-00002.safetensors was modified');
+  await expect(status).toContainText('press "Re-link"');
+
+  // Re-link records the files as they are now; the merge runs again and still equals the CLI.
+  await system2.getByTestId('model-relink').click();
+  await expect(state).toHaveAttribute('data-state', 'ready');
+  await runMergeInPage(page);
+  expectSameFiles(await downloadAll(page, join(dir, 'relinked')), cliFiles, 'merge after re-link');
+
+  // Removing a linked model removes the link only: the folder keeps every file.
+  await system2.getByTestId('model-delete').click();
+  await system2.getByTestId('model-delete-confirm').click();
+  await expect(system2).toHaveCount(0);
+  expect((await libraryKeys(page)).length).toBe(1);
+  const kept = await readOpfsTree(page, 'picked/system2');
+  expect([...kept.keys()].sort()).toEqual((await readdir(join(FIXTURES, 'system2'))).sort());
+});
+
+test('output written straight into a folder equals the CLI, never over an earlier one; cancel leaves the folder as it was', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
+  await openApp(page, '?opfsPicker&paceWrites=100');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  await expect(page.getByTestId('merge-output-where')).toContainText('out/merged-model');
+
+  const status = page.getByTestId('merge-status');
+  await runMergeInPage(page);
+  await expect(status).toContainText('Written to the folder out/merged-model on this computer.');
+  const first = await readOpfsTree(page, 'out');
+  const inFirst = new Map(
+    [...first]
+      .filter(([n]) => n.startsWith('merged-model/'))
+      .map(([n, b]) => [n.slice('merged-model/'.length), b]),
+  );
+  expectSameFiles(inFirst, cliFiles, 'output in a folder');
+  expect([...first.keys()].filter((n) => n.includes('.l2s-partial') || n.endsWith('.crswap'))).toEqual([]);
+  // Nothing went to browser storage.
+  await expect(page.getByTestId('earlier-output')).toHaveCount(0);
+
+  // A second run takes a free name; the first output stays as it was.
+  await runMergeInPage(page);
+  await expect(status).toContainText('Written to the folder out/merged-model-2 on this computer.');
+  const second = await readOpfsTree(page, 'out');
+  for (const [name, bytes] of first) expect(second.get(name)?.equals(bytes), name).toBe(true);
+  expect([...second.keys()].filter((n) => n.startsWith('merged-model-2/')).length).toBe(cliFiles.size);
+
+  // Cancel mid-merge (writes paced): the folder is left exactly as it was before.
+  const runs = Number(await status.getAttribute('data-runs'));
+  await page.getByTestId('merge-run').click();
+  await expect(status).toHaveAttribute('data-runs', String(runs + 1));
+  await expect(status).toContainText('Merging into out/merged-model-3');
+  await expect
+    .poll(async () => [...(await readOpfsTree(page, 'out')).keys()].some((n) => n.includes('.l2s-partial')), {
+      timeout: 30_000,
+    })
+    .toBe(true);
+  await page.getByTestId('merge-cancel').click();
+  await expect(status).toHaveAttribute('data-state', 'idle', { timeout: 30_000 });
+  await expect(status).toHaveText('Merge cancelled; nothing was kept.');
+  const after = await readOpfsTree(page, 'out');
+  expect([...after.keys()].sort()).toEqual([...second.keys()].sort());
+  for (const [name, bytes] of second) expect(after.get(name)?.equals(bytes), name).toBe(true);
+});
+
+test('a dropped folder is linked; one the browser no longer may read shows "Permission needed" until allowed, and Merge asks for it', async ({
+  page,
+}) => {
+  // OPFS handles are always granted; here the page's queryPermission answers 'prompt' (as after a
+  // reload) until requestPermission is called from the button.
+  await page.addInitScript(() => {
+    const proto = FileSystemHandle.prototype as unknown as {
+      queryPermission(d: unknown): Promise<PermissionState>;
+      requestPermission(d: unknown): Promise<PermissionState>;
+    };
+    const state = { granted: false, requests: 0 };
+    (window as unknown as { permissionStub: typeof state }).permissionStub = state;
+    proto.queryPermission = async () => (state.granted ? 'granted' : 'prompt');
+    proto.requestPermission = async () => {
+      state.requests++;
+      state.granted = true;
+      return 'granted';
+    };
+  });
+  // A script's DataTransfer carries no folder: its items hand out the OPFS folder the test names,
+  // as a dropped folder's items do through getAsFileSystemHandle.
+  await page.addInitScript(() => {
+    (
+      DataTransferItem.prototype as unknown as { getAsFileSystemHandle(): Promise<FileSystemHandle> }
+    ).getAsFileSystemHandle = async () => {
+      let dir = await navigator.storage.getDirectory();
+      for (const part of ['picked', 'system1']) dir = await dir.getDirectoryHandle(part);
+      return dir;
+    };
+  });
+  await openApp(page, '?opfsPicker');
+  await writeOpfsFolder(page, 'picked/system1', join(FIXTURES, 'system1'));
+  await expect(page.getByTestId('link-dropped')).toBeChecked();
+  await page.locator('l2s-import-panel .drop').evaluate((zone) => {
+    const data = new DataTransfer();
+    data.items.add('system1', 'text/plain');
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  const status = page.getByTestId('import-status');
+  await expect(status).toContainText('Linked system1', { timeout: 30_000 });
+  expect((await libraryKeys(page)).every((k) => k.startsWith('model:'))).toBe(true);
+  const row = page.locator('[data-testid="library-model"][data-name="system1"]');
+  const state = row.getByTestId('link-state');
+  await expect(state).toHaveAttribute('data-state', 'permission');
+  await expect(state).toContainText('Permission needed to read system1');
+  await row.getByTestId('model-allow').click();
+  await expect(state).toHaveAttribute('data-state', 'ready');
+  const requests = () =>
+    page.evaluate(
+      () => (window as unknown as { permissionStub: { requests: number } }).permissionStub.requests,
+    );
+  expect(await requests()).toBe(1);
+
+  // As after another reload: Merge (a click) asks for the linked models the recipe reads.
+  await page.evaluate(() => {
+    (window as unknown as { permissionStub: { granted: boolean } }).permissionStub.granted = false;
+    window.dispatchEvent(new Event('focus'));
+  });
+  await expect(state).toHaveAttribute('data-state', 'permission');
+  await setRecipe(
+    page,
+    'merge_method: linear\nmodels:\n  - model: system1\n    parameters: {weight: 1.0}\ndtype: bfloat16\n',
+  );
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  expect(await requests()).toBe(2);
+  await expect(state).toHaveAttribute('data-state', 'ready');
+});
+
+test('a merge into a folder cut short by a reload is offered to start again, its partial files removed first', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
+  await openApp(page, '?opfsPicker&paceWrites=100');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  await page.getByTestId('merge-run').click();
+  await expect
+    .poll(async () => [...(await readOpfsTree(page, 'out')).keys()].some((n) => n.includes('.l2s-partial')), {
+      timeout: 30_000,
+    })
+    .toBe(true);
+  await page.reload();
+  await expect(page.getByTestId('storage-use')).toContainText('used of', { timeout: 30_000 });
+
+  const interrupted = page.getByTestId('merge-interrupted');
+  await expect(interrupted).toHaveAttribute('data-folder', 'out/merged-model', { timeout: 30_000 });
+  await expect(interrupted).toContainText('A merge written to a folder cannot be resumed');
+  await expect(interrupted.getByTestId('merge-resume')).toHaveCount(0);
+  // The partial files are still there until the user chooses.
+  expect([...(await readOpfsTree(page, 'out')).keys()].every((n) => n.startsWith('merged-model/.'))).toBe(
+    true,
+  );
+
+  const status = page.getByTestId('merge-status');
+  await interrupted.getByTestId('merge-restart').click();
+  await expect(status).toContainText('Merging into out/merged-model', { timeout: 30_000 });
+  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 120_000 });
+  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+  await expect(status).toContainText('Written to the folder out/merged-model on this computer.');
+  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+  const out = await readOpfsTree(page, 'out');
+  const files = new Map([...out].map(([n, b]) => [n.replace(/^merged-model\//, ''), b]));
+  expectSameFiles(files, cliFiles, 'merge started again into the folder');
+});
+
+test('"Save to a folder" copies an output from browser storage into a new subfolder, never over an earlier one', async ({
+  page,
+}) => {
+  test.setTimeout(240_000);
+  const cliFiles = await cliOutput();
+  answerPicks(page, ['picked/system1', 'picked/system2', 'saved', 'saved']);
+  await openApp(page, '?opfsPicker');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('saved', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await runMergeInPage(page);
+  await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'done');
+
+  const save = page.getByTestId('save-folder');
+  const message = page.getByTestId('output-message');
+  await save.click();
+  await expect(message).toContainText(`Saved ${cliFiles.size} files to the folder saved/`);
+  const first = await readOpfsTree(page, 'saved');
+  const folders = new Set([...first.keys()].map((n) => n.split('/')[0]));
+  expect(folders.size).toBe(1);
+  const [folder] = folders;
+  const saved = new Map([...first].map(([n, b]) => [n.slice(folder.length + 1), b]));
+  expectSameFiles(saved, cliFiles, 'output saved to a folder');
+
+  // Saving again makes a second subfolder; the first stays as it was.
+  await save.click();
+  await expect(message).toContainText(`to the folder saved/${folder}-2.`);
+  const second = await readOpfsTree(page, 'saved');
+  for (const [name, bytes] of first) expect(second.get(name)?.equals(bytes), name).toBe(true);
+  expect([...second.keys()].filter((n) => n.startsWith(`${folder}-2/`)).length).toBe(cliFiles.size);
+  expect([...second.keys()].filter((n) => n.includes('.l2s-partial') || n.endsWith('.crswap'))).toEqual([]);
+});
