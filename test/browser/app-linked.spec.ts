@@ -632,7 +632,7 @@ test('AIM calibrates on a linked base as on a stored one (output equal to the CL
   for (const name of stored) expect(cliFiles.has(name), name).toBe(true);
 });
 
-test('a merge written to a folder is linked in the library without picking it again, and merges again as the CLI does', async ({
+test('a merge written to a folder is linked in the library without picking it again: merged again as the CLI does, inspected, compared', async ({
   page,
 }) => {
   test.setTimeout(300_000);
@@ -664,8 +664,13 @@ dtype: bfloat16
 
   // A merge into browser storage has its copy there ("Add to library"): no link is offered.
   await runMergeInPage(page);
-  await expect(page.getByTestId('add-to-library')).toBeVisible();
   await expect(page.getByTestId('merge-link-output')).toHaveCount(0);
+  // Kept as a stored copy, to inspect beside the linked one below.
+  await page.getByTestId('output-name').fill('ties-stored');
+  await page.getByTestId('add-to-library').click();
+  await expect(
+    page.locator('[data-testid="library-model"][data-name="ties-stored"]').getByTestId('model-kind'),
+  ).toHaveText('stored', { timeout: 30_000 });
 
   await page.getByTestId('merge-output-to').selectOption('folder');
   await expect(page.getByTestId('merge-output-where')).toContainText('out/merged-model');
@@ -704,6 +709,16 @@ dtype: bfloat16
   await setRecipe(page, stepTwo);
   await runMergeInPage(page);
   expectSameFiles(await downloadAll(page, join(dir, 'browser-out')), cliSecond, 'merge of the linked output');
+
+  // Inspected, it gives the figures of the same merge's stored copy; Compare offers it.
+  await setRecipe(page, TIES_PAIR.replace('system2', 'merged-model'));
+  const linkedFigures = await inspectFigures(page, 'merged-model');
+  expect(Number(linkedFigures.norm)).toBeGreaterThan(0);
+  await setRecipe(page, TIES_PAIR.replace('system2', 'ties-stored'));
+  expect(await inspectFigures(page, 'ties-stored')).toEqual(linkedFigures);
+  await expect(page.getByTestId('compare-model-0').locator('option[value="lib:merged-model"]')).toHaveCount(
+    1,
+  );
 
   // An output folder gone before it is linked: a clear message, and nothing is added.
   await page.getByTestId('merge-output-to').selectOption('folder');
