@@ -15,6 +15,8 @@ const port = Number(process.env.L2S_TEST_PORT ?? 5174);
 
 export default defineConfig({
   testDir: 'test/browser',
+  // Rebuilds dist/cli when a source is newer (the tests compare the page with the CLI).
+  globalSetup: './test/browser/global-setup.ts',
   timeout: 120_000,
   fullyParallel: false,
   workers: 1,

@@ -710,3 +710,840 @@ export function mixSumOneBf16(
     store1(out, BF16, i, b + acc);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// slerp's and model_stock's reductions (f32-reduce.ts BlockedSumF32) and outputs (slerp.ts,
+// model-stock.ts)
+//
+// The blocked sum adds each block of REDUCTION_BLOCK consecutive terms sequentially, every
+// addition rounded to f32; the blocks themselves are independent, so four whole blocks run at once,
+// one block per lane (a 4x4 transpose turns four consecutive terms of each block into four steps).
+// These kernels give the level-0 block sums; the caller adds them into the upper levels. A block
+// that a call leaves open (its running sum and term count at `state`) is continued by the next call.
+
+const REDUCTION_BLOCK: usize = 256;
+const TERM_SQUARES: i32 = 0;
+const TERM_PRODUCTS: i32 = 1;
+const TERM_UNIT_PRODUCTS: i32 = 2;
+
+/** Terms i..i+3: fround(x*x), fround(x*y), or fround(fround(x/xNorm) * fround(y/yNorm)). */
+// @ts-ignore: decorator
+@inline
+function terms4(mode: i32, x: usize, xDtype: i32, xNorm: v128, y: usize, yDtype: i32, yNorm: v128, i: usize): v128 {
+  let a = load4(x, xDtype, i);
+  if (mode == TERM_SQUARES) return f32x4.mul(a, a);
+  let b = load4(y, yDtype, i);
+  if (mode == TERM_UNIT_PRODUCTS) {
+    a = f32x4.div(a, xNorm);
+    b = f32x4.div(b, yNorm);
+  }
+  return f32x4.mul(a, b);
+}
+
+// @ts-ignore: decorator
+@inline
+function term1(mode: i32, x: usize, xDtype: i32, xNorm: f32, y: usize, yDtype: i32, yNorm: f32, i: usize): f32 {
+  let a = load1(x, xDtype, i);
+  if (mode == TERM_SQUARES) return a * a;
+  let b = load1(y, yDtype, i);
+  if (mode == TERM_UNIT_PRODUCTS) {
+    a = a / xNorm;
+    b = b / yNorm;
+  }
+  return a * b;
+}
+
+/**
+ * Adds the terms of elements [0, n) to the blocked sum whose open block is at `state` (f32 running
+ * sum, i32 count): writes the sums of the blocks it closes to `sums` in order, returns how many,
+ * and leaves the new open block at `state`.
+ */
+// @ts-ignore: decorator
+@inline
+function blockSums(
+  mode: i32,
+  x: usize,
+  xDtype: i32,
+  xNorm: f32,
+  y: usize,
+  yDtype: i32,
+  yNorm: f32,
+  n: i32,
+  state: usize,
+  sums: usize,
+): i32 {
+  const end = <usize>n;
+  const xNorm4 = f32x4.splat(xNorm);
+  const yNorm4 = f32x4.splat(yNorm);
+  let open = load<f32>(state);
+  let count = <usize>load<i32>(state, 4);
+  let closed: usize = 0;
+  let i: usize = 0;
+  if (count > 0) {
+    while (i < end && count < REDUCTION_BLOCK) {
+      open += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+      i++;
+      count++;
+    }
+    if (count < REDUCTION_BLOCK) {
+      store<f32>(state, open);
+      store<i32>(state, <i32>count, 4);
+      return 0;
+    }
+    store<f32>(sums, open);
+    closed = 1;
+    count = 0;
+  }
+  while (end - i >= 4 * REDUCTION_BLOCK) {
+    let acc = f32x4.splat(0);
+    for (let j: usize = 0; j < REDUCTION_BLOCK; j += 4) {
+      const v0 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + j);
+      const v1 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + REDUCTION_BLOCK + j);
+      const v2 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + 2 * REDUCTION_BLOCK + j);
+      const v3 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + 3 * REDUCTION_BLOCK + j);
+      const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5);
+      const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5);
+      const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7);
+      const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7);
+      const t0 = v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5);
+      // A block's sum starts from its first term (not 0 + term: that would turn -0 into +0).
+      acc = j == 0 ? t0 : f32x4.add(acc, t0);
+      acc = f32x4.add(acc, v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7));
+      acc = f32x4.add(acc, v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5));
+      acc = f32x4.add(acc, v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7));
+    }
+    v128.store(sums + (closed << 2), acc);
+    closed += 4;
+    i += 4 * REDUCTION_BLOCK;
+  }
+  while (end - i >= REDUCTION_BLOCK) {
+    let acc = term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+    for (let j: usize = 1; j < REDUCTION_BLOCK; j++) acc += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i + j);
+    store<f32>(sums + (closed << 2), acc);
+    closed++;
+    i += REDUCTION_BLOCK;
+  }
+  if (i < end) {
+    open = term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+    count = 1;
+    for (i++; i < end; i++, count++) open += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+  }
+  store<f32>(state, open);
+  store<i32>(state, <i32>count, 4);
+  return <i32>closed;
+}
+
+/** Block sums of fround(x[i] * x[i]) (f32-reduce.ts addSquares). */
+export function squareBlockSums(x: usize, xDtype: i32, n: i32, state: usize, sums: usize): i32 {
+  return blockSums(TERM_SQUARES, x, xDtype, 1, x, xDtype, 1, n, state, sums);
+}
+
+/** Block sums of fround(x[i] * y[i]) (f32-reduce.ts addProducts). */
+export function productBlockSums(x: usize, xDtype: i32, y: usize, yDtype: i32, n: i32, state: usize, sums: usize): i32 {
+  return blockSums(TERM_PRODUCTS, x, xDtype, 1, y, yDtype, 1, n, state, sums);
+}
+
+/**
+ * Block sums of fround(fround(x[i] / xNorm) * fround(y[i] / yNorm)): slerp's cosine of the unit
+ * vectors (a norm of 1 leaves its vector as it is, exactly).
+ */
+export function unitProductBlockSums(
+  x: usize,
+  xDtype: i32,
+  xNorm: f32,
+  y: usize,
+  yDtype: i32,
+  yNorm: f32,
+  n: i32,
+  state: usize,
+  sums: usize,
+): i32 {
+  return blockSums(TERM_UNIT_PRODUCTS, x, xDtype, xNorm, y, yDtype, yNorm, n, state, sums);
+}
+
+/** slerp's output from the stored values: out = fround(s0 * a) + fround(s1 * b). */
+export function blendStored(
+  a: usize,
+  aDtype: i32,
+  b: usize,
+  bDtype: i32,
+  s0: f32,
+  s1: f32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+): void {
+  const s04 = f32x4.splat(s0);
+  const s14 = f32x4.splat(s1);
+  let from: usize = 0;
+  if (aDtype == BF16 && bDtype == BF16 && outDtype == BF16) {
+    // bf16 throughout, eight elements a step (as mixSumOneBf16): the same operations, lanes widened
+    // by a shuffle and narrowed by one pack.
+    from = <usize>(n & ~7);
+    const zero = i32x4.splat(0);
+    for (let i: usize = 0; i < from; i += 8) {
+      const av = v128.load(a + (i << 1));
+      const bv = v128.load(b + (i << 1));
+      const aLow = v128.shuffle<i16>(zero, av, 0, 8, 1, 9, 2, 10, 3, 11);
+      const aHigh = v128.shuffle<i16>(zero, av, 4, 12, 5, 13, 6, 14, 7, 15);
+      const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+      const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+      const low = f32x4.add(f32x4.mul(s04, aLow), f32x4.mul(s14, bLow));
+      const high = f32x4.add(f32x4.mul(s04, aHigh), f32x4.mul(s14, bHigh));
+      v128.store(out + (i << 1), i16x8.narrow_i32x4_u(bf16Bits4(low), bf16Bits4(high)));
+    }
+  }
+  const whole = <usize>(n & ~3);
+  for (let i: usize = from; i < whole; i += 4) {
+    store4(out, outDtype, i, f32x4.add(f32x4.mul(s04, load4(a, aDtype, i)), f32x4.mul(s14, load4(b, bDtype, i))));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    store1(out, outDtype, i, s0 * load1(a, aDtype, i) + s1 * load1(b, bDtype, i));
+  }
+}
+
+/**
+ * model_stock's output over a model table (pointer, dtype; the weight is unused) of the `count`
+ * models other than the base: avg = fround(sum in table order from the first / count),
+ * out = fround(t * avg) + fround(baseShare * base).
+ */
+export function stockBlend(
+  table: usize,
+  count: i32,
+  base: usize,
+  baseDtype: i32,
+  t: f32,
+  baseShare: f32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const t4 = f32x4.splat(t);
+  const share4 = f32x4.splat(baseShare);
+  const count4 = f32x4.splat(<f32>count);
+  const first = load<usize>(table);
+  const firstDtype = load<i32>(table, 4);
+  for (let i: usize = 0; i < whole; i += 4) {
+    let sum = load4(first, firstDtype, i);
+    for (let k = 1; k < count; k++) {
+      const entry = table + <usize>k * ENTRY_BYTES;
+      sum = f32x4.add(sum, load4(load<usize>(entry), load<i32>(entry, 4), i));
+    }
+    const avg = f32x4.div(sum, count4);
+    store4(out, outDtype, i, f32x4.add(f32x4.mul(t4, avg), f32x4.mul(share4, load4(base, baseDtype, i))));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    let sum = load1(first, firstDtype, i);
+    for (let k = 1; k < count; k++) {
+      const entry = table + <usize>k * ENTRY_BYTES;
+      sum += load1(load<usize>(entry), load<i32>(entry, 4), i);
+    }
+    store1(out, outDtype, i, t * (sum / <f32>count) + baseShare * load1(base, baseDtype, i));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DELLA's keep probabilities (sparsify.ts dellaChunkProbabilities, rank-select.ts
+// fiberRanksFromBits): each fiber along dimension 1 ranked by magnitude, stably ascending (NaN
+// above +Inf, equal magnitudes in index order), by an LSD radix sort of (key << 32 | index) on the
+// key's four bytes (stable, so the index order of equal keys stays), skipping bytes that all keys share.
+
+const RADIX_BUCKETS: usize = 256;
+const RADIX_HISTOGRAM_BYTES: i32 = 4 * 256 * 4;
+
+/** Bytes of dellaProbabilities' scratch for fibers of `length` elements. */
+export function dellaScratchBytes(length: i32): i32 {
+  return length * 16 + RADIX_HISTOGRAM_BYTES;
+}
+
+/**
+ * probabilities[j] = low + fround(fround(fround(rank_j / rankSpan) * 2) * epsilon) for the n values
+ * at `values` (whole slabs of `length` fibers of `inner` elements each, fiber element j at stride
+ * `inner`), rank_j the 0-based position of |values[j]| in its fiber's stable ascending order.
+ */
+export function dellaProbabilities(
+  values: usize,
+  n: i32,
+  length: i32,
+  inner: i32,
+  low: f32,
+  epsilon: f32,
+  rankSpan: f32,
+  probabilities: usize,
+  scratch: usize,
+): void {
+  const count = <usize>length;
+  const stride = <usize>inner;
+  const slab = count * stride;
+  if (slab == 0) return;
+  const keysA = scratch;
+  const keysB = scratch + (count << 3);
+  const histogram = scratch + (count << 4);
+  for (let slabStart: usize = 0; slabStart < <usize>n; slabStart += slab) {
+    for (let r: usize = 0; r < stride; r++) {
+      const offset = slabStart + r;
+      memory.fill(histogram, 0, <usize>RADIX_HISTOGRAM_BYTES);
+      for (let j: usize = 0; j < count; j++) {
+        const abs = load<u32>(values + ((offset + j * stride) << 2)) & 0x7fffffff;
+        const key: u32 = abs > 0x7f800000 ? 0x7fc00000 : abs;
+        store<u64>(keysA + (j << 3), (<u64>key << 32) | <u64>j);
+        for (let b: usize = 0; b < 4; b++) {
+          const h = histogram + ((b * RADIX_BUCKETS + ((key >>> (<u32>b << 3)) & 0xff)) << 2);
+          store<u32>(h, load<u32>(h) + 1);
+        }
+      }
+      let from = keysA;
+      let to = keysB;
+      for (let b: usize = 0; b < 4; b++) {
+        const counts = histogram + ((b * RADIX_BUCKETS) << 2);
+        // Every key has the same byte here: the order is already sorted on it.
+        let trivial = false;
+        let total: u32 = 0;
+        for (let d: usize = 0; d < RADIX_BUCKETS; d++) {
+          const c = load<u32>(counts + (d << 2));
+          if (c == <u32>count) trivial = true;
+          store<u32>(counts + (d << 2), total);
+          total += c;
+        }
+        if (trivial) continue;
+        const shift = <u64>(32 + (b << 3));
+        for (let j: usize = 0; j < count; j++) {
+          const entry = load<u64>(from + (j << 3));
+          const h = counts + ((<usize>((entry >>> shift) & 0xff)) << 2);
+          const position = load<u32>(h);
+          store<u32>(h, position + 1);
+          store<u64>(to + (<usize>position << 3), entry);
+        }
+        const swap = from;
+        from = to;
+        to = swap;
+      }
+      for (let position: usize = 0; position < count; position++) {
+        const j = <usize>(<u32>load<u64>(from + (position << 3)));
+        const norm = <f32>position / rankSpan;
+        store<f32>(probabilities + ((offset + j * stride) << 2), low + norm * 2 * epsilon);
+      }
+    }
+  }
+}
+
+/** values[j] *= +(uniform[j] < probabilities[j]) for j in [0, n): DELLA's mask (sparsify.ts maskInPlace). */
+export function varyingBernoulliMask(uniform: usize, n: i32, probabilities: usize, values: usize): void {
+  const whole = <usize>(n & ~3);
+  const one = f32x4.splat(1);
+  for (let j: usize = 0; j < whole; j += 4) {
+    const keep = v128.and(f32x4.lt(v128.load(uniform + (j << 2)), v128.load(probabilities + (j << 2))), one);
+    v128.store(values + (j << 2), f32x4.mul(v128.load(values + (j << 2)), keep));
+  }
+  for (let j = whole; j < <usize>n; j++) {
+    const keep: f32 = load<f32>(uniform + (j << 2)) < load<f32>(probabilities + (j << 2)) ? 1 : 0;
+    store<f32>(values + (j << 2), load<f32>(values + (j << 2)) * keep);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TIES / breadcrumbs, fused passes (rank-select.ts MagnitudeRangeSelector, the same decisions)
+
+// V8 builds a v128.const anew at each use inside a loop (a few instructions each), which costs the
+// loops below as much as their arithmetic. So their constants are stored once per call in page 0
+// (which the arena never hands out, src/kernels/wasm.ts) and loaded into locals before the loop:
+// Binaryen cannot fold a load back into a constant.
+const CONSTANTS: usize = 1024;
+
+// @ts-ignore: decorator
+@inline
+function constant(slot: usize, value: v128): v128 {
+  v128.store(CONSTANTS + (slot << 4), value);
+  return v128.load(CONSTANTS + (slot << 4));
+}
+
+/** Order keys of four f32 values (orderKey, four lanes); the masks as loaded by `constant`. */
+// @ts-ignore: decorator
+@inline
+function orderKey4(v: v128, flip4: v128, absMask: v128, nanKey: v128, inf: v128): v128 {
+  const abs = v128.and(v, absMask);
+  return v128.xor(v128.bitselect(nanKey, abs, i32x4.gt_s(abs, inf)), flip4);
+}
+
+/** bf16Bits4 with its constants in locals. */
+// @ts-ignore: decorator
+@inline
+function bf16Bits4k(u: v128, absMask: v128, inf: v128, one: v128, round: v128, quiet: v128, low16: v128): v128 {
+  const isNaN = i32x4.gt_s(v128.and(u, absMask), inf);
+  const lsb = v128.and(i32x4.shr_u(u, 16), one);
+  const rounded = i32x4.shr_u(i32x4.add(i32x4.add(u, round), lsb), 16);
+  return v128.and(v128.bitselect(v128.or(i32x4.shr_u(u, 16), quiet), rounded, isNaN), low16);
+}
+
+/**
+ * countWindowed with the window counts deferred: keys inside either window are gathered in order in
+ * `scratch` (room for `capacity` keys, a multiple of 4) and counted when it fills and at the end, so
+ * the main loop has no data-dependent branch and scatters only into the high histogram.
+ */
+export function countWindowedGathered(
+  values: usize,
+  n: i32,
+  flip: u32,
+  high: usize,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+  scratch: usize,
+  capacity: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  const s0 = i32x4.splat(start0);
+  const b0 = i32x4.splat(buckets0);
+  const s1 = i32x4.splat(start1);
+  const b1 = i32x4.splat(buckets1);
+  let gathered: usize = 0;
+  for (let i: usize = 0; i < whole; i += 4) {
+    const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
+    const bucket = i32x4.shr_u(key, 16);
+    const inWindow = v128.or(i32x4.lt_u(i32x4.sub(bucket, s0), b0), i32x4.lt_u(i32x4.sub(bucket, s1), b1));
+    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    // Every lane written, the cursor advanced past the ones inside a window.
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 0));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 0) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 1));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 1) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 2));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 2) & 1);
+    store<u32>(scratch + (gathered << 2), i32x4.extract_lane(key, 3));
+    gathered += <usize>(i32x4.extract_lane(inWindow, 3) & 1);
+    if (gathered > <usize>(capacity - 4)) {
+      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+      gathered = 0;
+    }
+  }
+  replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+  if (whole < <usize>n)
+    countWindowed(values + (whole << 2), n - <i32>whole, flip, high, window0, start0, buckets0, window1, start1, buckets1);
+}
+
+/** replayKeys into both windows. */
+// @ts-ignore: decorator
+@inline
+function replayKeysTwo(
+  keys: usize,
+  n: i32,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+): void {
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const key = load<u32>(keys + (i << 2));
+    const offset0 = (key >>> 16) - start0;
+    if (offset0 < buckets0) {
+      const p = window0 + ((<usize>((offset0 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+    const offset1 = (key >>> 16) - start1;
+    if (offset1 < buckets1) {
+      const p = window1 + ((<usize>((offset1 << 16) | (key & 0xffff))) << 2);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+  }
+}
+
+/** countSampled, keys four lanes at a time. */
+export function countSampled4(values: usize, n: i32, flip: u32, high: usize, sample: usize): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  for (let i: usize = 0; i < whole; i += 4) {
+    const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
+    v128.store(sample + (i << 2), key);
+    const bucket = i32x4.shr_u(key, 16);
+    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
+    store<u32>(h, load<u32>(h) + 1);
+  }
+  if (whole < <usize>n) countSampled(values + (whole << 2), n - <i32>whole, flip, high, sample + (whole << 2));
+}
+
+// Running tie counts of the two cuts while a fused mask runs (maskRange's state).
+let upToTies: f64 = 0;
+let belowTies: f64 = 0;
+
+/**
+ * Lanes of `key` in a cut's prefix: key < cutKey, or a tie at cutKey while fewer than `taken` ties
+ * were taken (lowest index first, so lane order). A vector whose ties all fit is taken whole; the
+ * one where the taken ties run out goes lane by lane.
+ */
+// @ts-ignore: decorator
+@inline
+function inPrefix4(key: v128, cut4: v128, cutKey: u32, taken: f64, below: bool): v128 {
+  const lt = i32x4.lt_u(key, cut4);
+  const tie = i32x4.eq(key, cut4);
+  const count = <f64>popcnt(i32x4.bitmask(tie));
+  const ties = below ? belowTies : upToTies;
+  const room = taken - ties;
+  if (count <= room) {
+    if (below) belowTies = ties + count;
+    else upToTies = ties + count;
+    return v128.or(lt, tie);
+  }
+  if (room <= 0) return lt;
+  // The last ties taken lie in this vector: lane by lane, in order.
+  let t = ties;
+  let lanes = lt;
+  if (<u32>i32x4.extract_lane(key, 0) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 0, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 1) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 1, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 2) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 2, -1);
+  }
+  if (<u32>i32x4.extract_lane(key, 3) == cutKey && t < taken) {
+    t++;
+    lanes = i32x4.replace_lane(lanes, 3, -1);
+  }
+  if (below) belowTies = t;
+  else upToTies = t;
+  return lanes;
+}
+
+/** maskRange's decision for one value: 1 kept, 0 dropped (the tie counts advance). */
+// @ts-ignore: decorator
+@inline
+function keep1(bits: u32, flip: u32, upToKey: u32, upToTaken: f64, hasBelow: i32, belowKey: u32, belowTaken: f64): f32 {
+  const k = orderKey(bits, flip);
+  let keep: f32 = k < upToKey ? 1 : 0;
+  if (k == upToKey && upToTies < upToTaken) {
+    upToTies++;
+    keep = 1;
+  }
+  if (hasBelow) {
+    let inBelow = k < belowKey;
+    if (k == belowKey && belowTies < belowTaken) {
+      belowTies++;
+      inBelow = true;
+    }
+    if (inBelow) keep = 0;
+  }
+  return keep;
+}
+
+/** 1.0 in the lanes of four values that the cuts keep (maskRange's mask), 0.0 elsewhere. */
+// @ts-ignore: decorator
+@inline
+function keep4(
+  key: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  below4: v128,
+  belowKey: u32,
+  belowTaken: f64,
+  one: v128,
+): v128 {
+  let selected = inPrefix4(key, up4, upToKey, upToTaken, false);
+  if (hasBelow) selected = v128.andnot(selected, inPrefix4(key, below4, belowKey, belowTaken, true));
+  return v128.and(selected, one);
+}
+
+/**
+ * The output pass of one task vector under a TIES / breadcrumbs mask, fused: dst[i] =
+ * fround(fround(x[i] - base[i]) * keep(i)), then times `rescale` when `hasRescale` (sparsify.ts
+ * MaskSparsifier.apply). Tie counts come from and go back to `state` as in maskRange.
+ */
+export function maskedDelta(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  dst: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTaken: f64,
+  state: usize,
+  rescale: f32,
+  hasRescale: i32,
+): void {
+  upToTies = load<f64>(state);
+  belowTies = load<f64>(state, 8);
+  const whole = <usize>(n & ~3);
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  const rescale4 = f32x4.splat(rescale);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  for (let i: usize = 0; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
+    if (hasRescale) m = f32x4.mul(m, rescale4);
+    v128.store(dst + (i << 2), m);
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const d = load1(x, xDtype, i) - load1(base, baseDtype, i);
+    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
+    if (hasRescale) m = m * rescale;
+    store<f32>(dst + (i << 2), m);
+  }
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+/**
+ * TIES' (and breadcrumbs_ties') output for one model, fused: maskedDelta, then mixConsensus with
+ * that one model (kept where its weighted delta is a nonzero number, divided by its weight when
+ * `normalize`), scaled by `lambda` when `scale`, added to the base and encoded.
+ */
+export function tiesOne(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTaken: f64,
+  state: usize,
+  rescale: f32,
+  hasRescale: i32,
+  weight: f32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  upToTies = load<f64>(state);
+  belowTies = load<f64>(state, 8);
+  // One model's divisor is its weight where kept, else 1: a weight of 1 divides by 1 everywhere,
+  // which changes no value, so the division (as costly as the rest of the loop) is skipped.
+  const divide = normalize != 0 && weight != 1;
+  const whole = <usize>(n & ~3);
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  const rescale4 = f32x4.splat(rescale);
+  const w = f32x4.splat(weight);
+  const lambda4 = f32x4.splat(lambda);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  const zero = constant(4, i32x4.splat(0));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
+  for (let i: usize = 0; i < whole; i += 4) {
+    const b = load4(base, baseDtype, i);
+    const d = f32x4.sub(load4(x, xDtype, i), b);
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
+    if (hasRescale) m = f32x4.mul(m, rescale4);
+    const dw = f32x4.mul(m, w);
+    const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+    let mixed = f32x4.mul(dw, keep);
+    if (divide) {
+      const divisor = f32x4.mul(w, keep);
+      mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+    }
+    if (scale) mixed = f32x4.mul(mixed, lambda4);
+    const u = f32x4.add(b, mixed);
+    if (outDtype == BF16) {
+      const h = bf16Bits4k(u, absMask, inf, lsb1, round, quiet, low16);
+      v128.store64_lane(out + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
+    } else {
+      store4(out, outDtype, i, u);
+    }
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const b = load1(base, baseDtype, i);
+    const d = load1(x, xDtype, i) - b;
+    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
+    if (hasRescale) m = m * rescale;
+    const dw = m * weight;
+    const keep: f32 = dw > 0 || dw < 0 ? 1 : 0;
+    let mixed = dw * keep;
+    if (normalize) {
+      const divisor = weight * keep;
+      mixed = mixed / (divisor + (divisor == 0 ? <f32>1 : <f32>0));
+    }
+    if (scale) mixed = mixed * lambda;
+    store1(out, outDtype, i, b + mixed);
+  }
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+
+/**
+ * How many task-vector values x[i] - base[i] of [0, n) have the order key `upToKey`, and how many
+ * `belowKey` (when `hasBelow`), as two f64 at `out`: a chunk's ties at the cuts, so that a chunk
+ * masked on another thread knows the ties before it.
+ */
+export function countTies(
+  x: usize,
+  xDtype: i32,
+  base: usize,
+  baseDtype: i32,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  hasBelow: i32,
+  belowKey: u32,
+  out: usize,
+): void {
+  const whole = <usize>(n & ~3);
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const below4 = i32x4.splat(belowKey);
+  let upTo: i32 = 0;
+  let below: i32 = 0;
+  for (let i: usize = 0; i < whole; i += 4) {
+    const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
+    const key = orderKey4(d, flip4, absMask, nanKey, inf);
+    upTo += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, up4)));
+    below += <i32>popcnt(i32x4.bitmask(i32x4.eq(key, below4)));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    const k = orderKey(reinterpret<u32>(load1(x, xDtype, i) - load1(base, baseDtype, i)), flip);
+    if (k == upToKey) upTo++;
+    if (k == belowKey) below++;
+  }
+  store<f64>(out, <f64>upTo);
+  store<f64>(out, hasBelow ? <f64>below : 0, 8);
+}
+
+/**
+ * Four outputs of tiesOneBf16 (bf16 bits in the low halves of the lanes), from base values `b`
+ * and task-vector values `d`; the tie count runs in upToTies.
+ */
+// @ts-ignore: decorator
+@inline
+function tiesFour(
+  b: v128,
+  d: v128,
+  flip4: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  w: v128,
+  divide: bool,
+  lambda4: v128,
+  scale: i32,
+  absMask: v128,
+  nanKey: v128,
+  inf: v128,
+  one: v128,
+  zero: v128,
+  lsb1: v128,
+  round: v128,
+  quiet: v128,
+  low16: v128,
+): v128 {
+  const key = orderKey4(d, flip4, absMask, nanKey, inf);
+  const sel = inPrefix4(key, up4, upToKey, upToTaken, false);
+  const dw = f32x4.mul(f32x4.mul(d, v128.and(sel, one)), w);
+  const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+  let mixed = f32x4.mul(dw, keep);
+  if (divide) {
+    const divisor = f32x4.mul(w, keep);
+    mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
+  }
+  if (scale) mixed = f32x4.mul(mixed, lambda4);
+  return bf16Bits4k(f32x4.add(b, mixed), absMask, inf, lsb1, round, quiet, low16);
+}
+
+/**
+ * tiesOne for bf16 inputs and output and one cut (TIES), eight elements a step: the same
+ * operations on each four, the 16-bit lanes widened by a shuffle and narrowed by one pack.
+ */
+export function tiesOneBf16(
+  x: usize,
+  base: usize,
+  out: usize,
+  n: i32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  state: usize,
+  weight: f32,
+  normalize: i32,
+  lambda: f32,
+  scale: i32,
+): void {
+  upToTies = load<f64>(state);
+  const divide = normalize != 0 && weight != 1;
+  const absMask = constant(0, i32x4.splat(0x7fffffff));
+  const nanKey = constant(1, i32x4.splat(0x7fc00000));
+  const inf = constant(2, i32x4.splat(0x7f800000));
+  const one = constant(3, f32x4.splat(1));
+  const zero = constant(4, i32x4.splat(0));
+  const lsb1 = constant(5, i32x4.splat(1));
+  const round = constant(6, i32x4.splat(0x7fff));
+  const quiet = constant(7, i32x4.splat(0x0040));
+  const low16 = constant(8, i32x4.splat(0xffff));
+  const flip4 = i32x4.splat(flip);
+  const up4 = i32x4.splat(upToKey);
+  const w = f32x4.splat(weight);
+  const lambda4 = f32x4.splat(lambda);
+  const whole = <usize>(n & ~7);
+  for (let i: usize = 0; i < whole; i += 8) {
+    const xv = v128.load(x + (i << 1));
+    const bv = v128.load(base + (i << 1));
+    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+    const dLow = f32x4.sub(v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11), bLow);
+    const dHigh = f32x4.sub(v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15), bHigh);
+    // Elements i..i+3 first: the ties count in index order.
+    const low = tiesFour(bLow, dLow, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    const high = tiesFour(bHigh, dHigh, flip4, up4, upToKey, upToTaken, w, divide, lambda4, scale, absMask, nanKey, inf, one, zero, lsb1, round, quiet, low16);
+    v128.store(out + (i << 1), i16x8.narrow_i32x4_u(low, high));
+  }
+  store<f64>(state, upToTies);
+  if (whole < <usize>n) {
+    const tail = <i32>whole;
+    tiesOne(x + (whole << 1), BF16, base + (whole << 1), BF16, out + (whole << 1), BF16, n - tail, flip, upToKey, upToTaken, 0, 0, 0, state, 1, 0, weight, normalize, lambda, scale);
+  }
+}

@@ -8,26 +8,22 @@
  * Models run one after the other, each unloaded before the next is loaded.
  */
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { parseGsm8kAnswer } from '../eval/gsm8k';
 import { type EvalQuestion, PAPER_SYSTEM_PROMPT } from '../eval/questions';
 import { type EvalResult, formatEvalTable, scoreResponse, summarize } from '../eval/score';
-import type { DeviceChoice } from '../gpu/select-backend';
 import { generate } from '../model/generate';
 import type { ModelRunner } from '../model/runner';
 import { GREEDY } from '../model/sampling';
 import { UsageError } from './errors';
 import { failureText } from './fatal';
+import { chatMessages, type OpenedModel, openModel, runnerFor } from './generate';
+import { HUB_USAGE } from './hub-options';
 import {
-  chatMessages,
   cliModelLocator,
-  type OpenedModel,
-  openModel,
-  parseCount,
-  parseDevice,
-  runnerFor,
-} from './generate';
-import { HUB_OPTIONS, HUB_USAGE } from './hub-options';
+  type ModelCommandOptions,
+  modelCommandOptions,
+  parseModelCommandArgs,
+} from './model-options';
 
 /** The evaluation prompt of Wu et al. 2025 (and of Qwen2.5-Math / DeepSeek-R1's evaluations). */
 export const DEFAULT_EVAL_MAX_NEW_TOKENS = 1024;
@@ -90,42 +86,22 @@ export function parseQuestionsJsonl(text: string, file: string): EvalQuestion[] 
   return questions;
 }
 
-interface EvalArgs {
+interface EvalArgs extends ModelCommandOptions {
   models: string[];
   questions: string;
-  maxNewTokens: number;
   system: string;
   reference: string;
-  device: DeviceChoice;
-  json: boolean;
   quiet: boolean;
-  hubFlags: Record<string, string | boolean | undefined>;
 }
 
 function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        questions: { type: 'string' },
-        'max-new-tokens': { type: 'string' },
-        system: { type: 'string' },
-        reference: { type: 'string' },
-        device: { type: 'string' },
-        json: { type: 'boolean' },
-        quiet: { type: 'boolean' },
-        ...HUB_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | undefined>;
-  if (v.help) return 'help';
-  const models = parsed.positionals;
+  const parsed = parseModelCommandArgs(argv, {
+    questions: { type: 'string' },
+    reference: { type: 'string' },
+    quiet: { type: 'boolean' },
+  });
+  if (parsed === 'help') return 'help';
+  const { values: v, positionals: models } = parsed;
   if (models.length === 0) throw new UsageError('expected at least one MODEL_DIR');
   if (new Set(models).size !== models.length) throw new UsageError('a MODEL_DIR is listed twice');
   if (v.questions === undefined) throw new UsageError('--questions FILE.jsonl is required');
@@ -133,21 +109,13 @@ function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
   if (!models.includes(reference)) {
     throw new UsageError(`--reference ${reference} is not one of the MODEL_DIRs (${models.join(', ')})`);
   }
-  return {
+  const args = modelCommandOptions(v, { maxNewTokens: DEFAULT_EVAL_MAX_NEW_TOKENS }, () => ({
     models,
     questions: v.questions as string,
-    maxNewTokens: parseCount(
-      v['max-new-tokens'] as string | undefined,
-      '--max-new-tokens',
-      DEFAULT_EVAL_MAX_NEW_TOKENS,
-    ),
-    system: (v.system as string | undefined) ?? PAPER_SYSTEM_PROMPT,
     reference,
-    device: parseDevice(v.device as string | undefined),
-    json: Boolean(v.json),
     quiet: Boolean(v.quiet),
-    hubFlags: { 'hub-endpoint': v['hub-endpoint'], offline: v.offline },
-  };
+  }));
+  return { ...args, system: args.system ?? PAPER_SYSTEM_PROMPT };
 }
 
 export async function evalMain(argv: string[]): Promise<number> {

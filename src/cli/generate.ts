@@ -8,19 +8,24 @@
  * top_logprobs} with, per generated token, the 5 most likely [id, natural-log prob] from the f32 logits.
  */
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import type { DeviceChoice } from '../gpu/select-backend';
 import { type GenerateResult, generate } from '../model/generate';
 import { createRunner } from '../model/index';
 import type { ModelRunner, SamplingOptions } from '../model/runner';
 import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
 import { type ModelWeights, openModelWeights } from '../model/weights';
-import { folderResolver, type ModelLocator, modelFolder } from '../node/model-folder';
+import { type ModelLocator, modelFolder } from '../node/model-folder';
 import { nodeGpu } from '../node/webgpu';
 import { InputFileError, UsageError } from './errors';
 import { failureText } from './fatal';
-import { cliHubSettings, HUB_OPTIONS, HUB_USAGE } from './hub-options';
-import { downloadReporter } from './progress';
+import { HUB_USAGE } from './hub-options';
+import {
+  cliModelLocator,
+  type FlagValues,
+  type ModelCommandOptions,
+  modelCommandOptions,
+  parseModelCommandArgs,
+} from './model-options';
 
 export const GENERATE_USAGE = `usage: l2s-merge generate MODEL_DIR (--prompt TEXT | --prompt-file FILE) [options]
 
@@ -45,23 +50,7 @@ ${HUB_USAGE}  -h, --help             this help
 export const JSON_TOP_LOGPROBS = 5;
 export const DEFAULT_MAX_NEW_TOKENS = 256;
 
-export function parseDevice(text: string | undefined): DeviceChoice {
-  const device = text ?? 'auto';
-  if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') {
-    throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
-  }
-  return device;
-}
-
-export function parseCount(text: string | undefined, flag: string, fallback: number): number {
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
-    throw new UsageError(`${flag} must be a positive integer, got ${text}`);
-  }
-  return Number(text);
-}
-
-function parseSampling(v: Record<string, string | boolean | undefined>): SamplingOptions {
+function parseSampling(v: FlagValues): SamplingOptions {
   const number = (flag: string, fallback: number) => {
     const text = v[flag] as string | undefined;
     if (text === undefined) return fallback;
@@ -126,47 +115,27 @@ export function chatMessages(prompt: string, system: string | undefined): ChatMe
   return messages;
 }
 
-interface GenerateArgs {
+interface GenerateArgs extends ModelCommandOptions {
   modelDir: string;
   prompt?: string;
   promptFile?: string;
   raw: boolean;
-  system?: string;
-  maxNewTokens: number;
   sampling: SamplingOptions;
-  device: DeviceChoice;
-  json: boolean;
-  hubFlags: Record<string, string | boolean | undefined>;
 }
 
 function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        prompt: { type: 'string' },
-        'prompt-file': { type: 'string' },
-        raw: { type: 'boolean' },
-        system: { type: 'string' },
-        'max-new-tokens': { type: 'string' },
-        temperature: { type: 'string' },
-        'top-p': { type: 'string' },
-        seed: { type: 'string' },
-        device: { type: 'string' },
-        json: { type: 'boolean' },
-        ...HUB_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const v = parsed.values as Record<string, string | boolean | undefined>;
-  if (v.help) return 'help';
-  if (parsed.positionals.length !== 1) {
-    throw new UsageError(`expected one MODEL_DIR, got ${parsed.positionals.length} argument(s)`);
+  const parsed = parseModelCommandArgs(argv, {
+    prompt: { type: 'string' },
+    'prompt-file': { type: 'string' },
+    raw: { type: 'boolean' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+  });
+  if (parsed === 'help') return 'help';
+  const { values: v, positionals } = parsed;
+  if (positionals.length !== 1) {
+    throw new UsageError(`expected one MODEL_DIR, got ${positionals.length} argument(s)`);
   }
   const prompt = v.prompt as string | undefined;
   const promptFile = v['prompt-file'] as string | undefined;
@@ -174,35 +143,13 @@ function parseGenerateArgs(argv: string[]): GenerateArgs | 'help' {
     throw new UsageError('give exactly one of --prompt TEXT and --prompt-file FILE');
   }
   if (v.raw && v.system !== undefined) throw new UsageError('--system needs the chat template; drop --raw');
-  return {
-    modelDir: parsed.positionals[0],
+  return modelCommandOptions(v, { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, () => ({
+    modelDir: positionals[0],
     prompt,
     promptFile,
     raw: Boolean(v.raw),
-    system: v.system as string | undefined,
-    maxNewTokens: parseCount(
-      v['max-new-tokens'] as string | undefined,
-      '--max-new-tokens',
-      DEFAULT_MAX_NEW_TOKENS,
-    ),
     sampling: parseSampling(v),
-    device: parseDevice(v.device as string | undefined),
-    json: Boolean(v.json),
-    hubFlags: { 'hub-endpoint': v['hub-endpoint'], offline: v.offline },
-  };
-}
-
-/** A locator for the subcommands' model references: folders relative to the current folder, hub ids. */
-export async function cliModelLocator(
-  hubFlags: Record<string, string | boolean | undefined>,
-  signal: AbortSignal,
-  say: (line: string) => void,
-  quiet = false,
-): Promise<ModelLocator> {
-  return folderResolver(process.cwd(), {
-    settings: await cliHubSettings(hubFlags),
-    options: { signal, onProgress: quiet ? undefined : downloadReporter(process.stderr), notice: say },
-  });
+  }));
 }
 
 /** --json's object; ids and log-probabilities exactly as generated. */

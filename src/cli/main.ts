@@ -106,8 +106,8 @@ function parseCli(argv: string[]): CliArgs | 'help' {
   const device = ((v.device as string | undefined) ?? 'auto') as DeviceChoice;
   if (!['auto', 'cpu', 'gpu'].includes(device))
     throw new UsageError(`--device must be auto, cpu or gpu, got ${device}`);
-  // Measured on 2 cores, a second kernel thread costs more than it gains (the main thread reads and
-  // writes too); with 4 or more cores it has one of its own.
+  // Measured on 2 shared cores (README, Benchmarks), a second kernel thread gains no wall time and
+  // costs CPU time (the main thread reads and writes too); with 4 or more cores it has one of its own.
   const threadsText = (v.threads as string | undefined) ?? String(availableParallelism() >= 4 ? 2 : 1);
   if (!/^\d+$/.test(threadsText) || Number(threadsText) < 1 || Number(threadsText) > 64)
     throw new UsageError(`--threads must be an integer from 1 to 64, got ${threadsText}`);

@@ -17,7 +17,7 @@ import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { formatBytes } from '../formats/size';
-import { chunksIndependent, rawChunkMerge } from '../kernels/fused';
+import { chunkInputSets, chunksIndependent, rawChunkMerge } from '../kernels/fused';
 import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
@@ -863,9 +863,10 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   const rows = rowLen === 0 ? 0 : total / rowLen;
   const rowsPerChunk = Math.max(1, Math.floor(ctx.streamElements / Math.max(1, rowLen)));
   const inputDtypes = t.inputs.map((input) => input.tensor.dtype as FloatDType);
-  let job: ReturnType<typeof rawChunkMerge>;
-  try {
-    job = rawChunkMerge(arena, method, {
+  const chunks = rows === 0 ? 0 : Math.ceil(rows / rowsPerChunk);
+  const rowBytes = inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
+  const layout = (inputSets: number) =>
+    rawChunkMerge(arena, method, {
       spec: {
         tensorName: t.name,
         shape: t.shape,
@@ -878,13 +879,20 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
       outDtype: t.outDtype as FloatDType,
       workDtype: recipe.dtype,
       chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
+      inputSets,
     });
+  let job: ReturnType<typeof rawChunkMerge>;
+  let sets = 2;
+  try {
+    job = layout(sets);
+    // A tensor with statistics passes that fits the cache keeps its chunks: read once, not per pass.
+    sets = job ? chunkInputSets(job.passes, chunks, rows * rowBytes.reduce((a, b) => a + b, 0)) : 2;
+    if (job && sets !== 2) job = layout(sets);
   } catch (e) {
     throw failed(e);
   }
   if (!job) return false;
   const kernel = job;
-  const rowBytes = inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
   const readRows = async (r0: number, r1: number, set: number): Promise<number> => {
     await Promise.all(
       t.inputs.map((input, i) =>
@@ -900,22 +908,31 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
       throw failed(e);
     }
   };
-  // A tensor of one chunk stays in buffer set 0 from the first read on.
-  const oneChunk = rows <= rowsPerChunk;
-  let firstRead: Promise<number> | undefined;
+  // With a set per chunk (a tensor of one chunk, or one the cache holds), each chunk stays in its
+  // set from the first read on; else chunk k+1 is read into the other set while chunk k computes.
+  const cached = chunks <= sets;
+  const setOf = (k: number) => (cached ? k : k % 2);
+  const kept = new Map<number, Promise<number>>();
+  const fetch = (k: number): Promise<number> => {
+    let read = cached ? kept.get(k) : undefined;
+    if (!read) {
+      const r0 = k * rowsPerChunk;
+      read = readRows(r0, Math.min(rows, r0 + rowsPerChunk), setOf(k));
+      read.catch(() => {});
+      if (cached) kept.set(k, read);
+    }
+    return read;
+  };
+  const oneChunk = chunks === 1;
   const eachChunk = async (visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>) => {
     if (rows === 0) return;
-    if (oneChunk) firstRead ??= readRows(0, rows, 0);
-    let pending = firstRead ?? readRows(0, Math.min(rows, rowsPerChunk), 0);
-    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
+    let pending = fetch(0);
+    for (let k = 0; k < chunks; k++) {
       ctx.checkAbort();
       const bytes = await pending;
-      const r1 = Math.min(rows, r0 + rowsPerChunk);
-      if (r1 < rows) {
-        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
-        pending.catch(() => {});
-      }
-      await visit(k % 2, r0, r1, bytes);
+      if (k + 1 < chunks) pending = fetch(k + 1);
+      const r0 = k * rowsPerChunk;
+      await visit(setOf(k), r0, Math.min(rows, r0 + rowsPerChunk), bytes);
     }
   };
   for (let pass = 0; pass < kernel.passes; pass++) {
@@ -1092,6 +1109,30 @@ function startThreadTensor(ctx: StreamContext, threads: CpuThreads, arena: Kerne
       return false;
     }
   };
+  // TIES' and breadcrumbs' statistics split across the threads (threads.ts splitStatistics): for a
+  // tensor the engine's cache does not hold (one that does is read once whole on one thread), and
+  // masks without a rescale (its L1 sums run in chunk order).
+  const splitStatistics = () => {
+    if (!threads.splitsStatistics) return false;
+    if (recipe.dtype !== undefined && inputDtypes.some((d) => d !== recipe.dtype)) return false;
+    const inputBytes = inputDtypes.reduce((sum, d) => sum + rows * rowLen * DTYPE_BYTES[d], 0);
+    const chunks = Math.ceil(rows / rowsPerChunk);
+    if (chunkInputSets(1, chunks, inputBytes) === chunks) return false;
+    try {
+      const job = rawChunkMerge(arena, method, {
+        spec,
+        inputDtypes,
+        outDtype: t.outDtype as FloatDType,
+        workDtype: recipe.dtype,
+        chunkElements: 1,
+      });
+      return job !== null && job.passes > 0 && (job.splitSelectors?.() ?? null) !== null;
+    } catch {
+      return false;
+    }
+  };
+  const independentChunks = rows > rowsPerChunk && independent();
+  const statisticsSplit = rows > rowsPerChunk && !independentChunks && splitStatistics();
   return threads.start({
     method: recipe.mergeMethod,
     spec,
@@ -1105,7 +1146,8 @@ function startThreadTensor(ctx: StreamContext, threads: CpuThreads, arena: Kerne
     rows,
     rowLength: rowLen,
     rowsPerChunk,
-    split: rows > rowsPerChunk && independent(),
+    split: independentChunks || statisticsSplit,
+    splitStatistics: statisticsSplit,
   });
 }
 

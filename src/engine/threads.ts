@@ -28,9 +28,18 @@ export interface ThreadTensor {
   readonly rowsPerChunk: number;
   /**
    * true: chunk k is produced on thread k mod count (the chunks are independent, fused.ts
-   * chunksIndependent); false: one thread runs the statistics passes and produces every chunk.
+   * chunksIndependent, or `splitStatistics`); false: one thread runs the statistics passes and
+   * produces every chunk.
    */
   readonly split: boolean;
+  /**
+   * With `split`, for a tensor with statistics passes (TIES' and breadcrumbs' exact cuts, only on
+   * threads whose `splitsStatistics` is true): each thread counts its own chunks in each pass, the
+   * threads sum their counts (integers: the same sums in any order) and resolve the same cuts, and
+   * each chunk's ties at the cuts are counted on its thread and summed over the chunks before it,
+   * so that every chunk keeps exactly the lowest-index ties, whichever thread masks it.
+   */
+  readonly splitStatistics?: boolean;
 }
 
 /** One chunk's encoded output, in a thread's buffer until `release`. */
@@ -66,6 +75,8 @@ export class ThreadTaskError extends Error {
 
 export interface CpuThreads {
   readonly count: number;
+  /** Whether these threads split a tensor's statistics passes (ThreadTensor.splitStatistics). */
+  readonly splitsStatistics?: boolean;
   /** Whether the threads can read this source themselves (else the tensor stays on the engine's thread). */
   reads(source: ByteSource): boolean;
   /** Queues a tensor: each thread works through its queue in order, so start tensors in write order. */

@@ -9,10 +9,11 @@
  *
  * - linear, task_arithmetic and the rest of the generalized task-arithmetic family: per tile, the
  *   kernels take the task vectors from the stored bytes, the sparsifiers of sparsify.ts decide what
- *   is kept (TIES' and breadcrumbs' masks and DARE's uniforms in WebAssembly, DELLA's ranks in
- *   TypeScript), and one kernel mixes, finishes and encodes.
- * - every other streamed method (slerp, model_stock): the WebAssembly codecs around the reference's
- *   own passes (their blocked reductions stay in TypeScript); slerp's output blend is a kernel.
+ *   is kept (TIES' and breadcrumbs' masks, DARE's uniforms and DELLA's ranks in WebAssembly), and
+ *   one kernel mixes, finishes and encodes.
+ * - slerp and model_stock (reduce-kernels.ts): their blocked sums and outputs in WebAssembly from the
+ *   stored bytes, the few upper levels of the sums and the coefficients in the reference's TypeScript.
+ * - every other streamed method: the WebAssembly codecs around the reference's own passes.
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 import { chunkRowLength } from '../methods/chunks';
@@ -24,10 +25,20 @@ import {
 } from '../methods/generalized-task-arithmetic';
 import { LinearMerge } from '../methods/linear';
 import { elementCount } from '../methods/params';
-import { SELECTION_SAMPLE } from '../methods/rank-select';
+import {
+  type MagnitudeRangeSelector,
+  type RankMaskParameters,
+  SELECTION_SAMPLE,
+} from '../methods/rank-select';
 import type { ChunkSparsifier } from '../methods/sparsify';
 import type { MergeMethod, StreamingMerge, TensorMergeSpec } from '../methods/types';
-import { ArenaSparsifyKernels, SPARSIFY_SCRATCH_BYTES, selectionArenaBytes } from './sparsify-kernels';
+import { reductionChunkMerge } from './reduce-kernels';
+import {
+  ArenaSparsifyKernels,
+  dellaArenaBytes,
+  SPARSIFY_SCRATCH_BYTES,
+  selectionArenaBytes,
+} from './sparsify-kernels';
 import { DELTA_VALUES, DTYPE_CODE, type KernelArena } from './wasm';
 
 /** Bytes of one model-table entry: pointer, dtype code, f32 weight. */
@@ -39,14 +50,22 @@ const TILE_BOUND = 4096;
  * One tensor's merge on raw chunks. For each statistics pass p < passes (read `passes` before every
  * pass), `accumulate(p, set, start, n)` for every chunk in order; then `produce(set, start, n)` for
  * every chunk in order, which returns the chunk's encoded output. Chunk inputs go into
- * `input(set, i, n)` first; two sets let one chunk be read while the other is computed, and two
- * output buffers let one be written while the next is produced.
+ * `input(set, i, n)` first; two sets let one chunk be read while the other is computed (or one set
+ * per chunk keeps them all, RawTensorSpec.inputSets), and two output buffers let one be written
+ * while the next is produced.
  */
 export interface RawChunkMerge {
   readonly passes: number;
   input(set: number, index: number, elements: number): Uint8Array;
   accumulate(pass: number, set: number, start: number, elements: number): void;
   produce(set: number, start: number, elements: number): Uint8Array;
+  /**
+   * Split statistics (kernel threads, kernel-worker.ts): per model, the selector of its mask, or
+   * null for a model without one; absent or null where the statistics cannot be split.
+   */
+  splitSelectors?(): (MagnitudeRangeSelector | null)[] | null;
+  /** Per model of `splitSelectors`: the ties [upTo, below] at its cut keys in the chunk in `set`. */
+  chunkTies?(set: number, elements: number): [number, number][];
 }
 
 /** What the engine knows of a tensor's inputs and output. */
@@ -58,6 +77,23 @@ export interface RawTensorSpec {
   readonly workDtype?: FloatDType;
   /** The most elements of any chunk. */
   readonly chunkElements: number;
+  /**
+   * Input buffer sets (default 2, one being read while the other computes). As many as the tensor
+   * has chunks keep every chunk's inputs from the first pass to the output (`chunkInputSets`).
+   */
+  readonly inputSets?: number;
+}
+
+/** Input bytes of a tensor whose chunks the engine keeps from the first pass on, at most. */
+export const CACHED_INPUT_BYTES = 32 << 20;
+
+/**
+ * The input buffer sets of a tensor of `chunks` chunks and `inputBytes` input bytes merged in
+ * `passes` statistics passes: every chunk its own when there are passes and the inputs fit in
+ * CACHED_INPUT_BYTES (each is read once, not once per pass), else two.
+ */
+export function chunkInputSets(passes: number, chunks: number, inputBytes: number): number {
+  return passes > 0 && chunks > 2 && inputBytes <= CACHED_INPUT_BYTES ? chunks : 2;
 }
 
 /** The input buffers, the two output buffers and their views, laid out in the arena. */
@@ -70,14 +106,16 @@ class ChunkBuffers {
     readonly raw: RawTensorSpec,
   ) {
     const n = raw.chunkElements;
-    this.inputPtr = [0, 1].map(() => raw.inputDtypes.map((dtype) => arena.alloc(n * DTYPE_BYTES[dtype])));
+    this.inputPtr = Array.from({ length: raw.inputSets ?? 2 }, () =>
+      raw.inputDtypes.map((dtype) => arena.alloc(n * DTYPE_BYTES[dtype])),
+    );
     this.outPtr = [0, 1].map(() => arena.alloc(n * DTYPE_BYTES[raw.outDtype]));
   }
 
   static bytes(raw: RawTensorSpec): number {
     const n = raw.chunkElements;
     const inputs = raw.inputDtypes.reduce((s, d) => s + Math.ceil((n * DTYPE_BYTES[d]) / 16) * 16, 0);
-    return 2 * inputs + 2 * (Math.ceil((n * DTYPE_BYTES[raw.outDtype]) / 16) * 16);
+    return (raw.inputSets ?? 2) * inputs + 2 * (Math.ceil((n * DTYPE_BYTES[raw.outDtype]) / 16) * 16);
   }
 
   input(set: number, index: number, elements: number): Uint8Array {
@@ -256,6 +294,7 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
     private readonly arena: KernelArena,
     private readonly raw: RawTensorSpec,
     private readonly plan: TaskArithmeticPlan,
+    private readonly sparsifyKernels: ArenaSparsifyKernels,
   ) {
     const { models } = plan;
     this.tileLength = Math.min(raw.chunkElements, taskTileLength(models, chunkRowLength(raw.spec.shape)));
@@ -342,10 +381,82 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
       );
       return this.buffers.output(outSet, elements);
     }
+    if (consensus !== null && only?.sparsifier?.rankMask) {
+      // TIES with one model: mask, consensus, mix and encode of the whole chunk in one kernel.
+      const index = only.index;
+      const bf16 = baseDtype === 'BF16' && outDtype === 'BF16' && this.raw.inputDtypes[index] === 'BF16';
+      this.rankMasked(only.sparsifier, start, (mask, state, rescale) =>
+        bf16 && !mask.hasBelow && rescale === null
+          ? exports.tiesOneBf16(
+              this.buffers.inputPtr[set][index],
+              basePtr,
+              outPtr,
+              elements,
+              mask.flip,
+              mask.upToKey,
+              mask.upToTiesTaken,
+              state,
+              this.plan.weights[0],
+              +options.normalize,
+              lambda,
+              +scaleByLambda,
+            )
+          : exports.tiesOne(
+              this.buffers.inputPtr[set][index],
+              DTYPE_CODE[this.raw.inputDtypes[index]],
+              basePtr,
+              DTYPE_CODE[baseDtype],
+              outPtr,
+              DTYPE_CODE[outDtype],
+              elements,
+              mask.flip,
+              mask.upToKey,
+              mask.upToTiesTaken,
+              +mask.hasBelow,
+              mask.belowKey,
+              mask.belowTiesTaken,
+              state,
+              rescale ?? 1,
+              +(rescale !== null),
+              this.plan.weights[0],
+              +options.normalize,
+              lambda,
+              +scaleByLambda,
+            ),
+      );
+      return this.buffers.output(outSet, elements);
+    }
     for (let from = 0; from < elements; from += this.tileLength) {
       const to = Math.min(elements, from + this.tileLength);
       for (let m = 0; m < models.length; m++) {
         const sparsifier = models[m].sparsifier;
+        if (sparsifier?.rankMask) {
+          // The task vector and its TIES / breadcrumbs mask in one kernel, into the tile.
+          const index = models[m].index;
+          const dtype = this.raw.inputDtypes[index];
+          this.rankMasked(sparsifier, start + from, (mask, state, rescale) =>
+            exports.maskedDelta(
+              this.buffers.inputPtr[set][index] + from * DTYPE_BYTES[dtype],
+              DTYPE_CODE[dtype],
+              basePtr + from * baseElt,
+              DTYPE_CODE[baseDtype],
+              this.tilePtr[m],
+              to - from,
+              mask.flip,
+              mask.upToKey,
+              mask.upToTiesTaken,
+              +mask.hasBelow,
+              mask.belowKey,
+              mask.belowTiesTaken,
+              state,
+              rescale ?? 1,
+              +(rescale !== null),
+            ),
+          );
+          this.tableWords[m * 3] = this.tilePtr[m];
+          this.tableInts[m * 3 + 1] = DELTA_VALUES;
+          continue;
+        }
         if (consensus === null && !sparsifier) {
           const index = models[m].index;
           const dtype = this.raw.inputDtypes[index];
@@ -391,6 +502,62 @@ class TaskArithmeticChunkMerge implements RawChunkMerge {
       }
     }
     return this.buffers.output(outSet, elements);
+  }
+
+  /**
+   * Runs `kernel` on a rank mask's parameters (sparsify.ts rankMask) with its tie counts in the
+   * arena, and hands the advanced counts back.
+   */
+  private rankMasked(
+    sparsifier: ChunkSparsifier,
+    start: number,
+    kernel: (mask: RankMaskParameters, state: number, rescale: number | null) => void,
+  ): void {
+    const { mask, scale } = (sparsifier.rankMask as NonNullable<ChunkSparsifier['rankMask']>)(start);
+    const state = this.sparsifyKernels.tieState();
+    const counts = this.arena.f64(state, 2);
+    counts[0] = mask.ties[0];
+    counts[1] = mask.ties[1];
+    kernel(mask, state, scale);
+    mask.ties[0] = counts[0];
+    mask.ties[1] = counts[1];
+    sparsifier.endRankMask?.();
+  }
+
+  splitSelectors(): (MagnitudeRangeSelector | null)[] | null {
+    let splittable = true;
+    const selectors = this.plan.models.map((model) => {
+      if (!model.sparsifier) return null;
+      if (!model.sparsifier.splitSelector) splittable = false;
+      return model.sparsifier.splitSelector ?? null;
+    });
+    return splittable && selectors.some((s) => s !== null) ? selectors : null;
+  }
+
+  chunkTies(set: number, elements: number): [number, number][] {
+    const base = this.raw.spec.baseIndex;
+    const baseDtype = this.raw.inputDtypes[base];
+    const out = this.sparsifyKernels.tieState();
+    const counts = this.arena.f64(out, 2);
+    return this.plan.models.map((model) => {
+      const selector = model.sparsifier?.splitSelector;
+      if (!selector) return [0, 0];
+      // Any start but 0: the running counts are left as they are.
+      const mask = selector.beginMask(1);
+      this.arena.exports.countTies(
+        this.buffers.inputPtr[set][model.index],
+        DTYPE_CODE[this.raw.inputDtypes[model.index]],
+        this.buffers.inputPtr[set][base],
+        DTYPE_CODE[baseDtype],
+        elements,
+        mask.flip,
+        mask.upToKey,
+        +mask.hasBelow,
+        mask.belowKey,
+        out,
+      );
+      return [counts[0], counts[1]];
+    });
   }
 
   /** Model m's task vector for chunk elements [from, to), in its tile. */
@@ -446,12 +613,16 @@ export function rawChunkMerge(
     const total = elementCount(spec.shape);
     const selection =
       method.variant.sparsification === 'magnitude' || method.variant.sparsification === 'magnitude_outliers';
+    const della = method.variant.sparsification === 'della_magprune' && spec.shape.length > 0;
+    const fiberLength = spec.shape.length === 1 ? total : spec.shape[1];
     const sparsifyBytes =
       SPARSIFY_SCRATCH_BYTES +
-      (selection ? models * selectionArenaBytes(Math.min(total, SELECTION_SAMPLE)) : 0);
+      (selection ? models * selectionArenaBytes(Math.min(total, SELECTION_SAMPLE)) : 0) +
+      (della ? dellaArenaBytes(arena, Math.max(TILE_BOUND, chunkRowLength(spec.shape)), fiberLength) : 0);
     arena.reset(sparsifyBytes + TaskArithmeticChunkMerge.bytes(raw, models));
-    const plan = method.plan(spec, new ArenaSparsifyKernels(arena));
-    return new TaskArithmeticChunkMerge(arena, raw, plan);
+    const sparsifyKernels = new ArenaSparsifyKernels(arena);
+    const plan = method.plan(spec, sparsifyKernels);
+    return new TaskArithmeticChunkMerge(arena, raw, plan, sparsifyKernels);
   }
   if (!rounded && method instanceof LinearMerge) {
     // The reference checks the recipe (weights, a zero divisor) and is the spec of the sums.
@@ -461,5 +632,7 @@ export function rawChunkMerge(
     return new LinearChunkMerge(arena, raw, weights, normalize);
   }
   if (elementCount(spec.shape) === 0) return null;
+  const reduction = reductionChunkMerge(arena, method, raw);
+  if (reduction) return reduction;
   return new CodecChunkMerge(arena, raw, method.stream(spec));
 }

@@ -5,7 +5,7 @@
  * elsewhere returns false and the TypeScript loop runs.
  */
 import type { SelectionKernels } from '../methods/rank-select';
-import type { RandomKey, SparsifyKernels } from '../methods/sparsify';
+import type { DellaFibers, DellaScale, RandomKey, SparsifyKernels } from '../methods/sparsify';
 import { RNG_STREAM_SPARSIFY } from '../random/counter-rng';
 import type { KernelArena } from './wasm';
 
@@ -22,13 +22,28 @@ export function selectionArenaBytes(sampleElements: number): number {
   return BUCKET_BYTES * (1 + 1 + 2 * 8 + 2) + sampleElements * 4 + 6 * 16;
 }
 
-/** Arena bytes of the uniform scratch and the tie counts. */
-export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + 64;
+/**
+ * Arena bytes of DELLA's scratch: the keep probabilities of a tile of at most `tileElements` and the
+ * radix sort of one fiber of `fiberLength` elements (merge-kernels.ts dellaScratchBytes).
+ */
+export function dellaArenaBytes(arena: KernelArena, tileElements: number, fiberLength: number): number {
+  return tileElements * 4 + arena.exports.dellaScratchBytes(fiberLength) + 2 * 16;
+}
+
+/** Keys inside a window that countWindowedGathered holds before counting them. */
+const GATHER_KEYS = 4096;
+
+/** Arena bytes of the uniform scratch, the gathered window keys and the tie counts. */
+export const SPARSIFY_SCRATCH_BYTES = UNIFORM_TILE * 4 + GATHER_KEYS * 4 + 96;
 
 export class ArenaSparsifyKernels implements SparsifyKernels {
   readonly selection: SelectionKernels;
   private uniformPtr = 0;
   private tiesPtr = 0;
+  /** DELLA's probability and sort scratch, laid out on first use. */
+  private della: { capacity: number; fiberLength: number; probabilities: number; scratch: number } | null =
+    null;
+  private gatherPtr = 0;
 
   constructor(private readonly arena: KernelArena) {
     const kernels = arena.exports;
@@ -54,12 +69,26 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       },
       countSampled: (bits, from, to, flip, high, sample, sampleOffset) => {
         if (!reachable(bits, high, sample)) return false;
-        kernels.countSampled(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
+        kernels.countSampled4(at(bits) + from * 4, to - from, flip, at(high), at(sample) + sampleOffset * 4);
         return true;
       },
       countWindowed: (bits, from, to, flip, high, [w0, s0, b0, w1, s1, b1]) => {
         if (!reachable(bits, high, w0, w1)) return false;
-        kernels.countWindowed(at(bits) + from * 4, to - from, flip, at(high), at(w0), s0, b0, at(w1), s1, b1);
+        if (this.gatherPtr === 0) this.gatherPtr = arena.alloc(GATHER_KEYS * 4);
+        kernels.countWindowedGathered(
+          at(bits) + from * 4,
+          to - from,
+          flip,
+          at(high),
+          at(w0),
+          s0,
+          b0,
+          at(w1),
+          s1,
+          b1,
+          this.gatherPtr,
+          GATHER_KEYS,
+        );
         return true;
       },
       countLow: (bits, from, to, flip, low0, bucket0, low1, bucket1) => {
@@ -131,6 +160,53 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       index >>> 0,
       Math.floor(index / TWO_POW_32) >>> 0,
     );
+  }
+
+  dellaInPlace(
+    delta: Float32Array,
+    start: number,
+    fibers: DellaFibers,
+    scale: DellaScale,
+    random: RandomKey,
+  ): boolean {
+    if (!this.arena.holds(delta)) return false;
+    const n = delta.length;
+    if (this.della === null) {
+      // The first tile of a tensor is its longest (only a last chunk is short).
+      this.della = {
+        capacity: n,
+        fiberLength: fibers.length,
+        probabilities: this.arena.alloc(n * 4),
+        scratch: this.arena.alloc(this.arena.exports.dellaScratchBytes(fibers.length)),
+      };
+    }
+    const { capacity, fiberLength, probabilities, scratch } = this.della;
+    if (n > capacity || fibers.length !== fiberLength) return false;
+    const base = this.arena.addressOf(delta);
+    const { exports } = this.arena;
+    exports.dellaProbabilities(
+      base,
+      n,
+      fibers.length,
+      fibers.inner,
+      scale.low,
+      scale.epsilon,
+      scale.rankSpan,
+      probabilities,
+      scratch,
+    );
+    for (let offset = 0; offset < n; ) {
+      const count = this.uniformRun(start + offset, n - offset);
+      this.drawUniforms(random, start + offset, count);
+      exports.varyingBernoulliMask(this.uniformPtr, count, probabilities + offset * 4, base + offset * 4);
+      offset += count;
+    }
+    return true;
+  }
+
+  /** The address of the two running tie counts a fused mask kernel advances. */
+  tieState(): number {
+    return this.ties();
   }
 
   private ties(): number {

@@ -112,10 +112,152 @@ export interface KernelExports {
   keyHistogram(keys: number, n: number, histogram: number): void;
   countNonFinite(src: number, dtype: number, n: number): number;
   replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
+  // slerp's and model_stock's blocked sums and outputs (reduce-kernels.ts)
+  squareBlockSums(x: number, xDtype: number, n: number, state: number, sums: number): number;
+  productBlockSums(
+    x: number,
+    xDtype: number,
+    y: number,
+    yDtype: number,
+    n: number,
+    state: number,
+    sums: number,
+  ): number;
+  unitProductBlockSums(
+    x: number,
+    xDtype: number,
+    xNorm: number,
+    y: number,
+    yDtype: number,
+    yNorm: number,
+    n: number,
+    state: number,
+    sums: number,
+  ): number;
+  blendStored(
+    a: number,
+    aDtype: number,
+    b: number,
+    bDtype: number,
+    s0: number,
+    s1: number,
+    out: number,
+    outDtype: number,
+    n: number,
+  ): void;
+  // DELLA's keep probabilities and mask (sparsify-kernels.ts)
+  dellaScratchBytes(length: number): number;
+  dellaProbabilities(
+    values: number,
+    n: number,
+    length: number,
+    inner: number,
+    low: number,
+    epsilon: number,
+    rankSpan: number,
+    probabilities: number,
+    scratch: number,
+  ): void;
+  varyingBernoulliMask(uniform: number, n: number, probabilities: number, values: number): void;
+  stockBlend(
+    table: number,
+    count: number,
+    base: number,
+    baseDtype: number,
+    t: number,
+    baseShare: number,
+    out: number,
+    outDtype: number,
+    n: number,
+  ): void;
+  // TIES / breadcrumbs, fused passes
+  countWindowedGathered(
+    values: number,
+    n: number,
+    flip: number,
+    high: number,
+    window0: number,
+    start0: number,
+    buckets0: number,
+    window1: number,
+    start1: number,
+    buckets1: number,
+    scratch: number,
+    capacity: number,
+  ): void;
+  countSampled4(values: number, n: number, flip: number, high: number, sample: number): void;
+  maskedDelta(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    dst: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    hasBelow: number,
+    belowKey: number,
+    belowTaken: number,
+    state: number,
+    rescale: number,
+    hasRescale: number,
+  ): void;
+  countTies(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    hasBelow: number,
+    belowKey: number,
+    out: number,
+  ): void;
+  tiesOneBf16(
+    x: number,
+    base: number,
+    out: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    state: number,
+    weight: number,
+    normalize: number,
+    lambda: number,
+    scale: number,
+  ): void;
+  tiesOne(
+    x: number,
+    xDtype: number,
+    base: number,
+    baseDtype: number,
+    out: number,
+    outDtype: number,
+    n: number,
+    flip: number,
+    upToKey: number,
+    upToTaken: number,
+    hasBelow: number,
+    belowKey: number,
+    belowTaken: number,
+    state: number,
+    rescale: number,
+    hasRescale: number,
+    weight: number,
+    normalize: number,
+    lambda: number,
+    scale: number,
+  ): void;
 }
 
 const PAGE = 65536;
-/** The first page stays unused: address 0 is never a buffer. */
+/**
+ * The first page is never a buffer: address 0 is never one, and the kernels keep their vector
+ * constants there (merge-kernels.ts CONSTANTS).
+ */
 const ARENA_BASE = PAGE;
 
 let compiled: WebAssembly.Module | null | undefined;

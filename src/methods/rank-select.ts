@@ -107,6 +107,29 @@ export interface SelectionKernels {
   ): boolean;
 }
 
+/** One selector's pass-0 counts (MagnitudeRangeSelector.partialCounts). */
+export interface SelectionCounts {
+  readonly high: Uint32Array;
+  /** Per cut: low-bit counts of buckets [start, start + buckets). */
+  readonly windows: readonly {
+    readonly start: number;
+    readonly buckets: number;
+    readonly counts: Uint32Array;
+  }[];
+}
+
+/** MagnitudeRangeSelector.beginMask: one chunk's keep decisions as kernel parameters. */
+export interface RankMaskParameters {
+  readonly flip: number;
+  readonly upToKey: number;
+  readonly upToTiesTaken: number;
+  readonly hasBelow: boolean;
+  readonly belowKey: number;
+  readonly belowTiesTaken: number;
+  /** The running tie counts [upTo, below], advanced in place by the kernel. */
+  readonly ties: Float64Array;
+}
+
 /** The bucket of a histogram holding 1-based rank `rank`, and how many counts lie before it. */
 function bucketOfRank(histogram: Uint32Array, rank: number): { bucket: number; before: number } {
   let before = 0;
@@ -481,6 +504,144 @@ export class MagnitudeRangeSelector {
     }
     this.upToTies = upToTies;
     this.belowTies = belowTies;
+  }
+
+  /**
+   * `maskValues`' decisions for the chunk starting at tensor element `start`, as parameters for a
+   * kernel that fuses them with the task vector and the mix (the WebAssembly kernels): keep element
+   * i iff its key is below `upToKey`, or ties it while fewer than `upToTiesTaken` ties were taken,
+   * and not so for the lower cut when `hasBelow`. The running tie counts are `ties` ([upTo, below]):
+   * the kernel advances them in place, then `endMask` takes them back. A chunk with start 0 restarts
+   * them, as in `maskValues`.
+   */
+  beginMask(start: number): RankMaskParameters {
+    if (this.stage === 1) {
+      for (const cut of this.cuts()) if (!cut.resolved) cut.resolveLow();
+      this.stage = 2;
+    }
+    if (start === 0) {
+      this.upToTies = 0;
+      this.belowTies = 0;
+    }
+    this.ties[0] = this.upToTies;
+    this.ties[1] = this.belowTies;
+    const { upTo, below } = this;
+    if (upTo.none || upTo.count === below.count) {
+      // Nothing kept: no key is below 0, and no tie at it is taken.
+      return {
+        flip: this.flip,
+        upToKey: 0,
+        upToTiesTaken: 0,
+        hasBelow: false,
+        belowKey: 0,
+        belowTiesTaken: 0,
+        ties: this.ties,
+      };
+    }
+    return {
+      flip: this.flip,
+      upToKey: upTo.all ? 0x7fffffff : upTo.key,
+      upToTiesTaken: upTo.all ? Number.POSITIVE_INFINITY : upTo.tiesTaken,
+      hasBelow: !below.none,
+      belowKey: below.none ? 0 : below.key,
+      belowTiesTaken: below.none ? 0 : below.tiesTaken,
+      ties: this.ties,
+    };
+  }
+
+  /** The tie counts a fused kernel advanced in `beginMask`'s `ties`. */
+  endMask(): void {
+    this.upToTies = this.ties[0];
+    this.belowTies = this.ties[1];
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Split statistics: the tensor's chunks shared among threads, each with its own selector over
+  // the whole tensor's `total` that sees only its chunks in pass 0 (and pass 1); the counts are
+  // integers, so their sums are the same in any order, and every selector resolves the same keys.
+
+  /**
+   * This selector's counts after its chunks of pass 0: the high histogram, and for each cut (in
+   * the order of `cuts`) the window of low-bit counts it gathered. A sample that never filled
+   * leaves no window (its keys are in the high histogram already).
+   */
+  partialCounts(): SelectionCounts {
+    if (this.sample !== null) this.sample = null;
+    return {
+      high: this.high as Uint32Array,
+      windows: this.cuts().map((cut) => ({
+        start: cut.windowStart,
+        buckets: cut.window === null ? 0 : cut.windowBuckets,
+        counts: cut.window ?? new Uint32Array(0),
+      })),
+    };
+  }
+
+  /**
+   * Pass 0's end from every selector's `partialCounts` (this one's among them): the high histograms
+   * summed find each cut's bucket; where every window holds it, their low counts summed find the
+   * key. `passes` then drops to 1, or stays 2 when a cut needs pass 1 (`lowCounts`, `mergeLow`).
+   */
+  mergeCounts(parts: readonly SelectionCounts[]): void {
+    const high = this.counts(BUCKETS);
+    for (const part of parts) for (let b = 0; b < BUCKETS; b++) high[b] += part.high[b];
+    const cuts = this.cuts();
+    cuts.forEach((cut, c) => {
+      const { bucket, before } = bucketOfRank(high, cut.count);
+      cut.highBucket = bucket;
+      cut.beforeHigh = before;
+      cut.window = null;
+      const held = parts.every((part) => {
+        const w = part.windows[c];
+        return bucket >= w.start && bucket < w.start + w.buckets;
+      });
+      cut.low = this.counts(BUCKETS);
+      if (!held) return;
+      const low = cut.low;
+      for (const part of parts) {
+        const w = part.windows[c];
+        const offset = (bucket - w.start) * BUCKETS;
+        for (let j = 0; j < BUCKETS; j++) low[j] += w.counts[offset + j];
+      }
+      cut.resolveLow();
+    });
+    this.high = null;
+    if (cuts.every((cut) => cut.resolved)) {
+      this.statisticsPasses = 1;
+      this.stage = 2;
+    } else {
+      this.stage = 1;
+    }
+  }
+
+  /** Pass 1's low-bit counts of the cuts still open (null where a cut is resolved), in `cuts` order. */
+  lowCounts(): (Uint32Array | null)[] {
+    return this.cuts().map((cut) => (cut.resolved ? null : cut.low));
+  }
+
+  /** Pass 1's end: every selector's `lowCounts` summed (this one's among them); the keys follow. */
+  mergeLow(parts: readonly (readonly (Uint32Array | null)[])[]): void {
+    this.cuts().forEach((cut, c) => {
+      if (cut.resolved) return;
+      const sum = this.counts(BUCKETS);
+      for (const part of parts) {
+        const low = part[c] as Uint32Array;
+        for (let j = 0; j < BUCKETS; j++) sum[j] += low[j];
+      }
+      cut.low = sum;
+      cut.resolveLow();
+    });
+    this.stage = 2;
+  }
+
+  /**
+   * The running tie counts for a chunk that starts after `before` ([upTo, below]) elements tie
+   * at the cuts' keys in the chunks before it (those of other threads included): `maskValues` and
+   * `beginMask` then decide that chunk as if every chunk before it had been masked here.
+   */
+  setTiesBefore(before: readonly [number, number]): void {
+    this.upToTies = Math.min(before[0], this.upTo.all ? Number.POSITIVE_INFINITY : this.upTo.tiesTaken);
+    this.belowTies = Math.min(before[1], this.below.none ? 0 : this.below.tiesTaken);
   }
 
   /**

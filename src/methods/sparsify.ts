@@ -50,6 +50,7 @@ import {
   MagnitudeRangeSelector,
   magnitudeRankRangeMask,
   PACKED_SORT_MAX,
+  type RankMaskParameters,
   SELECTION_SAMPLE,
   type SelectionKernels,
 } from './rank-select';
@@ -96,6 +97,17 @@ export interface SparsifyKernels {
   fillUniform?(out: Float32Array, random: RandomKey, start: number): boolean;
   /** delta[j] = delta[j] * +(u(start + j) < probability) in place: DARE's mask. */
   bernoulliInPlace?(delta: Float32Array, start: number, probability: number, random: RandomKey): boolean;
+  /**
+   * DELLA's mask in place on a chunk of whole slabs: delta[j] = delta[j] * +(u(start + j) < p_j),
+   * p_j from the magnitude rank of delta[j] within its fiber (dellaChunkProbabilities).
+   */
+  dellaInPlace?(
+    delta: Float32Array,
+    start: number,
+    fibers: DellaFibers,
+    scale: DellaScale,
+    random: RandomKey,
+  ): boolean;
 }
 
 /**
@@ -114,6 +126,18 @@ export interface ChunkSparsifier {
   accumulate(pass: number, delta: Float32Array, start: number): void;
   /** Replaces the chunk's delta values by their sparsified values. */
   apply(delta: Float32Array, start: number): void;
+  /**
+   * TIES and breadcrumbs: instead of `apply` on the chunk at `start`, its keep decisions as kernel
+   * parameters, and the rescale factor to multiply the kept values by (null: none); call
+   * `endRankMask` once the kernel has run.
+   */
+  rankMask?(start: number): { mask: RankMaskParameters; scale: number | null };
+  endRankMask?(): void;
+  /**
+   * TIES and breadcrumbs without rescale: the selector whose statistics threads can split
+   * (rank-select.ts partialCounts, mergeCounts); absent where they run in chunk order.
+   */
+  readonly splitSelector?: MagnitudeRangeSelector;
 }
 
 const fround = Math.fround;
@@ -151,7 +175,7 @@ abstract class MaskSparsifier implements ChunkSparsifier {
   private readonly after = new BlockedSumF32();
   private scale: number | null | undefined;
 
-  constructor(private readonly rescale: boolean) {}
+  constructor(protected readonly rescale: boolean) {}
 
   /** Statistics passes the mask needs; may drop after pass 0 (rank-select.ts). */
   protected abstract get maskPasses(): number;
@@ -175,12 +199,18 @@ abstract class MaskSparsifier implements ChunkSparsifier {
     }
   }
 
-  apply(delta: Float32Array, start: number): void {
+  /** The rescale factor, known once the statistics passes are done (null: none). */
+  protected finalScale(): number | null {
     if (this.scale === undefined) {
       this.scale = this.rescale ? rescaleFactor(this.before.result(), this.after.result()) : null;
     }
+    return this.scale;
+  }
+
+  apply(delta: Float32Array, start: number): void {
+    this.finalScale();
     this.applyMask(delta, start);
-    const scale = this.scale;
+    const scale = this.scale as number | null;
     if (scale !== null) for (let i = 0; i < delta.length; i++) delta[i] = delta[i] * scale;
   }
 }
@@ -205,6 +235,19 @@ class RankRangeSparsifier extends MaskSparsifier {
 
   protected applyMask(delta: Float32Array, start: number): void {
     this.selector.maskValues(bitsOf(delta), 0, delta.length, start, delta);
+  }
+
+  rankMask(start: number): { mask: RankMaskParameters; scale: number | null } {
+    return { mask: this.selector.beginMask(start), scale: this.finalScale() };
+  }
+
+  endRankMask(): void {
+    this.selector.endMask();
+  }
+
+  get splitSelector(): MagnitudeRangeSelector | undefined {
+    // The rescale's L1 sums are f32 sums in chunk order, which threads cannot split.
+    return this.rescale ? undefined : this.selector;
   }
 }
 
@@ -415,7 +458,7 @@ function checkDellaParameters(density: number, epsilon: number): void {
 }
 
 /** The tensor as [d0, d1, rest] for ranking along dimension 1; a 1-D tensor is [1, n]. */
-interface DellaFibers {
+export interface DellaFibers {
   /** Fibers per slab (the elements of `rest`) and fiber length (d1); a slab is one row of a chunk. */
   readonly inner: number;
   readonly length: number;
@@ -438,7 +481,7 @@ function dellaFibers(shape: readonly number[], n: number): DellaFibers {
 }
 
 /** The f32 constants of DELLA's keep probability (module comment). */
-interface DellaScale {
+export interface DellaScale {
   readonly low: number;
   readonly epsilon: number;
   readonly rankSpan: number;
@@ -512,6 +555,11 @@ class DellaSparsifier extends RandomMaskSparsifier {
     this.fibers = dellaFibers(shape, n);
     this.keepScale = dellaScale(density, epsilon, this.fibers.length);
     this.scratch = new FiberScratch(this.fibers.length);
+  }
+
+  protected override applyMask(delta: Float32Array, start: number): void {
+    if (this.kernels?.dellaInPlace?.(delta, start, this.fibers, this.keepScale, this.random)) return;
+    super.applyMask(delta, start);
   }
 
   protected fillMask(delta: Float32Array, start: number, mask: Uint8Array): void {

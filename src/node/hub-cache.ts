@@ -9,6 +9,8 @@
  *                                     LFS file, the git blob sha1 of a file kept in git
  *     blobs/<oid>.incomplete          a download in progress
  *     snapshots/<commit>/<file>       a relative symbolic link to ../../blobs/<oid>
+ *   $HF_HUB_CACHE/.locks/models--org--name/<oid>.lock
+ *                                     held while a process downloads that blob
  *
  * The revision is resolved to its commit sha online (`modelInfo`), the files listed at that commit
  * (`listFiles`, which gives every file's oid and size), and only the files a merge reads are kept
@@ -26,9 +28,11 @@
  * Every request goes through `createHubFetch`: the token reaches the hub's origin only, never the
  * CDN a download is redirected to.
  *
- * Not done: huggingface_hub's `.locks/` file locks (two runs downloading the same file at the same
- * moment may make one of them fail its hash check, never leave a wrong blob), the copy instead of a
- * link where symbolic links are unavailable (Windows without developer mode), Xet's chunk protocol
+ * Two processes needing the same blob do not both fetch it: the transfer is done under the blob's
+ * lock in `.locks/models--org--name/<oid>.lock` (hub-lock.ts), and the other waits and then uses
+ * the blob.
+ *
+ * Not done: the copy instead of a link where symbolic links are unavailable (Windows without developer mode), Xet's chunk protocol
  * (Xet-stored files are read through the hub's plain-HTTP bridge, as huggingface_hub does without
  * hf_xet).
  */
@@ -41,6 +45,7 @@ import type { HubModelRef } from '../recipe';
 import { createHubFetch, tokenRefusal } from '../store/hub-fetch';
 import { isModelFile, selectModelFiles } from '../store/import-folder';
 import { encodeHubPath, hubFileNameProblem, isUnreachable, unreachableMessage } from '../store/import-hub';
+import { acquireBlobLock, type BlobLock, blobLockPath } from './hub-lock';
 import type { HubSettings } from './hub-settings';
 
 /** The branch huggingface_hub uses when a reference names no revision. */
@@ -396,20 +401,58 @@ export class HubModels {
     this.say(`${what}: downloading ${files.length} file(s), ${bytesTotal} bytes, into ${repoDir}`);
     for (const f of files) {
       const blob = join(repoDir, 'blobs', f.oid);
-      if (!(await exists(blob))) {
-        await this.downloadBlob(what, repo, commit, f, blob, (fileBytesDone, resumed) => {
-          bytesResumed += resumed;
-          this.options.onProgress?.({
-            model: what,
-            file: f.name,
-            fileBytesDone,
-            fileBytes: f.size,
-            bytesDone: bytesDone + fileBytesDone,
-            bytesTotal,
-            bytesResumed,
-            elapsedMs: Date.now() - started,
-          });
+      const progress = (fileBytesDone: number, resumed: number) => {
+        bytesResumed += resumed;
+        this.options.onProgress?.({
+          model: what,
+          file: f.name,
+          fileBytesDone,
+          fileBytes: f.size,
+          bytesDone: bytesDone + fileBytesDone,
+          bytesTotal,
+          bytesResumed,
+          elapsedMs: Date.now() - started,
         });
+      };
+      if (!(await exists(blob))) {
+        // While another process holds the blob's lock, its `.incomplete` shows as progress; the
+        // bytes there when the wait began count as resumed (taken off again if this process then
+        // downloads it and counts its own starting point).
+        let waitResumed: number | undefined;
+        const lock = await acquireBlobLock(
+          blobLockPath(this.settings.cacheDir, repoFolderName(repo), f.oid),
+          {
+            file: `${what}/${f.name}`,
+            incomplete: `${blob}.incomplete`,
+            blob,
+            signal: this.options.signal,
+            notice: (line) => this.say(line),
+            onWait: (size) => {
+              const done = Math.min(size, f.size);
+              progress(done, waitResumed === undefined ? done : 0);
+              waitResumed ??= done;
+            },
+          },
+        );
+        if (lock !== 'done') {
+          let uncount = waitResumed ?? 0;
+          try {
+            await this.downloadBlob(
+              what,
+              repo,
+              commit,
+              f,
+              blob,
+              (done, resumed) => {
+                progress(done, resumed - uncount);
+                uncount = 0;
+              },
+              lock,
+            );
+          } finally {
+            await lock.release();
+          }
+        }
       }
       bytesDone += f.size;
       await linkIntoSnapshot(blob, join(snapshotDir, f.name));
@@ -423,6 +466,7 @@ export class HubModels {
     f: ListedFile,
     blob: string,
     progress: (fileBytesDone: number, resumedBytes: number) => void,
+    lock: BlobLock,
   ): Promise<void> {
     const file = `${what}/${f.name}`;
     const incomplete = `${blob}.incomplete`;
@@ -515,6 +559,12 @@ export class HubModels {
       throw new HubChecksumError(
         `${file}: the downloaded bytes have ${kind} ${actual}, but the hub lists ${f.oid}; ` +
           'the download was discarded (nothing kept in the cache); run again to download it afresh',
+      );
+    }
+    // A process that judged this one hung took the lock and writes the same `.incomplete` now.
+    if (!(await lock.held())) {
+      throw new HubTransferError(
+        `${file}: another process took over this download (its lock ${lock.path} was taken as stale); run again to use its result`,
       );
     }
     await rename(incomplete, blob);

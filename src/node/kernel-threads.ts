@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { type KernelErrorReply, type KernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
   type CpuThreads,
   type TensorOnThreads,
@@ -15,8 +16,7 @@ import {
   type ThreadTensor,
 } from '../engine/threads';
 import type { ByteSource } from '../formats/byte-source';
-import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
-import type { TensorMergeSpec } from '../methods/types';
+import { DTYPE_BYTES } from '../formats/dtype';
 
 /** Two output buffers and their states (0 free, 1 holding a chunk not yet written). */
 export interface SlotSet {
@@ -24,60 +24,59 @@ export interface SlotSet {
   readonly data: readonly SharedArrayBuffer[];
 }
 
-/** A tensor's work for one thread. */
-export interface KernelJob {
-  readonly id: number;
-  readonly method: string;
-  readonly spec: TensorMergeSpec;
-  readonly inputs: readonly { fd: number; offset: number; name: string }[];
-  readonly inputDtypes: readonly FloatDType[];
-  readonly outDtype: FloatDType;
-  readonly workDtype?: FloatDType;
-  readonly rows: number;
-  readonly rowLength: number;
-  readonly rowsPerChunk: number;
-  /** Produce chunks k with k mod step === first (no statistics passes); else every chunk. */
-  readonly split: boolean;
-  readonly first: number;
-  readonly step: number;
+/** A tensor's work for one thread: the shared job (kernel-protocol.ts), read through descriptors. */
+export interface KernelJob extends KernelJobOf<{ fd: number; offset: number; name: string }> {
   /** New output slots, when the last ones are too small. */
   readonly slots?: SlotSet;
+  /** ThreadTensor.splitStatistics: the buffers the threads exchange their counts in. */
+  readonly exchange?: StatisticsExchange;
 }
+
+/**
+ * Shared by the threads of a tensor with split statistics (kernel-worker.ts splitStatistics):
+ * `control` is laid out as EXCHANGE_CHUNK_FLAGS says; `ties` holds the
+ * chunks' tie counts (per chunk, per model, [upTo, below]); `counts` a region of
+ * EXCHANGE_REGION_WORDS per thread and model for its histograms.
+ */
+export interface StatisticsExchange {
+  readonly control: SharedArrayBuffer;
+  readonly ties: SharedArrayBuffer;
+  readonly counts: SharedArrayBuffer;
+  readonly models: number;
+}
+
+/**
+ * Words of one thread's and model's counts: the high histogram, two windows of 8 buckets, two low
+ * histograms, the window bounds.
+ */
+export const EXCHANGE_REGION_WORDS = 65536 * (1 + 16 + 2) + 16;
+
+/**
+ * control: [0], [1] the arrivals at the ends of passes 0 and 1, [2] set when a thread failed; then
+ * a ready flag per chunk.
+ */
+export const EXCHANGE_CHUNK_FLAGS = 3;
+
+/** The error name of a thread that stopped because another thread of the tensor failed. */
+export const EXCHANGE_FAILED = 'ExchangeFailed';
+
+/** How long the engine waits for the failing thread's own error after an EXCHANGE_FAILED (ms). */
+const ROOT_FAILURE_WAIT_MS = 2000;
 
 export type WorkerReply =
   | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
-  | { id: number; kind: 'error'; message: string; causeName: string; read: number };
+  | KernelErrorReply;
 
 /** The worker threads could not be started, or one stopped. */
 export class KernelThreadError extends Error {
   override name = 'KernelThreadError';
 }
 
-/** A thread's replies for one job, consumed in order. */
-class ReplyQueue {
-  private readonly items: WorkerReply[] = [];
-  private readonly waiting: ((r: WorkerReply) => void)[] = [];
-  failure?: WorkerReply;
-
-  push(r: WorkerReply): void {
-    if (r.kind === 'error') this.failure = r;
-    const w = this.waiting.shift();
-    if (w) w(r);
-    else this.items.push(r);
-  }
-
-  take(): Promise<WorkerReply> {
-    const r = this.items.shift() ?? (this.items.length === 0 && this.failure ? this.failure : undefined);
-    if (r) return Promise.resolve(r);
-    return new Promise((done) => this.waiting.push(done));
-  }
-}
-
 interface Thread {
   readonly worker: Worker;
   /** Jobs with ids up to this one are abandoned (shared with the thread). */
   readonly cancelled: Int32Array;
-  readonly jobs: Map<number, ReplyQueue>;
+  readonly jobs: Map<number, ReplyQueue<WorkerReply>>;
   slots?: { set: SlotSet; bytes: number; control: Int32Array; data: Uint8Array[] };
   /** Why the thread stopped, once it has. */
   stopped?: string;
@@ -92,6 +91,8 @@ function fdOf(source: ByteSource): number | undefined {
 export const KERNEL_WORKER_URL = new URL('./kernel-worker.js', import.meta.url);
 
 export class NodeCpuThreads implements CpuThreads {
+  readonly splitsStatistics = true;
+
   /**
    * Whether the threads' script is there: it is in the built bundle, not beside the TypeScript
    * source (an in-process run from source keeps the kernels on its own thread).
@@ -152,7 +153,17 @@ export class NodeCpuThreads implements CpuThreads {
     const chunks = t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
     const slotBytes = Math.max(16, Math.min(t.rows, t.rowsPerChunk) * t.rowLength * DTYPE_BYTES[t.outDtype]);
     const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.threads.length];
-    const queues = new Map<number, ReplyQueue>();
+    const models = Math.max(1, t.spec.tensors.length - 1);
+    const exchange: StatisticsExchange | undefined =
+      t.split && t.splitStatistics
+        ? {
+            control: new SharedArrayBuffer(4 * (EXCHANGE_CHUNK_FLAGS + chunks)),
+            ties: new SharedArrayBuffer(8 * 2 * models * chunks),
+            counts: new SharedArrayBuffer(4 * EXCHANGE_REGION_WORDS * models * users.length),
+            models,
+          }
+        : undefined;
+    const queues = new Map<number, ReplyQueue<WorkerReply>>();
     const jobSlots = new Map<number, NonNullable<Thread['slots']>>();
     users.forEach((index, first) => {
       const thread = this.threads[index];
@@ -171,7 +182,7 @@ export class NodeCpuThreads implements CpuThreads {
         slots = set;
       }
       jobSlots.set(index, thread.slots);
-      const queue = new ReplyQueue();
+      const queue = new ReplyQueue<WorkerReply>();
       thread.jobs.set(id, queue);
       queues.set(index, queue);
       const job: KernelJob = {
@@ -189,6 +200,7 @@ export class NodeCpuThreads implements CpuThreads {
         first,
         step: users.length,
         slots,
+        exchange,
       };
       if (thread.stopped)
         queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
@@ -204,12 +216,25 @@ export class NodeCpuThreads implements CpuThreads {
         const slots = jobSlots.get(index)!;
         const reply = await queues.get(index)!.take();
         if (reply.kind === 'error') {
+          let failure = reply;
+          if (reply.causeName === EXCHANGE_FAILED) {
+            // This thread stopped for another's failure: report that one (a read names its file).
+            const waited = performance.now();
+            let root: WorkerReply | undefined;
+            while (!root && performance.now() - waited < ROOT_FAILURE_WAIT_MS) {
+              root = users
+                .map((i) => queues.get(i)!.failure)
+                .find((f) => f !== undefined && f.kind === 'error' && f.causeName !== EXCHANGE_FAILED);
+              if (!root) await new Promise((done) => setTimeout(done, 10));
+            }
+            if (root?.kind === 'error') failure = root;
+          }
           for (const i of users) this.threads[i].jobs.delete(id);
           throw new ThreadTaskError(
-            reply.message,
-            reply.read >= 0 ? 'read' : 'method',
-            reply.read,
-            reply.causeName,
+            failure.message,
+            failure.read >= 0 ? 'read' : 'method',
+            failure.read,
+            failure.causeName,
           );
         }
         if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);

@@ -56,6 +56,11 @@ export interface HttpRangeSourceOptions {
   /** Backoff before retry n is retryDelayMs * 2^(n-1). */
   retryDelayMs?: number;
   signal?: AbortSignal;
+  /**
+   * Called with the bytes of every request that succeeded, before the read that asked for them
+   * goes on: a copy kept in the library stores them, so nothing is downloaded twice.
+   */
+  onFetched?: (start: number, bytes: Uint8Array) => Promise<void> | void;
 }
 
 /** What a read failed with, and whether another attempt may succeed. */
@@ -187,8 +192,9 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
 
   async function fetchPart(start: number, length: number): Promise<Uint8Array> {
     for (let attempt = 1; ; attempt++) {
+      let bytes: Uint8Array;
       try {
-        return await fetchOnce(start, length);
+        bytes = await fetchOnce(start, length);
       } catch (e) {
         if (!(e instanceof ReadFailure)) throw e;
         if (!e.transient || attempt >= attempts) {
@@ -196,7 +202,10 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
           throw new HubRangeError(`${name}: ${e.message}${tries}`);
         }
         await sleep(retryDelay * 2 ** (attempt - 1), options.signal);
+        continue;
       }
+      await options.onFetched?.(start, bytes);
+      return bytes;
     }
   }
 

@@ -6,7 +6,7 @@
  */
 import { listFiles } from '@huggingface/hub';
 import type { ModelFiles } from '../engine/io';
-import { bytesByteSource } from '../formats/byte-source';
+import { type ByteSource, bytesByteSource } from '../formats/byte-source';
 import { httpRangeSource } from './http-range-source';
 import { createHubFetch, DEFAULT_HUB_URL } from './hub-fetch';
 import { isModelFile } from './import-folder';
@@ -17,6 +17,7 @@ import {
   hubFileNameProblem,
   isRepoId,
   isUnreachable,
+  listedHashes,
   unreachableMessage,
 } from './import-hub';
 
@@ -28,6 +29,16 @@ export interface HubStreamAccess {
   /** Test and tuning knobs of the range reads. */
   minRequestBytes?: number;
   retryDelayMs?: number;
+  /** Sees the bytes of every range request a file's reads send (see HttpRangeSourceOptions.onFetched). */
+  onFetched?: (file: string, start: number, bytes: Uint8Array) => Promise<void> | void;
+}
+
+/** A model file as the hub lists it, with the hashes a stored copy must have. */
+export interface HubListedFile {
+  name: string;
+  size: number;
+  expectedSha256?: string;
+  expectedGitSha1?: string;
 }
 
 /** A hub model pinned to one commit. */
@@ -37,6 +48,13 @@ export interface HubModelFiles extends ModelFiles {
   readonly commit: string;
   /** Bytes of the *.safetensors files: what a run downloads. */
   readonly weightBytes: number;
+  /** The model files with their sizes and hashes, as listed at `commit`. */
+  readonly listing: readonly HubListedFile[];
+  /**
+   * The file as exact Range reads: no read widened, none reported to `onFetched` (for fetching the
+   * bytes a merge never read).
+   */
+  openExact(file: string): ByteSource;
 }
 
 const COMMIT_SHA = /^[0-9a-f]{40}$/;
@@ -99,7 +117,7 @@ export async function openHubModel(
   const hubUrl = (access.hubUrl ?? DEFAULT_HUB_URL).replace(/\/$/, '');
   const fetchFn = createHubFetch({ hubUrl, accessToken: access.accessToken, signal: access.signal });
   const what = `${repo}@${commit.slice(0, 12)}`;
-  const sizes = new Map<string, number>();
+  const listed = new Map<string, HubListedFile>();
   try {
     for await (const entry of listFiles({ repo, revision: commit, hubUrl, fetch: fetchFn })) {
       if (entry.type !== 'file') continue;
@@ -114,35 +132,57 @@ export async function openHubModel(
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new HubDownloadError(`${what}/${entry.path}: the hub lists an invalid size (${String(size)})`);
       }
-      sizes.set(entry.path, size);
+      listed.set(entry.path, { name: entry.path, size, ...listedHashes(entry) });
     }
   } catch (e) {
     hubError(e, what, access);
   }
-  if (!sizes.has('config.json')) {
+  if (!listed.has('config.json')) {
     throw new HubDownloadError(`${what}: the repo has no config.json at its top level`);
   }
-  const names = [...sizes.keys()];
-  const weightBytes = names.filter((n) => n.endsWith('.safetensors')).reduce((s, n) => s + sizes.get(n)!, 0);
+  const names = [...listed.keys()];
+  const weightBytes = [...listed.values()]
+    .filter((f) => f.name.endsWith('.safetensors'))
+    .reduce((s, f) => s + f.size, 0);
+  const sizeOf = (file: string): number => {
+    const size = listed.get(file)?.size;
+    if (size === undefined) throw new HubDownloadError(`${what}: no file ${file} in the repo`);
+    return size;
+  };
+  const urlOf = (file: string) => `${hubUrl}/${repo}/resolve/${commit}/${encodeHubPath(file)}`;
   return {
     // The library name a recipe uses: the repo id, as `model:` lines write it.
     name: repo,
     repo,
     commit,
     weightBytes,
+    listing: [...listed.values()],
     files: () => names,
     async open(file) {
-      const size = sizes.get(file);
-      if (size === undefined) throw new HubDownloadError(`${what}: no file ${file} in the repo`);
+      const size = sizeOf(file);
       const name = `${repo}/${file}`;
       if (size === 0) return bytesByteSource(new Uint8Array(0), name);
+      const onFetched = access.onFetched;
       return httpRangeSource({
         name,
-        url: `${hubUrl}/${repo}/resolve/${commit}/${encodeHubPath(file)}`,
+        url: urlOf(file),
         size,
         fetch: fetchFn,
         safetensors: file.endsWith('.safetensors'),
         minRequestBytes: access.minRequestBytes,
+        retryDelayMs: access.retryDelayMs,
+        signal: access.signal,
+        onFetched: onFetched && ((start, bytes) => onFetched(file, start, bytes)),
+      });
+    },
+    openExact(file) {
+      return httpRangeSource({
+        name: `${repo}/${file}`,
+        url: urlOf(file),
+        size: sizeOf(file),
+        fetch: fetchFn,
+        // Reads shorter than this are widened to grid blocks; 0 widens none.
+        minRequestBytes: 0,
         retryDelayMs: access.retryDelayMs,
         signal: access.signal,
       });

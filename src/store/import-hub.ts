@@ -129,6 +129,16 @@ function rethrowHubError(e: unknown, what: string, signal?: AbortSignal, hubUrl?
   throw new HubDownloadError(`${what}: ${e instanceof Error ? e.message : String(e)}`);
 }
 
+/** The hashes a stored copy of a listed file must have, as the library's import checks them. */
+export function listedHashes(entry: { oid?: string; lfs?: { oid: string } }): {
+  expectedSha256?: string;
+  expectedGitSha1?: string;
+} {
+  // An LFS file's oid is its sha256; a file kept in git has its git blob sha1 as oid.
+  if (entry.lfs) return { expectedSha256: entry.lfs.oid };
+  return /^[0-9a-f]{40}$/i.test(entry.oid ?? '') ? { expectedGitSha1: entry.oid } : {};
+}
+
 /** Starts downloading `repo` at `revision` into the library; resolves when the model is in it. */
 export async function importFromHub(
   library: ModelLibrary,
@@ -165,9 +175,7 @@ export async function importFromHub(
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new HubDownloadError(`${repo}/${entry.path}: the hub lists an invalid size (${String(size)})`);
       }
-      // An LFS file's oid is its sha256; a file kept in git has its git blob sha1 as oid.
-      const gitSha1 = !entry.lfs && /^[0-9a-f]{40}$/i.test(entry.oid ?? '') ? entry.oid : undefined;
-      files.push({ name: entry.path, size, expectedSha256: entry.lfs?.oid, expectedGitSha1: gitSha1 });
+      files.push({ name: entry.path, size, ...listedHashes(entry) });
     }
   } catch (e) {
     rethrowHubError(e, `${repo}@${revision}`, access.signal, access.hubUrl);

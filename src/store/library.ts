@@ -114,10 +114,11 @@ export class ChecksumMismatchError extends Error {
     readonly expected: string,
     readonly actual: string,
     readonly algorithm: 'sha256' | 'git blob sha1' = 'sha256',
+    /** What the user can do; an import that can be resumed by default. */
+    advice = 'Resume the import to download it again.',
   ) {
     super(
-      `${file}: ${algorithm} is ${actual} but the hub lists ${expected}; the file is corrupt and was deleted. ` +
-        'Resume the import to download it again.',
+      `${file}: ${algorithm} is ${actual} but the hub lists ${expected}; the file is corrupt and was deleted. ${advice}`,
     );
   }
 }
@@ -137,7 +138,7 @@ export function chunkKey(modelId: string, file: string, index: number): string {
   return `${modelId}/${file}/${index}`;
 }
 
-function isQuotaError(e: unknown): boolean {
+export function isQuotaError(e: unknown): boolean {
   return (
     e instanceof DOMException &&
     (e.name === 'QuotaExceededError' || (e.name === 'UnknownError' && /quota|space/i.test(e.message)))
@@ -506,6 +507,7 @@ export function chunkedByteSource(chunks: readonly Blob[], chunkBytes: number, n
   return {
     name,
     size,
+    blobs: { chunks, chunkBytes },
     async read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > size) {
         throw new RangeError(

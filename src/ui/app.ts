@@ -35,6 +35,7 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * `?datasets=` (the dataset viewer endpoint GSM8K questions come from), `?chunk=` (bytes per stored
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
  * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes),
+ * `?holdReply=` (tests of Cancel: milliseconds a finished merge waits after its commit before it answers),
  * `?opfsPicker` (browser tests: folder pickers take a folder of the origin private file system, see
  * directory-picker.ts).
  */
@@ -44,17 +45,20 @@ function pageSettings(): {
   chunkBytes?: number;
   stallCommitAfterFiles?: number;
   paceWritesMs?: number;
+  holdReplyMs?: number;
 } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   const stall = Number(params.get('stallCommit'));
   const pace = Number(params.get('paceWrites'));
+  const hold = Number(params.get('holdReply'));
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
     datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
     chunkBytes: Number.isSafeInteger(chunk) && chunk > 0 ? chunk : undefined,
     stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
     paceWritesMs: Number.isSafeInteger(pace) && pace > 0 ? Math.min(pace, 10_000) : undefined,
+    holdReplyMs: Number.isSafeInteger(hold) && hold > 0 ? Math.min(hold, 60_000) : undefined,
   };
 }
 
@@ -128,6 +132,8 @@ export class L2sApp extends LitElement {
   @state() private demoModels: string[] = [];
   /** Hub repos the user chose to merge straight from the hub (the recipe names them, the library lacks them). */
   @state() private streamRepos: string[] = [];
+  /** Streamed repos whose bytes the merge also keeps in the library (off unless ticked). */
+  @state() private copyRepos: string[] = [];
   private readonly settings = pageSettings();
   /** The open lesson step (0-based), undefined while the lesson is closed; `#learn/N` opens it. */
   @state() private lessonStep?: number = lessonStepFromHash(location.hash);
@@ -140,6 +146,7 @@ export class L2sApp extends LitElement {
     chunkBytes: this.settings.chunkBytes,
     stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
     paceWritesMs: this.settings.paceWritesMs,
+    holdReplyMs: this.settings.holdReplyMs,
   };
 
   override connectedCallback(): void {
@@ -300,11 +307,17 @@ export class L2sApp extends LitElement {
             id="recipe"
             .models=${this.models}
             .streamed=${this.streamRepos}
+            .keptCopies=${this.copyRepos}
             .text=${this.recipeText}
             @recipe-change=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             @hub-stream-request=${(e: CustomEvent<{ repo: string; stream: boolean }>) => {
               const others = this.streamRepos.filter((r) => r !== e.detail.repo);
               this.streamRepos = e.detail.stream ? [...others, e.detail.repo] : others;
+              if (!e.detail.stream) this.copyRepos = this.copyRepos.filter((r) => r !== e.detail.repo);
+            }}
+            @hub-copy-request=${(e: CustomEvent<{ repo: string; keep: boolean }>) => {
+              const others = this.copyRepos.filter((r) => r !== e.detail.repo);
+              this.copyRepos = e.detail.keep ? [...others, e.detail.repo] : others;
             }}
             @hub-download-request=${(e: CustomEvent<string>) => {
               void this.renderRoot.querySelector<L2sImportPanel>('#import')?.downloadFromHub(e.detail);
@@ -321,12 +334,14 @@ export class L2sApp extends LitElement {
             .hubStream=${{
               hubUrl: this.settings.hubUrl,
               repos: this.streamRepos.filter((r) => !this.models.some((m) => m.name === r)),
+              keepCopy: this.copyRepos,
               accessToken: () =>
                 this.renderRoot.querySelector<L2sImportPanel>('#import')?.streamAccessToken(),
             }}
             @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}
+            @library-changed=${this.refresh}
             @merge-started=${() => {
               this.outputId = undefined;
             }}
@@ -355,6 +370,7 @@ export class L2sApp extends LitElement {
         .models=${this.models}
         .recipeText=${this.recipeText}
         .suggested=${this.demoModels}
+        @library-changed=${this.refresh}
       ></l2s-inspect-panel>
       <l2s-compare-panel
         id="compare"
@@ -363,6 +379,7 @@ export class L2sApp extends LitElement {
         .outputId=${this.outputId}
         .recipeText=${this.recipeText}
         .datasetsUrl=${this.settings.datasetsUrl}
+        @library-changed=${this.refresh}
       ></l2s-compare-panel>
       <l2s-paper-experiment
         id="experiment"
@@ -388,6 +405,7 @@ export class L2sApp extends LitElement {
             .suggested=${this.demoModels}
             .step=${this.lessonStep}
             @lesson-close=${this.closeLesson}
+            @library-changed=${this.refresh}
             @lesson-navigate=${(e: CustomEvent<LessonNavigateDetail>) => void this.lessonNavigate(e.detail)}
           ></l2s-lesson>`
       }

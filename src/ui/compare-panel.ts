@@ -28,6 +28,7 @@ import type { OutputInfo } from '../worker/opfs-output';
 import type { GenerationOutcome, RuntimeModelSource, StreamedToken } from '../worker/runtime.worker';
 import { type Runtime, startRuntime } from '../worker/runtime-client';
 import { compareDefaults } from './compare-defaults';
+import { announceLibraryChanged, askToReadLinkedModels } from './linked-permission';
 import { panelStyles } from './panel-styles';
 
 /** The paper's evaluation system prompt (Qwen2.5-Math toolkit, prompt type qwen25-math-cot). */
@@ -272,6 +273,23 @@ export class L2sComparePanel extends LitElement {
     return this.runtime;
   }
 
+  /**
+   * The runtime worker reads linked folders but cannot ask for them: the run buttons (clicks) ask
+   * for the linked models picked. False, with the reason shown, when the browser refuses one.
+   */
+  private async allowLinkedModels(): Promise<boolean> {
+    if (this.state === 'running') return false;
+    const names = this.chosen().flatMap(({ option }) =>
+      option.source.kind === 'library' ? [option.source.name] : [],
+    );
+    const permission = await askToReadLinkedModels(this.models, names, 'run');
+    if (permission.asked) announceLibraryChanged(this);
+    if (!permission.refusal) return true;
+    this.state = 'error';
+    this.message = permission.refusal;
+    return false;
+  }
+
   private begin(message: string): boolean {
     if (this.state === 'running') return false;
     if (this.chosen().length === 0) {
@@ -348,6 +366,7 @@ export class L2sComparePanel extends LitElement {
       this.message = 'Type a question or pick one.';
       return;
     }
+    if (!(await this.allowLinkedModels())) return;
     if (!this.begin('Running each model in turn…')) return;
     const chosen = this.chosen();
     const gold = this.gold?.question === question ? this.gold.answer : undefined;
@@ -408,6 +427,7 @@ export class L2sComparePanel extends LitElement {
           : 'The number of questions must be a whole number of at least 1.';
       return;
     }
+    if (!(await this.allowLinkedModels())) return;
     if (!this.begin(`Running ${count} questions on each model…`)) return;
     const questions = pool.slice(0, count);
     const chosen = this.chosen();

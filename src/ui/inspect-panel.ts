@@ -35,6 +35,7 @@ import {
   spectrumChart,
   tiesKeptChart,
 } from './charts/inspect-charts';
+import { announceLibraryChanged, askToReadLinkedModels } from './linked-permission';
 import { panelStyles } from './panel-styles';
 
 type ViewState = 'idle' | 'running' | 'done' | 'error';
@@ -250,6 +251,15 @@ export class L2sInspectPanel extends LitElement {
       this.message = `The density must be a number from 0 to 1, not '${this.densityText}'.`;
       return;
     }
+    // Inspect is a click: the browser may be asked here for linked folders (the worker cannot ask).
+    const permission = await askToReadLinkedModels(this.models, [base, ...this.selected], 'inspected');
+    if (permission.asked) announceLibraryChanged(this);
+    if (permission.refusal) {
+      this.state = 'error';
+      this.message = permission.refusal;
+      return;
+    }
+    if ((this.state as ViewState) === 'running') return; // a second click while the browser asked
     const runId = newRunId();
     this.runId = runId;
     this.state = 'running';

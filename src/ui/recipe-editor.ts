@@ -179,6 +179,8 @@ export class L2sRecipeEditor extends LitElement {
   @property({ attribute: false }) models: ModelRecord[] = [];
   /** Hub repos the next merge reads straight from the hub (not in the library, no copy kept). */
   @property({ attribute: false }) streamed: string[] = [];
+  /** Streamed repos the merge also keeps in the library ("Keep a copy in the library"). */
+  @property({ attribute: false }) keptCopies: string[] = [];
   /** The recipe as YAML; the page owns it and sets it back after every `recipe-change`. */
   @property() text = '';
   @state() private recipe?: MergeRecipe;
@@ -607,13 +609,32 @@ export class L2sRecipeEditor extends LitElement {
         .filter((repo) => this.recipe && recipeNames(this.recipe).includes(repo))
         .map(
           (repo) => html`<p class="row" data-testid="recipe-streamed-hub" data-repo=${repo}>
-            <span class="wrap">${repo} streams from the hub when the merge runs (no copy kept).</span>
+            <span class="wrap">${repo} streams from the hub when the merge runs (${
+              this.keptCopies.includes(repo)
+                ? 'a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends'
+                : 'no copy kept'
+            }).</span>
+            <label title="Every byte the merge reads is stored as it arrives; when the merge ends the rest is fetched, each file is checked against the hub's hashes, and the model is added to the library. Nothing is downloaded twice.">
+              <input
+                type="checkbox"
+                data-testid="recipe-stream-keep"
+                .checked=${this.keptCopies.includes(repo)}
+                @change=${(e: Event) => this.requestKeep(repo, (e.target as HTMLInputElement).checked)}
+              />
+              Keep a copy in the library
+            </label>
             <button data-testid="recipe-stream-undo" @click=${() => this.requestStream(repo, false)}>
               Don't stream
             </button>
           </p>`,
         )}
     `;
+  }
+
+  private requestKeep(repo: string, keep: boolean): void {
+    this.dispatchEvent(
+      new CustomEvent('hub-copy-request', { detail: { repo, keep }, bubbles: true, composed: true }),
+    );
   }
 
   private requestStream(repo: string, stream: boolean): void {

@@ -7,7 +7,10 @@
  * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
  * Where the browser has the File System Access API the output can go straight into a folder the
  * user picks ("Write output to"): a new subfolder per run, never over an earlier one. Such a run
- * cannot be resumed after a reload; it is offered to start again, its partial files removed.
+ * cannot be resumed after a reload; it is offered to start again, its partial files removed. Its
+ * finished output has no copy in browser storage, so instead of "Add to library" the panel offers to
+ * link the new subfolder as a model read in place (the panel still holds the picked folder's handle,
+ * so the user is not asked for the folder again).
  */
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
@@ -16,7 +19,7 @@ import { placementSummary } from '../engine/placement';
 import { formatBytes, parseByteSize } from '../formats/size';
 import { parseRecipe } from '../recipe';
 import type { ModelRecord } from '../store/library';
-import { folderPermission, requestFolderPermission } from '../store/linked-folder';
+import { requestFolderPermission } from '../store/linked-folder';
 import type { BackendChoice } from '../worker/backend';
 import { callback, type Engine, newRunId, startEngine } from '../worker/client';
 import type {
@@ -29,10 +32,24 @@ import type {
 } from '../worker/engine.worker';
 import { type FolderOutputTarget, freeFolderName } from '../worker/folder-output';
 import { canPickDirectory, pickDirectory } from './directory-picker';
+import { announceLibraryChanged, askToReadLinkedModels } from './linked-permission';
 import { panelStyles } from './panel-styles';
 import { loadUiState, saveUiState } from './ui-state';
 
 type RunState = 'idle' | 'running' | 'cancelling' | 'done' | 'error';
+
+/** Cancel reached a merge into a folder after its commit: the finished output stays in `folder`. */
+class FinishedBeforeCancel extends Error {
+  override name = 'FinishedBeforeCancel';
+  constructor(readonly folder: string) {
+    super(`the merge had finished before it was cancelled; its output is in ${folder}`);
+  }
+}
+
+/** The finished output folder could not be linked in the library. */
+class OutputLinkError extends Error {
+  override name = 'OutputLinkError';
+}
 
 /** What the page found of WebGPU (the worker's gpuStatus). */
 export interface GpuStatus {
@@ -45,6 +62,8 @@ export interface GpuStatus {
 interface RunSettings {
   seed: number;
   device: BackendChoice;
+  /** CPU kernel threads (absent in settings saved before there was a choice: auto). */
+  cpuThreads?: CpuThreadsSetting;
   shardSize: string;
   gpuMemory?: string;
   /** "Write output to": browser storage (OPFS) or a folder on this computer. */
@@ -54,6 +73,8 @@ interface RunSettings {
   /** The subfolder each run creates (`-2`, `-3`, ... when taken). */
   outputName?: string;
 }
+
+type CpuThreadsSetting = 'auto' | 1 | 2;
 
 const SETTINGS_KEY = 'run-settings';
 /** Tabs of this origin tell each other when a merge starts or ends. */
@@ -73,8 +94,21 @@ function formatDuration(ms: number): string {
 export interface HubStreamSetting {
   hubUrl: string;
   repos: string[];
+  /** Repos of `repos` the merge also keeps in the library. */
+  keepCopy?: string[];
   /** The token the import panel holds, when it may go to this hub. */
   accessToken: () => string | undefined;
+}
+
+/** What became of the streamed repos kept in the library; the merged output never depends on it. */
+function copiesSummary(copies: MergeOutcome['copies']): string {
+  return (copies ?? [])
+    .map((c) =>
+      c.name
+        ? ` The copy of ${c.repo} is in the library as ${c.name} (every file checked against the hub's hashes).`
+        : ` The copy of ${c.repo} was not kept, and the merged output is not affected: ${c.errorName}: ${c.error}`,
+    )
+    .join('');
 }
 
 function recipeMethod(recipeText: string): string {
@@ -158,6 +192,7 @@ export class L2sRunPanel extends LitElement {
   @state() private log: string[] = [];
   @state() private seed = 0;
   @state() private device: BackendChoice = 'auto';
+  @state() private cpuThreads: CpuThreadsSetting = 'auto';
   /** `--out-shard-size` as typed (5B, 500M, bytes); empty for the default. */
   @state() private shardSize = '';
   /** `--gpu-memory` as typed (3B, 500M, bytes); empty for the default from the GPU's limits. */
@@ -168,7 +203,16 @@ export class L2sRunPanel extends LitElement {
   private readonly canPick = canPickDirectory();
   /** The folder the merge under way writes into, so Cancel can remove what it wrote. */
   private folderUnderWay?: FolderOutputTarget;
+  /** The last merge's finished output in a folder, until it is linked in the library. */
+  @state() private finishedFolder?: FolderOutputTarget;
+  @state() private linking = false;
+  /** What became of "Link it in the library". */
+  @state() private linkMessage = '';
+  @state() private linkFailed = false;
   @state() private backendUsed?: 'cpu' | 'gpu';
+  /** Kernel threads the last finished merge's CPU tensors ran on. */
+  @state() private cpuThreadsUsed?: number;
+  @state() private tensorsOnThreads?: number;
   /** The output the last finished merge wrote (the output panel shows it once loaded). */
   @state() private outputUsed?: string;
   /** Merges started since the page opened; lets observers tell one run's end from the previous one's. */
@@ -190,6 +234,7 @@ export class L2sRunPanel extends LitElement {
       if (!saved) return;
       this.seed = saved.seed;
       this.device = saved.device;
+      this.cpuThreads = saved.cpuThreads ?? 'auto';
       this.shardSize = saved.shardSize;
       this.gpuMemory = saved.gpuMemory ?? '';
       this.outputParent = saved.outputParent;
@@ -217,6 +262,7 @@ export class L2sRunPanel extends LitElement {
     const settings: RunSettings = {
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       shardSize: this.shardSize,
       gpuMemory: this.gpuMemory,
       outputTo: this.outputTo,
@@ -285,24 +331,14 @@ export class L2sRunPanel extends LitElement {
     } catch {
       return true; // the merge reports the recipe's error
     }
-    let asked = false;
-    for (const m of this.models) {
-      if (!m.link || !names.has(m.name)) continue;
-      try {
-        if ((await folderPermission(m.link.handle)) === 'granted') continue;
-        asked = true;
-        if (await requestFolderPermission(m.link.handle, 'read')) continue;
-      } catch {
-        // reported below
-      }
+    const permission = await askToReadLinkedModels(this.models, names, 'merged');
+    // The library shows the new permission.
+    if (permission.asked) announceLibraryChanged(this);
+    if (permission.refusal) {
       this.state = 'error';
-      this.message =
-        `The browser did not allow reading the linked folder ${m.link.handle.name}, so ${m.name} cannot be merged. ` +
-        'Press "Allow reading" beside it in the library.';
+      this.message = permission.refusal;
       return false;
     }
-    // The library shows the new permission.
-    if (asked) this.dispatchEvent(new CustomEvent('library-changed', { bubbles: true, composed: true }));
     return true;
   }
 
@@ -332,6 +368,7 @@ export class L2sRunPanel extends LitElement {
       recipeText: this.recipeText,
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       outShardSize,
       gpuMemory,
       hubStream: this.streamRequest(),
@@ -351,7 +388,12 @@ export class L2sRunPanel extends LitElement {
   private streamRequest(): MergeRequest['hubStream'] {
     const hub = this.hubStream;
     if (!hub || hub.repos.length === 0) return undefined;
-    return { hubUrl: hub.hubUrl, repos: hub.repos, accessToken: hub.accessToken() };
+    return {
+      hubUrl: hub.hubUrl,
+      repos: hub.repos,
+      keepCopy: hub.keepCopy?.filter((r) => hub.repos.includes(r)),
+      accessToken: hub.accessToken(),
+    };
   }
 
   /**
@@ -486,6 +528,8 @@ export class L2sRunPanel extends LitElement {
   ): Promise<void> {
     if (this.state === 'running' || this.state === 'cancelling') return;
     this.folderUnderWay = outputFolder;
+    this.finishedFolder = undefined;
+    this.linkMessage = '';
     this.state = 'running';
     this.runs++;
     this.message = startMessage;
@@ -519,17 +563,33 @@ export class L2sRunPanel extends LitElement {
         ended,
       ]);
       this.backendUsed = outcome.backend;
+      this.cpuThreadsUsed = outcome.cpuThreads;
+      this.tensorsOnThreads = outcome.tensorsOnThreads;
       this.outputUsed = outcome.outputId;
+      this.finishedFolder = outcome.folder ? outputFolder : undefined;
       this.state = 'done';
+      const threads =
+        outcome.backend === 'cpu'
+          ? ` (${outcome.cpuThreads === 1 ? '1 thread' : `${outcome.cpuThreads} threads`})`
+          : '';
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
-        `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
+        `${outcome.backend.toUpperCase()}${threads} in ${formatDuration(outcome.elapsedMs)}: ` +
         `${placementSummary(outcome.placement)}.` +
-        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '');
+        (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '') +
+        copiesSummary(outcome.copies);
       this.dispatchEvent(new CustomEvent('merge-done', { detail: outcome, bubbles: true, composed: true }));
     } catch (e) {
       const error = e as Error;
-      if (error.name === 'AbortError') {
+      if (error instanceof FinishedBeforeCancel) {
+        // The worker stopped after its commit: the finished files are the merge's output.
+        this.outputUsed = '';
+        this.finishedFolder = outputFolder;
+        this.state = 'done';
+        this.message =
+          `Cancel came too late: the merge had already finished, and its output was kept in the folder ` +
+          `${error.folder} on this computer.`;
+      } else if (error.name === 'AbortError') {
         this.state = 'idle';
         this.message = 'Merge cancelled; nothing was kept.';
       } else {
@@ -560,11 +620,87 @@ export class L2sRunPanel extends LitElement {
     this.runEngine?.terminate();
     try {
       if (!this.engine) throw new Error('the engine is not ready');
-      await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
-      end(new DOMException('The merge was cancelled.', 'AbortError'));
+      const { keptFolder } = await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
+      end(
+        keptFolder
+          ? new FinishedBeforeCancel(keptFolder)
+          : new DOMException('The merge was cancelled.', 'AbortError'),
+      );
     } catch (e) {
       end(e as Error);
     }
+  }
+
+  /**
+   * Links the finished output folder as a model read in place. The handle comes from the picked
+   * folder the merge wrote into, so nothing is picked again; reading it needs the permission the
+   * merge was given (asked again only where the browser dropped it).
+   */
+  private async linkOutput(): Promise<void> {
+    const target = this.finishedFolder;
+    if (!target || !this.engine || this.linking) return;
+    const where = `${target.parent.name}/${target.name}`;
+    this.linking = true;
+    this.linkFailed = false;
+    this.linkMessage = `Linking ${where}…`;
+    try {
+      if (!(await requestFolderPermission(target.parent, 'read'))) {
+        throw new OutputLinkError(
+          `the browser did not allow reading ${target.parent.name}, so ${where} was not linked. Press "Link it in the library" again and allow it.`,
+        );
+      }
+      let folder: FileSystemDirectoryHandle;
+      try {
+        folder = await target.parent.getDirectoryHandle(target.name);
+      } catch (e) {
+        if (e instanceof DOMException && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) {
+          throw new OutputLinkError(
+            `${where} is no longer there (moved, renamed or deleted), so it was not linked. ` +
+              'Link the folder where it is now with "Link a folder…".',
+          );
+        }
+        throw e;
+      }
+      const record = await this.engine.api.linkFolder(folder);
+      this.finishedFolder = undefined;
+      this.linkMessage =
+        `Linked ${where} in the library as ${record.name}: read in place from your folder, ` +
+        'nothing copied into browser storage.';
+    } catch (e) {
+      this.linkFailed = true;
+      this.linkMessage = `${(e as Error).name}: ${(e as Error).message}`;
+    } finally {
+      this.linking = false;
+      announceLibraryChanged(this);
+    }
+  }
+
+  private renderLinkOutput(busy: boolean) {
+    const target = this.finishedFolder;
+    return html`${
+      target && this.state === 'done'
+        ? html`<div class="row">
+            <button
+              data-testid="merge-link-output"
+              title="Add the output folder to the library as a linked model (read in place, nothing copied), to merge it again, inspect or compare it"
+              ?disabled=${busy || this.linking}
+              @click=${this.linkOutput}
+            >
+              Link it in the library
+            </button>
+            <span class="hint">The output is only in ${target.parent.name}/${target.name}, not in browser storage.</span>
+          </div>`
+        : nothing
+    }${
+      this.linkMessage
+        ? html`<p
+            role="status"
+            data-testid="merge-link-status"
+            data-state=${this.linking ? 'linking' : this.linkFailed ? 'error' : 'done'}
+            class=${this.linkFailed ? 'error' : ''}
+          >${this.linkMessage}</p>`
+        : nothing
+    }`;
   }
 
   private renderProgress() {
@@ -769,6 +905,22 @@ export class L2sRunPanel extends LitElement {
               <option value="cpu" ?selected=${this.device === 'cpu'}>CPU</option>
             </select></label
           >
+          <label title="Threads for a merge on the CPU: 1 merges in the merge worker; 2 starts two kernel workers; auto takes 2 on 4 or more cores"
+            >CPU threads
+            <select
+              data-testid="merge-cpu-threads"
+              .value=${live(String(this.cpuThreads))}
+              @change=${(e: Event) => {
+                const value = (e.target as HTMLSelectElement).value;
+                this.cpuThreads = value === '1' ? 1 : value === '2' ? 2 : 'auto';
+                this.saveSettings();
+              }}
+            >
+              <option value="auto" ?selected=${this.cpuThreads === 'auto'}>auto</option>
+              <option value="1" ?selected=${this.cpuThreads === 1}>1</option>
+              <option value="2" ?selected=${this.cpuThreads === 2}>2</option>
+            </select></label
+          >
           <label title="Largest output shard: bytes, or with K, M, B (thousand, million, billion)"
             >Shard size
             <input
@@ -803,10 +955,13 @@ export class L2sRunPanel extends LitElement {
           data-testid="merge-status"
           data-state=${this.state}
           data-backend=${this.backendUsed ?? ''}
+          data-cpu-threads=${this.cpuThreadsUsed ?? ''}
+          data-tensors-on-threads=${this.tensorsOnThreads ?? ''}
           data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error problems' : ''}
         >${this.message}</p>
+        ${this.renderLinkOutput(busy)}
         <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}
         ${this.log.length ? html`<div class="log">${this.log.join('\n')}</div>` : nothing}

@@ -34,6 +34,7 @@ import type { MergePlan } from '../plan/plan';
 import { parseHubModelRef, parseRecipe } from '../recipe';
 import type { MergeRecipe, ParameterSetting } from '../recipe/recipe';
 import type { HttpRangeSource } from '../store/http-range-source';
+import { HubCopy } from '../store/hub-copy';
 import { type HubModelFiles, openHubModel, pinHubRevision } from '../store/hub-model';
 import { type HubModelPlan, planHubModel } from '../store/hub-plan';
 import {
@@ -54,6 +55,7 @@ import {
   type FolderOutputTarget,
   removePartialFolderOutput,
 } from './folder-output';
+import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
 import {
   createOpfsOutput,
   deleteOutput,
@@ -79,7 +81,14 @@ export interface EngineOptions {
   stallCommitAfterFiles?: number;
   /** Tests: each write of merged bytes waits this long (see paceWrites). */
   paceWritesMs?: number;
+  /**
+   * Tests: a finished merge waits this long after its output is committed before it answers, so a
+   * Cancel pressed in that moment can be tested.
+   */
+  holdReplyMs?: number;
 }
+
+let holdReplyMs = 0;
 
 export interface MergeRequest {
   recipeText: string;
@@ -90,6 +99,8 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** CPU kernel threads (kernel-threads.ts cpuThreadCount; default auto). */
+  cpuThreads?: 'auto' | 1 | 2;
   /** Write the output into a new subfolder of a folder the user picked, instead of browser storage. */
   outputFolder?: FolderOutputTarget;
   /** Recipe models read straight from the hub by Range requests, nothing stored (see hub-model.ts). */
@@ -105,6 +116,20 @@ export interface HubStreamRequest {
   repos: string[];
   /** Default `main`. */
   revision?: string;
+  /**
+   * Repos (of `repos`) whose streamed bytes are also kept: when the merge ends the rest is fetched
+   * and the model is added to the library, verified against the hub's hashes (see hub-copy.ts).
+   */
+  keepCopy?: string[];
+}
+
+/** How keeping a streamed repo in the library ended, after the merge itself succeeded. */
+export interface HubCopyOutcome {
+  repo: string;
+  /** The library name it got (set when the copy is in the library). */
+  name?: string;
+  error?: string;
+  errorName?: string;
 }
 
 /** A merge's header-only check: what it would merge, or every problem found. */
@@ -142,11 +167,17 @@ export interface MergeOutcome {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Threads the CPU kernels ran on: 1, the merge worker itself; 2, two kernel workers. */
+  cpuThreads: number;
+  /** Tensors merged on the kernel workers (the rest in the merge worker). */
+  tensorsOnThreads: number;
   /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
   placement: TensorPlacement;
   elapsedMs: number;
   /** Set when the output went to a folder on the user's computer: `picked-folder/subfolder`. */
   folder?: string;
+  /** Streamed repos kept in the library (MergeRequest.hubStream.keepCopy), each's outcome. */
+  copies?: HubCopyOutcome[];
 }
 
 export interface HubRequest {
@@ -239,6 +270,8 @@ interface HubStreams {
   hubUrl: string;
   accessToken?: string;
   commits: Map<string, string>;
+  /** References whose streamed bytes are kept in the library as well. */
+  keepCopy: Set<string>;
 }
 
 /** Pins each streamed repo to the commit its revision is at now, so a resumed run reads the same bytes. */
@@ -255,7 +288,12 @@ async function pinStreams(request: HubStreamRequest, signal: AbortSignal): Promi
       await pinHubRevision(ref.repo, ref.revision ?? request.revision ?? 'main', access),
     );
   }
-  return { hubUrl: request.hubUrl, accessToken: request.accessToken, commits };
+  return {
+    hubUrl: request.hubUrl,
+    accessToken: request.accessToken,
+    commits,
+    keepCopy: new Set((request.keepCopy ?? []).filter((r) => commits.has(r))),
+  };
 }
 
 /**
@@ -266,22 +304,40 @@ function runResolver(
   hub: HubStreams | undefined,
   signal: AbortSignal,
   onLog?: (line: string) => void,
+  /** A merge keeps the copies `hub.keepCopy` asks for; a header check never does. */
+  keepCopies = false,
 ): RunResolver {
   const opened = new Map<string, Promise<ModelFiles>>();
   const traffic: HubTraffic = { sources: [] };
+  const copies: RunCopy[] = [];
   const resolver: RunResolver = async (reference) => {
     const commit = hub?.commits.get(reference);
     if (!hub || !commit) return libraryResolver(reference);
     let model = opened.get(reference);
     if (!model) {
+      const copying = keepCopies && hub.keepCopy.has(reference);
+      const runCopy: RunCopy = { reference };
       model = openHubModel(parseHubModelRef(reference)?.repo ?? reference, commit, {
         hubUrl: hub.hubUrl,
         accessToken: hub.accessToken,
         signal,
-      }).then((m) => {
+        onFetched: copying ? (file, start, bytes) => runCopy.copy?.record(file, start, bytes) : undefined,
+      }).then(async (m) => {
+        if (copying) {
+          copies.push(runCopy);
+          try {
+            runCopy.copy = await HubCopy.begin(library, m);
+          } catch (e) {
+            // The merge does not depend on the copy: it goes on, and the outcome says why there is none.
+            runCopy.error = e as Error;
+          }
+        }
         onLog?.(
           `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
-            `(${formatBytes(m.weightBytes)} of weights, read again by every run; nothing stored)`,
+            `(${formatBytes(m.weightBytes)} of weights, ` +
+            (copying
+              ? 'a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends)'
+              : 'read again by every run; nothing stored)'),
         );
         return watchHubReads(m, traffic, () => {
           resolver.hubReadFailed = true;
@@ -293,11 +349,69 @@ function runResolver(
     return model;
   };
   resolver.hubReadFailed = false;
+  resolver.copies = copies;
   resolver.hubTraffic = () => ({
     requests: traffic.sources.reduce((n, s) => n + s.requests, 0),
     bytes: traffic.sources.reduce((n, s) => n + s.bytesFetched, 0),
   });
   return resolver;
+}
+
+/** A streamed model the run keeps in the library: its copy, or why it could not begin. */
+interface RunCopy {
+  reference: string;
+  copy?: HubCopy;
+  error?: Error;
+}
+
+/**
+ * Completes the run's copies after the merge succeeded, one by one; a copy's failure is reported,
+ * never thrown (the merge's output is already committed).
+ */
+async function finishCopies(
+  copies: readonly RunCopy[],
+  onLog?: (line: string) => void,
+): Promise<HubCopyOutcome[]> {
+  const outcomes: HubCopyOutcome[] = [];
+  for (const c of copies) {
+    let error = c.error;
+    let name: string | undefined;
+    if (c.copy) {
+      onLog?.(
+        `${c.reference}: completing the copy in the library (fetching the bytes the merge did not read)`,
+      );
+      try {
+        name = (await c.copy.finish()).name;
+        onLog?.(
+          `${c.reference}: the copy is in the library as ${name}, every file checked against the hub's hashes`,
+        );
+      } catch (e) {
+        error = e as Error;
+      }
+    }
+    if (error) onLog?.(`${c.reference}: the copy was not kept: ${error.name}: ${error.message}`);
+    outcomes.push(
+      error
+        ? { repo: c.reference, error: error.message, errorName: error.name }
+        : { repo: c.reference, name },
+    );
+  }
+  return outcomes;
+}
+
+/** A run that failed or was cancelled leaves no copy: every piece and unfinished import goes. */
+async function discardCopies(copies: readonly RunCopy[] | undefined): Promise<void> {
+  for (const c of copies ?? []) await c.copy?.discard().catch(() => undefined);
+}
+
+/** `work` on a run's models; if it fails, the copies those models began are removed. */
+async function withCopiesDiscardedOnFailure<T>(resolver: RunResolver, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    await discardCopies(resolver.copies);
+    throw e;
+  }
 }
 
 /** The range sources a run opened on the hub, for the cost it reports. */
@@ -310,6 +424,8 @@ type RunResolver = ModelResolver & {
   hubReadFailed?: boolean;
   /** Range requests and bytes read from the hub so far. */
   hubTraffic?: () => { requests: number; bytes: number };
+  /** Streamed models kept in the library too, as they were opened. */
+  copies?: RunCopy[];
 };
 
 /** The model with every source reporting a hub read that failed for good (HubRangeError). */
@@ -341,6 +457,7 @@ function recordStreams(record: RunJournalRecord, accessToken?: string): HubStrea
     hubUrl: record.hubUrl,
     accessToken,
     commits: new Map(streamed.map((m) => [m.name, m.commit!])),
+    keepCopy: new Set(streamed.filter((m) => m.keepCopy).map((m) => m.name)),
   };
 }
 
@@ -379,7 +496,10 @@ async function planModels(plan: MergePlan, hub?: HubStreams): Promise<RunJournal
   const inLibrary = await library.list();
   return plan.models.map((m) => {
     const commit = hub?.commits.get(m.reference);
-    if (commit) return { name: m.reference, id: `hub@${commit}`, commit };
+    if (commit) {
+      const keepCopy = hub?.keepCopy.has(m.reference) ? { keepCopy: true } : {};
+      return { name: m.reference, id: `hub@${commit}`, commit, ...keepCopy };
+    }
     const found = inLibrary.find((r) => r.name === m.reference);
     if (!found) throw new ModelNotFoundError(`model '${m.reference}' is not in the library`);
     return { name: m.reference, id: found.id };
@@ -472,6 +592,7 @@ async function journaledMerge(
     selected.dispose();
     await output.abort().catch(() => undefined);
     await journal.remove(record.runId).catch(() => undefined);
+    await discardCopies(resolveModel.copies);
     throw e;
   }
   let bytesResumed: number | undefined;
@@ -490,6 +611,12 @@ async function journaledMerge(
       backend: selected.backend.kind,
     });
   };
+  const threadCount =
+    selected.backend.kind === 'cpu'
+      ? cpuThreadCount(record.cpuThreads, navigator.hardwareConcurrency ?? 1)
+      : 1;
+  // Terminated with the run, and with this worker when Cancel terminates it.
+  const cpuThreads = threadCount > 1 ? BrowserCpuThreads.start(threadCount) : undefined;
   // A streamed model the hub stopped serving (after the retries) leaves a merge into browser storage
   // resumable: its partial output and journal record are kept, as after a reload.
   let keptForResume = false;
@@ -507,6 +634,7 @@ async function journaledMerge(
     const result = await runMerge({
       recipe,
       aimStatistics,
+      cpuThreads,
       resolveModel,
       output: target,
       seed: record.seed,
@@ -527,17 +655,23 @@ async function journaledMerge(
     const files = inFolder
       ? await (output as FolderOutput).files()
       : (await outputFiles(record.runId)).map((f) => ({ name: f.name, size: f.size }));
+    const copies = resolveModel.copies?.length ? await finishCopies(resolveModel.copies, onLog) : undefined;
+    if (holdReplyMs > 0) await new Promise((resolve) => setTimeout(resolve, holdReplyMs));
     return {
+      copies,
       outputId: inFolder ? '' : record.runId,
       folder: inFolder && `${inFolder.parent.name}/${inFolder.name}`,
       files,
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
       backend: result.backend,
+      cpuThreads: threadCount,
+      tensorsOnThreads: cpuThreads?.tensorsStarted ?? 0,
       placement: result.placement,
       elapsedMs: performance.now() - started,
     };
   } catch (e) {
+    await discardCopies(resolveModel.copies);
     if (!keptForResume) throw e;
     throw new MergeError(
       `${(e as Error).message}. The merge so far is kept: Resume continues after its last finished tensor once the hub answers again`,
@@ -545,6 +679,7 @@ async function journaledMerge(
       { cause: e },
     );
   } finally {
+    cpuThreads?.close();
     selected.dispose();
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
     if (!keptForResume) await journal.remove(record.runId).catch(() => undefined);
@@ -560,6 +695,7 @@ const api = {
     library = new ModelLibrary(library.kv, options.chunkBytes ?? MAX_CHUNK_BYTES);
     stallCommitsAfter(options.stallCommitAfterFiles);
     paceWrites(options.paceWritesMs);
+    holdReplyMs = options.holdReplyMs ?? 0;
   },
 
   /**
@@ -702,52 +838,55 @@ const api = {
       holdingRunLock(runId, async () => {
         const recipe = parseRecipe(request.recipeText, 'recipe');
         const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
-        const resolveModel = runResolver(hub, signal, onLog);
-        // The header-only validation: every problem of every model, before any tensor data is read.
-        const { plan } = await prepareMerge(recipe, resolveModel, request.outShardSize);
-        const record: RunJournalRecord = {
-          runId,
-          recipeText: request.recipeText,
-          seed: request.seed,
-          device: request.device,
-          gpuMemory: request.gpuMemory,
-          outShardSize: request.outShardSize,
-          startedAt: Date.now(),
-          tensorsDone: 0,
-          tensorsTotal: plan.tensors.length,
-          models: await planModels(plan, hub),
-          hubUrl: hub?.hubUrl,
-          folder: request.outputFolder,
-        };
-        const selected = await selectWorkerBackend(
-          request.device,
-          recipe.mergeMethod,
-          (line) => onLog?.(line),
-          request.gpuMemory,
-        );
-        let output: OpfsOutput | FolderOutput | undefined;
-        try {
-          output = request.outputFolder
-            ? await createFolderOutput(request.outputFolder)
-            : await createOpfsOutput(runId);
-          await journal.begin(record);
-        } catch (e) {
-          selected.dispose();
-          if (request.outputFolder) await output?.abort();
-          else await removePartialRun(runId);
-          throw e;
-        }
-        return journaledMerge(
-          record,
-          recipe,
-          output,
-          selected,
-          signal,
-          onProgress,
-          onLog,
-          request.datasetsEndpoint,
-          resolveModel,
-        );
+        const resolveModel = runResolver(hub, signal, onLog, true);
+        return withCopiesDiscardedOnFailure(resolveModel, async () => {
+          // The header-only validation: every problem of every model, before any tensor data is read.
+          const { plan } = await prepareMerge(recipe, resolveModel, request.outShardSize);
+          const record: RunJournalRecord = {
+            runId,
+            recipeText: request.recipeText,
+            seed: request.seed,
+            device: request.device,
+            cpuThreads: request.cpuThreads,
+            gpuMemory: request.gpuMemory,
+            outShardSize: request.outShardSize,
+            startedAt: Date.now(),
+            tensorsDone: 0,
+            tensorsTotal: plan.tensors.length,
+            models: await planModels(plan, hub),
+            hubUrl: hub?.hubUrl,
+            folder: request.outputFolder,
+          };
+          const selected = await selectWorkerBackend(
+            request.device,
+            recipe.mergeMethod,
+            (line) => onLog?.(line),
+            request.gpuMemory,
+          );
+          let output: OpfsOutput | FolderOutput | undefined;
+          try {
+            output = request.outputFolder
+              ? await createFolderOutput(request.outputFolder)
+              : await createOpfsOutput(runId);
+            await journal.begin(record);
+          } catch (e) {
+            selected.dispose();
+            if (request.outputFolder) await output?.abort();
+            else await removePartialRun(runId);
+            throw e;
+          }
+          return journaledMerge(
+            record,
+            recipe,
+            output,
+            selected,
+            signal,
+            onProgress,
+            onLog,
+            request.datasetsEndpoint,
+            resolveModel,
+          );
+        });
       }),
     );
   },
@@ -816,44 +955,47 @@ const api = {
             `the interrupted merge cannot continue: ${why}. Its partial output was discarded; run the merge again.`,
           );
         };
-        let recipe: MergeRecipe;
-        let obstacle: string | undefined;
-        // Streamed models are read again from the hub at the commits the run began with.
-        const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog);
-        try {
-          recipe = parseRecipe(record.recipeText, 'recipe');
-          obstacle = await resumeObstacle(record, recipe, resolveModel);
-        } catch (e) {
-          // The hub out of reach or refusing the token may come back: keep the run to resume later.
-          if (HUB_READ_ERRORS.has((e as Error).name)) throw e;
-          return cannot((e as Error).message);
-        }
-        if (obstacle) return cannot(obstacle);
-        // A backend that is missing now may come back (another tab held the GPU): keep the run.
-        const selected = await selectWorkerBackend(
-          record.device,
-          recipe.mergeMethod,
-          (line) => onLog?.(line),
-          record.gpuMemory,
-        );
-        let output: OpfsOutput;
-        try {
-          output = await openOpfsOutput(runId);
-        } catch (e) {
-          selected.dispose();
-          return cannot((e as Error).message);
-        }
-        return journaledMerge(
-          record,
-          recipe,
-          output,
-          selected,
-          signal,
-          onProgress,
-          onLog,
-          undefined,
-          resolveModel,
-        );
+        // Streamed models are read again from the hub at the commits the run began with. A copy kept
+        // in the library starts again: the bytes read before the reload are fetched at the end.
+        const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog, true);
+        return withCopiesDiscardedOnFailure(resolveModel, async () => {
+          let recipe: MergeRecipe;
+          let obstacle: string | undefined;
+          try {
+            recipe = parseRecipe(record.recipeText, 'recipe');
+            obstacle = await resumeObstacle(record, recipe, resolveModel);
+          } catch (e) {
+            // The hub out of reach or refusing the token may come back: keep the run to resume later.
+            if (HUB_READ_ERRORS.has((e as Error).name)) throw e;
+            return cannot((e as Error).message);
+          }
+          if (obstacle) return cannot(obstacle);
+          // A backend that is missing now may come back (another tab held the GPU): keep the run.
+          const selected = await selectWorkerBackend(
+            record.device,
+            recipe.mergeMethod,
+            (line) => onLog?.(line),
+            record.gpuMemory,
+          );
+          let output: OpfsOutput;
+          try {
+            output = await openOpfsOutput(runId);
+          } catch (e) {
+            selected.dispose();
+            return cannot((e as Error).message);
+          }
+          return journaledMerge(
+            record,
+            recipe,
+            output,
+            selected,
+            signal,
+            onProgress,
+            onLog,
+            undefined,
+            resolveModel,
+          );
+        });
       }),
     );
   },
@@ -907,21 +1049,25 @@ const api = {
    * Removes what a merge whose worker was terminated (Cancel) left: its partial output, an output it
    * committed just before, its journal record. The run is marked cancelled first, so that if this
    * tab closes before the files are removed the next start removes them instead of offering a
-   * resume. Waits for the terminated worker's lock and file handles to go.
+   * resume. Waits for the terminated worker's lock and file handles to go. A merge into a folder
+   * that committed before the worker stopped keeps its finished files (they are the user's now):
+   * the answer names that folder.
    */
-  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<void> {
+  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<{ keptFolder?: string }> {
     await journal.markCancelled(runId);
+    let kept = false;
     await navigator.locks.request(
       RUN_LOCK_PREFIX + runId,
       { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
       async () => {
-        if (folder) await removePartialFolderOutput(folder, CANCEL_WAIT_MS);
+        if (folder) kept = (await removePartialFolderOutput(folder, CANCEL_WAIT_MS)) === 'kept';
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
         await deleteOutput(runId);
         await journal.remove(runId);
         await journal.clearCancelled(runId);
       },
     );
+    return kept && folder ? { keptFolder: `${folder.parent.name}/${folder.name}` } : {};
   },
 
   listOutputs,

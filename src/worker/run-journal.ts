@@ -25,6 +25,8 @@ export interface JournalModel {
   id: string;
   /** Set for a model read straight from the hub (`RunJournalRecord.hubUrl`) at this commit sha. */
   commit?: string;
+  /** A streamed model the run also keeps in the library (its copy starts again on resume). */
+  keepCopy?: boolean;
 }
 
 export interface RunJournalRecord {
@@ -32,6 +34,8 @@ export interface RunJournalRecord {
   recipeText: string;
   seed: number;
   device: BackendChoice;
+  /** CPU kernel threads asked for (engine.worker.ts MergeRequest; absent: auto). */
+  cpuThreads?: 'auto' | 1 | 2;
   /** GPU memory budget in bytes (absent: the default from the adapter's limits). */
   gpuMemory?: number;
   outShardSize?: number;

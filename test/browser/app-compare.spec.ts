@@ -26,6 +26,7 @@ import {
   setRecipe,
   test,
 } from './app-harness';
+import { ensureCliBuild } from './cli-build';
 
 const run = promisify(execFile);
 const FIXTURES = join(ROOT, 'test/fixtures/qwen2-tiny-l2s');
@@ -104,7 +105,7 @@ async function waitForRun(page: Page, runsBefore: number): Promise<void> {
 
 test.beforeAll(async () => {
   test.setTimeout(180_000);
-  await run('npm', ['run', 'build:cli'], { cwd: ROOT });
+  await ensureCliBuild();
 });
 
 test('Compare streams each model, counts the reference tokens, and fills the table', async ({ page }) => {

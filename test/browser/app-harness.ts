@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { type BrowserContext, test as base, chromium, expect, type Page } from '@playwright/test';
+import { ensureCliBuild } from './cli-build';
 import { screenshotPath } from './screenshot-path';
 
 export { expect };
@@ -147,13 +148,13 @@ export async function readFolder(dir: string): Promise<Map<string, Buffer>> {
   return out;
 }
 
-/** The Node CLI's output for a recipe file (built on first use); `args` adds options such as --out-shard-size. */
+/** The Node CLI's output for a recipe file (rebuilt first when a source is newer than it); `args` adds options such as --out-shard-size. */
 export async function cliMerge(
   recipePath: string,
   outDir: string,
   args: readonly string[] = [],
 ): Promise<Map<string, Buffer>> {
-  if (!existsSync(join(ROOT, 'dist/cli/main.js'))) await run('npm', ['run', 'build:cli'], { cwd: ROOT });
+  await ensureCliBuild();
   await run('node', [join(ROOT, 'bin/l2s-merge.mjs'), recipePath, outDir, '--seed', '0', ...args], {
     cwd: ROOT,
   });

@@ -3,8 +3,12 @@
  * the local test hub under the paper's repo ids, streamed into a merge by Range requests with
  * nothing stored in IndexedDB, to the CLI's bytes; a bad recipe fails from the headers alone (the
  * server log shows no byte past any header was asked for); a reload mid-merge resumes from the last
- * finished tensor, streaming again at the pinned commit, to the CLI's bytes.
+ * finished tensor, streaming again at the pinned commit, to the CLI's bytes. With "Keep a copy in
+ * the library" the streamed models land in the library byte for byte with no range fetched twice;
+ * a corrupt byte fails the copy only; a reload drops the copy under way and the resumed run keeps
+ * its copy afresh.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -317,6 +321,230 @@ test('a hub outage mid-merge keeps the merge, which resumes once the hub answers
     await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
     await expect(page.locator('l2s-run-panel .log')).toContainText(`resuming after ${record.tensorsDone} of`);
     await expectSameBytes(page, cli);
+  } finally {
+    await hub.stop();
+  }
+});
+
+/** Every model record's files as stored in the library, read back chunk by chunk: size and sha256. */
+async function libraryFiles(
+  page: Page,
+): Promise<Record<string, Record<string, { size: number; sha256: string }>>> {
+  return page.evaluate(async () => {
+    const db = await new Promise<IDBDatabase>((resolvePromise, reject) => {
+      const open = indexedDB.open('l2s-library');
+      open.onsuccess = () => resolvePromise(open.result);
+      open.onerror = () => reject(open.error);
+    });
+    const get = (key: string) =>
+      new Promise<unknown>((resolvePromise, reject) => {
+        const req = db.transaction('kv', 'readonly').objectStore('kv').get(key);
+        req.onsuccess = () => resolvePromise(req.result);
+        req.onerror = () => reject(req.error);
+      });
+    const keys = await new Promise<string[]>((resolvePromise) => {
+      const req = db.transaction('kv', 'readonly').objectStore('kv').getAllKeys();
+      req.onsuccess = () => resolvePromise(req.result as string[]);
+    });
+    const out: Record<string, Record<string, { size: number; sha256: string }>> = {};
+    for (const key of keys.filter((k) => k.startsWith('model:'))) {
+      const record = (await get(key)) as {
+        id: string;
+        name: string;
+        files: { name: string; chunks: number }[];
+      };
+      out[record.name] = {};
+      for (const f of record.files) {
+        const chunks: Blob[] = [];
+        for (let i = 0; i < f.chunks; i++) chunks.push((await get(`${record.id}/${f.name}/${i}`)) as Blob);
+        const bytes = await new Blob(chunks).arrayBuffer();
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+        out[record.name][f.name] = {
+          size: bytes.byteLength,
+          sha256: [...digest].map((b) => b.toString(16).padStart(2, '0')).join(''),
+        };
+      }
+    }
+    db.close();
+    return out;
+  });
+}
+
+/** Every key of the library's store (models, imports under way, chunks, a copy's pieces). */
+async function libraryKeys(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () =>
+      new Promise<string[]>((resolvePromise, reject) => {
+        const open = indexedDB.open('l2s-library');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const req = open.result.transaction('kv', 'readonly').objectStore('kv').getAllKeys();
+          req.onsuccess = () => {
+            resolvePromise(req.result as string[]);
+            open.result.close();
+          };
+        };
+      }),
+  );
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Ticks "Keep a copy in the library" for each streamed repo. */
+async function keepCopies(page: Page, repos: string[]): Promise<void> {
+  for (const repo of repos) {
+    const row = page.locator(`[data-testid="recipe-streamed-hub"][data-repo="${repo}"]`);
+    const box = row.getByTestId('recipe-stream-keep');
+    await expect(box).not.toBeChecked();
+    await box.check();
+    await expect(row).toContainText('a copy is kept in the library');
+  }
+}
+
+test('a streamed merge keeping a copy adds both models to the library whole, downloading no byte twice', async ({
+  page,
+}) => {
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    // Chunks of 300 kB: the stored pieces are cut and joined across chunk boundaries.
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&chunk=300000`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await keepCopies(page, [SYSTEM1, SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await runMergeInPage(page);
+    const status = page.getByTestId('merge-status');
+    for (const repo of [SYSTEM1, SYSTEM2]) {
+      await expect(status).toContainText(
+        `The copy of ${repo} is in the library as ${repo} (every file checked against the hub's hashes).`,
+      );
+    }
+    await expectSameBytes(page, cli);
+    await expect.poll(async () => (await libraryNames(page)).sort()).toEqual([SYSTEM2, SYSTEM1].sort());
+
+    // The library holds the hub's files byte for byte, read back from their chunks.
+    const stored = await libraryFiles(page);
+    for (const [repo, repoFilesMap] of Object.entries(files)) {
+      const expected = Object.fromEntries(
+        [...repoFilesMap].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
+      );
+      expect(stored[repo], repo).toEqual(expected);
+    }
+    // Nothing but the two models' records and chunks is left (no piece, no unfinished import).
+    const keys = await libraryKeys(page);
+    expect(keys.filter((k) => k.startsWith('import:') || k.includes('/@'))).toEqual([]);
+
+    // No byte of any file was requested twice, beyond the headers (the safetensors headers, config.json
+    // and the shard index, read by the validation and again by the merge), and every byte was requested.
+    const byFile = new Map<string, [number, number][]>();
+    for (const r of hub.requests) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(r.range ?? '');
+      if (!m) throw new Error(`${r.repo}/${r.path}: a request without a bounded range (${r.range})`);
+      const key = `${r.repo}/${r.path}`;
+      byFile.set(key, [...(byFile.get(key) ?? []), [Number(m[1]), Number(m[2]) + 1]]);
+    }
+    for (const [repo, repoFilesMap] of Object.entries(files)) {
+      for (const [name, bytes] of repoFilesMap) {
+        // What the validation reads before any tensor data, and the merge reads again.
+        const headerEnd = name.endsWith('.safetensors')
+          ? dataStart(bytes)
+          : name === 'config.json' || name.endsWith('.index.json')
+            ? bytes.length
+            : 0;
+        const ranges = (byFile.get(`${repo}/${name}`) ?? []).sort((a, b) => a[0] - b[0]);
+        let coveredTo = 0;
+        for (const [start, end] of ranges) {
+          const from = Math.max(start, headerEnd);
+          if (from < end)
+            expect(from, `${repo}/${name}: bytes ${start}-${end - 1} requested again`).toBeGreaterThanOrEqual(
+              Math.max(coveredTo, headerEnd),
+            );
+          expect(
+            start,
+            `${repo}/${name}: bytes ${coveredTo}-${start - 1} never requested`,
+          ).toBeLessThanOrEqual(coveredTo);
+          coveredTo = Math.max(coveredTo, end);
+        }
+        expect(coveredTo, `${repo}/${name}`).toBe(bytes.length);
+      }
+    }
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a corrupt byte fails the copy with the checksum message, keeps the merge output, adds nothing', async ({
+  page,
+}) => {
+  const { hub, files } = await pairHub();
+  try {
+    const shard = 'model.safetensors';
+    const original = files[SYSTEM1].get(shard)!;
+    // The bytes the test hub serves for a corrupted file: its middle byte flipped.
+    const served = original.slice();
+    served[Math.floor(served.length / 2)] ^= 0xff;
+    hub.corruptFile(SYSTEM1, shard);
+    // The merge reads the bytes served, so its output is the CLI's on those bytes.
+    const cli = await cliBytes({ ...files, [SYSTEM1]: new Map([...files[SYSTEM1], [shard, served]]) });
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await keepCopies(page, [SYSTEM1]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await runMergeInPage(page);
+    const status = page.getByTestId('merge-status');
+    await expect(status).toContainText(
+      `The copy of ${SYSTEM1} was not kept, and the merged output is not affected: ChecksumMismatchError: ` +
+        `${SYSTEM1}/${shard}: sha256 is ${sha256Hex(served)} but the hub lists ${sha256Hex(original)}; ` +
+        'the file is corrupt and was deleted. Nothing was added to the library; import the repo from the hub to try again.',
+    );
+    await expectSameBytes(page, cli);
+    expect(await libraryNames(page)).toEqual([]);
+    expect(await libraryKeys(page)).toEqual([]);
+    await expect(page.getByTestId('pending-import')).toHaveCount(0);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a reload mid-merge drops the copy under way; the resumed merge keeps its copy afresh', async ({
+  page,
+}) => {
+  test.setTimeout(180_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150&chunk=300000`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await keepCopies(page, [SYSTEM1]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'running');
+    await expect
+      .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
+      .toBeGreaterThanOrEqual(10);
+    expect((await libraryKeys(page)).some((k) => k.includes('/@'))).toBe(true);
+    await page.reload();
+    await openApp(page);
+    // The start-up clean-up removed the copy that was under way: it cannot continue without its run.
+    await expect.poll(() => libraryKeys(page)).toEqual([]);
+    await page.getByTestId('merge-resume').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
+    await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
+    await expect(status).toContainText(`The copy of ${SYSTEM1} is in the library as ${SYSTEM1}`);
+    await expectSameBytes(page, cli);
+    await expect.poll(() => libraryNames(page)).toEqual([SYSTEM1]);
+    const stored = await libraryFiles(page);
+    expect(stored[SYSTEM1]).toEqual(
+      Object.fromEntries(
+        [...files[SYSTEM1]].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
+      ),
+    );
   } finally {
     await hub.stop();
   }

@@ -5,9 +5,10 @@
  * `GET /{repo}/resolve/{rev}/{path}` (Range requests, ETag / X-Linked-* / X-Repo-Commit headers; LFS
  * files redirect to a content-addressed URL as the hub redirects to its CDN). A repo may have several
  * revisions (branches or tags, each with its own files and commit sha; `{rev}` may be a name or the
- * sha). It can require a token, stall a file mid-way or cut the connection there (to test
- * resumption) and serve corrupted bytes (to test sha256 verification), and it logs every range it
- * was asked for.
+ * sha). It can require a token, stall a file mid-way (then break off, or go on) or cut the
+ * connection there (to test resumption), send files slowly (`pieceDelayMs`, to make two clients'
+ * downloads overlap) and serve corrupted bytes (to test sha256 verification), and it logs every
+ * range it was asked for.
  *
  * Uploads take the calls `@huggingface/hub`'s createRepo and commit make: `POST /api/repos/create`,
  * `POST /api/models/{repo}/preupload/{rev}`, `POST /{repo}.git/info/lfs/objects/batch` (answering
@@ -57,6 +58,8 @@ export interface HubServerOptions {
 
 interface Stall {
   afterBytes: number;
+  /** After release the transfer goes on (a pause) instead of breaking off. */
+  resume?: boolean;
   release: Promise<void>;
   resolve: () => void;
   /** Resolves once the server has sent `afterBytes` bytes and stopped. */
@@ -118,6 +121,8 @@ export class HubServer {
   private outageStatus?: number;
   private server?: Server;
   url = '';
+  /** A pause after every 4 KiB piece of a file, to make transfers slow. */
+  pieceDelayMs = 0;
 
   repo(id: string): HubRepo | undefined {
     return this.repos.get(id);
@@ -160,8 +165,16 @@ export class HubServer {
     this.outageStatus = status;
   }
 
-  /** Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open. */
-  stallFile(repo: string, path: string, afterBytes: number): { reached: Promise<void>; release: () => void } {
+  /**
+   * Stop sending `path` after `afterBytes` bytes until `release()`; the connection stays open, and
+   * is then broken, or with `resume` the rest of the file is sent (a slow moment, not a failure).
+   */
+  stallFile(
+    repo: string,
+    path: string,
+    afterBytes: number,
+    options: { resume?: boolean } = {},
+  ): { reached: Promise<void>; release: () => void } {
     let resolve!: () => void;
     let markReached!: () => void;
     const release = new Promise<void>((r) => {
@@ -170,7 +183,7 @@ export class HubServer {
     const reached = new Promise<void>((r) => {
       markReached = r;
     });
-    const stall = { afterBytes, release, resolve, reached, markReached };
+    const stall = { afterBytes, release, resolve, reached, markReached, resume: options.resume };
     this.stalls.set(`${repo}/${path}`, stall);
     return {
       reached,
@@ -342,11 +355,10 @@ export class HubServer {
       ...(this.options.xCache ? { 'X-Cache': this.options.xCache } : {}),
       ...(status === 206 ? { 'Content-Range': `bytes ${start}-${end}/${bytes.length}` } : {}),
     });
-    const stall = this.stalls.get(`${repoId}/${path}`);
+    let stall = this.stalls.get(`${repoId}/${path}`);
     const cut = this.cuts.get(`${repoId}/${path}`);
     const cutAt = cut && cut.afterBytes > start && cut.afterBytes <= end ? cut.afterBytes : undefined;
     if (cutAt !== undefined) this.cuts.delete(`${repoId}/${path}`);
-    const pause = stall && start < stall.afterBytes ? stall.afterBytes : end + 1;
     let at = start;
     // Small writes, so a stall lands mid-file and progress is visible.
     const piece = 4096;
@@ -354,8 +366,11 @@ export class HubServer {
       if (stall && at >= stall.afterBytes) {
         stall.markReached();
         await stall.release;
-        res.destroy();
-        return;
+        if (!stall.resume) {
+          res.destroy();
+          return;
+        }
+        stall = undefined;
       }
       if (cutAt !== undefined && at >= cutAt) {
         // Let the bytes sent so far reach the client, then drop the connection.
@@ -365,10 +380,11 @@ export class HubServer {
         cut?.markReached();
         return;
       }
-      const stop = Math.min(end + 1, at + piece, pause, cutAt ?? end + 1);
+      const stop = Math.min(end + 1, at + piece, stall?.afterBytes ?? end + 1, cutAt ?? end + 1);
       const ok = res.write(bytes.subarray(at, stop));
       at = stop;
       if (!ok) await new Promise((resolve) => res.once('drain', resolve));
+      if (this.pieceDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.pieceDelayMs));
     }
     res.end();
   }

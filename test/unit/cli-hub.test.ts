@@ -3,9 +3,9 @@
  * a real HTTP server): downloads into the Hugging Face cache layout, resume after a broken transfer
  * or Ctrl-C, a corrupted file refused, `@revision`, `--offline`, the token kept from the CDN.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import {
   lstat,
   mkdir,
@@ -16,10 +16,11 @@ import {
   rm,
   stat,
   symlink,
+  utimes,
   writeFile,
 } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { homedir, hostname, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
 import { hubCacheDir, hubSettings, hubToken } from '../../src/node/hub-settings';
@@ -151,6 +152,8 @@ async function localOutput(second: 'tiny-qwen-system2' | 'tiny-qwen-instruct'): 
   return bytes;
 }
 
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 const repoDir = (cache: string, repo: string) => join(cache, `models--${repo.replace('/', '--')}`);
 
 function fileRequests(hub: HubServer, path: string) {
@@ -259,6 +262,144 @@ describe('l2s-merge with hub ids', () => {
         .map((x) => x.range),
     ).toEqual([`bytes=${stallAt}-`]);
     expect(await outputBytes(join(work, 'out'))).toEqual(await localOutput('tiny-qwen-system2'));
+  }, 120_000);
+
+  it('two runs at once fetch each file once: one waits for the other’s lock, then uses its blobs', async () => {
+    const hub = await startHub();
+    // Slow transfers, and system1's shard pauses mid-way until the other run is seen waiting for it
+    // (with a progress line), so the two downloads overlap whatever the start-up times.
+    hub.pieceDelayMs = 2;
+    const shard = system1.files.get(SHARD) as Uint8Array;
+    const stall = hub.stallFile(SYSTEM1, SHARD, 65_536, { resume: true });
+    const { work, cache, env } = await workDir();
+    const lockPath = join(cache, '.locks', `models--${SYSTEM1.replace('/', '--')}`, `${sha256(shard)}.lock`);
+    const waitLine = `${SYSTEM1}@main/${SHARD}: waiting for another download of this file (process `;
+    const children: ChildProcess[] = [];
+    let lockSeen: { pid: number; host: string; started: string } | undefined;
+    const run = (i: number) =>
+      l2s([join(work, 'r.yml'), join(work, `out-${i}`), '--hub-endpoint', hub.url], env, {
+        onStderr: (text, child) => {
+          children[i] = child;
+          const at = text.indexOf(waitLine);
+          if (at < 0) return;
+          lockSeen ??= JSON.parse(readFileSync(lockPath, 'utf8'));
+          if (text.slice(at).includes(`% ${SYSTEM1}@main ${SHARD}, `)) stall.release();
+        },
+      });
+    const runs = await Promise.all([run(0), run(1)]);
+    for (const r of runs) expectOk(r);
+    const waiter = runs.findIndex((r) => r.stderr.includes(waitLine));
+    expect(waiter, runs.map((r) => r.stderr).join('\n---\n')).toBeGreaterThanOrEqual(0);
+    const holder = 1 - waiter;
+    expect(runs[holder].stderr).not.toContain(waitLine);
+    // The lock held the holder's pid, this host and when it was taken.
+    expect(lockSeen?.pid).toBe(children[holder].pid);
+    expect(lockSeen?.host).toBe(hostname());
+    expect(Date.now() - Date.parse(lockSeen?.started ?? '')).toBeLessThan(60_000);
+    const waited = runs[waiter].stderr;
+    expect(waited).toContain(
+      `l2s-merge: ${waitLine}${lockSeen?.pid} on ${hostname()}, since ${lockSeen?.started}); its lock is ${lockPath}\n`,
+    );
+    expect(waited).toContain(
+      `l2s-merge: ${SYSTEM1}@main/${SHARD}: downloaded by the other process; using it\n`,
+    );
+
+    // One transfer of every file, whole; both merges equal the local one; no lock or partial left.
+    for (const [repo, model] of [
+      [SYSTEM1, system1],
+      [SYSTEM2, system2],
+    ] as const) {
+      for (const name of model.files.keys()) {
+        const transfers = hub.requests.filter((q) => q.repo === repo && q.path === name);
+        expect(
+          transfers.map((q) => q.range),
+          `${repo}/${name}`,
+        ).toEqual([null]);
+      }
+      expect(await readdir(join(cache, '.locks', `models--${repo.replace('/', '--')}`))).toEqual([]);
+      expect((await readdir(join(repoDir(cache, repo), 'blobs'))).filter((b) => b.includes('.'))).toEqual([]);
+    }
+    for (const i of [0, 1])
+      expect(await outputBytes(join(work, `out-${i}`))).toEqual(await localOutput('tiny-qwen-system2'));
+  }, 120_000);
+
+  it('takes over a stale lock: its process is gone, or nothing moved for longer than the bound', async () => {
+    const hub = await startHub();
+    const { work, cache, env } = await workDir();
+    const shard = system1.files.get(SHARD) as Uint8Array;
+    const locks = (repo: string) => join(cache, '.locks', `models--${repo.replace('/', '--')}`);
+    const lock1 = join(locks(SYSTEM1), `${sha256(shard)}.lock`);
+    // A process that has exited: its pid is free.
+    const gone = spawn(process.execPath, ['-e', '']);
+    const deadPid = gone.pid as number;
+    await new Promise((r) => gone.on('close', r));
+    await mkdir(locks(SYSTEM1), { recursive: true });
+    await writeFile(
+      lock1,
+      JSON.stringify({ pid: deadPid, host: hostname(), started: new Date().toISOString(), token: 'x' }),
+    );
+    // huggingface_hub's kind of lock (an empty file), an hour old, on system2's config.json.
+    const config2 = system2.files.get('config.json') as Uint8Array;
+    const lock2 = join(locks(SYSTEM2), `${gitSha1(config2)}.lock`);
+    await mkdir(locks(SYSTEM2), { recursive: true });
+    await writeFile(lock2, '');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await utimes(lock2, hourAgo, hourAgo);
+
+    const r = await l2s([join(work, 'r.yml'), join(work, 'out'), '--hub-endpoint', hub.url], env);
+    expectOk(r);
+    expect(r.stderr).toContain(
+      `l2s-merge: ${SYSTEM1}@main/${SHARD}: taking over the download lock ${lock1}: its process ${deadPid} is no longer running\n`,
+    );
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `l2s-merge: ${SYSTEM2}@main/config\\.json: taking over the download lock ${escapeRegExp(lock2)}: no sign of progress for 36\\d\\d s ` +
+          `\\(a lock without a process id, such as huggingface_hub's, last changed ${hourAgo.toISOString().slice(0, 16)}`,
+      ),
+    );
+    expect(r.stderr).not.toContain('waiting for another download');
+    expect(await readdir(locks(SYSTEM1))).toEqual([]);
+    expect(await readdir(locks(SYSTEM2))).toEqual([]);
+    expect(await outputBytes(join(work, 'out'))).toEqual(await localOutput('tiny-qwen-system2'));
+
+    // A live process (this one) whose lock and partial file are an hour old: hung, taken over, and
+    // its partial file resumed.
+    const again = await workDir();
+    const lock3 = join(
+      again.cache,
+      '.locks',
+      `models--${SYSTEM1.replace('/', '--')}`,
+      `${sha256(shard)}.lock`,
+    );
+    await mkdir(dirname(lock3), { recursive: true });
+    const started = hourAgo.toISOString();
+    await writeFile(lock3, JSON.stringify({ pid: process.pid, host: hostname(), started, token: 'y' }));
+    const blobs = join(repoDir(again.cache, SYSTEM1), 'blobs');
+    await mkdir(blobs, { recursive: true });
+    const incomplete = join(blobs, `${sha256(shard)}.incomplete`);
+    await writeFile(incomplete, shard.subarray(0, 40_000));
+    await utimes(incomplete, hourAgo, hourAgo);
+    const before = fileRequests(hub, SHARD).length;
+    const hung = await l2s(
+      [join(again.work, 'r.yml'), join(again.work, 'out'), '--hub-endpoint', hub.url],
+      again.env,
+    );
+    expectOk(hung);
+    expect(hung.stderr).toMatch(
+      new RegExp(
+        `l2s-merge: ${SYSTEM1}@main/${SHARD}: taking over the download lock ${escapeRegExp(lock3)}: no sign of progress for 36\\d\\d s ` +
+          `\\(process ${process.pid} on ${hostname()}, since ${started}\\)\n`,
+      ),
+    );
+    expect(hung.stderr).toContain(`${SYSTEM1}@main/${SHARD}: resuming at byte 40000 of ${shard.length}`);
+    expect(
+      fileRequests(hub, SHARD)
+        .slice(before)
+        .filter((q) => q.repo === SYSTEM1)
+        .map((q) => q.range),
+    ).toEqual(['bytes=40000-']);
+    expect(existsSync(lock3)).toBe(false);
+    expect(await outputBytes(join(again.work, 'out'))).toEqual(await localOutput('tiny-qwen-system2'));
   }, 120_000);
 
   it('refuses a corrupted file, naming repo, file and both hashes, and keeps nothing of it', async () => {
@@ -466,6 +607,57 @@ describe('l2s-merge with hub ids', () => {
     expectOk(local);
     expect(JSON.parse(fromHub.stdout).token_ids).toHaveLength(4);
     expect(fromHub.stdout).toBe(local.stdout);
+  }, 60_000);
+
+  it('eval runs a hub id as it runs the same local folder', async () => {
+    const fixture = 'test/fixtures/qwen2-tiny-l2s/system2';
+    const files = new Map<string, Uint8Array>();
+    for (const name of await readdir(fixture))
+      if (name !== 'reference.json') files.set(name, new Uint8Array(await readFile(join(fixture, name))));
+    const hub = new HubServer();
+    hub.addRepo('test-org/qwen2-tiny-system2', { files });
+    await hub.start();
+    servers.push(hub);
+    const { work, env } = await workDir();
+    const questions = join(work, 'q.jsonl');
+    await writeFile(
+      questions,
+      `${JSON.stringify({ question: 'What is 2+3?', answer: '5' })}\n${JSON.stringify({ question: 'What is 34 - 10?', answer: 24 })}\n`,
+    );
+    const args = [
+      '--questions',
+      questions,
+      '--max-new-tokens',
+      '12',
+      '--system',
+      '',
+      '--json',
+      '--device',
+      'cpu',
+    ];
+    const hubId = 'test-org/qwen2-tiny-system2@main';
+    const fromHub = await runBin(bin, ['eval', hubId, ...args], {
+      cwd: work,
+      env: { ...env, HF_ENDPOINT: hub.url },
+    });
+    expectOk(fromHub);
+    expect(fromHub.stderr).toContain(`l2s-merge: ${hubId}: downloading ${files.size} file(s)`);
+    const local = await runBin(bin, ['eval', resolve(fixture), ...args], { env });
+    expectOk(local);
+    type EvalOutput = {
+      results: Array<{ model: string; text: string; generatedTokens: number }>;
+      table: Array<{ model: string }>;
+    };
+    const hubOut = JSON.parse(fromHub.stdout) as EvalOutput;
+    const localOut = JSON.parse(local.stdout) as EvalOutput;
+    expect(hubOut.results).toHaveLength(2);
+    expect(hubOut.results.every((r) => r.model === hubId && r.generatedTokens > 0)).toBe(true);
+    expect(hubOut.table.map((r) => r.model)).toEqual([hubId]);
+    // The same responses, grades and table; only the model's name differs.
+    expect(fromHub.stdout.replaceAll(JSON.stringify(hubId), JSON.stringify(resolve(fixture)))).toBe(
+      local.stdout,
+    );
+    expect(localOut.results.map((r) => r.text)).toEqual(hubOut.results.map((r) => r.text));
   }, 60_000);
 });
 

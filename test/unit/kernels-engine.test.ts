@@ -63,6 +63,9 @@ const countingThreads: CpuThreads = {
   get count() {
     return nodeThreads.count;
   },
+  get splitsStatistics() {
+    return nodeThreads.splitsStatistics;
+  },
   reads: (source) => nodeThreads.reads(source),
   start: (tensor) => {
     onThreads.push(tensor);
@@ -273,26 +276,28 @@ describe('the engine on the kernels writes the reference bytes', () => {
     expectSameFiles(await bothWays(TRIO_RECIPES.task_arithmetic, memoryResolver(trio), 0, trioFolder));
   });
 
-  it('ties and task_arithmetic on the trained fixture pair', async () => {
+  it('ties, task_arithmetic, della and slerp on the trained fixture pair', async () => {
     const fixtures = join(__dirname, '../fixtures/qwen2-tiny-l2s');
     const resolver = folderResolver(fixtures);
     try {
-      for (const method of ['ties', 'task_arithmetic']) {
-        const recipe = `merge_method: ${method}
-base_model: system1
-models:
-  - model: system2
-    parameters: {weight: 0.9, density: 0.3}
-dtype: bfloat16
-`;
-        expectSameFiles(await bothWays(recipe, resolver, 0, fixtures));
+      const recipes: [string, string][] = [
+        ['ties', 'models:\n  - model: system2\n    parameters: {weight: 0.9, density: 0.3}\n'],
+        ['task_arithmetic', 'models:\n  - model: system2\n    parameters: {weight: 0.9}\n'],
+        ['della', 'models:\n  - model: system2\n    parameters: {weight: 0.9, density: 0.3, epsilon: 0.1}\n'],
+        ['slerp', 'models:\n  - model: system2\nparameters: {t: 0.6}\n'],
+      ];
+      for (const [method, rest] of recipes) {
+        const recipe = `merge_method: ${method}\nbase_model: system1\n${rest}dtype: bfloat16\n`;
+        for (const seed of method === 'della' ? [0, 9] : [0]) {
+          expectSameFiles(await bothWays(recipe, resolver, seed, fixtures));
+        }
       }
     } finally {
       await resolver.closeAll();
     }
   });
 
-  it('ties, task_arithmetic and dare_linear on a model with Qwen2.5-0.5B layer shapes', async () => {
+  it('ties, task_arithmetic, dare_linear, della_linear and slerp on a model with Qwen2.5-0.5B layer shapes', async () => {
     // Hidden 896, MLP 4864, 14/2 heads, 1 layer; an embedding of 8192 rows (7.3M elements, larger
     // than the selection sample, so TIES' windows are used).
     const shape = {
@@ -315,8 +320,11 @@ dtype: bfloat16
       ['ties', '{weight: 1.0, density: 0.2}'],
       ['task_arithmetic', '{weight: 0.7}'],
       ['dare_linear', '{weight: 0.7, density: 0.5}'],
+      ['della_linear', '{weight: 0.7, density: 0.4, epsilon: 0.1}'],
+      ['slerp', '{}'],
     ]) {
-      const recipe = `merge_method: ${method}\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: ${params}\ndtype: bfloat16\n`;
+      const global = method === 'slerp' ? 'parameters: {t: 0.3}\n' : '';
+      const recipe = `merge_method: ${method}\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: ${params}\n${global}dtype: bfloat16\n`;
       expectSameFiles(await bothWays(recipe, memoryResolver(models), 3, folder));
     }
     // The large tensors' chunks of task_arithmetic alternate between the threads; TIES' and
@@ -327,5 +335,41 @@ dtype: bfloat16
     expect(new Set(split.map((t) => t.method))).toEqual(new Set(['task_arithmetic']));
     expect(ran.some((t) => t.method === 'ties' && !t.split)).toBe(true);
     expect(ran.some((t) => t.method === 'dare_linear' && !t.split)).toBe(true);
+  }, 300_000);
+
+  it('TIES and breadcrumbs_ties split across the threads, statistics summed, to the same bytes', async () => {
+    // f32 inputs: the 20000 x 256 embedding (5.1M elements, 41 MB of inputs) is more than the
+    // engine keeps, so its 5 chunks go to both threads, which sum their counts and tie counts.
+    const shape = {
+      hiddenSize: 256,
+      intermediateSize: 512,
+      layers: 1,
+      heads: 4,
+      kvHeads: 2,
+      vocabSize: 20000,
+    };
+    const models = await Promise.all(
+      [
+        { name: 'base', deltaSeed: 0, deltaScale: 0, tied: true, shards: 1, dtype: 'F32' as const },
+        { name: 'instruct', deltaSeed: 5, deltaScale: 0.05, tied: true, shards: 1, dtype: 'F32' as const },
+        { name: 'reasoner', deltaSeed: 11, deltaScale: 0.1, tied: true, shards: 1, dtype: 'F32' as const },
+      ].map((spec) => makeTinyModel(spec, shape)),
+    );
+    const folder = await onDisk(models);
+    const started = onThreads.length;
+    for (const recipe of [
+      'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\ndtype: float32\n',
+      'merge_method: ties\nbase_model: base\nmodels:\n  - model: instruct\n    parameters: {weight: 0.5, density: 0.5}\n  - model: reasoner\n    parameters: {weight: 0.7, density: 0.3}\ndtype: float32\nout_dtype: bfloat16\n',
+      'merge_method: breadcrumbs_ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.8, density: 0.6, gamma: 0.05}\ndtype: float32\n',
+    ]) {
+      expectSameFiles(await bothWays(recipe, memoryResolver(models), 0, folder));
+    }
+    const split = onThreads.slice(started).filter((t) => t.splitStatistics);
+    expect(split.map((t) => `${t.method} ${t.spec.tensorName}`)).toEqual([
+      'ties model.embed_tokens.weight',
+      'ties model.embed_tokens.weight',
+      'breadcrumbs_ties model.embed_tokens.weight',
+    ]);
+    expect(split.every((t) => t.split)).toBe(true);
   }, 300_000);
 });

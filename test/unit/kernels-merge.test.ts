@@ -10,6 +10,7 @@ import { rawChunkMerge } from '../../src/kernels/fused';
 import { type KernelArena, loadKernels } from '../../src/kernels/wasm';
 import { getMethod } from '../../src/methods';
 import { chunkRowLength } from '../../src/methods/chunks';
+import type { MagnitudeRangeSelector } from '../../src/methods/rank-select';
 import type { MergeInputs, ResolvedParams } from '../../src/methods/types';
 import { parseRecipe, resolveParams } from '../../src/recipe';
 import type { MergeRecipe } from '../../src/recipe/recipe';
@@ -100,6 +101,13 @@ const CASES: Case[] = [
     models: 2,
     modelParams: (m) => ({ weight: [0.7, 0.4][m], density: [1, 0.3][m] }),
   },
+  // One model: the fused output kernel, with the divide (weight 1 skips it), the rescale and the lower cut.
+  { method: 'ties', params: { rescale: true }, models: 1, modelParams: () => ({ weight: 1, density: 0.4 }) },
+  {
+    method: 'breadcrumbs_ties',
+    models: 1,
+    modelParams: () => ({ weight: 0.6, density: 0.5, gamma: 0.1 }),
+  },
   { method: 'dare_ties', models: 2, modelParams: (m) => ({ weight: [0.4, 0.8][m], density: [0.6, 0.3][m] }) },
   { method: 'dare_linear', models: 1, modelParams: () => ({ weight: 0.9, density: 0.5 }) },
   {
@@ -184,16 +192,21 @@ function kernelBytes(
   outDtype: FloatDType,
   rowsPerChunk: number,
   statistics: { passes?: number } = {},
+  { workDtype, keepChunks = false }: { workDtype?: FloatDType; keepChunks?: boolean } = {},
 ): Uint8Array {
   const { method, spec } = inputsOf(c, name, shape, seed);
   const rowLen = chunkRowLength(shape);
   const rows = shape.reduce((a, b) => a * b, 1) / rowLen;
   const chunkRows = Math.min(rows, rowsPerChunk);
+  const chunks = Math.ceil(rows / rowsPerChunk);
+  // keepChunks: a buffer set per chunk, each filled once (the engine's cache of small tensors).
   const job = rawChunkMerge(arena, method, {
     spec,
     inputDtypes: dtypes,
     outDtype,
+    workDtype,
     chunkElements: chunkRows * rowLen,
+    inputSets: keepChunks ? Math.max(2, chunks) : 2,
   });
   if (!job) throw new Error(`no kernel form of ${c.method}`);
   const fill = (set: number, r0: number, r1: number) => {
@@ -202,13 +215,15 @@ function kernelBytes(
       job.input(set, i, (r1 - r0) * rowLen).set(bytes.subarray(r0 * rowBytes, r1 * rowBytes));
     });
   };
-  const oneChunk = rows <= rowsPerChunk;
-  if (oneChunk) fill(0, 0, rows);
+  const kept = keepChunks || rows <= rowsPerChunk;
+  if (kept)
+    for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++)
+      fill(k, r0, Math.min(rows, r0 + rowsPerChunk));
   const each = (visit: (set: number, r0: number, r1: number) => void) => {
     for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       const r1 = Math.min(rows, r0 + rowsPerChunk);
-      if (!oneChunk) fill(k % 2, r0, r1);
-      visit(oneChunk ? 0 : k % 2, r0, r1);
+      if (!kept) fill(k % 2, r0, r1);
+      visit(kept ? k : k % 2, r0, r1);
     }
   };
   for (let pass = 0; pass < job.passes; pass++) {
@@ -298,6 +313,22 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
                 same(expected, actual, out),
                 `${where}: ${firstDifference(expected, actual, DTYPE_BYTES[out])}`,
               ).toBe(true);
+              const keptChunks = kernelBytes(
+                c,
+                name,
+                shape,
+                seed,
+                stored,
+                dtypes,
+                out,
+                rowsPerChunk,
+                {},
+                { keepChunks: true },
+              );
+              expect(
+                same(expected, keptChunks, out),
+                `${where}, every chunk kept: ${firstDifference(expected, keptChunks, DTYPE_BYTES[out])}`,
+              ).toBe(true);
             }
           }
         }
@@ -339,7 +370,256 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
     expect(same(expected, actual), firstDifference(expected, actual, 2)).toBe(true);
   });
 
+  /**
+   * Split statistics as the kernel threads run them (kernel-worker.ts splitStatistics), here in
+   * turn: `threads` instances, each on its own arena, count chunks k with k mod threads = t; their
+   * counts are summed, and each chunk is produced after the ties of every chunk before it.
+   */
+  function splitBytes(
+    c: Case,
+    name: string,
+    shape: number[],
+    stored: Uint8Array[],
+    rowsPerChunk: number,
+    threads: number,
+  ): { bytes: Uint8Array; passes: number } {
+    const { method, spec } = inputsOf(c, name, shape, 0);
+    const rowLen = chunkRowLength(shape);
+    const rows = shape[0];
+    const chunks = Math.ceil(rows / rowsPerChunk);
+    const dtypes = stored.map(() => 'BF16' as FloatDType);
+    const jobs = Array.from({ length: threads }, () => {
+      const job = rawChunkMerge(loadKernels('auto') as KernelArena, method, {
+        spec,
+        inputDtypes: dtypes,
+        outDtype: 'BF16',
+        chunkElements: rowsPerChunk * rowLen,
+      });
+      if (!job) throw new Error('no kernel form');
+      return job;
+    });
+    const elementsOf = (k: number) => (Math.min(rows, (k + 1) * rowsPerChunk) - k * rowsPerChunk) * rowLen;
+    const fill = (t: number, k: number) =>
+      stored.forEach((bytes, i) => {
+        const from = k * rowsPerChunk * rowLen * 2;
+        jobs[t].input(0, i, elementsOf(k)).set(bytes.subarray(from, from + elementsOf(k) * 2));
+      });
+    const visitMine = (pass: number) => {
+      for (let k = 0; k < chunks; k++) {
+        fill(k % threads, k);
+        jobs[k % threads].accumulate(pass, 0, k * rowsPerChunk * rowLen, elementsOf(k));
+      }
+    };
+    const selectors = jobs.map((job) => job.splitSelectors?.() ?? null);
+    expect(selectors.every((s) => s !== null)).toBe(true);
+    visitMine(0);
+    const models = (selectors[0] as unknown[]).length;
+    for (let m = 0; m < models; m++) {
+      const parts = selectors.map((s) => s?.[m]?.partialCounts());
+      if (parts[0] === undefined) continue;
+      // Copies: every selector merges the same parts.
+      const copies = parts.map((p) => ({
+        high: (p as NonNullable<typeof p>).high.slice(),
+        windows: (p as NonNullable<typeof p>).windows.map((w) => ({ ...w, counts: w.counts.slice() })),
+      }));
+      for (const s of selectors) s?.[m]?.mergeCounts(copies);
+    }
+    const passes = jobs[0].passes;
+    if (passes > 1) {
+      visitMine(1);
+      for (let m = 0; m < models; m++) {
+        const lows = selectors.map((s) => s?.[m]?.lowCounts().map((l) => l?.slice() ?? null) ?? []);
+        for (const s of selectors) s?.[m]?.mergeLow(lows);
+      }
+    }
+    const before = Array.from({ length: models }, () => [0, 0] as [number, number]);
+    const parts: Uint8Array[] = [];
+    for (let k = 0; k < chunks; k++) {
+      const t = k % threads;
+      fill(t, k);
+      const own = jobs[t].chunkTies?.(0, elementsOf(k)) ?? [];
+      (selectors[t] as (MagnitudeRangeSelector | null)[]).forEach((s, m) => {
+        s?.setTiesBefore(before[m]);
+      });
+      parts.push(jobs[t].produce(0, k * rowsPerChunk * rowLen, elementsOf(k)).slice());
+      own.forEach(([upTo, below], m) => {
+        before[m][0] += upTo;
+        before[m][1] += below;
+      });
+    }
+    return { bytes: new Uint8Array(Buffer.concat(parts)), passes };
+  }
+
+  it('selects the same cuts with the statistics split among threads, the fallback pass included', () => {
+    const shape = [2400, 1000];
+    const n = shape[0] * shape[1];
+    const split = CASES.filter(
+      (x) => (x.method === 'ties' || x.method === 'breadcrumbs_ties') && !x.params?.rescale,
+    );
+    for (const misleading of [false, true]) {
+      for (const c of split) {
+        const values = tensors(n, c.models, 17, true);
+        if (misleading) {
+          // Small task vectors in the first 2^20 elements of each thread's chunks, large ones after.
+          for (const x of values.slice(1))
+            for (let i = 0; i < n; i++) {
+              const row = Math.floor(i / 1000);
+              const early = row % 600 < 300 && row < 1200;
+              x[i] = values[0][i] + (x[i] - values[0][i]) * (early ? 0.01 : 10);
+            }
+        }
+        const ordered = [...values.slice(1), values[0]];
+        const stored = ordered.map((v) => encodeFromF32(v, 'BF16'));
+        const dtypes = ordered.map(() => 'BF16' as FloatDType);
+        const name = 'model.embed_tokens.weight';
+        const expected = referenceBytes(c, name, shape, 0, stored, dtypes, 'BF16');
+        for (const threads of misleading ? [2] : [2, 3]) {
+          const { bytes, passes } = splitBytes(c, name, shape, stored, 300, threads);
+          const where = `${c.method} with ${c.models} model(s) on ${threads} threads${misleading ? ', misleading rows' : ''}`;
+          expect(same(expected, bytes), `${where}: ${firstDifference(expected, bytes, 2)}`).toBe(true);
+          if (misleading && threads === 2 && c.models === 1) expect(passes, `${where}: pass 1 ran`).toBe(2);
+        }
+      }
+    }
+  }, 120_000);
+
   it('is off where the reference is asked for', () => {
     expect(loadKernels('ts')).toBeNull();
+  });
+});
+
+describe('slerp and model_stock reductions in WebAssembly equal the reference byte for byte', () => {
+  const REDUCTION_CASES: Case[] = [
+    { method: 'slerp', params: { t: 0.3 }, models: 1, modelParams: () => ({}) },
+    { method: 'slerp', params: { t: 1 }, models: 1, modelParams: () => ({}) },
+    { method: 'model_stock', models: 2, modelParams: () => ({}) },
+    { method: 'model_stock', models: 4, modelParams: () => ({}) },
+    { method: 'model_stock', params: { filter_wise: true }, models: 3, modelParams: () => ({}) },
+    // DELLA's per-fiber ranks (a radix sort in the kernels), with and without rescale.
+    {
+      method: 'della',
+      models: 2,
+      modelParams: (m) => ({ weight: [0.6, 1][m], density: [0.5, 0.3][m], epsilon: 0.1 }),
+    },
+    {
+      method: 'della_linear',
+      params: { rescale: false },
+      models: 1,
+      modelParams: () => ({ weight: 1, density: 0.6, epsilon: 0.2 }),
+    },
+  ];
+  // Block sums of 256 terms, four blocks at a time in the kernels: one row over many blocks with a
+  // tail, blocks split across chunks of 1 or 2 rows (rows not multiples of 4 or 8), a 1-D tensor,
+  // rows shorter than a block, and rows longer than four blocks (filter_wise's per-row sums).
+  const SHAPES = [
+    { shape: [1, 5003], rowsPerChunk: 1 },
+    { shape: [3, 1501], rowsPerChunk: 1 },
+    { shape: [9, 1031], rowsPerChunk: 2 },
+    { shape: [4099], rowsPerChunk: 1 },
+    { shape: [67, 13], rowsPerChunk: 30 },
+    { shape: [2, 3, 7], rowsPerChunk: 1 },
+    { shape: [3, 301, 5], rowsPerChunk: 2 },
+  ];
+  const MIXES: { inputs: FloatDType[]; out: FloatDType }[] = [
+    { inputs: ['BF16'], out: 'BF16' },
+    { inputs: ['F16'], out: 'F32' },
+    { inputs: ['F32'], out: 'F16' },
+    { inputs: ['BF16', 'F32', 'F16'], out: 'BF16' },
+  ];
+  for (const c of REDUCTION_CASES) {
+    it(`${c.method} ${JSON.stringify(c.params ?? {})} with ${c.models} model(s)`, () => {
+      for (const { shape, rowsPerChunk } of SHAPES) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        for (const mix of MIXES) {
+          for (const seed of [3, 11]) {
+            for (const specials of [false, true]) {
+              const values = tensors(n, c.models, seed * 131 + n, specials);
+              const ordered = [...values.slice(1), values[0]];
+              const dtypes = ordered.map((_, i) => mix.inputs[i % mix.inputs.length]);
+              const stored = ordered.map((v, i) => encodeFromF32(v, dtypes[i]));
+              const name = 'model.layers.0.self_attn.q_proj.weight';
+              const expected = referenceBytes(c, name, shape, seed, stored, dtypes, mix.out);
+              const actual = kernelBytes(c, name, shape, seed, stored, dtypes, mix.out, rowsPerChunk);
+              const where = `${dtypes.join('/')} -> ${mix.out}, seed ${seed}, shape [${shape}], ${rowsPerChunk} rows a chunk${specials ? ', specials' : ''}`;
+              expect(
+                same(expected, actual, mix.out),
+                `${where}: ${firstDifference(expected, actual, DTYPE_BYTES[mix.out])}`,
+              ).toBe(true);
+              // A buffer set per chunk, as the engine's cache of small tensors lays them out.
+              const keptChunks = kernelBytes(
+                c,
+                name,
+                shape,
+                seed,
+                stored,
+                dtypes,
+                mix.out,
+                rowsPerChunk,
+                {},
+                {
+                  keepChunks: true,
+                },
+              );
+              expect(
+                same(expected, keptChunks, mix.out),
+                `${where}, every chunk kept: ${firstDifference(expected, keptChunks, DTYPE_BYTES[mix.out])}`,
+              ).toBe(true);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('takes the colinear and zero-norm branches as the reference does', () => {
+    const shape = [5, 1029];
+    const n = shape[0] * shape[1];
+    const [base, other] = tensors(n, 1, 17, false);
+    const zero = new Float32Array(n);
+    const scaled = base.map((v) => v * 2);
+    const slerp = REDUCTION_CASES[0];
+    const stock = REDUCTION_CASES[2];
+    for (const [label, c, inputs] of [
+      ['slerp of colinear vectors', slerp, [scaled, base]],
+      ['slerp from a zero base', slerp, [other, zero]],
+      ['slerp to a zero model', slerp, [zero, base]],
+      ['model_stock of identical models', stock, [other, other, base]],
+      ['model_stock of unchanged models', stock, [base, base, base]],
+    ] as [string, Case, Float32Array[]][]) {
+      const dtypes = inputs.map(() => 'F32' as FloatDType);
+      const stored = inputs.map((v) => encodeFromF32(v, 'F32'));
+      const expected = referenceBytes(c, 'w', shape, 0, stored, dtypes, 'F32');
+      const actual = kernelBytes(c, 'w', shape, 0, stored, dtypes, 'F32', 2);
+      expect(same(expected, actual, 'F32'), `${label}: ${firstDifference(expected, actual, 4)}`).toBe(true);
+    }
+  });
+
+  it('rounds the inputs to the working dtype first, as the reference does', () => {
+    const shape = [4, 1300];
+    const n = shape[0] * shape[1];
+    for (const c of REDUCTION_CASES) {
+      const values = tensors(n, c.models, 23, true);
+      const ordered = [...values.slice(1), values[0]];
+      const dtypes = ordered.map((_, i) => (['F32', 'BF16', 'F16'] as FloatDType[])[i % 3]);
+      const stored = ordered.map((v, i) => encodeFromF32(v, dtypes[i]));
+      for (const work of ['BF16', 'F16', 'F32'] as FloatDType[]) {
+        // The reference: each input decoded, then rounded to the working dtype.
+        const rounded = stored.map((bytes, i) => encodeFromF32(decodeToF32(bytes, dtypes[i]), work));
+        const expected = referenceBytes(
+          c,
+          'w',
+          shape,
+          0,
+          rounded,
+          dtypes.map(() => work),
+          'BF16',
+        );
+        const actual = kernelBytes(c, 'w', shape, 0, stored, dtypes, 'BF16', 1, {}, { workDtype: work });
+        expect(
+          same(expected, actual),
+          `${c.method} in ${work}: ${firstDifference(expected, actual, 2)}`,
+        ).toBe(true);
+      }
+    }
   });
 });

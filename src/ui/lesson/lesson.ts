@@ -17,10 +17,12 @@ import { defaultSpectrumTensor } from '../../inspect/tensor-groups';
 import { LENGTHS_7B, PAPER, TABLE_1_5B, TABLE_7B } from '../../lesson/paper-results';
 import { parseRecipe } from '../../recipe';
 import type { ModelRecord } from '../../store/library';
+import { folderPermission } from '../../store/linked-folder';
 import { type Engine, newRunId } from '../../worker/client';
 import '../charts/chart';
 import type { ChartSpec } from '../charts/chart';
 import { conflictsChart, normsChart, spectrumChart, tiesKeptChart } from '../charts/inspect-charts';
+import { announceLibraryChanged, askToReadLinkedModels } from '../linked-permission';
 import { onePointFiveBChart, scaleChart, sevenBChart } from './paper-charts';
 
 /** Parts of the app a step can send the presenter to (element ids in <l2s-app>). */
@@ -41,6 +43,8 @@ type Pictures =
   | { state: 'none'; why: string }
   | { state: 'loading'; what: string }
   | { state: 'error'; message: string }
+  /** Linked models whose folders the browser must be allowed to read again (asked on a click). */
+  | { state: 'permission'; folders: string[] }
   | { state: 'done'; report: TaskVectorInspection; spectrum?: SpectrumInspection; synthetic: boolean };
 
 const LEARN_HASH = /^#learn(?:\/(\d+))?$/;
@@ -557,6 +561,14 @@ export class L2sLesson extends LitElement {
     );
     this.pictures = { state: 'loading', what: [pick.base, ...pick.models].join(', ') };
     try {
+      // Pictures load without a click, so they cannot ask for a linked folder: they offer a button.
+      const folders = await this.foldersNeedingPermission([pick.base, ...pick.models]);
+      if (this.runId !== runId) return;
+      if (folders.length > 0) {
+        this.pictures = { state: 'permission', folders };
+        this.picturesKey = '';
+        return;
+      }
       const report = await engine.api.inspect(runId, {
         base: pick.base,
         models: pick.models,
@@ -589,8 +601,38 @@ export class L2sLesson extends LitElement {
     }
   }
 
+  private async foldersNeedingPermission(names: readonly string[]): Promise<string[]> {
+    const folders: string[] = [];
+    for (const m of this.models) {
+      if (!m.link || !names.includes(m.name)) continue;
+      const permission = await folderPermission(m.link.handle).catch(() => 'prompt' as const);
+      if (permission !== 'granted') folders.push(m.link.handle.name);
+    }
+    return folders;
+  }
+
+  private async allowPictureModels(): Promise<void> {
+    const pick = this.pictureModels();
+    if ('why' in pick) return;
+    const permission = await askToReadLinkedModels(this.models, [pick.base, ...pick.models], 'pictured');
+    if (permission.asked) announceLibraryChanged(this);
+    if (permission.refusal) {
+      this.pictures = { state: 'error', message: permission.refusal };
+      return;
+    }
+    this.picturesKey = '';
+    await this.loadPictures();
+  }
+
   private renderPicture(kind: 'norms' | 'ties' | 'spectrum') {
     const p = this.pictures;
+    if (p.state === 'permission') {
+      return html`<p class="hint" data-testid="lesson-picture" data-state="permission">
+        These pictures read the linked folder${p.folders.length > 1 ? 's' : ''} ${p.folders.join(', ')}, which the
+        browser needs your permission to read again (it asks after a reload).
+        <button data-testid="lesson-allow" @click=${this.allowPictureModels}>Allow reading</button>
+      </p>`;
+    }
     if (p.state === 'none')
       return html`<p class="hint" data-testid="lesson-picture" data-state="none">${p.why}</p>`;
     if (p.state === 'loading') {

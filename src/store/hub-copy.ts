@@ -1,0 +1,219 @@
+/**
+ * "Keep a copy in the library" for a model a merge streams from the hub, without downloading any
+ * byte twice: every range request the merge's reads send is also stored, as a piece Blob in
+ * IndexedDB keyed by file and offset (`<import id>/<file>/@<offset>`, so the library's clean-up
+ * counts it as the import's). When the merge has ended, the bytes it never read (files it does not
+ * merge, tensors it skips, gaps) are fetched by exact Range reads, each file is assembled from its
+ * pieces into the library's chunk layout and stored through the library's own import
+ * (`ModelImport.appendChunk`), which checks the hub's sha256 (LFS) or git blob sha1 exactly as a
+ * hub download does, and only then is the model listed, under the name a hub import gives it.
+ *
+ * A failure (a corrupt byte, a full quota, the hub out of reach) removes every piece and the
+ * unfinished import; the merge never waits on the copy's outcome and its output does not depend on
+ * it. The copy is an import that cannot be resumed (`resumable: false`): a reload drops it with its
+ * pieces at the next start-up clean-up, and a resumed merge starts its copy again, fetching at the
+ * end the bytes the run read before the reload.
+ */
+import type { HubListedFile, HubModelFiles } from './hub-model';
+import {
+  ChecksumMismatchError,
+  isQuotaError,
+  type ModelImport,
+  type ModelLibrary,
+  type ModelRecord,
+  StorageFullError,
+} from './library';
+
+/** Largest exact read while fetching what the merge skipped: one piece, never near the Blob trap. */
+export const GAP_READ_BYTES = 16 << 20;
+
+/** What the user can do when a copy's file fails its checksum: nothing is left to resume. */
+const COPY_CHECKSUM_ADVICE = 'Nothing was added to the library; import the repo from the hub to try again.';
+
+/** A stored range of one file: bytes [start, end). */
+interface Piece {
+  start: number;
+  end: number;
+  key: string;
+}
+
+export function pieceKey(importId: string, file: string, start: number): string {
+  return `${importId}/${file}/@${start}`;
+}
+
+/** The parts of [start, end) that no piece of `pieces` (sorted, disjoint) holds. */
+export function uncoveredRanges(pieces: readonly Piece[], start: number, end: number): [number, number][] {
+  const gaps: [number, number][] = [];
+  let at = start;
+  for (const p of pieces) {
+    if (p.end <= at) continue;
+    if (p.start >= end) break;
+    if (p.start > at) gaps.push([at, p.start]);
+    at = Math.max(at, p.end);
+    if (at >= end) break;
+  }
+  if (at < end) gaps.push([at, end]);
+  return gaps;
+}
+
+export class HubCopy {
+  /** Per file, the pieces stored or being stored, sorted by start and disjoint. */
+  private readonly pieces = new Map<string, Piece[]>();
+  private readonly storing = new Set<Promise<void>>();
+  private failure: Error | undefined;
+  private ended = false;
+  /** The model is in the library: nothing of it may be removed any more. */
+  private listed = false;
+
+  private constructor(
+    private readonly library: ModelLibrary,
+    private readonly job: ModelImport,
+    readonly model: HubModelFiles,
+  ) {}
+
+  /** Registers the copy as an unfinished import (not listed as a model until `finish`). */
+  static async begin(library: ModelLibrary, model: HubModelFiles): Promise<HubCopy> {
+    const job = await library.beginImport({
+      name: model.repo,
+      source: { kind: 'hub', repo: model.repo, revision: model.commit },
+      resumable: false,
+      files: model.listing,
+    });
+    return new HubCopy(library, job, model);
+  }
+
+  /** The library name the model gets: the repo id, as a hub import names it. */
+  get name(): string {
+    return this.job.name;
+  }
+
+  /** Why the copy failed, once it has (its pieces are then removed). */
+  get error(): Error | undefined {
+    return this.failure;
+  }
+
+  /**
+   * Stores the part of the fetched range no piece holds yet. Never throws: the merge's read goes on
+   * whatever happens here, and a failure ends the copy.
+   */
+  async record(file: string, start: number, bytes: Uint8Array): Promise<void> {
+    if (this.failure || this.ended) return;
+    const stored = this.store(file, start, bytes).catch((e: unknown) => this.fail(file, e));
+    this.storing.add(stored);
+    await stored;
+    this.storing.delete(stored);
+  }
+
+  /**
+   * Fetches what the merge never read, assembles and verifies every file, and lists the model.
+   * Throws what made the copy fail (then nothing was added and every piece is gone).
+   */
+  async finish(): Promise<ModelRecord> {
+    await Promise.all(this.storing);
+    if (this.failure) throw this.failure;
+    let current = '';
+    try {
+      for (const f of this.model.listing) {
+        current = f.name;
+        if (f.size === 0) {
+          await this.job.completeEmptyFile(f.name);
+          continue;
+        }
+        await this.fetchGaps(f);
+        await this.assemble(f);
+      }
+      const record = await this.job.finish();
+      this.listed = true;
+      this.ended = true;
+      await this.removePieces();
+      return record;
+    } catch (e) {
+      await this.fail(current, e);
+      throw this.failure;
+    }
+  }
+
+  /** Removes every piece and the unfinished import (a merge that failed or was cancelled). */
+  async discard(): Promise<void> {
+    if (this.listed) return;
+    this.ended = true;
+    await Promise.all(this.storing);
+    await this.removePieces();
+    await this.job.abort();
+  }
+
+  private async store(file: string, start: number, bytes: Uint8Array): Promise<void> {
+    let list = this.pieces.get(file);
+    if (!list) {
+      list = [];
+      this.pieces.set(file, list);
+    }
+    for (const [a, b] of uncoveredRanges(list, start, start + bytes.byteLength)) {
+      const piece = { start: a, end: b, key: pieceKey(this.job.id, file, a) };
+      // Taken before the write, so a concurrent fetch of the same bytes does not store them again.
+      list.push(piece);
+      list.sort((x, y) => x.start - y.start);
+      await this.library.kv.write([
+        [piece.key, new Blob([bytes.subarray(a - start, b - start) as BlobPart])],
+      ]);
+      // The copy failed while this piece was written: it goes with the others.
+      if (this.failure) await this.library.kv.write([], [piece.key]);
+    }
+  }
+
+  private async fetchGaps(f: HubListedFile): Promise<void> {
+    const gaps = uncoveredRanges(this.pieces.get(f.name) ?? [], 0, f.size);
+    if (gaps.length === 0) return;
+    const source = this.model.openExact(f.name);
+    for (const [a, b] of gaps) {
+      for (let at = a; at < b; at += GAP_READ_BYTES) {
+        const length = Math.min(GAP_READ_BYTES, b - at);
+        await this.store(f.name, at, await source.read(at, length));
+      }
+    }
+  }
+
+  /** Each chunk as one Blob of slices of the stored pieces, through the library's checked import. */
+  private async assemble(f: HubListedFile): Promise<void> {
+    const pieces = this.pieces.get(f.name) ?? [];
+    const chunkBytes = this.job.pending.chunkBytes;
+    for (let chunkStart = 0; chunkStart < f.size; chunkStart += chunkBytes) {
+      const chunkEnd = Math.min(chunkStart + chunkBytes, f.size);
+      const inChunk = pieces.filter((p) => p.end > chunkStart && p.start < chunkEnd);
+      const blobs = await this.library.kv.getMany<Blob>(inChunk.map((p) => p.key));
+      const parts = inChunk.map((p, i) => {
+        const blob = blobs[i];
+        if (!blob) throw new Error(`${this.name}/${f.name}: the stored bytes from ${p.start} are missing`);
+        return blob.slice(Math.max(0, chunkStart - p.start), Math.min(p.end, chunkEnd) - p.start);
+      });
+      await this.job.appendChunk(f.name, new Blob(parts));
+    }
+  }
+
+  private async fail(file: string, e: unknown): Promise<void> {
+    if (!this.failure) {
+      if (e instanceof ChecksumMismatchError) {
+        this.failure = new ChecksumMismatchError(
+          e.file,
+          e.expected,
+          e.actual,
+          e.algorithm,
+          COPY_CHECKSUM_ADVICE,
+        );
+      } else if (isQuotaError(e)) {
+        this.failure = new StorageFullError(file, this.name);
+      } else {
+        this.failure = e instanceof Error ? e : new Error(String(e));
+      }
+    }
+    this.ended = true;
+    await this.removePieces().catch(() => undefined);
+    await this.job.abort().catch(() => undefined);
+  }
+
+  private async removePieces(): Promise<void> {
+    const keys = [...this.pieces.values()].flatMap((list) => list.map((p) => p.key));
+    this.pieces.clear();
+    if (keys.length > 0) await this.library.kv.write([], keys);
+  }
+}
