@@ -7,7 +7,10 @@
  * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
  * Where the browser has the File System Access API the output can go straight into a folder the
  * user picks ("Write output to"): a new subfolder per run, never over an earlier one. Such a run
- * cannot be resumed after a reload; it is offered to start again, its partial files removed.
+ * cannot be resumed after a reload; it is offered to start again, its partial files removed. Its
+ * finished output has no copy in browser storage, so instead of "Add to library" the panel offers to
+ * link the new subfolder as a model read in place (the panel still holds the picked folder's handle,
+ * so the user is not asked for the folder again).
  */
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
@@ -41,6 +44,11 @@ class FinishedBeforeCancel extends Error {
   constructor(readonly folder: string) {
     super(`the merge had finished before it was cancelled; its output is in ${folder}`);
   }
+}
+
+/** The finished output folder could not be linked in the library. */
+class OutputLinkError extends Error {
+  override name = 'OutputLinkError';
 }
 
 /** What the page found of WebGPU (the worker's gpuStatus). */
@@ -195,6 +203,12 @@ export class L2sRunPanel extends LitElement {
   private readonly canPick = canPickDirectory();
   /** The folder the merge under way writes into, so Cancel can remove what it wrote. */
   private folderUnderWay?: FolderOutputTarget;
+  /** The last merge's finished output in a folder, until it is linked in the library. */
+  @state() private finishedFolder?: FolderOutputTarget;
+  @state() private linking = false;
+  /** What became of "Link it in the library". */
+  @state() private linkMessage = '';
+  @state() private linkFailed = false;
   @state() private backendUsed?: 'cpu' | 'gpu';
   /** Kernel threads the last finished merge's CPU tensors ran on. */
   @state() private cpuThreadsUsed?: number;
@@ -514,6 +528,8 @@ export class L2sRunPanel extends LitElement {
   ): Promise<void> {
     if (this.state === 'running' || this.state === 'cancelling') return;
     this.folderUnderWay = outputFolder;
+    this.finishedFolder = undefined;
+    this.linkMessage = '';
     this.state = 'running';
     this.runs++;
     this.message = startMessage;
@@ -550,6 +566,7 @@ export class L2sRunPanel extends LitElement {
       this.cpuThreadsUsed = outcome.cpuThreads;
       this.tensorsOnThreads = outcome.tensorsOnThreads;
       this.outputUsed = outcome.outputId;
+      this.finishedFolder = outcome.folder ? outputFolder : undefined;
       this.state = 'done';
       const threads =
         outcome.backend === 'cpu'
@@ -567,6 +584,7 @@ export class L2sRunPanel extends LitElement {
       if (error instanceof FinishedBeforeCancel) {
         // The worker stopped after its commit: the finished files are the merge's output.
         this.outputUsed = '';
+        this.finishedFolder = outputFolder;
         this.state = 'done';
         this.message =
           `Cancel came too late: the merge had already finished, and its output was kept in the folder ` +
@@ -611,6 +629,78 @@ export class L2sRunPanel extends LitElement {
     } catch (e) {
       end(e as Error);
     }
+  }
+
+  /**
+   * Links the finished output folder as a model read in place. The handle comes from the picked
+   * folder the merge wrote into, so nothing is picked again; reading it needs the permission the
+   * merge was given (asked again only where the browser dropped it).
+   */
+  private async linkOutput(): Promise<void> {
+    const target = this.finishedFolder;
+    if (!target || !this.engine || this.linking) return;
+    const where = `${target.parent.name}/${target.name}`;
+    this.linking = true;
+    this.linkFailed = false;
+    this.linkMessage = `Linking ${where}…`;
+    try {
+      if (!(await requestFolderPermission(target.parent, 'read'))) {
+        throw new OutputLinkError(
+          `the browser did not allow reading ${target.parent.name}, so ${where} was not linked. Press "Link it in the library" again and allow it.`,
+        );
+      }
+      let folder: FileSystemDirectoryHandle;
+      try {
+        folder = await target.parent.getDirectoryHandle(target.name);
+      } catch (e) {
+        if (e instanceof DOMException && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) {
+          throw new OutputLinkError(
+            `${where} is no longer there (moved, renamed or deleted), so it was not linked. ` +
+              'Link the folder where it is now with "Link a folder…".',
+          );
+        }
+        throw e;
+      }
+      const record = await this.engine.api.linkFolder(folder);
+      this.finishedFolder = undefined;
+      this.linkMessage =
+        `Linked ${where} in the library as ${record.name}: read in place from your folder, ` +
+        'nothing copied into browser storage.';
+    } catch (e) {
+      this.linkFailed = true;
+      this.linkMessage = `${(e as Error).name}: ${(e as Error).message}`;
+    } finally {
+      this.linking = false;
+      announceLibraryChanged(this);
+    }
+  }
+
+  private renderLinkOutput(busy: boolean) {
+    const target = this.finishedFolder;
+    return html`${
+      target && this.state === 'done'
+        ? html`<div class="row">
+            <button
+              data-testid="merge-link-output"
+              title="Add the output folder to the library as a linked model (read in place, nothing copied), to merge it again, inspect or compare it"
+              ?disabled=${busy || this.linking}
+              @click=${this.linkOutput}
+            >
+              Link it in the library
+            </button>
+            <span class="hint">The output is only in ${target.parent.name}/${target.name}, not in browser storage.</span>
+          </div>`
+        : nothing
+    }${
+      this.linkMessage
+        ? html`<p
+            role="status"
+            data-testid="merge-link-status"
+            data-state=${this.linking ? 'linking' : this.linkFailed ? 'error' : 'done'}
+            class=${this.linkFailed ? 'error' : ''}
+          >${this.linkMessage}</p>`
+        : nothing
+    }`;
   }
 
   private renderProgress() {
@@ -871,6 +961,7 @@ export class L2sRunPanel extends LitElement {
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error problems' : ''}
         >${this.message}</p>
+        ${this.renderLinkOutput(busy)}
         <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}
         ${this.log.length ? html`<div class="log">${this.log.join('\n')}</div>` : nothing}
