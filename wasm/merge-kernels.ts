@@ -1585,9 +1585,12 @@ function tiesFour(
   low16: v128,
 ): v128 {
   const dw = f32x4.mul(f32x4.mul(d, v128.and(sel, one)), w);
-  const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
-  let mixed = f32x4.mul(dw, keep);
+  // dw * keep is dw itself: keep is 1 unless dw is +-0 (times 0: the same signed zero) or NaN
+  // (times 0: that NaN, an operand's NaN being what a product returns), so only the divisor needs it.
+  let mixed = dw;
   if (divide) {
+    const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
+    mixed = f32x4.mul(dw, keep);
     const divisor = f32x4.mul(w, keep);
     mixed = f32x4.div(mixed, f32x4.add(divisor, v128.and(f32x4.eq(divisor, zero), one)));
   }
