@@ -1,6 +1,7 @@
 // npm run bench, browser rows: the cases of bench/run.mjs (synthetic models with Qwen2.5-0.5B's
 // tensor shapes, bf16, base + 1 model) measured inside a module Web Worker in headless Chromium, on
-// the CPU backend and on the GPU backend (WebGPU) when the worker gets an adapter.
+// the CPU backend (with --threads 1,2: the kernels in the worker, and on two kernel workers) and on
+// the GPU backend (WebGPU) when the worker gets an adapter.
 //
 // The page (bench/browser/index.html) is served by Vite; the worker makes the models in memory as
 // Blobs, merges into OPFS (or into a sink that discards, with --output discard) and reports each
@@ -49,13 +50,14 @@ function options() {
         'gpu-repeat': { type: 'string', default: '1' },
         cases: { type: 'string', default: CASES.join(',') },
         devices: { type: 'string', default: DEVICES.join(',') },
+        threads: { type: 'string', default: '1' },
         output: { type: 'string', default: 'opfs' },
         timeout: { type: 'string', default: '900' },
       },
     }));
   } catch (e) {
     throw new BrowserBenchError(
-      `${e.message}; options: --layers N --vocab N --repeat N --gpu-repeat N --cases LIST --devices cpu,gpu --output opfs|discard --timeout SECONDS`,
+      `${e.message}; options: --layers N --vocab N --repeat N --gpu-repeat N --cases LIST --devices cpu,gpu --threads 1,2 --output opfs|discard --timeout SECONDS`,
     );
   }
   const positive = (name) => {
@@ -85,6 +87,7 @@ function options() {
     gpuRepeat: positive('gpu-repeat'),
     cases: listOf('cases', CASES),
     devices: listOf('devices', DEVICES),
+    threads: listOf('threads', ['1', '2']),
     output: values.output,
     timeoutSeconds: positive('timeout'),
   };
@@ -344,6 +347,7 @@ async function main() {
       gpuRepeat: String(opts.gpuRepeat),
       cases: opts.cases.join(','),
       devices: opts.devices.join(','),
+      threads: opts.threads.join(','),
       output: opts.output,
     });
     await page.goto(`http://127.0.0.1:${port}/bench/browser/index.html?${query}`);

@@ -7,6 +7,10 @@
 //                    output of the merge's size written through the same shard writer; no math
 //   task_arithmetic  the real merge (CLI engine), CPU backend; --kernels ts for the TypeScript reference
 //   ties             the real merge, CPU backend
+//   slerp, della     the real merge, CPU backend (slerp reads its inputs three times: two statistics
+//                    passes and the output)
+//   model_stock      the real merge of the base and two models (a third synthetic model), CPU backend;
+//                    its ratio is against floor3, the floor of its three inputs
 //   NAME@N           case NAME on N kernel threads (default --threads 2; @1: the kernels on the main thread)
 //   lowrank_task_arithmetic  rank-64 task arithmetic (not in the default list; bench/rsvd.mjs runs it)
 // Cases are interleaved round by round. Each row gives the best and the median of its rounds, and
@@ -105,6 +109,12 @@ const RECIPES = {
   task_arithmetic:
     'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\ndtype: bfloat16\n',
   ties: 'merge_method: ties\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.2}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n',
+  slerp:
+    'merge_method: slerp\nbase_model: base\nmodels:\n  - model: reasoner\nparameters: {t: 0.4}\ndtype: bfloat16\n',
+  della:
+    'merge_method: della\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 1.0, density: 0.4, epsilon: 0.1}\nparameters: {lambda: 1.0}\ndtype: bfloat16\n',
+  model_stock:
+    'merge_method: model_stock\nbase_model: base\nmodels:\n  - model: reasoner\n  - model: instruct\ndtype: bfloat16\n',
   // Rank 64 on every 2-D tensor but the embeddings (full rank there: plain task arithmetic).
   lowrank_task_arithmetic:
     'merge_method: lowrank_task_arithmetic\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: {weight: 0.7}\nparameters:\n  rank:\n    - {filter: embed_tokens, value: 896}\n    - {value: 64}\ndtype: bfloat16\n',
@@ -173,13 +183,17 @@ async function runCase(caseName, device) {
   const threadCount = Number(threadsText ?? opts.threads);
   const out = join(root, `out-${name}`);
   await rm(out, { recursive: true, force: true });
-  const recipe = api.parseRecipe(RECIPES[name === 'floor' ? 'task_arithmetic' : name], 'bench');
+  const floor = name === 'floor' || name === 'floor3';
+  const recipe = api.parseRecipe(
+    RECIPES[name === 'floor' ? 'task_arithmetic' : name === 'floor3' ? 'model_stock' : name],
+    'bench',
+  );
   const resolver = api.folderResolver(root);
   const output = await api.outputDir(out, { force: true });
   const started = performance.now();
   const cpuStarted = process.cpuUsage();
   let inputBytes = 0;
-  if (name === 'floor') {
+  if (floor) {
     inputBytes = await ioFloor(recipe, resolver, output);
   } else {
     let backend = api.cpuBackend;
@@ -227,6 +241,11 @@ if (opts.case) {
     await writeModel(join(root, 'base'), 0, false);
     await writeModel(join(root, 'reasoner'), 0x1234, true);
   }
+  const threeInputs = opts.cases.split(',').some((n) => n === 'floor3' || n.split('@')[0] === 'model_stock');
+  if (threeInputs && !existsSync(join(root, 'instruct', 'model.safetensors'))) {
+    process.stderr.write(`bench: generating a third synthetic model in ${root}\n`);
+    await writeModel(join(root, 'instruct'), 0x9e37, true);
+  }
   // Cases are interleaved round by round and each reports its median time, so that a slow moment
   // of the machine (page cache, another process) does not land on one case only.
   const names = opts.cases.split(',');
@@ -269,9 +288,10 @@ if (opts.case) {
     };
   };
   const results = names.map(summary);
-  const floor = results.find((r) => r.name === 'floor');
+  const floorOf = (r) =>
+    results.find((f) => f.name === (r.name.split('@')[0] === 'model_stock' ? 'floor3' : 'floor'));
   console.log(
-    `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model (${(results[0].inputBytes / 1e9).toFixed(2)} GB read), ` +
+    `\nQwen2.5-0.5B shapes, ${shape.layers} layers, bf16, base + 1 model (model_stock, floor3: base + 2; ${(results[0].inputBytes / 1e9).toFixed(2)} GB read), ` +
       `device ${opts.device}, kernels ${opts.kernels}, threads ${opts.threads} (NAME@N: N), ${opts.repeat} interleaved rounds, ` +
       `load average ${os.loadavg()[0].toFixed(1)} on ${os.availableParallelism()} cores`,
   );
@@ -280,6 +300,7 @@ if (opts.case) {
   );
   for (const r of results) {
     const gbps = r.inputBytes / 1e9 / r.best;
+    const floor = floorOf(r);
     const ratio = (a, b) => (floor ? (a / b).toFixed(2) : '-');
     console.log(
       `${r.name.padEnd(16)} ${r.best.toFixed(2).padStart(7)} ${r.median.toFixed(2).padStart(9)} ${gbps.toFixed(2).padStart(13)} ` +

@@ -712,6 +712,337 @@ export function mixSumOneBf16(
 }
 
 // ---------------------------------------------------------------------------------------------
+// slerp's and model_stock's reductions (f32-reduce.ts BlockedSumF32) and outputs (slerp.ts,
+// model-stock.ts)
+//
+// The blocked sum adds each block of REDUCTION_BLOCK consecutive terms sequentially, every
+// addition rounded to f32; the blocks themselves are independent, so four whole blocks run at once,
+// one block per lane (a 4x4 transpose turns four consecutive terms of each block into four steps).
+// These kernels give the level-0 block sums; the caller adds them into the upper levels. A block
+// that a call leaves open (its running sum and term count at `state`) is continued by the next call.
+
+const REDUCTION_BLOCK: usize = 256;
+const TERM_SQUARES: i32 = 0;
+const TERM_PRODUCTS: i32 = 1;
+const TERM_UNIT_PRODUCTS: i32 = 2;
+
+/** Terms i..i+3: fround(x*x), fround(x*y), or fround(fround(x/xNorm) * fround(y/yNorm)). */
+// @ts-ignore: decorator
+@inline
+function terms4(mode: i32, x: usize, xDtype: i32, xNorm: v128, y: usize, yDtype: i32, yNorm: v128, i: usize): v128 {
+  let a = load4(x, xDtype, i);
+  if (mode == TERM_SQUARES) return f32x4.mul(a, a);
+  let b = load4(y, yDtype, i);
+  if (mode == TERM_UNIT_PRODUCTS) {
+    a = f32x4.div(a, xNorm);
+    b = f32x4.div(b, yNorm);
+  }
+  return f32x4.mul(a, b);
+}
+
+// @ts-ignore: decorator
+@inline
+function term1(mode: i32, x: usize, xDtype: i32, xNorm: f32, y: usize, yDtype: i32, yNorm: f32, i: usize): f32 {
+  let a = load1(x, xDtype, i);
+  if (mode == TERM_SQUARES) return a * a;
+  let b = load1(y, yDtype, i);
+  if (mode == TERM_UNIT_PRODUCTS) {
+    a = a / xNorm;
+    b = b / yNorm;
+  }
+  return a * b;
+}
+
+/**
+ * Adds the terms of elements [0, n) to the blocked sum whose open block is at `state` (f32 running
+ * sum, i32 count): writes the sums of the blocks it closes to `sums` in order, returns how many,
+ * and leaves the new open block at `state`.
+ */
+// @ts-ignore: decorator
+@inline
+function blockSums(
+  mode: i32,
+  x: usize,
+  xDtype: i32,
+  xNorm: f32,
+  y: usize,
+  yDtype: i32,
+  yNorm: f32,
+  n: i32,
+  state: usize,
+  sums: usize,
+): i32 {
+  const end = <usize>n;
+  const xNorm4 = f32x4.splat(xNorm);
+  const yNorm4 = f32x4.splat(yNorm);
+  let open = load<f32>(state);
+  let count = <usize>load<i32>(state, 4);
+  let closed: usize = 0;
+  let i: usize = 0;
+  if (count > 0) {
+    while (i < end && count < REDUCTION_BLOCK) {
+      open += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+      i++;
+      count++;
+    }
+    if (count < REDUCTION_BLOCK) {
+      store<f32>(state, open);
+      store<i32>(state, <i32>count, 4);
+      return 0;
+    }
+    store<f32>(sums, open);
+    closed = 1;
+    count = 0;
+  }
+  while (end - i >= 4 * REDUCTION_BLOCK) {
+    let acc = f32x4.splat(0);
+    for (let j: usize = 0; j < REDUCTION_BLOCK; j += 4) {
+      const v0 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + j);
+      const v1 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + REDUCTION_BLOCK + j);
+      const v2 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + 2 * REDUCTION_BLOCK + j);
+      const v3 = terms4(mode, x, xDtype, xNorm4, y, yDtype, yNorm4, i + 3 * REDUCTION_BLOCK + j);
+      const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5);
+      const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5);
+      const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7);
+      const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7);
+      const t0 = v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5);
+      // A block's sum starts from its first term (not 0 + term: that would turn -0 into +0).
+      acc = j == 0 ? t0 : f32x4.add(acc, t0);
+      acc = f32x4.add(acc, v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7));
+      acc = f32x4.add(acc, v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5));
+      acc = f32x4.add(acc, v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7));
+    }
+    v128.store(sums + (closed << 2), acc);
+    closed += 4;
+    i += 4 * REDUCTION_BLOCK;
+  }
+  while (end - i >= REDUCTION_BLOCK) {
+    let acc = term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+    for (let j: usize = 1; j < REDUCTION_BLOCK; j++) acc += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i + j);
+    store<f32>(sums + (closed << 2), acc);
+    closed++;
+    i += REDUCTION_BLOCK;
+  }
+  if (i < end) {
+    open = term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+    count = 1;
+    for (i++; i < end; i++, count++) open += term1(mode, x, xDtype, xNorm, y, yDtype, yNorm, i);
+  }
+  store<f32>(state, open);
+  store<i32>(state, <i32>count, 4);
+  return <i32>closed;
+}
+
+/** Block sums of fround(x[i] * x[i]) (f32-reduce.ts addSquares). */
+export function squareBlockSums(x: usize, xDtype: i32, n: i32, state: usize, sums: usize): i32 {
+  return blockSums(TERM_SQUARES, x, xDtype, 1, x, xDtype, 1, n, state, sums);
+}
+
+/** Block sums of fround(x[i] * y[i]) (f32-reduce.ts addProducts). */
+export function productBlockSums(x: usize, xDtype: i32, y: usize, yDtype: i32, n: i32, state: usize, sums: usize): i32 {
+  return blockSums(TERM_PRODUCTS, x, xDtype, 1, y, yDtype, 1, n, state, sums);
+}
+
+/**
+ * Block sums of fround(fround(x[i] / xNorm) * fround(y[i] / yNorm)): slerp's cosine of the unit
+ * vectors (a norm of 1 leaves its vector as it is, exactly).
+ */
+export function unitProductBlockSums(
+  x: usize,
+  xDtype: i32,
+  xNorm: f32,
+  y: usize,
+  yDtype: i32,
+  yNorm: f32,
+  n: i32,
+  state: usize,
+  sums: usize,
+): i32 {
+  return blockSums(TERM_UNIT_PRODUCTS, x, xDtype, xNorm, y, yDtype, yNorm, n, state, sums);
+}
+
+/** slerp's output from the stored values: out = fround(s0 * a) + fround(s1 * b). */
+export function blendStored(
+  a: usize,
+  aDtype: i32,
+  b: usize,
+  bDtype: i32,
+  s0: f32,
+  s1: f32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+): void {
+  const s04 = f32x4.splat(s0);
+  const s14 = f32x4.splat(s1);
+  let from: usize = 0;
+  if (aDtype == BF16 && bDtype == BF16 && outDtype == BF16) {
+    // bf16 throughout, eight elements a step (as mixSumOneBf16): the same operations, lanes widened
+    // by a shuffle and narrowed by one pack.
+    from = <usize>(n & ~7);
+    const zero = i32x4.splat(0);
+    for (let i: usize = 0; i < from; i += 8) {
+      const av = v128.load(a + (i << 1));
+      const bv = v128.load(b + (i << 1));
+      const aLow = v128.shuffle<i16>(zero, av, 0, 8, 1, 9, 2, 10, 3, 11);
+      const aHigh = v128.shuffle<i16>(zero, av, 4, 12, 5, 13, 6, 14, 7, 15);
+      const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
+      const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
+      const low = f32x4.add(f32x4.mul(s04, aLow), f32x4.mul(s14, bLow));
+      const high = f32x4.add(f32x4.mul(s04, aHigh), f32x4.mul(s14, bHigh));
+      v128.store(out + (i << 1), i16x8.narrow_i32x4_u(bf16Bits4(low), bf16Bits4(high)));
+    }
+  }
+  const whole = <usize>(n & ~3);
+  for (let i: usize = from; i < whole; i += 4) {
+    store4(out, outDtype, i, f32x4.add(f32x4.mul(s04, load4(a, aDtype, i)), f32x4.mul(s14, load4(b, bDtype, i))));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    store1(out, outDtype, i, s0 * load1(a, aDtype, i) + s1 * load1(b, bDtype, i));
+  }
+}
+
+/**
+ * model_stock's output over a model table (pointer, dtype; the weight is unused) of the `count`
+ * models other than the base: avg = fround(sum in table order from the first / count),
+ * out = fround(t * avg) + fround(baseShare * base).
+ */
+export function stockBlend(
+  table: usize,
+  count: i32,
+  base: usize,
+  baseDtype: i32,
+  t: f32,
+  baseShare: f32,
+  out: usize,
+  outDtype: i32,
+  n: i32,
+): void {
+  const whole = <usize>(n & ~3);
+  const t4 = f32x4.splat(t);
+  const share4 = f32x4.splat(baseShare);
+  const count4 = f32x4.splat(<f32>count);
+  const first = load<usize>(table);
+  const firstDtype = load<i32>(table, 4);
+  for (let i: usize = 0; i < whole; i += 4) {
+    let sum = load4(first, firstDtype, i);
+    for (let k = 1; k < count; k++) {
+      const entry = table + <usize>k * ENTRY_BYTES;
+      sum = f32x4.add(sum, load4(load<usize>(entry), load<i32>(entry, 4), i));
+    }
+    const avg = f32x4.div(sum, count4);
+    store4(out, outDtype, i, f32x4.add(f32x4.mul(t4, avg), f32x4.mul(share4, load4(base, baseDtype, i))));
+  }
+  for (let i = whole; i < <usize>n; i++) {
+    let sum = load1(first, firstDtype, i);
+    for (let k = 1; k < count; k++) {
+      const entry = table + <usize>k * ENTRY_BYTES;
+      sum += load1(load<usize>(entry), load<i32>(entry, 4), i);
+    }
+    store1(out, outDtype, i, t * (sum / <f32>count) + baseShare * load1(base, baseDtype, i));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DELLA's keep probabilities (sparsify.ts dellaChunkProbabilities, rank-select.ts
+// fiberRanksFromBits): each fiber along dimension 1 ranked by magnitude, stably ascending (NaN
+// above +Inf, equal magnitudes in index order), by an LSD radix sort of (key << 32 | index) on the
+// key's four bytes (stable, so the index order of equal keys stays), skipping bytes that all keys share.
+
+const RADIX_BUCKETS: usize = 256;
+const RADIX_HISTOGRAM_BYTES: i32 = 4 * 256 * 4;
+
+/** Bytes of dellaProbabilities' scratch for fibers of `length` elements. */
+export function dellaScratchBytes(length: i32): i32 {
+  return length * 16 + RADIX_HISTOGRAM_BYTES;
+}
+
+/**
+ * probabilities[j] = low + fround(fround(fround(rank_j / rankSpan) * 2) * epsilon) for the n values
+ * at `values` (whole slabs of `length` fibers of `inner` elements each, fiber element j at stride
+ * `inner`), rank_j the 0-based position of |values[j]| in its fiber's stable ascending order.
+ */
+export function dellaProbabilities(
+  values: usize,
+  n: i32,
+  length: i32,
+  inner: i32,
+  low: f32,
+  epsilon: f32,
+  rankSpan: f32,
+  probabilities: usize,
+  scratch: usize,
+): void {
+  const count = <usize>length;
+  const stride = <usize>inner;
+  const slab = count * stride;
+  if (slab == 0) return;
+  const keysA = scratch;
+  const keysB = scratch + (count << 3);
+  const histogram = scratch + (count << 4);
+  for (let slabStart: usize = 0; slabStart < <usize>n; slabStart += slab) {
+    for (let r: usize = 0; r < stride; r++) {
+      const offset = slabStart + r;
+      memory.fill(histogram, 0, <usize>RADIX_HISTOGRAM_BYTES);
+      for (let j: usize = 0; j < count; j++) {
+        const abs = load<u32>(values + ((offset + j * stride) << 2)) & 0x7fffffff;
+        const key: u32 = abs > 0x7f800000 ? 0x7fc00000 : abs;
+        store<u64>(keysA + (j << 3), (<u64>key << 32) | <u64>j);
+        for (let b: usize = 0; b < 4; b++) {
+          const h = histogram + ((b * RADIX_BUCKETS + ((key >>> (<u32>b << 3)) & 0xff)) << 2);
+          store<u32>(h, load<u32>(h) + 1);
+        }
+      }
+      let from = keysA;
+      let to = keysB;
+      for (let b: usize = 0; b < 4; b++) {
+        const counts = histogram + ((b * RADIX_BUCKETS) << 2);
+        // Every key has the same byte here: the order is already sorted on it.
+        let trivial = false;
+        let total: u32 = 0;
+        for (let d: usize = 0; d < RADIX_BUCKETS; d++) {
+          const c = load<u32>(counts + (d << 2));
+          if (c == <u32>count) trivial = true;
+          store<u32>(counts + (d << 2), total);
+          total += c;
+        }
+        if (trivial) continue;
+        const shift = <u64>(32 + (b << 3));
+        for (let j: usize = 0; j < count; j++) {
+          const entry = load<u64>(from + (j << 3));
+          const h = counts + ((<usize>((entry >>> shift) & 0xff)) << 2);
+          const position = load<u32>(h);
+          store<u32>(h, position + 1);
+          store<u64>(to + (<usize>position << 3), entry);
+        }
+        const swap = from;
+        from = to;
+        to = swap;
+      }
+      for (let position: usize = 0; position < count; position++) {
+        const j = <usize>(<u32>load<u64>(from + (position << 3)));
+        const norm = <f32>position / rankSpan;
+        store<f32>(probabilities + ((offset + j * stride) << 2), low + norm * 2 * epsilon);
+      }
+    }
+  }
+}
+
+/** values[j] *= +(uniform[j] < probabilities[j]) for j in [0, n): DELLA's mask (sparsify.ts maskInPlace). */
+export function varyingBernoulliMask(uniform: usize, n: i32, probabilities: usize, values: usize): void {
+  const whole = <usize>(n & ~3);
+  const one = f32x4.splat(1);
+  for (let j: usize = 0; j < whole; j += 4) {
+    const keep = v128.and(f32x4.lt(v128.load(uniform + (j << 2)), v128.load(probabilities + (j << 2))), one);
+    v128.store(values + (j << 2), f32x4.mul(v128.load(values + (j << 2)), keep));
+  }
+  for (let j = whole; j < <usize>n; j++) {
+    const keep: f32 = load<f32>(uniform + (j << 2)) < load<f32>(probabilities + (j << 2)) ? 1 : 0;
+    store<f32>(values + (j << 2), load<f32>(values + (j << 2)) * keep);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // TIES / breadcrumbs, fused passes (rank-select.ts MagnitudeRangeSelector, the same decisions)
 
 // V8 builds a v128.const anew at each use inside a loop (a few instructions each), which costs the

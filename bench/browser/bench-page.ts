@@ -80,6 +80,7 @@ const config: BenchConfig = {
   gpuRepeat: Number(query.get('gpuRepeat') ?? 1),
   cases: listOf<CaseName>(query.get('cases'), ['floor', 'task_arithmetic', 'ties']),
   devices: listOf<Device>(query.get('devices'), ['cpu', 'gpu']),
+  threads: listOf(query.get('threads'), ['1']).map(Number),
   output: (query.get('output') ?? 'opfs') as OutputKind,
 };
 

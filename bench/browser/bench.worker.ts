@@ -12,6 +12,7 @@ import { DTYPE_BYTES } from '../../src/formats/dtype';
 import { ShardWriter } from '../../src/formats/shard-writer';
 import { type SelectedBackend, selectBackend } from '../../src/gpu/select-backend';
 import { parseRecipe } from '../../src/recipe';
+import { BrowserCpuThreads } from '../../src/worker/kernel-threads';
 import { createOpfsOutput, deleteOutput } from '../../src/worker/opfs-output';
 import { QWEN25_05B, SyntheticModelError, syntheticQwenModel } from './synthetic-qwen';
 
@@ -29,13 +30,15 @@ export interface BenchConfig {
   gpuRepeat: number;
   cases: CaseName[];
   devices: Device[];
+  /** CPU kernel threads of the CPU rows: 1, the kernels in this worker; 2, two kernel workers. */
+  threads: number[];
   output: OutputKind;
 }
 
 export interface RunResult {
   case: CaseName;
-  /** `-` for the floor, which has no merge math to place. */
-  device: Device | '-';
+  /** `-` for the floor, which has no merge math to place; `cpu@N` for N kernel threads. */
+  device: Device | '-' | `cpu@${number}`;
   round: number;
   seconds: number;
   inputBytes: number;
@@ -54,7 +57,7 @@ export type BenchMessage =
       /** How the page measures memory; set by the page. */
       memorySource?: string;
     }
-  | { type: 'run-start'; case: CaseName; device: Device | '-'; round: number }
+  | { type: 'run-start'; case: CaseName; device: RunResult['device']; round: number }
   | { type: 'run'; result: RunResult }
   | { type: 'done' }
   | { type: 'fatal'; error: string };
@@ -188,15 +191,18 @@ async function runOnce(
   round: number,
   config: BenchConfig,
   models: Map<string, ModelFiles>,
+  threads = 1,
 ): Promise<RunResult> {
   const resolveModel = async (ref: string) => {
     const m = models.get(ref);
     if (!m) throw new SyntheticModelError(`the bench recipe names '${ref}', which was not generated`);
     return m;
   };
-  const shownDevice = name === 'floor' ? '-' : device;
+  const shownDevice: RunResult['device'] = name === 'floor' ? '-' : threads > 1 ? `cpu@${threads}` : device;
   const output = await openOutput(config.output, `bench-${name}-${device}-${round}-${Date.now()}`);
   let selected: SelectedBackend | undefined;
+  // Started before the clock, as the GPU device is; the app starts them per merge (tens of ms).
+  const cpuThreads = name !== 'floor' && threads > 1 ? BrowserCpuThreads.start(threads) : undefined;
   try {
     const recipe = name === 'floor' ? undefined : parseRecipe(RECIPES[name], 'bench');
     // Getting the device is left out of the time: it is paid once per session, not per byte merged.
@@ -218,6 +224,7 @@ async function runOnce(
         resolveModel,
         output: output.target,
         backend: selected?.backend ?? cpuBackend,
+        cpuThreads,
         onProgress: (p) => {
           inputBytes = p.inputBytesDone;
         },
@@ -240,6 +247,7 @@ async function runOnce(
     await output.target.abort();
     throw e;
   } finally {
+    cpuThreads?.close();
     selected?.dispose();
     await output.remove();
   }
@@ -276,8 +284,10 @@ async function main(config: BenchConfig): Promise<void> {
     for (const name of config.cases) {
       for (const device of name === 'floor' ? (['cpu'] as const) : devices) {
         if (round >= (device === 'gpu' ? config.gpuRepeat : config.repeat)) continue;
-        const result = await runOnce(name, device, round, config, models);
-        post({ type: 'run', result });
+        for (const threads of name === 'floor' || device === 'gpu' ? [1] : config.threads) {
+          const result = await runOnce(name, device, round, config, models, threads);
+          post({ type: 'run', result });
+        }
       }
     }
   }

@@ -13,6 +13,16 @@ export interface ByteSource {
    * with no allocation). Optional: `readInto` below falls back to `read` and a copy.
    */
   readInto?(offset: number, target: Uint8Array): Promise<void>;
+  /**
+   * The Blobs the bytes lie in, in order, every one but the last `chunkBytes` long: Blobs are
+   * structured-cloneable, so a browser kernel worker (src/worker/kernel-threads.ts) reads them itself.
+   */
+  readonly blobs?: BlobChunks;
+}
+
+export interface BlobChunks {
+  readonly chunks: readonly Blob[];
+  readonly chunkBytes: number;
 }
 
 /** Positioned read into a caller's buffer, through `readInto` where the source has it. */
@@ -25,6 +35,7 @@ export function blobByteSource(blob: Blob, name: string): ByteSource {
   return {
     name,
     size: blob.size,
+    blobs: { chunks: [blob], chunkBytes: blob.size },
     async read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > blob.size) {
         throw new RangeError(

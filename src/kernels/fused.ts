@@ -9,10 +9,11 @@
  *
  * - linear, task_arithmetic and the rest of the generalized task-arithmetic family: per tile, the
  *   kernels take the task vectors from the stored bytes, the sparsifiers of sparsify.ts decide what
- *   is kept (TIES' and breadcrumbs' masks and DARE's uniforms in WebAssembly, DELLA's ranks in
- *   TypeScript), and one kernel mixes, finishes and encodes.
- * - every other streamed method (slerp, model_stock): the WebAssembly codecs around the reference's
- *   own passes (their blocked reductions stay in TypeScript); slerp's output blend is a kernel.
+ *   is kept (TIES' and breadcrumbs' masks, DARE's uniforms and DELLA's ranks in WebAssembly), and
+ *   one kernel mixes, finishes and encodes.
+ * - slerp and model_stock (reduce-kernels.ts): their blocked sums and outputs in WebAssembly from the
+ *   stored bytes, the few upper levels of the sums and the coefficients in the reference's TypeScript.
+ * - every other streamed method: the WebAssembly codecs around the reference's own passes.
  */
 import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
 import { chunkRowLength } from '../methods/chunks';
@@ -31,7 +32,13 @@ import {
 } from '../methods/rank-select';
 import type { ChunkSparsifier } from '../methods/sparsify';
 import type { MergeMethod, StreamingMerge, TensorMergeSpec } from '../methods/types';
-import { ArenaSparsifyKernels, SPARSIFY_SCRATCH_BYTES, selectionArenaBytes } from './sparsify-kernels';
+import { reductionChunkMerge } from './reduce-kernels';
+import {
+  ArenaSparsifyKernels,
+  dellaArenaBytes,
+  SPARSIFY_SCRATCH_BYTES,
+  selectionArenaBytes,
+} from './sparsify-kernels';
 import { DELTA_VALUES, DTYPE_CODE, type KernelArena } from './wasm';
 
 /** Bytes of one model-table entry: pointer, dtype code, f32 weight. */
@@ -606,9 +613,12 @@ export function rawChunkMerge(
     const total = elementCount(spec.shape);
     const selection =
       method.variant.sparsification === 'magnitude' || method.variant.sparsification === 'magnitude_outliers';
+    const della = method.variant.sparsification === 'della_magprune' && spec.shape.length > 0;
+    const fiberLength = spec.shape.length === 1 ? total : spec.shape[1];
     const sparsifyBytes =
       SPARSIFY_SCRATCH_BYTES +
-      (selection ? models * selectionArenaBytes(Math.min(total, SELECTION_SAMPLE)) : 0);
+      (selection ? models * selectionArenaBytes(Math.min(total, SELECTION_SAMPLE)) : 0) +
+      (della ? dellaArenaBytes(arena, Math.max(TILE_BOUND, chunkRowLength(spec.shape)), fiberLength) : 0);
     arena.reset(sparsifyBytes + TaskArithmeticChunkMerge.bytes(raw, models));
     const sparsifyKernels = new ArenaSparsifyKernels(arena);
     const plan = method.plan(spec, sparsifyKernels);
@@ -622,5 +632,7 @@ export function rawChunkMerge(
     return new LinearChunkMerge(arena, raw, weights, normalize);
   }
   if (elementCount(spec.shape) === 0) return null;
+  const reduction = reductionChunkMerge(arena, method, raw);
+  if (reduction) return reduction;
   return new CodecChunkMerge(arena, raw, method.stream(spec));
 }

@@ -5,7 +5,7 @@
  * elsewhere returns false and the TypeScript loop runs.
  */
 import type { SelectionKernels } from '../methods/rank-select';
-import type { RandomKey, SparsifyKernels } from '../methods/sparsify';
+import type { DellaFibers, DellaScale, RandomKey, SparsifyKernels } from '../methods/sparsify';
 import { RNG_STREAM_SPARSIFY } from '../random/counter-rng';
 import type { KernelArena } from './wasm';
 
@@ -22,6 +22,14 @@ export function selectionArenaBytes(sampleElements: number): number {
   return BUCKET_BYTES * (1 + 1 + 2 * 8 + 2) + sampleElements * 4 + 6 * 16;
 }
 
+/**
+ * Arena bytes of DELLA's scratch: the keep probabilities of a tile of at most `tileElements` and the
+ * radix sort of one fiber of `fiberLength` elements (merge-kernels.ts dellaScratchBytes).
+ */
+export function dellaArenaBytes(arena: KernelArena, tileElements: number, fiberLength: number): number {
+  return tileElements * 4 + arena.exports.dellaScratchBytes(fiberLength) + 2 * 16;
+}
+
 /** Keys inside a window that countWindowedGathered holds before counting them. */
 const GATHER_KEYS = 4096;
 
@@ -32,6 +40,9 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
   readonly selection: SelectionKernels;
   private uniformPtr = 0;
   private tiesPtr = 0;
+  /** DELLA's probability and sort scratch, laid out on first use. */
+  private della: { capacity: number; fiberLength: number; probabilities: number; scratch: number } | null =
+    null;
   private gatherPtr = 0;
 
   constructor(private readonly arena: KernelArena) {
@@ -149,6 +160,48 @@ export class ArenaSparsifyKernels implements SparsifyKernels {
       index >>> 0,
       Math.floor(index / TWO_POW_32) >>> 0,
     );
+  }
+
+  dellaInPlace(
+    delta: Float32Array,
+    start: number,
+    fibers: DellaFibers,
+    scale: DellaScale,
+    random: RandomKey,
+  ): boolean {
+    if (!this.arena.holds(delta)) return false;
+    const n = delta.length;
+    if (this.della === null) {
+      // The first tile of a tensor is its longest (only a last chunk is short).
+      this.della = {
+        capacity: n,
+        fiberLength: fibers.length,
+        probabilities: this.arena.alloc(n * 4),
+        scratch: this.arena.alloc(this.arena.exports.dellaScratchBytes(fibers.length)),
+      };
+    }
+    const { capacity, fiberLength, probabilities, scratch } = this.della;
+    if (n > capacity || fibers.length !== fiberLength) return false;
+    const base = this.arena.addressOf(delta);
+    const { exports } = this.arena;
+    exports.dellaProbabilities(
+      base,
+      n,
+      fibers.length,
+      fibers.inner,
+      scale.low,
+      scale.epsilon,
+      scale.rankSpan,
+      probabilities,
+      scratch,
+    );
+    for (let offset = 0; offset < n; ) {
+      const count = this.uniformRun(start + offset, n - offset);
+      this.drawUniforms(random, start + offset, count);
+      exports.varyingBernoulliMask(this.uniformPtr, count, probabilities + offset * 4, base + offset * 4);
+      offset += count;
+    }
+    return true;
   }
 
   /** The address of the two running tie counts a fused mask kernel advances. */

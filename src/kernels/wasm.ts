@@ -112,6 +112,64 @@ export interface KernelExports {
   keyHistogram(keys: number, n: number, histogram: number): void;
   countNonFinite(src: number, dtype: number, n: number): number;
   replayKeys(keys: number, n: number, window: number, start: number, buckets: number): void;
+  // slerp's and model_stock's blocked sums and outputs (reduce-kernels.ts)
+  squareBlockSums(x: number, xDtype: number, n: number, state: number, sums: number): number;
+  productBlockSums(
+    x: number,
+    xDtype: number,
+    y: number,
+    yDtype: number,
+    n: number,
+    state: number,
+    sums: number,
+  ): number;
+  unitProductBlockSums(
+    x: number,
+    xDtype: number,
+    xNorm: number,
+    y: number,
+    yDtype: number,
+    yNorm: number,
+    n: number,
+    state: number,
+    sums: number,
+  ): number;
+  blendStored(
+    a: number,
+    aDtype: number,
+    b: number,
+    bDtype: number,
+    s0: number,
+    s1: number,
+    out: number,
+    outDtype: number,
+    n: number,
+  ): void;
+  // DELLA's keep probabilities and mask (sparsify-kernels.ts)
+  dellaScratchBytes(length: number): number;
+  dellaProbabilities(
+    values: number,
+    n: number,
+    length: number,
+    inner: number,
+    low: number,
+    epsilon: number,
+    rankSpan: number,
+    probabilities: number,
+    scratch: number,
+  ): void;
+  varyingBernoulliMask(uniform: number, n: number, probabilities: number, values: number): void;
+  stockBlend(
+    table: number,
+    count: number,
+    base: number,
+    baseDtype: number,
+    t: number,
+    baseShare: number,
+    out: number,
+    outDtype: number,
+    n: number,
+  ): void;
   // TIES / breadcrumbs, fused passes
   countWindowedGathered(
     values: number,

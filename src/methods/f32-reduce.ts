@@ -81,6 +81,25 @@ export class BlockedSumF32 {
     }
   }
 
+  /** The open level-0 block's running sum and term count, for a kernel that continues it. */
+  get openBlock(): { sum: number; count: number } {
+    return { sum: this.open, count: this.count };
+  }
+
+  /**
+   * Continues with terms a kernel summed from the open block on (src/kernels/reduce-kernels.ts):
+   * the sums of the `closed` level-0 blocks it completed, in order, then its new open block.
+   */
+  addBlockSums(blockSums: ArrayLike<number>, closed: number, openSum: number, openCount: number): void {
+    for (let k = 0; k < closed; k++) {
+      this.open = blockSums[k];
+      this.count = REDUCTION_BLOCK;
+      this.closeBlock();
+    }
+    this.open = openCount === 0 ? 0 : openSum;
+    this.count = openCount;
+  }
+
   /** The blocked sum of every term added so far. */
   result(): number {
     if (this.everClosed[0] === 0) return this.count === 0 ? 0 : this.open;

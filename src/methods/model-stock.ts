@@ -45,11 +45,14 @@ function clampKeepingNaN(x: number, lo: number, hi: number): number {
   return x;
 }
 
-/** The squared norms of N offsets and their pairwise dot products over one vector, fed in pieces. */
-class ModelStockStatistics {
-  private readonly squares: BlockedSumF32[];
+/**
+ * The squared norms of N offsets and their pairwise dot products over one vector, fed in pieces
+ * (here, or by the WebAssembly kernels through the sums themselves).
+ */
+export class ModelStockStatistics {
+  readonly squares: BlockedSumF32[];
   /** Dot products of the pairs j < k in lexicographic order. */
-  private readonly dots: BlockedSumF32[];
+  readonly dots: BlockedSumF32[];
 
   constructor(private readonly count: number) {
     this.squares = Array.from({ length: count }, () => new BlockedSumF32());

@@ -97,6 +97,17 @@ export interface SparsifyKernels {
   fillUniform?(out: Float32Array, random: RandomKey, start: number): boolean;
   /** delta[j] = delta[j] * +(u(start + j) < probability) in place: DARE's mask. */
   bernoulliInPlace?(delta: Float32Array, start: number, probability: number, random: RandomKey): boolean;
+  /**
+   * DELLA's mask in place on a chunk of whole slabs: delta[j] = delta[j] * +(u(start + j) < p_j),
+   * p_j from the magnitude rank of delta[j] within its fiber (dellaChunkProbabilities).
+   */
+  dellaInPlace?(
+    delta: Float32Array,
+    start: number,
+    fibers: DellaFibers,
+    scale: DellaScale,
+    random: RandomKey,
+  ): boolean;
 }
 
 /**
@@ -447,7 +458,7 @@ function checkDellaParameters(density: number, epsilon: number): void {
 }
 
 /** The tensor as [d0, d1, rest] for ranking along dimension 1; a 1-D tensor is [1, n]. */
-interface DellaFibers {
+export interface DellaFibers {
   /** Fibers per slab (the elements of `rest`) and fiber length (d1); a slab is one row of a chunk. */
   readonly inner: number;
   readonly length: number;
@@ -470,7 +481,7 @@ function dellaFibers(shape: readonly number[], n: number): DellaFibers {
 }
 
 /** The f32 constants of DELLA's keep probability (module comment). */
-interface DellaScale {
+export interface DellaScale {
   readonly low: number;
   readonly epsilon: number;
   readonly rankSpan: number;
@@ -544,6 +555,11 @@ class DellaSparsifier extends RandomMaskSparsifier {
     this.fibers = dellaFibers(shape, n);
     this.keepScale = dellaScale(density, epsilon, this.fibers.length);
     this.scratch = new FiberScratch(this.fibers.length);
+  }
+
+  protected override applyMask(delta: Float32Array, start: number): void {
+    if (this.kernels?.dellaInPlace?.(delta, start, this.fibers, this.keepScale, this.random)) return;
+    super.applyMask(delta, start);
   }
 
   protected fillMask(delta: Float32Array, start: number, mask: Uint8Array): void {

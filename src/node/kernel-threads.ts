@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { type KernelErrorReply, type KernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
   type CpuThreads,
   type TensorOnThreads,
@@ -15,8 +16,7 @@ import {
   type ThreadTensor,
 } from '../engine/threads';
 import type { ByteSource } from '../formats/byte-source';
-import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
-import type { TensorMergeSpec } from '../methods/types';
+import { DTYPE_BYTES } from '../formats/dtype';
 
 /** Two output buffers and their states (0 free, 1 holding a chunk not yet written). */
 export interface SlotSet {
@@ -24,22 +24,8 @@ export interface SlotSet {
   readonly data: readonly SharedArrayBuffer[];
 }
 
-/** A tensor's work for one thread. */
-export interface KernelJob {
-  readonly id: number;
-  readonly method: string;
-  readonly spec: TensorMergeSpec;
-  readonly inputs: readonly { fd: number; offset: number; name: string }[];
-  readonly inputDtypes: readonly FloatDType[];
-  readonly outDtype: FloatDType;
-  readonly workDtype?: FloatDType;
-  readonly rows: number;
-  readonly rowLength: number;
-  readonly rowsPerChunk: number;
-  /** Produce chunks k with k mod step === first (no statistics passes); else every chunk. */
-  readonly split: boolean;
-  readonly first: number;
-  readonly step: number;
+/** A tensor's work for one thread: the shared job (kernel-protocol.ts), read through descriptors. */
+export interface KernelJob extends KernelJobOf<{ fd: number; offset: number; name: string }> {
   /** New output slots, when the last ones are too small. */
   readonly slots?: SlotSet;
   /** ThreadTensor.splitStatistics: the buffers the threads exchange their counts in. */
@@ -79,38 +65,18 @@ const ROOT_FAILURE_WAIT_MS = 2000;
 
 export type WorkerReply =
   | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
-  | { id: number; kind: 'error'; message: string; causeName: string; read: number };
+  | KernelErrorReply;
 
 /** The worker threads could not be started, or one stopped. */
 export class KernelThreadError extends Error {
   override name = 'KernelThreadError';
 }
 
-/** A thread's replies for one job, consumed in order. */
-class ReplyQueue {
-  private readonly items: WorkerReply[] = [];
-  private readonly waiting: ((r: WorkerReply) => void)[] = [];
-  failure?: WorkerReply;
-
-  push(r: WorkerReply): void {
-    if (r.kind === 'error') this.failure = r;
-    const w = this.waiting.shift();
-    if (w) w(r);
-    else this.items.push(r);
-  }
-
-  take(): Promise<WorkerReply> {
-    const r = this.items.shift() ?? (this.items.length === 0 && this.failure ? this.failure : undefined);
-    if (r) return Promise.resolve(r);
-    return new Promise((done) => this.waiting.push(done));
-  }
-}
-
 interface Thread {
   readonly worker: Worker;
   /** Jobs with ids up to this one are abandoned (shared with the thread). */
   readonly cancelled: Int32Array;
-  readonly jobs: Map<number, ReplyQueue>;
+  readonly jobs: Map<number, ReplyQueue<WorkerReply>>;
   slots?: { set: SlotSet; bytes: number; control: Int32Array; data: Uint8Array[] };
   /** Why the thread stopped, once it has. */
   stopped?: string;
@@ -197,7 +163,7 @@ export class NodeCpuThreads implements CpuThreads {
             models,
           }
         : undefined;
-    const queues = new Map<number, ReplyQueue>();
+    const queues = new Map<number, ReplyQueue<WorkerReply>>();
     const jobSlots = new Map<number, NonNullable<Thread['slots']>>();
     users.forEach((index, first) => {
       const thread = this.threads[index];
@@ -216,7 +182,7 @@ export class NodeCpuThreads implements CpuThreads {
         slots = set;
       }
       jobSlots.set(index, thread.slots);
-      const queue = new ReplyQueue();
+      const queue = new ReplyQueue<WorkerReply>();
       thread.jobs.set(id, queue);
       queues.set(index, queue);
       const job: KernelJob = {

@@ -1,15 +1,15 @@
 /**
- * A kernel thread (worker_threads; kernel-threads.ts starts it): tensors' kernel merges
- * (src/kernels/fused.ts) from positioned reads of the model files through the process's open
- * descriptors, into its own kernel arena; each produced chunk is copied into one of two shared
- * output slots that the engine's thread writes from. Jobs run one after another, in arrival order.
+ * A kernel thread (worker_threads; kernel-threads.ts starts it): tensors' kernel merges (the chunk
+ * loop of src/engine/kernel-protocol.ts) from positioned reads of the model files through the
+ * process's open descriptors, into its own kernel arena; each produced chunk is copied into one of
+ * two shared output slots that the engine's thread writes from. Jobs run one after another, in
+ * arrival order.
  */
 import { read } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { DTYPE_BYTES } from '../formats/dtype';
-import { chunkInputSets, type RawChunkMerge, rawChunkMerge } from '../kernels/fused';
+import { Abandoned, type EachChunk, errorReply, ReadFailure, runKernelJob } from '../engine/kernel-protocol';
+import type { RawChunkMerge } from '../kernels/fused';
 import { loadKernels } from '../kernels/wasm';
-import { getMethod } from '../methods';
 import type { MagnitudeRangeSelector, SelectionCounts } from '../methods/rank-select';
 import {
   EXCHANGE_CHUNK_FLAGS,
@@ -23,16 +23,6 @@ import {
 
 const port = parentPort;
 if (!port) throw new Error('kernel-worker.ts runs as a worker thread');
-
-class ReadFailure extends Error {
-  override name = 'ReadFailure';
-  constructor(
-    message: string,
-    readonly input: number,
-  ) {
-    super(message);
-  }
-}
 
 function readFully(fd: number, target: Uint8Array, position: number, name: string, input: number) {
   return new Promise<void>((done, fail) => {
@@ -52,10 +42,6 @@ function readFully(fd: number, target: Uint8Array, position: number, name: strin
 
 /** Jobs with ids up to this are abandoned (kernel-threads.ts cancel). */
 const cancelled = new Int32Array((workerData as { cancelled: SharedArrayBuffer }).cancelled);
-
-class Abandoned extends Error {
-  override name = 'Abandoned';
-}
 
 const arena = loadKernels('auto');
 /** The job before this one. */
@@ -84,102 +70,38 @@ async function runJob(job: KernelJob): Promise<void> {
   check();
   if (!arena) throw new Error('the WebAssembly SIMD kernels do not load on this thread');
   const out = slots!;
-  const { rows, rowLength: rowLen, rowsPerChunk } = job;
-  const rowBytes = job.inputDtypes.map((dtype) => rowLen * DTYPE_BYTES[dtype]);
-  const chunks = Math.ceil(rows / rowsPerChunk);
-  const layout = (inputSets: number) =>
-    rawChunkMerge(arena, getMethod(job.method), {
-      spec: job.spec,
-      inputDtypes: job.inputDtypes,
-      outDtype: job.outDtype,
-      workDtype: job.workDtype,
-      chunkElements: Math.max(1, Math.min(rows, rowsPerChunk) * rowLen),
-      inputSets,
-    });
-  let kernel = layout(2);
-  if (!kernel) throw new Error(`${job.method} has no kernel form for tensor ${job.spec.tensorName}`);
-  // As in the engine's kernelTensor: a tensor with statistics passes that fits the cache keeps its chunks.
-  const sets = job.split
-    ? 2
-    : chunkInputSets(kernel.passes, chunks, rows * rowBytes.reduce((a, b) => a + b, 0));
-  if (sets !== 2) kernel = layout(sets) as NonNullable<typeof kernel>;
-  const all = Array.from({ length: chunks }, (_, k) => k);
-  const mine = job.split ? all.filter((k) => k % job.step === job.first) : all;
-  const readChunk = async (k: number, set: number): Promise<number> => {
-    const r0 = k * rowsPerChunk;
-    const r1 = Math.min(rows, r0 + rowsPerChunk);
-    await Promise.all(
-      job.inputs.map((input, i) =>
-        readFully(
-          input.fd,
-          kernel.input(set, i, (r1 - r0) * rowLen),
-          input.offset + r0 * rowBytes[i],
-          input.name,
-          i,
-        ),
-      ),
-    );
-    return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
-  };
-  // As in the engine's kernelTensor: chunk j+1 is read while chunk j computes; with a set per chunk
-  // (one chunk, or a tensor the cache holds) each chunk stays in its set from the first read on.
-  const cached = chunks <= sets;
-  const kept = new Map<number, Promise<number>>();
-  const fetch = (k: number, set: number): Promise<number> => {
-    let read = cached ? kept.get(k) : undefined;
-    if (!read) {
-      read = readChunk(k, set);
-      read.catch(() => {});
-      if (cached) kept.set(k, read);
-    }
-    return read;
-  };
-  const each = async (list: number[], visit: (set: number, k: number, bytes: number) => void) => {
-    if (list.length === 0) return;
-    const setOf = (j: number) => (cached ? list[j] : j % 2);
-    let pending = fetch(list[0], setOf(0));
-    for (let j = 0; j < list.length; j++) {
-      const bytes = await pending;
-      check();
-      if (j + 1 < list.length) pending = fetch(list[j + 1], setOf(j + 1));
-      visit(setOf(j), list[j], bytes);
-    }
-  };
-  const elementsOf = (k: number) => (Math.min(rows, (k + 1) * rowsPerChunk) - k * rowsPerChunk) * rowLen;
-  let tiesBefore: ((set: number, k: number) => void) | undefined;
-  if (job.split && kernel.passes > 0) {
-    const exchange = job.exchange;
-    const selectors = kernel.splitSelectors?.() ?? null;
-    if (!exchange || !selectors) throw new Error(`tensor ${job.spec.tensorName} has statistics passes`);
-    tiesBefore = await splitStatistics(job, exchange, selectors, kernel, mine, each, elementsOf, check);
-  } else {
-    for (let pass = 0; pass < kernel.passes; pass++) {
-      await each(all, (set, k) => kernel.accumulate(pass, set, k * rowsPerChunk * rowLen, elementsOf(k)));
-    }
-  }
-  await each(mine, (set, k, bytes) => {
-    const r0 = k * rowsPerChunk;
-    tiesBefore?.(set, k);
-    const produced = kernel.produce(set, r0 * rowLen, elementsOf(k));
-    const nonFinite = arena.countNonFinite(produced, job.outDtype);
-    const slot = out.produced++ & 1;
-    // Wait until the engine has written what this slot held.
-    while (Atomics.load(out.control, slot) !== 0) {
-      check();
-      // Timed: a cancel between the check and the wait must not go unseen.
-      Atomics.wait(out.control, slot, 1, 50);
-    }
-    out.data[slot].set(produced);
-    Atomics.store(out.control, slot, 1);
-    const reply: WorkerReply = {
-      id: job.id,
-      kind: 'chunk',
-      slot,
-      length: produced.byteLength,
-      inputBytes: bytes,
-      nonFinite,
-    };
-    port!.postMessage(reply);
+  await runKernelJob(arena, job, {
+    check,
+    read: (i, position, target) => {
+      const input = job.inputs[i];
+      return readFully(input.fd, target, input.offset + position, input.name, i);
+    },
+    deliver: (produced, inputBytes, nonFinite) => {
+      const slot = out.produced++ & 1;
+      // Wait until the engine has written what this slot held.
+      while (Atomics.load(out.control, slot) !== 0) {
+        check();
+        // Timed: a cancel between the check and the wait must not go unseen.
+        Atomics.wait(out.control, slot, 1, 50);
+      }
+      out.data[slot].set(produced);
+      Atomics.store(out.control, slot, 1);
+      const reply: WorkerReply = {
+        id: job.id,
+        kind: 'chunk',
+        slot,
+        length: produced.byteLength,
+        inputBytes,
+        nonFinite,
+      };
+      port!.postMessage(reply);
+    },
+    splitStatistics: (kernel, mine, each, elementsOf) => {
+      const selectors = kernel.splitSelectors?.() ?? null;
+      if (!job.exchange || !selectors)
+        throw new Error(`tensor ${job.spec.tensorName} has statistics passes that do not split`);
+      return splitStatistics(job, job.exchange, selectors, kernel, mine, each, elementsOf, check);
+    },
   });
 }
 
@@ -205,7 +127,7 @@ async function splitStatistics(
   selectors: (MagnitudeRangeSelector | null)[],
   kernel: RawChunkMerge,
   mine: number[],
-  each: (list: number[], visit: (set: number, k: number, bytes: number) => void) => Promise<void>,
+  each: EachChunk,
   elementsOf: (k: number) => number,
   check: () => void,
 ): Promise<(set: number, k: number) => void> {
@@ -329,15 +251,8 @@ let queue: Promise<void> = Promise.resolve();
 port.on('message', (job: KernelJob) => {
   queue = queue.then(() =>
     runJob(job).catch((e: Error) => {
-      if (e instanceof Abandoned) return;
-      const reply: WorkerReply = {
-        id: job.id,
-        kind: 'error',
-        message: e.message,
-        causeName: e.name,
-        read: e instanceof ReadFailure ? e.input : -1,
-      };
-      port!.postMessage(reply);
+      const reply = errorReply(job.id, e);
+      if (reply) port!.postMessage(reply);
     }),
   );
 });

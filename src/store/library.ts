@@ -519,6 +519,7 @@ export function chunkedByteSource(chunks: readonly Blob[], chunkBytes: number, n
   return {
     name,
     size,
+    blobs: { chunks, chunkBytes },
     async read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > size) {
         throw new RangeError(

@@ -341,6 +341,7 @@ export class L2sApp extends LitElement {
             @recipe-restore=${(e: CustomEvent<string>) => this.setRecipe(e.detail)}
             .interrupted=${this.interrupted}
             @interrupted-changed=${this.refresh}
+            @library-changed=${this.refresh}
             @merge-started=${() => {
               this.outputId = undefined;
             }}

@@ -7,7 +7,10 @@
  * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
  * Where the browser has the File System Access API the output can go straight into a folder the
  * user picks ("Write output to"): a new subfolder per run, never over an earlier one. Such a run
- * cannot be resumed after a reload; it is offered to start again, its partial files removed.
+ * cannot be resumed after a reload; it is offered to start again, its partial files removed. Its
+ * finished output has no copy in browser storage, so instead of "Add to library" the panel offers to
+ * link the new subfolder as a model read in place (the panel still holds the picked folder's handle,
+ * so the user is not asked for the folder again).
  */
 import { css, html, LitElement, nothing } from 'lit';
 import { customElement, property, state } from 'lit/decorators.js';
@@ -65,6 +68,11 @@ class FinishedBeforeCancel extends Error {
   }
 }
 
+/** The finished output folder could not be linked in the library. */
+class OutputLinkError extends Error {
+  override name = 'OutputLinkError';
+}
+
 /** What the page found of WebGPU (the worker's gpuStatus). */
 export interface GpuStatus {
   available: boolean;
@@ -76,6 +84,8 @@ export interface GpuStatus {
 interface RunSettings {
   seed: number;
   device: BackendChoice;
+  /** CPU kernel threads (absent in settings saved before there was a choice: auto). */
+  cpuThreads?: CpuThreadsSetting;
   shardSize: string;
   gpuMemory?: string;
   /** "Write output to": browser storage (OPFS) or a folder on this computer. */
@@ -85,6 +95,8 @@ interface RunSettings {
   /** The subfolder each run creates (`-2`, `-3`, ... when taken). */
   outputName?: string;
 }
+
+type CpuThreadsSetting = 'auto' | 1 | 2;
 
 const SETTINGS_KEY = 'run-settings';
 /** Tabs of this origin tell each other when a merge starts or ends. */
@@ -202,6 +214,7 @@ export class L2sRunPanel extends LitElement {
   @state() private log: string[] = [];
   @state() private seed = 0;
   @state() private device: BackendChoice = 'auto';
+  @state() private cpuThreads: CpuThreadsSetting = 'auto';
   /** `--out-shard-size` as typed (5B, 500M, bytes); empty for the default. */
   @state() private shardSize = '';
   /** `--gpu-memory` as typed (3B, 500M, bytes); empty for the default from the GPU's limits. */
@@ -212,7 +225,16 @@ export class L2sRunPanel extends LitElement {
   private readonly canPick = canPickDirectory();
   /** The folder the merge under way writes into, so Cancel can remove what it wrote. */
   private folderUnderWay?: FolderOutputTarget;
+  /** The last merge's finished output in a folder, until it is linked in the library. */
+  @state() private finishedFolder?: FolderOutputTarget;
+  @state() private linking = false;
+  /** What became of "Link it in the library". */
+  @state() private linkMessage = '';
+  @state() private linkFailed = false;
   @state() private backendUsed?: 'cpu' | 'gpu';
+  /** Kernel threads the last finished merge's CPU tensors ran on. */
+  @state() private cpuThreadsUsed?: number;
+  @state() private tensorsOnThreads?: number;
   /** The output the last finished merge wrote (the output panel shows it once loaded). */
   @state() private outputUsed?: string;
   /** Merges started since the page opened; lets observers tell one run's end from the previous one's. */
@@ -234,6 +256,7 @@ export class L2sRunPanel extends LitElement {
       if (!saved) return;
       this.seed = saved.seed;
       this.device = saved.device;
+      this.cpuThreads = saved.cpuThreads ?? 'auto';
       this.shardSize = saved.shardSize;
       this.gpuMemory = saved.gpuMemory ?? '';
       this.outputParent = saved.outputParent;
@@ -261,6 +284,7 @@ export class L2sRunPanel extends LitElement {
     const settings: RunSettings = {
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       shardSize: this.shardSize,
       gpuMemory: this.gpuMemory,
       outputTo: this.outputTo,
@@ -366,6 +390,7 @@ export class L2sRunPanel extends LitElement {
       recipeText: this.recipeText,
       seed: this.seed,
       device: this.device,
+      cpuThreads: this.cpuThreads,
       outShardSize,
       gpuMemory,
       hubStream: this.streamRequest(),
@@ -525,6 +550,8 @@ export class L2sRunPanel extends LitElement {
   ): Promise<void> {
     if (this.state === 'running' || this.state === 'cancelling') return;
     this.folderUnderWay = outputFolder;
+    this.finishedFolder = undefined;
+    this.linkMessage = '';
     this.state = 'running';
     this.runs++;
     this.message = startMessage;
@@ -558,11 +585,18 @@ export class L2sRunPanel extends LitElement {
         ended,
       ]);
       this.backendUsed = outcome.backend;
+      this.cpuThreadsUsed = outcome.cpuThreads;
+      this.tensorsOnThreads = outcome.tensorsOnThreads;
       this.outputUsed = outcome.outputId;
+      this.finishedFolder = outcome.folder ? outputFolder : undefined;
       this.state = 'done';
+      const threads =
+        outcome.backend === 'cpu'
+          ? ` (${outcome.cpuThreads === 1 ? '1 thread' : `${outcome.cpuThreads} threads`})`
+          : '';
       this.message =
         `Merged ${outcome.tensors} tensors (${formatBytes(outcome.bytesWritten)}) on the ` +
-        `${outcome.backend.toUpperCase()} in ${formatDuration(outcome.elapsedMs)}: ` +
+        `${outcome.backend.toUpperCase()}${threads} in ${formatDuration(outcome.elapsedMs)}: ` +
         `${placementSummary(outcome.placement)}.` +
         (outcome.folder ? ` Written to the folder ${outcome.folder} on this computer.` : '') +
         copiesSummary(outcome.copies);
@@ -572,6 +606,7 @@ export class L2sRunPanel extends LitElement {
       if (error instanceof FinishedBeforeCancel) {
         // The worker stopped after its commit: the finished files are the merge's output.
         this.outputUsed = 'outputId' in error.kept ? error.kept.outputId : '';
+        this.finishedFolder = 'folder' in error.kept ? outputFolder : undefined;
         this.state = 'done';
         this.message = error.status;
         if ('outputId' in error.kept) {
@@ -623,6 +658,78 @@ export class L2sRunPanel extends LitElement {
     } catch (e) {
       end(e as Error);
     }
+  }
+
+  /**
+   * Links the finished output folder as a model read in place. The handle comes from the picked
+   * folder the merge wrote into, so nothing is picked again; reading it needs the permission the
+   * merge was given (asked again only where the browser dropped it).
+   */
+  private async linkOutput(): Promise<void> {
+    const target = this.finishedFolder;
+    if (!target || !this.engine || this.linking) return;
+    const where = `${target.parent.name}/${target.name}`;
+    this.linking = true;
+    this.linkFailed = false;
+    this.linkMessage = `Linking ${where}…`;
+    try {
+      if (!(await requestFolderPermission(target.parent, 'read'))) {
+        throw new OutputLinkError(
+          `the browser did not allow reading ${target.parent.name}, so ${where} was not linked. Press "Link it in the library" again and allow it.`,
+        );
+      }
+      let folder: FileSystemDirectoryHandle;
+      try {
+        folder = await target.parent.getDirectoryHandle(target.name);
+      } catch (e) {
+        if (e instanceof DOMException && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) {
+          throw new OutputLinkError(
+            `${where} is no longer there (moved, renamed or deleted), so it was not linked. ` +
+              'Link the folder where it is now with "Link a folder…".',
+          );
+        }
+        throw e;
+      }
+      const record = await this.engine.api.linkFolder(folder);
+      this.finishedFolder = undefined;
+      this.linkMessage =
+        `Linked ${where} in the library as ${record.name}: read in place from your folder, ` +
+        'nothing copied into browser storage.';
+    } catch (e) {
+      this.linkFailed = true;
+      this.linkMessage = `${(e as Error).name}: ${(e as Error).message}`;
+    } finally {
+      this.linking = false;
+      announceLibraryChanged(this);
+    }
+  }
+
+  private renderLinkOutput(busy: boolean) {
+    const target = this.finishedFolder;
+    return html`${
+      target && this.state === 'done'
+        ? html`<div class="row">
+            <button
+              data-testid="merge-link-output"
+              title="Add the output folder to the library as a linked model (read in place, nothing copied), to merge it again, inspect or compare it"
+              ?disabled=${busy || this.linking}
+              @click=${this.linkOutput}
+            >
+              Link it in the library
+            </button>
+            <span class="hint">The output is only in ${target.parent.name}/${target.name}, not in browser storage.</span>
+          </div>`
+        : nothing
+    }${
+      this.linkMessage
+        ? html`<p
+            role="status"
+            data-testid="merge-link-status"
+            data-state=${this.linking ? 'linking' : this.linkFailed ? 'error' : 'done'}
+            class=${this.linkFailed ? 'error' : ''}
+          >${this.linkMessage}</p>`
+        : nothing
+    }`;
   }
 
   private renderProgress() {
@@ -827,6 +934,22 @@ export class L2sRunPanel extends LitElement {
               <option value="cpu" ?selected=${this.device === 'cpu'}>CPU</option>
             </select></label
           >
+          <label title="Threads for a merge on the CPU: 1 merges in the merge worker; 2 starts two kernel workers; auto takes 2 on 4 or more cores"
+            >CPU threads
+            <select
+              data-testid="merge-cpu-threads"
+              .value=${live(String(this.cpuThreads))}
+              @change=${(e: Event) => {
+                const value = (e.target as HTMLSelectElement).value;
+                this.cpuThreads = value === '1' ? 1 : value === '2' ? 2 : 'auto';
+                this.saveSettings();
+              }}
+            >
+              <option value="auto" ?selected=${this.cpuThreads === 'auto'}>auto</option>
+              <option value="1" ?selected=${this.cpuThreads === 1}>1</option>
+              <option value="2" ?selected=${this.cpuThreads === 2}>2</option>
+            </select></label
+          >
           <label title="Largest output shard: bytes, or with K, M, B (thousand, million, billion)"
             >Shard size
             <input
@@ -861,10 +984,13 @@ export class L2sRunPanel extends LitElement {
           data-testid="merge-status"
           data-state=${this.state}
           data-backend=${this.backendUsed ?? ''}
+          data-cpu-threads=${this.cpuThreadsUsed ?? ''}
+          data-tensors-on-threads=${this.tensorsOnThreads ?? ''}
           data-output-id=${this.outputUsed ?? ''}
           data-runs=${this.runs}
           class=${this.state === 'error' ? 'error problems' : ''}
         >${this.message}</p>
+        ${this.renderLinkOutput(busy)}
         <div class="visually-hidden" aria-live="polite" data-testid="merge-announce">${this.announcement}</div>
         ${this.renderProgress()}
         ${this.log.length ? html`<div class="log">${this.log.join('\n')}</div>` : nothing}

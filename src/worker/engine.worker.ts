@@ -56,6 +56,7 @@ import {
   type FolderOutputTarget,
   removePartialFolderOutput,
 } from './folder-output';
+import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
 import {
   createOpfsOutput,
   deleteOutput,
@@ -99,6 +100,8 @@ export interface MergeRequest {
   gpuMemory?: number;
   /** Dataset viewer for AIM's hub calibration sets (default the Hugging Face one). */
   datasetsEndpoint?: string;
+  /** CPU kernel threads (kernel-threads.ts cpuThreadCount; default auto). */
+  cpuThreads?: 'auto' | 1 | 2;
   /** Write the output into a new subfolder of a folder the user picked, instead of browser storage. */
   outputFolder?: FolderOutputTarget;
   /** Recipe models read straight from the hub by Range requests, nothing stored (see hub-model.ts). */
@@ -165,6 +168,10 @@ export interface MergeOutcome {
   tensors: number;
   bytesWritten: number;
   backend: 'cpu' | 'gpu';
+  /** Threads the CPU kernels ran on: 1, the merge worker itself; 2, two kernel workers. */
+  cpuThreads: number;
+  /** Tensors merged on the kernel workers (the rest in the merge worker). */
+  tensorsOnThreads: number;
   /** Tensors merged on the GPU and on the CPU, and why any left the GPU. */
   placement: TensorPlacement;
   elapsedMs: number;
@@ -622,6 +629,12 @@ async function journaledMerge(
       backend: selected.backend.kind,
     });
   };
+  const threadCount =
+    selected.backend.kind === 'cpu'
+      ? cpuThreadCount(record.cpuThreads, navigator.hardwareConcurrency ?? 1)
+      : 1;
+  // Terminated with the run, and with this worker when Cancel terminates it.
+  const cpuThreads = threadCount > 1 ? BrowserCpuThreads.start(threadCount) : undefined;
   // A streamed model the hub stopped serving (after the retries) leaves a merge into browser storage
   // resumable: its partial output and journal record are kept, as after a reload.
   let keptForResume = false;
@@ -640,6 +653,7 @@ async function journaledMerge(
       recipe,
       prepared,
       aimStatistics,
+      cpuThreads,
       resolveModel,
       output: target,
       seed: record.seed,
@@ -670,6 +684,8 @@ async function journaledMerge(
       tensors: result.tensors,
       bytesWritten: result.bytesWritten,
       backend: result.backend,
+      cpuThreads: threadCount,
+      tensorsOnThreads: cpuThreads?.tensorsStarted ?? 0,
       placement: result.placement,
       elapsedMs: performance.now() - started,
     };
@@ -682,6 +698,7 @@ async function journaledMerge(
       { cause: e },
     );
   } finally {
+    cpuThreads?.close();
     selected.dispose();
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
     if (!keptForResume) await journal.remove(record.runId).catch(() => undefined);
@@ -861,6 +878,7 @@ const api = {
             recipeText: request.recipeText,
             seed: request.seed,
             device: request.device,
+            cpuThreads: request.cpuThreads,
             gpuMemory: request.gpuMemory,
             outShardSize: request.outShardSize,
             startedAt: Date.now(),

@@ -34,6 +34,8 @@ export interface RunJournalRecord {
   recipeText: string;
   seed: number;
   device: BackendChoice;
+  /** CPU kernel threads asked for (engine.worker.ts MergeRequest; absent: auto). */
+  cpuThreads?: 'auto' | 1 | 2;
   /** GPU memory budget in bytes (absent: the default from the adapter's limits). */
   gpuMemory?: number;
   outShardSize?: number;

@@ -631,3 +631,110 @@ test('AIM calibrates on a linked base as on a stored one (output equal to the CL
   for (const name of modelFiles) expect(stored.has(name), name).toBe(true);
   for (const name of stored) expect(cliFiles.has(name), name).toBe(true);
 });
+
+test('a merge written to a folder is linked in the library without picking it again: merged again as the CLI does, inspected, compared', async ({
+  page,
+}) => {
+  test.setTimeout(300_000);
+  // The same two-step recipe through the CLI: the TIES merge, then a linear merge of it with system1.
+  const stepTwo = `merge_method: linear
+models:
+  - model: merged-model
+    parameters: {weight: 0.7}
+  - model: system1
+    parameters: {weight: 0.3}
+dtype: bfloat16
+`;
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-linked-output-'));
+  for (const name of ['system1', 'system2']) await symlink(join(FIXTURES, name), join(dir, name));
+  await writeFile(join(dir, 'ties.yml'), TIES_PAIR);
+  await writeFile(join(dir, 'step-two.yml'), stepTwo);
+  const cliFirst = await cliMerge(join(dir, 'ties.yml'), join(dir, 'merged-model'), ['--device', 'cpu']);
+  const cliSecond = await cliMerge(join(dir, 'step-two.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
+
+  // Three picks: the two models and the output folder; linking the output picks nothing more.
+  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
+  await openApp(page, '?opfsPicker');
+  await page.evaluate(async () => {
+    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
+  });
+  await linkFixturePair(page);
+  await setRecipe(page, TIES_PAIR);
+  await page.getByTestId('merge-device').selectOption('cpu');
+
+  // A merge into browser storage has its copy there ("Add to library"): no link is offered.
+  await runMergeInPage(page);
+  await expect(page.getByTestId('merge-link-output')).toHaveCount(0);
+  // Kept as a stored copy, to inspect beside the linked one below.
+  await page.getByTestId('output-name').fill('ties-stored');
+  await page.getByTestId('add-to-library').click();
+  await expect(
+    page.locator('[data-testid="library-model"][data-name="ties-stored"]').getByTestId('model-kind'),
+  ).toHaveText('stored', { timeout: 30_000 });
+
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  await expect(page.getByTestId('merge-output-where')).toContainText('out/merged-model');
+  await runMergeInPage(page);
+  await expect(page.getByTestId('merge-status')).toContainText('Written to the folder out/merged-model');
+  await expect(page.getByTestId('add-to-library')).toHaveCount(0);
+  const written = new Map(
+    [...(await readOpfsTree(page, 'out'))]
+      .filter(([n]) => n.startsWith('merged-model/'))
+      .map(([n, b]) => [n.slice('merged-model/'.length), b]),
+  );
+  expectSameFiles(written, cliFirst, 'first step in a folder');
+
+  const keysBefore = await libraryKeys(page);
+  const link = page.getByTestId('merge-link-output');
+  await expect(link).toHaveText('Link it in the library');
+  await link.click();
+  const linkStatus = page.getByTestId('merge-link-status');
+  await expect(linkStatus).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
+  await expect(linkStatus).toHaveText(
+    'Linked out/merged-model in the library as merged-model: read in place from your folder, nothing copied into browser storage.',
+  );
+  await expect(link).toHaveCount(0);
+  // One record (handle, sizes, mtimes) and no chunk of bytes.
+  const added = (await libraryKeys(page)).filter((k) => !keysBefore.includes(k));
+  expect(added.length).toBe(1);
+  expect(added[0]?.startsWith('model:')).toBe(true);
+  const row = page.locator('[data-testid="library-model"][data-name="merged-model"]');
+  await expect(row.getByTestId('model-kind')).toHaveText('linked');
+  await expect(row.getByTestId('model-storage')).toHaveText('none (in place)');
+  await expect(row.getByTestId('link-state')).toHaveAttribute('data-state', 'ready');
+  await expect(row).toContainText('Qwen2ForCausalLM');
+
+  // The linked output as an input: the second step, into browser storage, equals the CLI's bytes.
+  await page.getByTestId('merge-output-to').selectOption('browser');
+  await setRecipe(page, stepTwo);
+  await runMergeInPage(page);
+  expectSameFiles(await downloadAll(page, join(dir, 'browser-out')), cliSecond, 'merge of the linked output');
+
+  // Inspected, it gives the figures of the same merge's stored copy; Compare offers it.
+  await setRecipe(page, TIES_PAIR.replace('system2', 'merged-model'));
+  const linkedFigures = await inspectFigures(page, 'merged-model');
+  expect(Number(linkedFigures.norm)).toBeGreaterThan(0);
+  await setRecipe(page, TIES_PAIR.replace('system2', 'ties-stored'));
+  expect(await inspectFigures(page, 'ties-stored')).toEqual(linkedFigures);
+  await expect(page.getByTestId('compare-model-0').locator('option[value="lib:merged-model"]')).toHaveCount(
+    1,
+  );
+
+  // An output folder gone before it is linked: a clear message, and nothing is added.
+  await page.getByTestId('merge-output-to').selectOption('folder');
+  await setRecipe(page, TIES_PAIR);
+  await runMergeInPage(page);
+  await expect(page.getByTestId('merge-status')).toContainText('Written to the folder out/merged-model-2');
+  await page.evaluate(async () => {
+    const out = await (await navigator.storage.getDirectory()).getDirectoryHandle('out');
+    await out.removeEntry('merged-model-2', { recursive: true });
+  });
+  const keysBeforeGone = await libraryKeys(page);
+  await page.getByTestId('merge-link-output').click();
+  await expect(linkStatus).toHaveAttribute('data-state', 'error');
+  await expect(linkStatus).toHaveText(
+    'OutputLinkError: out/merged-model-2 is no longer there (moved, renamed or deleted), so it was not linked. ' +
+      'Link the folder where it is now with "Link a folder…".',
+  );
+  expect(await libraryKeys(page)).toEqual(keysBeforeGone);
+});

@@ -168,6 +168,7 @@ test('the recipe and merge settings survive a reload; a shared link opens its re
   await page.getByTestId('merge-seed').fill('7');
   await page.getByTestId('merge-seed').press('Tab');
   await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-cpu-threads').selectOption('2');
   await page.getByTestId('merge-shard-size').fill('2M');
   await page.getByTestId('recipe-share').click();
   const link = await page.getByTestId('recipe-share-url').inputValue();
@@ -181,6 +182,7 @@ test('the recipe and merge settings survive a reload; a shared link opens its re
   await expect(page.getByTestId('param-0-density')).toHaveValue('0.35');
   await expect(page.getByTestId('merge-seed')).toHaveValue('7');
   await expect(page.getByTestId('merge-device')).toHaveValue('cpu');
+  await expect(page.getByTestId('merge-cpu-threads')).toHaveValue('2');
   await expect(page.getByTestId('merge-shard-size')).toHaveValue('2M');
 
   // A link from someone else replaces the kept recipe, once: the fragment is then dropped.

@@ -276,26 +276,28 @@ describe('the engine on the kernels writes the reference bytes', () => {
     expectSameFiles(await bothWays(TRIO_RECIPES.task_arithmetic, memoryResolver(trio), 0, trioFolder));
   });
 
-  it('ties and task_arithmetic on the trained fixture pair', async () => {
+  it('ties, task_arithmetic, della and slerp on the trained fixture pair', async () => {
     const fixtures = join(__dirname, '../fixtures/qwen2-tiny-l2s');
     const resolver = folderResolver(fixtures);
     try {
-      for (const method of ['ties', 'task_arithmetic']) {
-        const recipe = `merge_method: ${method}
-base_model: system1
-models:
-  - model: system2
-    parameters: {weight: 0.9, density: 0.3}
-dtype: bfloat16
-`;
-        expectSameFiles(await bothWays(recipe, resolver, 0, fixtures));
+      const recipes: [string, string][] = [
+        ['ties', 'models:\n  - model: system2\n    parameters: {weight: 0.9, density: 0.3}\n'],
+        ['task_arithmetic', 'models:\n  - model: system2\n    parameters: {weight: 0.9}\n'],
+        ['della', 'models:\n  - model: system2\n    parameters: {weight: 0.9, density: 0.3, epsilon: 0.1}\n'],
+        ['slerp', 'models:\n  - model: system2\nparameters: {t: 0.6}\n'],
+      ];
+      for (const [method, rest] of recipes) {
+        const recipe = `merge_method: ${method}\nbase_model: system1\n${rest}dtype: bfloat16\n`;
+        for (const seed of method === 'della' ? [0, 9] : [0]) {
+          expectSameFiles(await bothWays(recipe, resolver, seed, fixtures));
+        }
       }
     } finally {
       await resolver.closeAll();
     }
   });
 
-  it('ties, task_arithmetic and dare_linear on a model with Qwen2.5-0.5B layer shapes', async () => {
+  it('ties, task_arithmetic, dare_linear, della_linear and slerp on a model with Qwen2.5-0.5B layer shapes', async () => {
     // Hidden 896, MLP 4864, 14/2 heads, 1 layer; an embedding of 8192 rows (7.3M elements, larger
     // than the selection sample, so TIES' windows are used).
     const shape = {
@@ -318,8 +320,11 @@ dtype: bfloat16
       ['ties', '{weight: 1.0, density: 0.2}'],
       ['task_arithmetic', '{weight: 0.7}'],
       ['dare_linear', '{weight: 0.7, density: 0.5}'],
+      ['della_linear', '{weight: 0.7, density: 0.4, epsilon: 0.1}'],
+      ['slerp', '{}'],
     ]) {
-      const recipe = `merge_method: ${method}\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: ${params}\ndtype: bfloat16\n`;
+      const global = method === 'slerp' ? 'parameters: {t: 0.3}\n' : '';
+      const recipe = `merge_method: ${method}\nbase_model: base\nmodels:\n  - model: reasoner\n    parameters: ${params}\n${global}dtype: bfloat16\n`;
       expectSameFiles(await bothWays(recipe, memoryResolver(models), 3, folder));
     }
     // The large tensors' chunks of task_arithmetic alternate between the threads; TIES' and

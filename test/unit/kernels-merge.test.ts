@@ -192,7 +192,7 @@ function kernelBytes(
   outDtype: FloatDType,
   rowsPerChunk: number,
   statistics: { passes?: number } = {},
-  keepChunks = false,
+  { workDtype, keepChunks = false }: { workDtype?: FloatDType; keepChunks?: boolean } = {},
 ): Uint8Array {
   const { method, spec } = inputsOf(c, name, shape, seed);
   const rowLen = chunkRowLength(shape);
@@ -204,6 +204,7 @@ function kernelBytes(
     spec,
     inputDtypes: dtypes,
     outDtype,
+    workDtype,
     chunkElements: chunkRows * rowLen,
     inputSets: keepChunks ? Math.max(2, chunks) : 2,
   });
@@ -322,7 +323,7 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
                 out,
                 rowsPerChunk,
                 {},
-                true,
+                { keepChunks: true },
               );
               expect(
                 same(expected, keptChunks, out),
@@ -484,5 +485,141 @@ describe('WASM per-chunk merge equals the TypeScript reference byte for byte', (
 
   it('is off where the reference is asked for', () => {
     expect(loadKernels('ts')).toBeNull();
+  });
+});
+
+describe('slerp and model_stock reductions in WebAssembly equal the reference byte for byte', () => {
+  const REDUCTION_CASES: Case[] = [
+    { method: 'slerp', params: { t: 0.3 }, models: 1, modelParams: () => ({}) },
+    { method: 'slerp', params: { t: 1 }, models: 1, modelParams: () => ({}) },
+    { method: 'model_stock', models: 2, modelParams: () => ({}) },
+    { method: 'model_stock', models: 4, modelParams: () => ({}) },
+    { method: 'model_stock', params: { filter_wise: true }, models: 3, modelParams: () => ({}) },
+    // DELLA's per-fiber ranks (a radix sort in the kernels), with and without rescale.
+    {
+      method: 'della',
+      models: 2,
+      modelParams: (m) => ({ weight: [0.6, 1][m], density: [0.5, 0.3][m], epsilon: 0.1 }),
+    },
+    {
+      method: 'della_linear',
+      params: { rescale: false },
+      models: 1,
+      modelParams: () => ({ weight: 1, density: 0.6, epsilon: 0.2 }),
+    },
+  ];
+  // Block sums of 256 terms, four blocks at a time in the kernels: one row over many blocks with a
+  // tail, blocks split across chunks of 1 or 2 rows (rows not multiples of 4 or 8), a 1-D tensor,
+  // rows shorter than a block, and rows longer than four blocks (filter_wise's per-row sums).
+  const SHAPES = [
+    { shape: [1, 5003], rowsPerChunk: 1 },
+    { shape: [3, 1501], rowsPerChunk: 1 },
+    { shape: [9, 1031], rowsPerChunk: 2 },
+    { shape: [4099], rowsPerChunk: 1 },
+    { shape: [67, 13], rowsPerChunk: 30 },
+    { shape: [2, 3, 7], rowsPerChunk: 1 },
+    { shape: [3, 301, 5], rowsPerChunk: 2 },
+  ];
+  const MIXES: { inputs: FloatDType[]; out: FloatDType }[] = [
+    { inputs: ['BF16'], out: 'BF16' },
+    { inputs: ['F16'], out: 'F32' },
+    { inputs: ['F32'], out: 'F16' },
+    { inputs: ['BF16', 'F32', 'F16'], out: 'BF16' },
+  ];
+  for (const c of REDUCTION_CASES) {
+    it(`${c.method} ${JSON.stringify(c.params ?? {})} with ${c.models} model(s)`, () => {
+      for (const { shape, rowsPerChunk } of SHAPES) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        for (const mix of MIXES) {
+          for (const seed of [3, 11]) {
+            for (const specials of [false, true]) {
+              const values = tensors(n, c.models, seed * 131 + n, specials);
+              const ordered = [...values.slice(1), values[0]];
+              const dtypes = ordered.map((_, i) => mix.inputs[i % mix.inputs.length]);
+              const stored = ordered.map((v, i) => encodeFromF32(v, dtypes[i]));
+              const name = 'model.layers.0.self_attn.q_proj.weight';
+              const expected = referenceBytes(c, name, shape, seed, stored, dtypes, mix.out);
+              const actual = kernelBytes(c, name, shape, seed, stored, dtypes, mix.out, rowsPerChunk);
+              const where = `${dtypes.join('/')} -> ${mix.out}, seed ${seed}, shape [${shape}], ${rowsPerChunk} rows a chunk${specials ? ', specials' : ''}`;
+              expect(
+                same(expected, actual, mix.out),
+                `${where}: ${firstDifference(expected, actual, DTYPE_BYTES[mix.out])}`,
+              ).toBe(true);
+              // A buffer set per chunk, as the engine's cache of small tensors lays them out.
+              const keptChunks = kernelBytes(
+                c,
+                name,
+                shape,
+                seed,
+                stored,
+                dtypes,
+                mix.out,
+                rowsPerChunk,
+                {},
+                {
+                  keepChunks: true,
+                },
+              );
+              expect(
+                same(expected, keptChunks, mix.out),
+                `${where}, every chunk kept: ${firstDifference(expected, keptChunks, DTYPE_BYTES[mix.out])}`,
+              ).toBe(true);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  it('takes the colinear and zero-norm branches as the reference does', () => {
+    const shape = [5, 1029];
+    const n = shape[0] * shape[1];
+    const [base, other] = tensors(n, 1, 17, false);
+    const zero = new Float32Array(n);
+    const scaled = base.map((v) => v * 2);
+    const slerp = REDUCTION_CASES[0];
+    const stock = REDUCTION_CASES[2];
+    for (const [label, c, inputs] of [
+      ['slerp of colinear vectors', slerp, [scaled, base]],
+      ['slerp from a zero base', slerp, [other, zero]],
+      ['slerp to a zero model', slerp, [zero, base]],
+      ['model_stock of identical models', stock, [other, other, base]],
+      ['model_stock of unchanged models', stock, [base, base, base]],
+    ] as [string, Case, Float32Array[]][]) {
+      const dtypes = inputs.map(() => 'F32' as FloatDType);
+      const stored = inputs.map((v) => encodeFromF32(v, 'F32'));
+      const expected = referenceBytes(c, 'w', shape, 0, stored, dtypes, 'F32');
+      const actual = kernelBytes(c, 'w', shape, 0, stored, dtypes, 'F32', 2);
+      expect(same(expected, actual, 'F32'), `${label}: ${firstDifference(expected, actual, 4)}`).toBe(true);
+    }
+  });
+
+  it('rounds the inputs to the working dtype first, as the reference does', () => {
+    const shape = [4, 1300];
+    const n = shape[0] * shape[1];
+    for (const c of REDUCTION_CASES) {
+      const values = tensors(n, c.models, 23, true);
+      const ordered = [...values.slice(1), values[0]];
+      const dtypes = ordered.map((_, i) => (['F32', 'BF16', 'F16'] as FloatDType[])[i % 3]);
+      const stored = ordered.map((v, i) => encodeFromF32(v, dtypes[i]));
+      for (const work of ['BF16', 'F16', 'F32'] as FloatDType[]) {
+        // The reference: each input decoded, then rounded to the working dtype.
+        const rounded = stored.map((bytes, i) => encodeFromF32(decodeToF32(bytes, dtypes[i]), work));
+        const expected = referenceBytes(
+          c,
+          'w',
+          shape,
+          0,
+          rounded,
+          dtypes.map(() => work),
+          'BF16',
+        );
+        const actual = kernelBytes(c, 'w', shape, 0, stored, dtypes, 'BF16', 1, {}, { workDtype: work });
+        expect(
+          same(expected, actual),
+          `${c.method} in ${work}: ${firstDifference(expected, actual, 2)}`,
+        ).toBe(true);
+      }
+    }
   });
 });
