@@ -7,10 +7,11 @@
 //
 // Options: --layers N (default 2 of 28), --vocab N (default 151936), --block N (tokens per block,
 // default 128), --blocks N (default 2), --devices gpu,cpu.
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { QWEN25_15B, writeSyntheticModel } from './lib.mjs';
 
 const api = await import('../dist/cli/index.js');
 
@@ -28,75 +29,14 @@ const positive = (name) => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`bench/aim.mjs: --${name} must be a whole number >= 1`);
   return n;
 };
-const shape = {
-  hiddenSize: 1536,
-  intermediateSize: 8960,
-  layers: positive('layers'),
-  heads: 12,
-  kvHeads: 2,
-  vocabSize: positive('vocab'),
-};
+const shape = { ...QWEN25_15B, layers: positive('layers'), vocabSize: positive('vocab') };
 const blockSize = positive('block');
 const blockCount = positive('blocks');
 
-/** xorshift32 noise with realistic magnitudes (norms near 1, matrices ~ 1/sqrt(fan_in)). */
-function fill(values, seed, name) {
-  let x = seed >>> 0 || 1;
-  const isNorm = name.endsWith('norm.weight');
-  const std = isNorm ? 0.05 : 1 / Math.sqrt(1536);
-  for (let i = 0; i < values.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    values[i] = (isNorm ? 1 : 0) + (x / 4294967296 - 0.5) * std * 3.4641;
-  }
-}
-
-async function writeModel(dir) {
-  const tensors = api.tinyQwenTensorShapes(shape, true);
-  const layout = api.planShards(tensors, Number.MAX_SAFE_INTEGER);
-  const handle = await open(join(dir, 'model.safetensors'), 'w');
-  const writer = new api.ShardWriter(layout, async () => ({
-    write: async (b) => {
-      await handle.write(b);
-    },
-    close: async () => {},
-  }));
-  let seed = 1;
-  for (const t of tensors) {
-    const values = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-    seed = Math.imul(seed, 2654435761) >>> 0;
-    fill(values, seed, t.name);
-    await writer.writeTensor(t.name, api.encodeFromF32(values, 'BF16'));
-  }
-  await writer.finish();
-  await handle.close();
-  const config = {
-    architectures: ['Qwen2ForCausalLM'],
-    model_type: 'qwen2',
-    hidden_size: shape.hiddenSize,
-    intermediate_size: shape.intermediateSize,
-    num_hidden_layers: shape.layers,
-    num_attention_heads: shape.heads,
-    num_key_value_heads: shape.kvHeads,
-    vocab_size: shape.vocabSize,
-    max_position_embeddings: 131072,
-    rms_norm_eps: 1e-6,
-    rope_theta: 10000,
-    hidden_act: 'silu',
-    tie_word_embeddings: true,
-    torch_dtype: 'bfloat16',
-    bos_token_id: 151643,
-    eos_token_id: 151643,
-  };
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
-}
-
 const dir = await mkdtemp(join(tmpdir(), 'l2s-bench-aim-'));
 try {
-  await writeModel(dir);
+  // Norms around 1, so activations keep realistic magnitudes through the layers.
+  await writeSyntheticModel(api, dir, { shape, tied: true, normsAtOne: true });
   const files = await api.modelFolder(dir, 'synthetic-1.5b');
   const weights = await api.openModelWeights(files);
   let x = 12345;

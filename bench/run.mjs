@@ -15,24 +15,17 @@
 //   lowrank_task_arithmetic  rank-64 task arithmetic (not in the default list; bench/rsvd.mjs runs it)
 // Cases are interleaved round by round. Each row gives the best and the median of its rounds, and
 // the floor's time over the case's (best over best, median over median): 1.00 is the I/O floor.
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { cpuSecondsSince, peakRssMB, QWEN25_05B, runCaseProcess, writeSyntheticModel } from './lib.mjs';
 
 const api = await import('../dist/cli/index.js');
 
-const QWEN25_05B = {
-  hiddenSize: 896,
-  intermediateSize: 4864,
-  layers: 24,
-  heads: 14,
-  kvHeads: 2,
-  vocabSize: 151936,
-};
-const GEN_VERSION = 'v1';
+// v2: generated a slice of 2^24 values at a time (bench/lib.mjs).
+const GEN_VERSION = 'v2';
 
 const { values: opts } = parseArgs({
   options: {
@@ -48,62 +41,6 @@ const { values: opts } = parseArgs({
 });
 const shape = { ...QWEN25_05B, layers: Number(opts.layers) };
 const root = resolve(opts.dir, `qwen25-05b-${shape.layers}l-${GEN_VERSION}`);
-
-/** xorshift32 noise: cheap, deterministic; the values only need realistic magnitudes. */
-function fill(values, seed, std, base) {
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < values.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    const u = x / 4294967296 - 0.5;
-    values[i] = (base ? base[i] : 0) + u * std * 3.4641;
-  }
-}
-
-async function writeModel(dir, seed, deltaOf) {
-  await mkdir(dir, { recursive: true });
-  const tensors = api.tinyQwenTensorShapes(shape, true);
-  const layout = api.planShards(tensors, Number.MAX_SAFE_INTEGER);
-  const handle = await open(join(dir, 'model.safetensors'), 'w');
-  const writer = new api.ShardWriter(layout, async () => ({
-    write: async (b) => {
-      await handle.write(b);
-    },
-    close: async () => {},
-  }));
-  let h = 0;
-  for (const t of tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const values = new Float32Array(n);
-    const fanIn = t.shape[t.shape.length - 1];
-    const std = t.shape.length === 1 ? 0.02 : 1 / Math.sqrt(fanIn);
-    h = (h * 31 + n) >>> 0;
-    fill(values, h ^ 0x5bd1e995, std);
-    if (deltaOf) {
-      const base = values.slice();
-      fill(values, h ^ seed, std * 0.1, base);
-    }
-    await writer.writeTensor(t.name, api.encodeFromF32(values, 'BF16'));
-  }
-  await writer.finish();
-  await handle.close();
-  const config = {
-    architectures: ['Qwen2ForCausalLM'],
-    model_type: 'qwen2',
-    hidden_size: shape.hiddenSize,
-    intermediate_size: shape.intermediateSize,
-    num_hidden_layers: shape.layers,
-    num_attention_heads: shape.heads,
-    num_key_value_heads: shape.kvHeads,
-    vocab_size: shape.vocabSize,
-    tie_word_embeddings: true,
-    torch_dtype: 'bfloat16',
-  };
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
-}
 
 const RECIPES = {
   task_arithmetic:
@@ -218,8 +155,7 @@ async function runCase(caseName, device) {
   const seconds = (performance.now() - started) / 1000;
   // CPU time of the process (every thread: the reads' thread pool too): steadier than wall time
   // on a machine shared with other work.
-  const cpu = process.cpuUsage(cpuStarted);
-  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  const cpuSeconds = cpuSecondsSince(cpuStarted);
   await resolver.closeAll();
   await rm(out, { recursive: true, force: true });
   return {
@@ -228,7 +164,7 @@ async function runCase(caseName, device) {
     seconds,
     cpuSeconds,
     inputBytes,
-    peakRssMB: process.resourceUsage().maxRSS / 1024,
+    peakRssMB: peakRssMB(),
   };
 }
 
@@ -238,8 +174,8 @@ if (opts.case) {
 } else {
   if (!existsSync(join(root, 'reasoner', 'model.safetensors'))) {
     process.stderr.write(`bench: generating synthetic Qwen2.5-0.5B-shaped models in ${root}\n`);
-    await writeModel(join(root, 'base'), 0, false);
-    await writeModel(join(root, 'reasoner'), 0x1234, true);
+    await writeSyntheticModel(api, join(root, 'base'), { shape, tied: true });
+    await writeSyntheticModel(api, join(root, 'reasoner'), { shape, tied: true, seed: 0x1234, delta: true });
   }
   const threeInputs = opts.cases.split(',').some((n) => n === 'floor3' || n.split('@')[0] === 'model_stock');
   if (threeInputs && !existsSync(join(root, 'instruct', 'model.safetensors'))) {
@@ -252,28 +188,19 @@ if (opts.case) {
   const runs = new Map(names.map((n) => [n, []]));
   for (let round = 0; round < Number(opts.repeat); round++) {
     for (const name of names) {
-      const child = spawnSync(
-        process.execPath,
-        [
-          '--expose-gc',
-          'bench/run.mjs',
-          '--case',
-          name,
-          '--device',
-          opts.device,
-          '--dir',
-          opts.dir,
-          '--layers',
-          opts.layers,
-          '--kernels',
-          opts.kernels,
-          '--threads',
-          opts.threads,
-        ],
-        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
-      );
-      if (child.status !== 0) throw new Error(`bench case ${name} failed (exit ${child.status})`);
-      runs.get(name).push(JSON.parse(child.stdout.trim().split('\n').at(-1)));
+      const row = runCaseProcess('bench/run.mjs', name, [
+        '--device',
+        opts.device,
+        '--dir',
+        opts.dir,
+        '--layers',
+        opts.layers,
+        '--kernels',
+        opts.kernels,
+        '--threads',
+        opts.threads,
+      ]);
+      runs.get(name).push(row);
     }
   }
   const summary = (name) => {

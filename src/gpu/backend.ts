@@ -62,7 +62,10 @@ export class GpuMergeBackend {
     return GPU_METHOD_NAMES.includes(methodName);
   }
 
-  /** Whether `mergeStream` can run this method (the SVD family needs whole matrices). */
+  /**
+   * Whether `mergeStream` can run this method. The SVD family takes whole tensors from the host
+   * (`mergeBytes`) and streams them through the device by rows itself (src/gpu/rsvd.ts).
+   */
   streams(method: MergeMethod): boolean {
     return method.gpu !== undefined;
   }
@@ -83,7 +86,8 @@ export class GpuMergeBackend {
   /** Decodes, merges and encodes on the GPU; returns the result's little-endian `outDtype` bytes. */
   async mergeBytes(method: MergeMethod, inputs: MergeBytesInputs): Promise<Uint8Array> {
     if (isLowRankMethod(method)) {
-      // The SVD family works on whole f32 matrices on the host between its GPU steps.
+      // The SVD family works on whole f32 matrices on the host between its GPU steps; its products
+      // stream through the device within the memory budget.
       const { outDtype, tensors, ...rest } = inputs;
       const values = tensors.map((t) => ({
         model: t.model,

@@ -44,6 +44,11 @@ export class BufferPool {
     return this.liveBytes + this.idleBytes;
   }
 
+  /** Bytes of the buffers in use now (idle ones are given up when room is needed). */
+  get inUseBytes(): number {
+    return this.liveBytes;
+  }
+
   /** The most bytes the pool ever held at once (tests check it against the budget). */
   get peakBytes(): number {
     return this.peak;

@@ -230,7 +230,8 @@ function recordBlock(batch: CommandBatch, block: ProductBlock): void {
 /**
  * Records C = op(A) * B into `batch`: op(A) = A (m x k) or, with `transA`, A^T for A stored k x m;
  * B is k x n; C must be m x n. Every pair of overlapping row tiles is one block; blocks after the
- * first that write the same outputs accumulate.
+ * first that write the same outputs accumulate. With `accumulate`, C += op(A) * B (sums over
+ * blocks of rows streamed through the device, src/gpu/row-stream.ts).
  */
 export function recordProduct(
   batch: CommandBatch,
@@ -238,6 +239,7 @@ export function recordProduct(
   b: GpuMatrix,
   c: GpuMatrix,
   transA: boolean,
+  accumulate = false,
 ): void {
   const m = transA ? a.cols : a.rows;
   const k = transA ? a.rows : a.cols;
@@ -249,7 +251,7 @@ export function recordProduct(
   const n = b.cols;
   for (const ct of c.tiles) {
     if (k === 0) {
-      batch.clear(ct.buffer, 0, ct.rows * n * 4);
+      if (!accumulate) batch.clear(ct.buffer, 0, ct.rows * n * 4);
       continue;
     }
     if (!transA) {
@@ -272,7 +274,7 @@ export function recordProduct(
             c: ct.buffer,
             cOffset: (r0 - ct.start) * n,
             ldc: n,
-            accumulate: bt.index > 0,
+            accumulate: accumulate || bt.index > 0,
             transA,
           });
         }
@@ -299,7 +301,7 @@ export function recordProduct(
           c: ct.buffer,
           cOffset: 0,
           ldc: n,
-          accumulate: !first,
+          accumulate: accumulate || !first,
           transA,
         });
         first = false;

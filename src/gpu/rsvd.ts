@@ -18,6 +18,13 @@
  * round converges within MAX_ROUNDS (X numerically rank-deficient, e.g. a zero task vector), X is
  * read back and orthonormalized by the TS `orthonormalize` (Householder for rank-deficient input),
  * so the result is what the CPU reference would give.
+ *
+ * Within a GPU memory budget (GpuContextOptions.memoryBudget): when A and its m x l sketches do not
+ * fit on the device, they stay in host memory and every product with them streams through the
+ * device a block of rows at a time (src/gpu/row-stream.ts): Y = A Omega and U = Q W block by block,
+ * A^T Q and the Gram matrices X^T X summed over blocks; the n x l and l x l matrices stay on the
+ * device. Same operations in the same order, so the streamed result meets the same bounds; only
+ * where an f32 sum over rows is cut into blocks changes.
  */
 
 import gaussianSource from '../../shaders/gaussian.wgsl?raw';
@@ -42,7 +49,8 @@ import type { LowRankOps } from '../methods/svd/ops';
 import { fnv1a32 } from '../random/counter-rng';
 import { CommandBatch } from './commands';
 import type { GpuContext, KernelSource } from './device';
-import { GpuMatrix, matmulGpu, product } from './matmul';
+import { GpuMatrix, product } from './matmul';
+import { fitsBudget, streamTimes, streamTransTimes } from './row-stream';
 
 export const GAUSSIAN_KERNEL: KernelSource = { name: 'gaussian', code: `${philoxLib}\n${gaussianSource}` };
 
@@ -182,6 +190,146 @@ export async function orthonormalizeGpu(ctx: GpuContext, x: GpuMatrix): Promise<
   return { q: GpuMatrix.upload(ctx, qr.Q, m, l, 'rsvd.q'), r: qr.R, method: 'cpu', rounds };
 }
 
+/** Host Q R of a tall X (m x l) kept in host memory: `orthonormalizeGpu`'s rounds, streamed. */
+export interface StreamedQrResult {
+  readonly q: Float32Array;
+  readonly r: Float64Array;
+  readonly method: 'cholesky-qr' | 'cpu';
+  readonly rounds: number;
+}
+
+/** `orthonormalizeGpu` for an X in host memory: its Gram matrices and X R^-1 stream by rows. */
+export async function orthonormalizeStreamed(
+  ctx: GpuContext,
+  x: Float32Array,
+  m: number,
+  l: number,
+): Promise<StreamedQrResult> {
+  if (m < l) throw new LinalgShapeError(`orthonormalize: needs rows >= columns, got ${m}x${l}`);
+  let current = x;
+  let r: Float64Array | null = null;
+  let rounds = 0;
+  while (rounds < MAX_ROUNDS) {
+    const g = (await streamTransTimes(ctx, current, m, l, current, l, 'rsvd.gram')).matrix;
+    let gram: Float64Array;
+    try {
+      gram = Float64Array.from(await g.read());
+    } finally {
+      g.release();
+    }
+    const step = shiftedCholesky(gram, l, m);
+    if (!step) break;
+    rounds++;
+    const inverse = GpuMatrix.upload(ctx, Float32Array.from(invertUpper(step.r, l)), l, l, 'rsvd.rinv');
+    try {
+      current = (await streamTimes(ctx, current, m, l, inverse, 'rsvd.q')).values;
+    } finally {
+      inverse.release();
+    }
+    r = r === null ? step.r : multiplyUpper(step.r, r, l);
+    if (!step.shifted && nearIdentity(step.r, l)) return { q: current, r, method: 'cholesky-qr', rounds };
+  }
+  const qr = orthonormalize(x, m, l);
+  return { q: qr.Q, r: qr.R, method: 'cpu', rounds };
+}
+
+/** Host Q (rows x l) times the first `take` columns of W (l x l, f64), streamed by rows. */
+async function multiplyByLeadingStreamed(
+  ctx: GpuContext,
+  q: Float32Array,
+  rows: number,
+  w: Float64Array,
+  l: number,
+  take: number,
+): Promise<Float32Array> {
+  const lead = GpuMatrix.upload(ctx, leadingColumns(w, l, l, take), l, take, 'rsvd.rotation');
+  try {
+    return (await streamTimes(ctx, q, rows, l, lead, 'rsvd.factor')).values;
+  } finally {
+    lead.release();
+  }
+}
+
+/** Split-K partial products of an (m x k) (k x n) product: one per 256 of k, one binding at most. */
+function splitScratch(ctx: GpuContext, m: number, k: number, n: number): number {
+  return Math.min(ctx.limits.maxBindingBytes, 4 * m * n * Math.floor(k / 256));
+}
+
+/**
+ * Whether `rsvdGpu` keeps A (m x n) and its sketches on the device: A, Y and the two matrices of a
+ * CholeskyQR round (m x l each), the n x l matrices, and the larger split-K scratch of A's products.
+ */
+export function rsvdResident(ctx: GpuContext, m: number, n: number, l: number): boolean {
+  const bytes = 4 * (m * n + 3 * m * l + 3 * n * l + l * l);
+  const scratch = Math.max(splitScratch(ctx, m, n, l), splitScratch(ctx, n, m, l));
+  return fitsBudget(ctx, bytes + scratch);
+}
+
+/** `rsvdGpu` with A and the m x l sketches in host memory (module comment). */
+async function rsvdStreamed(
+  ctx: GpuContext,
+  a: Float32Array,
+  m: number,
+  n: number,
+  dims: { r: number; l: number; k: number; powerIterations: number },
+  options: RsvdOptions,
+): Promise<LowRankFactors> {
+  const { r, l, k, powerIterations } = dims;
+  // The tile plan counts the binding tiles of the first pass over A.
+  let planned = false;
+  const plan = (tiles: number) => {
+    if (!planned) ctx.onTilePlan?.({ tensor: options.name, tiles, streamed: true });
+    planned = true;
+  };
+  const orth = async (x: Float32Array) => (await orthonormalizeStreamed(ctx, x, m, l)).q;
+  /** A^T X (n x l), orthonormalized on the device, as a device matrix the caller releases. */
+  const orthTransposed = async (x: Float32Array) => {
+    const { matrix: z, tiles } = await streamTransTimes(ctx, a, m, n, x, l, 'rsvd.Z');
+    plan(tiles);
+    try {
+      return await orthonormalizeGpu(ctx, z);
+    } finally {
+      z.release();
+    }
+  };
+  let q: Float32Array | null;
+  if (l === k) {
+    q = m <= n ? null : await orth(a);
+  } else {
+    const omega = gaussianMatrixGpu(ctx, n, l, options);
+    let y: Float32Array;
+    try {
+      const sketch = await streamTimes(ctx, a, m, n, omega, 'rsvd.Y');
+      plan(sketch.tiles);
+      y = sketch.values;
+    } finally {
+      omega.release();
+    }
+    q = await orth(y);
+    for (let it = 0; it < powerIterations; it++) {
+      const qz = (await orthTransposed(q)).q;
+      try {
+        q = await orth((await streamTimes(ctx, a, m, n, qz, 'rsvd.Y')).values);
+      } finally {
+        qz.release();
+      }
+    }
+  }
+  // Bt = A^T Q, orthonormalized; in the exact case with m <= n, Q = I and Bt = A^T.
+  const { q: qb, r: rb } = await orthTransposed(q ?? identity(m));
+  try {
+    const small = jacobiSvd(rb, l, l);
+    const u =
+      q === null
+        ? leadingColumns(small.V, l, l, r)
+        : await multiplyByLeadingStreamed(ctx, q, m, small.V, l, r);
+    const v = await multiplyByLeading(ctx, qb, small.U, l, r);
+    return { U: u, S: small.S.slice(0, r), V: v, rank: r, rows: m, cols: n };
+  } finally {
+    qb.release();
+  }
+}
+
 /** Q (rows x l, GPU) times the first `take` columns of W (l x l, f64), read back as rows x take. */
 async function multiplyByLeading(
   ctx: GpuContext,
@@ -231,9 +379,13 @@ export async function rsvdGpu(
   options: RsvdOptions,
 ): Promise<LowRankFactors> {
   if (a.length !== m * n) throw new LinalgShapeError(`rsvd: expected ${m}x${n} values, got ${a.length}`);
-  const { r, l, k, powerIterations } = rsvdDimensions(m, n, rank, options);
+  const dims = rsvdDimensions(m, n, rank, options);
+  const { r, l, k, powerIterations } = dims;
   if (r === 0) return emptyFactors(m, n);
   const what = `Randomized SVD of ${options.name || 'a matrix'} (${m}x${n}, rank ${r})`;
+  if (!rsvdResident(ctx, m, n, l)) {
+    return ctx.scoped(`${what}, streamed through the GPU`, () => rsvdStreamed(ctx, a, m, n, dims, options));
+  }
   return ctx.scoped(`${what} on the GPU`, async () => {
     const scratch = new Scratch();
     try {
@@ -275,7 +427,10 @@ export async function rsvdGpu(
   });
 }
 
-/** `lowRankProduct` of src/linalg/rsvd.ts with the m x r x n product on the GPU. */
+/**
+ * `lowRankProduct` of src/linalg/rsvd.ts with the m x r x n product on the GPU: diag(S) V^T stays
+ * on the device, U and the product stream by rows (one pass when they fit the budget).
+ */
 export async function lowRankProductGpu(
   ctx: GpuContext,
   f: LowRankFactors,
@@ -283,8 +438,15 @@ export async function lowRankProductGpu(
   scale = 1,
 ): Promise<Float32Array> {
   const { u, svt, r } = lowRankOperands(f, rank, scale);
-  if (r === 0) return new Float32Array(f.rows * f.cols);
-  return matmulGpu(ctx, u, svt, f.rows, r, f.cols);
+  if (r === 0 || f.rows === 0 || f.cols === 0) return new Float32Array(f.rows * f.cols);
+  return ctx.scoped(`Low-rank product (${f.rows}x${f.cols}, rank ${r}) on the GPU`, async () => {
+    const right = GpuMatrix.upload(ctx, svt, r, f.cols, 'lowrank.SVt');
+    try {
+      return (await streamTimes(ctx, u, f.rows, r, right, 'lowrank.product')).values;
+    } finally {
+      right.release();
+    }
+  });
 }
 
 /** `polarFactor` of src/linalg/rsvd.ts: the tall orthonormalization and product on the GPU. */
@@ -298,6 +460,13 @@ export async function polarFactorGpu(
     throw new LinalgShapeError(`polarFactor: expected ${m}x${n} values, got ${a.length}`);
   if (m < n) return transpose(await polarFactorGpu(ctx, transpose(a, m, n), n, m), n, m);
   if (n === 0) return new Float32Array(0);
+  // Resident: X, two CholeskyQR matrices and the product, m x n each.
+  if (!fitsBudget(ctx, 4 * (4 * m * n + 2 * n * n) + splitScratch(ctx, n, m, n))) {
+    return ctx.scoped(`Polar factor (${m}x${n}), streamed through the GPU`, async () => {
+      const qr = await orthonormalizeStreamed(ctx, a, m, n);
+      return multiplyByLeadingStreamed(ctx, qr.q, m, polarRotation(qr.r, n), n, n);
+    });
+  }
   return ctx.scoped(`Polar factor (${m}x${n}) on the GPU`, async () => {
     const x = GpuMatrix.upload(ctx, a, m, n, 'polar.A');
     let q: GpuMatrix | undefined;

@@ -106,6 +106,6 @@ describe.skipIf(!adapter)('randomized SVD on WebGPU for Node', () => {
       } finally {
         ctx.destroy();
       }
-    });
+    }, 300_000);
   }
 });

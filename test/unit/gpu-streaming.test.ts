@@ -1,11 +1,14 @@
 /**
  * Every GPU method through the engine with a GPU memory budget far below the models' size: the
- * embedding streams through the device in 20+ tiles, the output must be byte for byte the CPU
- * reference's, no tensor may be left to the CPU, and the pool never holds more than the budget.
+ * embedding streams through the device in 20+ tiles, no tensor may be left to the CPU, and the pool
+ * never holds more than the budget. The output must be byte for byte the CPU reference's, except for
+ * the SVD family, whose GPU products sum in f32 (test/browser/harness/gpu-rsvd-cases.ts): there
+ * every bf16 output is the CPU's or one of its two neighbours, and almost all are the CPU's.
  * By default: a 64-wide Qwen2-shaped trio (49152-token vocabulary), 16 MB budget, 1 MiB bindings.
- * L2S_QWEN05_STREAMING=1: Qwen2.5-0.5B's shapes (hidden 896, MLP 4864, 14 heads over 2 KV heads;
- * 1 layer and a 32768-token vocabulary), 64 MB budget, 16 MiB bindings (minutes per method on
- * SwiftShader).
+ * L2S_QWEN05_STREAMING=1: Qwen2.5-0.5B's shapes (hidden 896, MLP 4864, 14 heads over 2 KV heads,
+ * the 151936-token vocabulary, tied embedding; 1 layer), 64 MB budget, 16 MiB bindings: about
+ * 15 minutes on this project's 2-core machine with SwiftShader (README "GPU streaming at
+ * Qwen2.5-0.5B shapes" has the per-method times).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, type TinyModelFiles, type TinyQwenShape } from '../../src/demo/tiny-qwen';
@@ -31,7 +34,7 @@ const QWEN_05B_SHAPE: TinyQwenShape = !FULL
       layers: 1,
       heads: 14,
       kvHeads: 2,
-      vocabSize: 32768,
+      vocabSize: 151936,
     };
 const BUDGET = FULL ? 64_000_000 : 16_000_000;
 const BINDING = FULL ? 16 * 1024 * 1024 : 1024 * 1024;
@@ -127,6 +130,86 @@ models:
 parameters: {normalize: true}`;
 }
 
+// The SVD family at a small rank without oversampling or power iterations: the products with a
+// 151936 x 896 embedding are what a software adapter is slow at. Without oversampling each
+// truncation is the projection of A onto the range of A Omega, which the f32 rounding of either side
+// moves by rounding only: the synthetic task vectors are noise with a flat spectrum, so picking the
+// top `rank` directions out of a larger sketch would be ill-determined (tens of bf16 ulps apart).
+const SVD_FAST = 'oversample: 0, power_iterations: 0';
+const SVD_RECIPES: Record<string, string> = {
+  lowrank_task_arithmetic: `merge_method: lowrank_task_arithmetic
+base_model: ${BASE}
+models:
+  - model: qwen05-a
+    parameters: {weight: 0.7}
+  - model: qwen05-b
+    parameters: {weight: 0.5}
+parameters: {rank: 4, ${SVD_FAST}}`,
+  tsv: `merge_method: tsv
+base_model: ${BASE}
+models:
+  - model: qwen05-a
+  - model: qwen05-b
+parameters: {rank_fraction: ${8 / QWEN_05B_SHAPE.hiddenSize}, alpha: 0.9, ${SVD_FAST}}`,
+  lore: `merge_method: lore
+base_model: ${BASE}
+models:
+  - model: qwen05-a
+  - model: qwen05-b
+parameters: {mu: 0.01, rank: 4, iterations: 2, ${SVD_FAST}}`,
+  twin: `merge_method: twin
+base_model: ${BASE}
+models:
+  - model: qwen05-a
+    parameters: {weight: 0.5}
+  - model: qwen05-b
+    parameters: {weight: 0.5}
+parameters: {rank: 4, ${SVD_FAST}}`,
+};
+
+/** A bf16 bit pattern as a number. */
+function bf16Value(bits: number): number {
+  return new Float32Array(new Uint32Array([bits << 16]).buffer)[0];
+}
+
+/** Values this close to 0 are compared in absolute terms (their bf16 ulps are far below f32 rounding of the sums). */
+const ABSOLUTE_FLOOR = 2 ** -20;
+
+/**
+ * Two bf16 outputs of the SVD family: every value the CPU's, a neighbour of it (one bf16 ulp: the
+ * f32 sums' rounding crossing a bf16 rounding boundary), or within 2^-20 of it (values near 0), and
+ * at most one value in 1000 not the CPU's. Returns the share of differing values.
+ */
+function checkWithinOneUlp(got: Uint8Array, want: Uint8Array, what: string): number {
+  expect(got.byteLength).toBe(want.byteLength);
+  // Past the safetensors header (the same on both).
+  const headerBytes = 8 + Number(new DataView(want.buffer, want.byteOffset).getBigUint64(0, true));
+  expect(Buffer.from(got.subarray(0, headerBytes)).equals(Buffer.from(want.subarray(0, headerBytes)))).toBe(
+    true,
+  );
+  const count = (want.byteLength - headerBytes) / 2;
+  const g = new DataView(got.buffer, got.byteOffset + headerBytes, count * 2);
+  const w = new DataView(want.buffer, want.byteOffset + headerBytes, count * 2);
+  let differing = 0;
+  let worst = '';
+  for (let i = 0; i < count; i++) {
+    const a = g.getUint16(i * 2, true);
+    const b = w.getUint16(i * 2, true);
+    if (a === b) continue;
+    differing++;
+    // Same sign: adjacent bit patterns are adjacent values.
+    const neighbours = ((a ^ b) & 0x8000) === 0 && Math.abs(a - b) === 1;
+    const gv = bf16Value(a);
+    const wv = bf16Value(b);
+    if (!neighbours && !(Math.abs(gv - wv) <= ABSOLUTE_FLOOR) && !worst) {
+      worst = `value ${i}: GPU ${gv}, CPU ${wv}`;
+    }
+  }
+  expect(worst, `${what}: a value neither one bf16 ulp nor 2^-20 from the CPU's`).toBe('');
+  expect(differing / count, `${what}: share of values not the CPU's`).toBeLessThanOrEqual(1e-3);
+  return differing / count;
+}
+
 let models: TinyModelFiles[];
 
 async function merge(recipeText: string, backend: MergeBackend) {
@@ -150,10 +233,15 @@ describe.skipIf(!adapter)('GPU streaming within a memory budget equals the CPU',
         { name: 'qwen05-b', deltaSeed: 11, deltaScale: 0.2 },
       ].map((m) => makeTinyModel({ ...m, tied: true, shards: 1, dtype: 'BF16' }, QWEN_05B_SHAPE)),
     );
-  }, 120_000);
+  }, 1_800_000);
 
-  for (const [method, recipe] of Object.entries(RECIPES)) {
-    it(`${method}: GPU bytes = CPU bytes, 0 tensors on the CPU, within the budget`, async () => {
+  // Every SVD method streams at the small shape in gpu-rsvd.test.ts; through the engine here, the
+  // small shape takes one of them (the others take minutes on a software adapter), the 0.5B shape all.
+  const SVD_CASES = Object.entries(SVD_RECIPES).filter(([m]) => FULL || m === 'lowrank_task_arithmetic');
+
+  for (const [method, recipe] of [...Object.entries(RECIPES), ...SVD_CASES]) {
+    const lowRank = method in SVD_RECIPES;
+    it(`${method}: GPU bytes = CPU bytes${lowRank ? ' to a bf16 ulp' : ''}, 0 tensors on the CPU, within the budget`, async () => {
       const plans: TilePlan[] = [];
       const backend = await GpuMergeBackend.create({
         gpu: gpu!,
@@ -166,8 +254,11 @@ describe.skipIf(!adapter)('GPU streaming within a memory budget equals the CPU',
         },
       });
       try {
+        const started = performance.now();
         const onGpu = await merge(recipe, gpuMergeBackend(backend));
+        const gpuSeconds = (performance.now() - started) / 1000;
         const onCpu = await merge(recipe, cpuBackend);
+        const cpuSeconds = (performance.now() - started) / 1000 - gpuSeconds;
         expect(onGpu.result.placement.cpu).toBe(0);
         expect(onGpu.result.placement.gpu + onGpu.result.placement.copied).toBe(onGpu.result.tensors);
         expect(onCpu.result.placement.gpu).toBe(0);
@@ -175,11 +266,23 @@ describe.skipIf(!adapter)('GPU streaming within a memory budget equals the CPU',
         const embedding = plans.find((p) => p.tensor === 'model.embed_tokens.weight');
         expect(embedding?.streamed).toBe(true);
         expect(onGpu.bytes.byteLength).toBe(onCpu.bytes.byteLength);
-        expect(Buffer.from(onGpu.bytes).equals(Buffer.from(onCpu.bytes))).toBe(true);
-        expect(embedding!.tiles).toBeGreaterThanOrEqual(20);
+        let note = '';
+        if (lowRank) {
+          note = `, ${(checkWithinOneUlp(onGpu.bytes, onCpu.bytes, method) * 100).toFixed(4)}% of values one ulp off`;
+        } else {
+          expect(Buffer.from(onGpu.bytes).equals(Buffer.from(onCpu.bytes))).toBe(true);
+        }
+        // The SVD family's tiles are its first pass over A's rows in binding-sized tiles: 12 of
+        // 1 MiB for the small shape's 12.6 MB embedding, 33 of 16 MiB at the 0.5B shape.
+        expect(embedding!.tiles).toBeGreaterThanOrEqual(lowRank && !FULL ? 10 : 20);
+        if (FULL) {
+          console.info(
+            `${method}: GPU ${gpuSeconds.toFixed(1)} s, CPU ${cpuSeconds.toFixed(1)} s, embedding in ${embedding!.tiles} tiles${note}`,
+          );
+        }
       } finally {
         backend.destroy();
       }
-    }, 600_000);
+    }, 3_600_000);
   }
 });

@@ -16,9 +16,17 @@
  */
 import { decodeToF32, encodeFromF32 } from '../../../src/formats/dtype';
 import { GpuMergeBackend } from '../../../src/gpu/backend';
-import type { GpuContext } from '../../../src/gpu/device';
+import { STORAGE_USAGE } from '../../../src/gpu/commands';
+import type { GpuContext, TilePlan } from '../../../src/gpu/device';
 import { GpuMatrix, matmulGpu, matmulTransAGpu } from '../../../src/gpu/matmul';
-import { gaussianMatrixGpu, orthonormalizeGpu, polarFactorGpu, rsvdGpu } from '../../../src/gpu/rsvd';
+import {
+  gaussianMatrixGpu,
+  orthonormalizeGpu,
+  orthonormalizeStreamed,
+  polarFactorGpu,
+  rsvdGpu,
+  rsvdResident,
+} from '../../../src/gpu/rsvd';
 import {
   energyKept,
   exactSvd,
@@ -185,8 +193,66 @@ async function compareLowRank(ctx: GpuContext, sc: LowRankScenario): Promise<num
   return err;
 }
 
+/** The smallest budget a context takes; the streamed cases' matrices are larger than it. */
+const STREAM_BUDGET = 16_000_000;
+/** Tile plans of the streamed cases' contexts. */
+const streamPlans: TilePlan[] = [];
+const streamOptions = { memoryBudget: STREAM_BUDGET, onTilePlan: (p: TilePlan) => streamPlans.push(p) };
+
+/**
+ * Takes all but `leave` bytes of the budget with one buffer, as other work holding device memory
+ * would, so that small matrices are over what is left (and the cases stay fast on a software GPU).
+ */
+function holdBudget(ctx: GpuContext, leave: number): void {
+  ctx.pool.acquire(ctx.memoryBudget - ctx.pool.inUseBytes - leave, STORAGE_USAGE, 'test.ballast');
+}
+
+/** The streamed SVD must have planned over several blocks of rows and kept to the budget. */
+function checkStreamed(ctx: GpuContext, name: string): number {
+  const plan = streamPlans.find((p) => p.tensor === name);
+  check(plan?.streamed === true && plan.tiles > 1, `${name}: not streamed (plan ${JSON.stringify(plan)})`);
+  check(
+    ctx.pool.peakBytes <= STREAM_BUDGET,
+    `pool peak ${ctx.pool.peakBytes} bytes over the budget of ${STREAM_BUDGET}`,
+  );
+  return plan!.tiles;
+}
+
 const S1 = [1, 0.7, 0.5, 0.35];
 const S2 = [0.3, 0.9, 0.2, 0.6];
+
+const FAST = { oversample: 4, power_iterations: 1 };
+/** The four SVD methods on a gapped spectrum, for the streamed cases. */
+const STREAMED_METHODS: Omit<LowRankScenario, 'shape'>[] = [
+  {
+    method: 'lowrank_task_arithmetic',
+    models: [
+      { s: S1, params: { weight: 0.7 } },
+      { s: S2, params: { weight: 0.4 } },
+    ],
+    params: { rank: 4, lambda: 0.9, ...FAST },
+  },
+  {
+    method: 'tsv',
+    models: [{ s: S1 }, { s: S2, params: { weight: 0.8 } }],
+    params: { rank_fraction: 8 / 256, alpha: 0.9, ...FAST },
+  },
+  {
+    method: 'lore',
+    models: [{ s: S1 }, { s: S2 }],
+    params: { mu: 0.01, rank: 4, iterations: 2, ...FAST },
+    sharedSubspace: true,
+  },
+  {
+    method: 'twin',
+    models: [
+      { s: S1, params: { weight: 0.5 } },
+      { s: S2, params: { weight: 0.5 } },
+    ],
+    params: { rank: 4, ...FAST },
+    sharedSubspace: true,
+  },
+];
 
 export const RSVD_CASES: GpuCase[] = [
   {
@@ -455,4 +521,68 @@ export const RSVD_CASES: GpuCase[] = [
       check(err < 1e-6, `mergeBytes differs from the CPU merge by ${err}`);
     },
   },
+  {
+    name: 'rsvdGpu over the memory budget streams A by rows and is as accurate as the TS rsvd',
+    options: streamOptions,
+    async run(ctx) {
+      // 768 x 256 f32 is 786 kB, over the 500 kB left; the spectrum is known, so the optimum rank-r
+      // error needs no SVD of A.
+      holdBudget(ctx, 500_000);
+      const [m, n, r] = [768, 256, 10];
+      const spectrum = Array.from({ length: 60 }, (_, i) => 0.8 ** i);
+      check(!rsvdResident(ctx, m, n, r + 10), 'the matrix must be over the budget');
+      const a = matrixWithSpectrum(m, n, spectrum, 21);
+      const key = { seed: 5, name: 'streamed.rsvd' };
+      const f = await rsvdGpu(ctx, a, m, n, r, key);
+      const tiles = checkStreamed(ctx, key.name);
+      const ou = orthonormalityError(f.U, m, r);
+      const ov = orthonormalityError(f.V, n, r);
+      check(ou < 1e-5 && ov < 1e-5, `factors not orthonormal: U ${ou}, V ${ov}`);
+      const total = spectrum.reduce((acc, s) => acc + s * s, 0);
+      const optimum = Math.sqrt(spectrum.slice(r).reduce((acc, s) => acc + s * s, 0) / total);
+      const err = relativeError(lowRankProduct(f), a);
+      check(err <= optimum * 1.01, `rank-${r} error ${err} vs optimum ${optimum} (must be within 1%)`);
+      for (let i = 0; i < r; i++) {
+        check(Math.abs(f.S[i] - spectrum[i]) < 5e-4, `sigma_${i}: GPU ${f.S[i]}, exact ${spectrum[i]}`);
+      }
+      const cpu = rsvd(a, m, n, r, key);
+      const product = relativeError(lowRankProduct(f), lowRankProduct(cpu));
+      check(product < 1e-4, `the streamed rank-${r} approximation differs from the CPU's by ${product}`);
+      return `${tiles} tiles; error/optimum ${(err / optimum).toFixed(5)}, vs CPU ${fmt(product)}`;
+    },
+  },
+  {
+    name: 'orthonormalizeStreamed and the streamed polar factor equal the TS ones',
+    options: streamOptions,
+    async run(ctx) {
+      // 1200 x 40: resident, the polar factor's X, Q and product would take 780 kB of the 400 kB left.
+      holdBudget(ctx, 400_000);
+      const [m, n] = [1200, 40];
+      const a = randomMatrix(m, n, 61);
+      const qr = await orthonormalizeStreamed(ctx, a, m, n);
+      check(qr.method === 'cholesky-qr' && qr.rounds === 2, `${qr.method} after ${qr.rounds} rounds`);
+      const o = orthonormalityError(qr.q, m, n);
+      check(o < 1e-5, `orthonormality error ${o}`);
+      const before = ctx.pool.createdCount;
+      const err = relativeError(await polarFactorGpu(ctx, a, m, n), polarFactor(a, m, n));
+      check(err < 1e-5, `streamed polar factor differs by ${err}`);
+      check(ctx.pool.createdCount > before, 'the polar factor made no buffers');
+      check(ctx.pool.peakBytes <= STREAM_BUDGET, `pool peak ${ctx.pool.peakBytes} over the budget`);
+      return `orthonormality ${fmt(o)}, polar factor ${fmt(err)}`;
+    },
+  },
+  ...STREAMED_METHODS.map(
+    (sc): GpuCase => ({
+      name: `${sc.method} on a tensor over the memory budget streams and equals the CPU`,
+      options: streamOptions,
+      async run(ctx) {
+        // 768 x 256 f32 is 786 kB per model, over the 500 kB left.
+        holdBudget(ctx, 500_000);
+        streamPlans.length = 0;
+        const err = await compareLowRank(ctx, { ...sc, shape: [768, 256] });
+        const tiles = checkStreamed(ctx, `model.layers.0.mlp.${sc.method}.weight`);
+        return `${tiles} tiles; relative difference ${fmt(err)}`;
+      },
+    }),
+  ),
 ];
