@@ -188,15 +188,17 @@ export async function main(argv: string[]): Promise<number> {
       locate: resolver.locate,
       log: say,
     });
+    // The header-only validation (every problem of every model at once) before any device is opened,
+    // so a recipe that cannot merge fails with its PlanError alone; runMerge reuses this plan.
+    const prepared = await prepareMerge(recipe, resolver, args.outShardSize);
     backend = await selectBackend(
       args.device,
       recipe.mergeMethod,
       (line) => stderr.write(`l2s-merge: ${line}\n`),
       args.gpuMemory,
     );
-    // AIM: the calibration pass on the base model comes before the merge (or saved statistics);
-    // the plan is checked first, so a recipe that cannot merge fails before the long pass.
-    if (recipe.aim) await prepareMerge(recipe, resolver, args.outShardSize);
+    // AIM: the calibration pass on the base model comes before the merge (or saved statistics),
+    // after the plan was checked, so a recipe that cannot merge fails before the long pass.
     const recipeDir = dirname(resolve(args.config));
     const aimStatistics = await aimStatisticsForRecipe(recipe, {
       resolveModel: resolver,
@@ -216,6 +218,7 @@ export async function main(argv: string[]): Promise<number> {
     const result = await runMerge({
       aimStatistics,
       recipe,
+      prepared,
       resolveModel: resolver,
       output,
       seed: args.seed,

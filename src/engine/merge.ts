@@ -117,6 +117,11 @@ export interface MergeOptions {
   recipe: MergeRecipe;
   resolveModel: ModelResolver;
   output: OutputTarget;
+  /**
+   * prepareMerge's result for this recipe, these models and `outShardSize`, when the caller has
+   * already validated the run with it: the models' headers are then not read again.
+   */
+  prepared?: PreparedMerge;
   seed?: number;
   outShardSize?: number;
   backend?: MergeBackend;
@@ -262,12 +267,19 @@ async function readConfig(model: ModelFiles): Promise<{ config: Record<string, u
   throw new MergeError(`${model.name}/config.json: not a JSON object`);
 }
 
+/** A validated run: its plan, method and opened models (prepareMerge's result). */
+export interface PreparedMerge {
+  plan: MergePlan;
+  method: MergeMethod;
+  files: ModelFiles[];
+}
+
 /** Open, index and plan; no output is touched. */
 export async function prepareMerge(
   recipe: MergeRecipe,
   resolveModel: ModelResolver,
   outShardSize = DEFAULT_OUT_SHARD_SIZE,
-): Promise<{ plan: MergePlan; method: MergeMethod; files: ModelFiles[] }> {
+): Promise<PreparedMerge> {
   const method = getMethod(recipe.mergeMethod);
   validateRecipe(recipe, method);
   const { refs, baseIndex } = orderModels(recipe, method);
@@ -416,7 +428,8 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
   };
   try {
     checkAbort();
-    const { plan, method, files } = await prepareMerge(recipe, opts.resolveModel, opts.outShardSize);
+    const { plan, method, files } =
+      opts.prepared ?? (await prepareMerge(recipe, opts.resolveModel, opts.outShardSize));
     const aim = aimFor(recipe, plan, opts.aimStatistics);
     log(
       `${method.name}: ${plan.tensors.length} tensors from ${plan.models.length} models, ` +

@@ -87,6 +87,11 @@ export class HubCopy {
     return this.job.name;
   }
 
+  /** The unfinished import in the library (ModelLibrary.discardPendingImport removes it and its pieces). */
+  get importId(): string {
+    return this.job.id;
+  }
+
   /** Why the copy failed, once it has (its pieces are then removed). */
   get error(): Error | undefined {
     return this.failure;

@@ -197,6 +197,18 @@ export class ModelLibrary {
   }
 
   /**
+   * Removes an unfinished import: its progress record and every key stored under its id (its chunks,
+   * and a hub copy's pieces). A finished model of that id is left alone. Returns whether the import
+   * was still unfinished (false: it had become a model, or was gone already).
+   */
+  async discardPendingImport(id: string): Promise<boolean> {
+    if (await this.get(id)) return false;
+    const keys = (await this.kv.keys()).filter((k) => k === IMPORT_PREFIX + id || k.startsWith(`${id}/`));
+    if (keys.length > 0) await this.kv.write([], keys);
+    return keys.includes(IMPORT_PREFIX + id);
+  }
+
+  /**
    * Chunks of imports that never finished and cannot continue (folder imports interrupted by a
    * reload), and chunks no record refers to. Returns the number of keys removed.
    */

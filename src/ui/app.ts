@@ -350,6 +350,11 @@ export class L2sApp extends LitElement {
               this.outputId = e.detail.outputId || undefined;
               void this.refresh();
             }}
+            @output-kept=${(e: CustomEvent<string>) => {
+              // Cancel came after the commit: the output stays, and is shown like a finished merge's.
+              this.outputId = e.detail;
+              void this.refresh();
+            }}
           ></l2s-run-panel>
           <l2s-output-panel
             .engine=${this.engine}

@@ -41,8 +41,30 @@ type RunState = 'idle' | 'running' | 'cancelling' | 'done' | 'error';
 /** Cancel reached a merge into a folder after its commit: the finished output stays in `folder`. */
 class FinishedBeforeCancel extends Error {
   override name = 'FinishedBeforeCancel';
-  constructor(readonly folder: string) {
-    super(`the merge had finished before it was cancelled; its output is in ${folder}`);
+  constructor(
+    /** Where the committed output is: a folder `parent/name` on this computer, or browser storage. */
+    readonly kept: { folder: string } | { outputId: string },
+    /** Streamed repos whose library copy was still being completed, and was removed. */
+    readonly copiesCancelled: readonly string[],
+  ) {
+    super('the merge had finished before it was cancelled; its output was kept');
+  }
+
+  /** The status line: the output was kept, each copy under way was not. */
+  get status(): string {
+    const where =
+      'folder' in this.kept
+        ? `in the folder ${this.kept.folder} on this computer`
+        : "in this browser's storage";
+    return (
+      `Cancel came too late: the merge had already finished, and its output was kept ${where}.` +
+      this.copiesCancelled
+        .map(
+          (repo) =>
+            ` Keeping a copy of ${repo} in the library was cancelled; nothing was added to the library.`,
+        )
+        .join('')
+    );
   }
 }
 
@@ -583,12 +605,15 @@ export class L2sRunPanel extends LitElement {
       const error = e as Error;
       if (error instanceof FinishedBeforeCancel) {
         // The worker stopped after its commit: the finished files are the merge's output.
-        this.outputUsed = '';
-        this.finishedFolder = outputFolder;
+        this.outputUsed = 'outputId' in error.kept ? error.kept.outputId : '';
+        this.finishedFolder = 'folder' in error.kept ? outputFolder : undefined;
         this.state = 'done';
-        this.message =
-          `Cancel came too late: the merge had already finished, and its output was kept in the folder ` +
-          `${error.folder} on this computer.`;
+        this.message = error.status;
+        if ('outputId' in error.kept) {
+          this.dispatchEvent(
+            new CustomEvent('output-kept', { detail: error.kept.outputId, bubbles: true, composed: true }),
+          );
+        }
       } else if (error.name === 'AbortError') {
         this.state = 'idle';
         this.message = 'Merge cancelled; nothing was kept.';
@@ -620,10 +645,14 @@ export class L2sRunPanel extends LitElement {
     this.runEngine?.terminate();
     try {
       if (!this.engine) throw new Error('the engine is not ready');
-      const { keptFolder } = await this.engine.api.removeCancelledRun(runId, this.folderUnderWay);
+      const { keptFolder, keptOutput, copiesCancelled } = await this.engine.api.removeCancelledRun(
+        runId,
+        this.folderUnderWay,
+      );
+      const kept = keptFolder ? { folder: keptFolder } : keptOutput ? { outputId: keptOutput } : undefined;
       end(
-        keptFolder
-          ? new FinishedBeforeCancel(keptFolder)
+        kept
+          ? new FinishedBeforeCancel(kept, copiesCancelled)
           : new DOMException('The merge was cancelled.', 'AbortError'),
       );
     } catch (e) {

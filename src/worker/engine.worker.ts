@@ -16,6 +16,7 @@ import type { ModelFiles, ModelResolver, OutputTarget } from '../engine/io';
 import {
   MergeError,
   type MergeProgress,
+  type PreparedMerge,
   prepareMerge,
   runMerge,
   type TensorPlacement,
@@ -515,21 +516,31 @@ async function resumeObstacle(
   record: RunJournalRecord,
   recipe: MergeRecipe,
   resolveModel: ModelResolver,
-): Promise<string | undefined> {
+): Promise<{ obstacle: string } | { prepared: PreparedMerge }> {
   const inLibrary = await library.list();
   for (const m of record.models) {
     if (m.commit) continue;
     const found = inLibrary.find((r) => r.name === m.name);
-    if (!found) return `model '${m.name}' is no longer in the library`;
-    if (found.id !== m.id) return `model '${m.name}' was replaced in the library after the merge began`;
+    if (!found) return { obstacle: `model '${m.name}' is no longer in the library` };
+    if (found.id !== m.id) {
+      return { obstacle: `model '${m.name}' was replaced in the library after the merge began` };
+    }
   }
-  const { plan } = await prepareMerge(recipe, resolveModel, record.outShardSize);
+  const prepared = await prepareMerge(recipe, resolveModel, record.outShardSize);
+  const { plan } = prepared;
   if (plan.tensors.length !== record.tensorsTotal) {
-    return `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`;
+    return {
+      obstacle: `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`,
+    };
   }
   const files = await partialRunFiles(record.runId);
-  if (!files) return 'its partial output is gone from the browser storage';
-  return partialOutputShortfall(plan.layout, record.tensorsDone, new Map(files.map((f) => [f.name, f.size])));
+  if (!files) return { obstacle: 'its partial output is gone from the browser storage' };
+  const shortfall = partialOutputShortfall(
+    plan.layout,
+    record.tensorsDone,
+    new Map(files.map((f) => [f.name, f.size])),
+  );
+  return shortfall ? { obstacle: shortfall } : { prepared };
 }
 
 /**
@@ -559,6 +570,8 @@ async function discardInterrupted(runId: string, mustRemoveFolder = false): Prom
 async function journaledMerge(
   record: RunJournalRecord,
   recipe: MergeRecipe,
+  /** The header-only plan the run was validated with (read once: runMerge does not read it again). */
+  prepared: PreparedMerge,
   output: OpfsOutput | FolderOutput,
   selected: SelectedBackend,
   signal: AbortSignal,
@@ -569,6 +582,11 @@ async function journaledMerge(
 ): Promise<MergeOutcome> {
   const progress = throttle(onProgress);
   const started = performance.now();
+  // The copies began as the plan opened their models; Cancel (which ends this worker) finds them here.
+  const copyImports = (resolveModel.copies ?? []).flatMap((c) =>
+    c.copy ? [{ repo: c.reference, importId: c.copy.importId }] : [],
+  );
+  if (copyImports.length > 0) await journal.setCopyImports(record.runId, copyImports);
   // AIM: the calibration pass on the base model, in this worker, before any tensor is merged. It is
   // deterministic, so a resumed run recomputes the same statistics.
   let aimStatistics: Awaited<ReturnType<typeof aimStatisticsForRecipe>>;
@@ -633,6 +651,7 @@ async function journaledMerge(
   try {
     const result = await runMerge({
       recipe,
+      prepared,
       aimStatistics,
       cpuThreads,
       resolveModel,
@@ -686,6 +705,16 @@ async function journaledMerge(
   }
 }
 
+/** What Cancel left of a run (removeCancelledRun). */
+export interface CancelledRunRemoval {
+  /** The folder (`parent/name`) of an output committed before the worker stopped. */
+  keptFolder?: string;
+  /** The browser-storage output committed before the worker stopped. */
+  keptOutput?: string;
+  /** Streamed repos whose unfinished library copy was removed. */
+  copiesCancelled: string[];
+}
+
 const api = {
   /**
    * Chunk size for new imports (tests use small chunks to exercise boundaries and resumption), and
@@ -715,7 +744,8 @@ const api = {
     for (const runId of await journal.cancelledRuns()) {
       if (active.has(runId)) continue;
       await discardInterrupted(runId);
-      await deleteOutput(runId);
+      // An output its run committed before the Cancel is the merge's result, as removeCancelledRun keeps it.
+      if (!(await outputIsFinished(runId))) await deleteOutput(runId);
       await journal.clearCancelled(runId);
     }
     let records = await journal.list();
@@ -841,7 +871,8 @@ const api = {
         const resolveModel = runResolver(hub, signal, onLog, true);
         return withCopiesDiscardedOnFailure(resolveModel, async () => {
           // The header-only validation: every problem of every model, before any tensor data is read.
-          const { plan } = await prepareMerge(recipe, resolveModel, request.outShardSize);
+          const prepared = await prepareMerge(recipe, resolveModel, request.outShardSize);
+          const { plan } = prepared;
           const record: RunJournalRecord = {
             runId,
             recipeText: request.recipeText,
@@ -878,6 +909,7 @@ const api = {
           return journaledMerge(
             record,
             recipe,
+            prepared,
             output,
             selected,
             signal,
@@ -960,16 +992,17 @@ const api = {
         const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog, true);
         return withCopiesDiscardedOnFailure(resolveModel, async () => {
           let recipe: MergeRecipe;
-          let obstacle: string | undefined;
+          let check: Awaited<ReturnType<typeof resumeObstacle>>;
           try {
             recipe = parseRecipe(record.recipeText, 'recipe');
-            obstacle = await resumeObstacle(record, recipe, resolveModel);
+            check = await resumeObstacle(record, recipe, resolveModel);
           } catch (e) {
             // The hub out of reach or refusing the token may come back: keep the run to resume later.
             if (HUB_READ_ERRORS.has((e as Error).name)) throw e;
             return cannot((e as Error).message);
           }
-          if (obstacle) return cannot(obstacle);
+          if ('obstacle' in check) return cannot(check.obstacle);
+          const { prepared } = check;
           // A backend that is missing now may come back (another tab held the GPU): keep the run.
           const selected = await selectWorkerBackend(
             record.device,
@@ -987,6 +1020,7 @@ const api = {
           return journaledMerge(
             record,
             recipe,
+            prepared,
             output,
             selected,
             signal,
@@ -1046,28 +1080,39 @@ const api = {
   runsUnderWay: async (): Promise<string[]> => [...(await lockedRunIds())],
 
   /**
-   * Removes what a merge whose worker was terminated (Cancel) left: its partial output, an output it
-   * committed just before, its journal record. The run is marked cancelled first, so that if this
+   * Removes what a merge whose worker was terminated (Cancel) left: its partial output, the
+   * unfinished imports of the copies it was keeping (with their pieces, so none lingers under
+   * "Unfinished downloads"), its journal record. The run is marked cancelled first, so that if this
    * tab closes before the files are removed the next start removes them instead of offering a
-   * resume. Waits for the terminated worker's lock and file handles to go. A merge into a folder
-   * that committed before the worker stopped keeps its finished files (they are the user's now):
-   * the answer names that folder.
+   * resume. Waits for the terminated worker's lock and file handles to go. A merge whose output was
+   * committed before the worker stopped (while it completed its copies, or just before it answered)
+   * keeps that output: the answer names it, in a folder or in browser storage.
    */
-  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<{ keptFolder?: string }> {
+  async removeCancelledRun(runId: string, folder?: FolderOutputTarget): Promise<CancelledRunRemoval> {
     await journal.markCancelled(runId);
-    let kept = false;
+    const removal: CancelledRunRemoval = { copiesCancelled: [] };
     await navigator.locks.request(
       RUN_LOCK_PREFIX + runId,
       { signal: AbortSignal.timeout(CANCEL_WAIT_MS) },
       async () => {
-        if (folder) kept = (await removePartialFolderOutput(folder, CANCEL_WAIT_MS)) === 'kept';
+        const record = await journal.get(runId);
+        if (folder) {
+          if ((await removePartialFolderOutput(folder, CANCEL_WAIT_MS)) === 'kept') {
+            removal.keptFolder = `${folder.parent.name}/${folder.name}`;
+          }
+        } else if (await outputIsFinished(runId)) {
+          removal.keptOutput = runId;
+        }
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
-        await deleteOutput(runId);
+        if (!removal.keptOutput) await deleteOutput(runId);
+        for (const c of record?.copyImports ?? []) {
+          if (await library.discardPendingImport(c.importId)) removal.copiesCancelled.push(c.repo);
+        }
         await journal.remove(runId);
         await journal.clearCancelled(runId);
       },
     );
-    return kept && folder ? { keptFolder: `${folder.parent.name}/${folder.name}` } : {};
+    return removal;
   },
 
   listOutputs,

@@ -47,6 +47,11 @@ export interface RunJournalRecord {
   hubUrl?: string;
   /** Set for a run writing into a folder on the user's computer (not resumable). */
   folder?: FolderOutputTarget;
+  /**
+   * The library imports of the copies this run keeps (hub-copy.ts), so that a Cancel, which ends the
+   * run's worker, can remove them (and their pieces) at once.
+   */
+  copyImports?: { repo: string; importId: string }[];
 }
 
 export class RunJournal {
@@ -74,6 +79,13 @@ export class RunJournal {
     const record = await this.get(runId);
     if (!record) return;
     await this.kv.write([[RECORD_PREFIX + runId, { ...record, tensorsDone }]]);
+  }
+
+  /** Records the run's copies as their imports began; a run removed meanwhile stays removed. */
+  async setCopyImports(runId: string, copyImports: { repo: string; importId: string }[]): Promise<void> {
+    const record = await this.get(runId);
+    if (!record) return;
+    await this.kv.write([[RECORD_PREFIX + runId, { ...record, copyImports }]]);
   }
 
   async remove(runId: string): Promise<void> {

@@ -133,6 +133,7 @@ test('a merge streamed from the hub equals the CLI bytes and stores nothing in I
     await expect(check).toHaveAttribute('data-state', 'ok', { timeout: 30_000 });
     await expect(check).toContainText('Check passed: 51 tensors from 2 models');
 
+    const checkRequests = hub.requests.length;
     await runMergeInPage(page);
     const log = page.locator('l2s-run-panel .log');
     await expect(log).toContainText(`${SYSTEM1}: streamed from the hub at commit`);
@@ -159,7 +160,24 @@ test('a merge streamed from the hub equals the CLI bytes and stores nothing in I
     );
     expect(cost, 'the run log reports the hub traffic').not.toBeNull();
     console.log(`streamed merge: ${cost?.[0]}; the weights are ${modelBytes} bytes`);
-    // Each byte about once: headers twice (the validation, then the merge), the base's side files.
+    // The merge read each shard's header once: the plan it validated with is the plan it merged by.
+    const merged = weightRanges({ requests: hub.requests.slice(checkRequests) } as HubServer);
+    for (const [repo, repoFilesMap] of Object.entries(files)) {
+      for (const [name, bytes] of repoFilesMap) {
+        if (!name.endsWith('.safetensors')) continue;
+        const header = merged
+          .filter((r) => r.repo === repo && r.path === name && r.start < dataStart(bytes))
+          .sort((a, b) => a.start - b.start);
+        expect(header.length, `${repo}/${name}: no header read`).toBeGreaterThan(0);
+        for (let i = 1; i < header.length; i++) {
+          expect(header[i].start, `${repo}/${name}: header bytes from ${header[i].start} read twice`).toBe(
+            header[i - 1].end + 1,
+          );
+        }
+        expect(header[0].start).toBe(0);
+      }
+    }
+    // Each byte about once: the headers once, the base's side files.
     expect(Number(cost?.[1]) * 1e6).toBeGreaterThanOrEqual(modelBytes * 0.99);
     expect(Number(cost?.[1]) * 1e6).toBeLessThan(modelBytes * 1.1);
     expect(Number(cost?.[2])).toBeLessThan(40);
@@ -437,8 +455,8 @@ test('a streamed merge keeping a copy adds both models to the library whole, dow
     const keys = await libraryKeys(page);
     expect(keys.filter((k) => k.startsWith('import:') || k.includes('/@'))).toEqual([]);
 
-    // No byte of any file was requested twice, beyond the headers (the safetensors headers, config.json
-    // and the shard index, read by the validation and again by the merge), and every byte was requested.
+    // No byte of any file was requested twice (the headers, config.json and the shard index, read by
+    // the validation, are not read again by the merge), and every byte was requested.
     const byFile = new Map<string, [number, number][]>();
     for (const r of hub.requests) {
       const m = /^bytes=(\d+)-(\d+)$/.exec(r.range ?? '');
@@ -448,20 +466,12 @@ test('a streamed merge keeping a copy adds both models to the library whole, dow
     }
     for (const [repo, repoFilesMap] of Object.entries(files)) {
       for (const [name, bytes] of repoFilesMap) {
-        // What the validation reads before any tensor data, and the merge reads again.
-        const headerEnd = name.endsWith('.safetensors')
-          ? dataStart(bytes)
-          : name === 'config.json' || name.endsWith('.index.json')
-            ? bytes.length
-            : 0;
         const ranges = (byFile.get(`${repo}/${name}`) ?? []).sort((a, b) => a[0] - b[0]);
         let coveredTo = 0;
         for (const [start, end] of ranges) {
-          const from = Math.max(start, headerEnd);
-          if (from < end)
-            expect(from, `${repo}/${name}: bytes ${start}-${end - 1} requested again`).toBeGreaterThanOrEqual(
-              Math.max(coveredTo, headerEnd),
-            );
+          expect(start, `${repo}/${name}: bytes ${start}-${end - 1} requested again`).toBeGreaterThanOrEqual(
+            coveredTo,
+          );
           expect(
             start,
             `${repo}/${name}: bytes ${coveredTo}-${start - 1} never requested`,
@@ -545,6 +555,56 @@ test('a reload mid-merge drops the copy under way; the resumed merge keeps its c
         [...files[SYSTEM1]].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
       ),
     );
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('Cancel while the copy is completed keeps the committed merge output and removes the unfinished copy', async ({
+  page,
+}) => {
+  test.setTimeout(120_000);
+  const { hub, files } = await pairHub();
+  try {
+    const cli = await cliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    await setRecipe(page, RECIPE);
+    await streamAll(page, [SYSTEM1, SYSTEM2]);
+    await keepCopies(page, [SYSTEM2]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    // The merge never reads the second model's tokenizer (side files come from the base): only the
+    // copy's gap fetch asks for it, after the output was committed, and the hub holds it there.
+    const held = hub.stallFile(SYSTEM2, 'tokenizer.json', 0, { resume: true });
+    await page.getByTestId('merge-run').click();
+    const status = page.getByTestId('merge-status');
+    await held.reached;
+    await expect(page.locator('l2s-run-panel .log')).toContainText(
+      `${SYSTEM2}: completing the copy in the library (fetching the bytes the merge did not read)`,
+    );
+    // The copy under way: its unfinished import and the pieces the merge's reads stored.
+    const during = await libraryKeys(page);
+    expect(during.filter((k) => k.startsWith('import:'))).toHaveLength(1);
+    expect(during.some((k) => k.includes('/@'))).toBe(true);
+    await page.getByTestId('merge-cancel').click();
+    await expect(status).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
+    await expect(status).toHaveText(
+      "Cancel came too late: the merge had already finished, and its output was kept in this browser's storage. " +
+        `Keeping a copy of ${SYSTEM2} in the library was cancelled; nothing was added to the library.`,
+    );
+    held.release();
+    // The output is the merge's, whole; the copy left nothing: no model, piece, import or journal record.
+    await expectSameBytes(page, cli);
+    expect(await libraryNames(page)).toEqual([]);
+    expect(await libraryKeys(page)).toEqual([]);
+    await expect(page.getByTestId('pending-import')).toHaveCount(0);
+    expect(await journal(page)).toEqual([]);
+    await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+    // A reload finds the output still there and nothing to clean up or resume.
+    await page.reload();
+    await openApp(page);
+    await expect(page.getByTestId('pending-import')).toHaveCount(0);
+    await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+    expect(await libraryKeys(page)).toEqual([]);
   } finally {
     await hub.stop();
   }

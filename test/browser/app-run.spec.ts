@@ -187,3 +187,54 @@ test('a second tab sees the merge running in the first and does not offer to res
   await expect(second.getByTestId('merge-interrupted')).toHaveCount(0);
   await second.close();
 });
+
+test('Cancel pressed after a merge into browser storage committed keeps that output and says so', async ({
+  page,
+}) => {
+  // The finished merge waits 60 s after its commit before it answers: Cancel lands in that moment.
+  await openApp(page, '?holdReply=60000');
+  await importMedium(page);
+  await setRecipe(page, MEDIUM_TIES);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-run').click();
+  const status = page.getByTestId('merge-status');
+  await expect(status).toHaveAttribute('data-state', 'running');
+  // Committed: the output folder holds its manifest and the partial folder is gone.
+  const committed = () =>
+    page.evaluate(async () => {
+      const root = await navigator.storage.getDirectory();
+      const outputs = await root.getDirectoryHandle('outputs', { create: true });
+      for await (const [, d] of (
+        outputs as unknown as { entries(): AsyncIterable<[string, FileSystemDirectoryHandle]> }
+      ).entries()) {
+        if (
+          await d.getFileHandle('.l2s-output.json').then(
+            () => true,
+            () => false,
+          )
+        )
+          return true;
+      }
+      return false;
+    });
+  await expect.poll(committed, { timeout: 60_000 }).toBe(true);
+  await expect.poll(async () => (await opfsState(page)).runs).toEqual([]);
+  await expect(status).toHaveAttribute('data-state', 'running');
+  await page.getByTestId('merge-cancel').click();
+  await expect(status).toHaveAttribute('data-state', 'done', { timeout: 30_000 });
+  await expect(status).toHaveText(
+    "Cancel came too late: the merge had already finished, and its output was kept in this browser's storage.",
+  );
+  // The output is listed and shown with its files; nothing is left to resume or clean up.
+  const { outputs } = await opfsState(page);
+  expect(outputs).toHaveLength(1);
+  await expect(status).toHaveAttribute('data-output-id', outputs[0]);
+  await expect(
+    page.locator(`[data-testid="output-files"][data-output-id="${outputs[0]}"]`).getByTestId('download-file'),
+  ).not.toHaveCount(0);
+  expect(await journalKeys(page)).toEqual([]);
+  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
+  await page.reload();
+  await openApp(page);
+  expect((await opfsState(page)).outputs).toEqual(outputs);
+});

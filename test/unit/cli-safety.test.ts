@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
 import { type BinResult, buildCliBin, messageLines, runBin } from '../fixtures/cli-bin';
+import { editModel } from '../fixtures/edit-model';
 import { tinyTrioDir, writeModel } from '../fixtures/tiny';
 
 const RECIPE = `merge_method: task_arithmetic
@@ -323,6 +324,31 @@ describe('every failure names the file in one line (item 4)', () => {
       await l2s(['r.yml', 'out'], { cwd: d }),
       'PlanError: tiny-qwen-system1/config.json: num_hidden_layers is 3, but the weights have 4 layers (model.layers.0 to model.layers.3); fix config.json',
     );
+    expect(existsSync(join(d, 'out'))).toBe(false);
+  });
+
+  it('a recipe that cannot merge fails on its PlanError before any device is opened', async () => {
+    const d = await pairDir('plan-first');
+    const reasoner = join(d, 'tiny-qwen-system2');
+    const files = new Map<string, Uint8Array>();
+    for (const name of await readdir(reasoner)) files.set(name, await readFile(join(reasoner, name)));
+    const broken = await editModel(files, {
+      drop: ['model.norm.weight'],
+      reshape: { 'model.layers.0.self_attn.o_proj.weight': [8, 3] },
+    });
+    for (const [name, bytes] of broken) await writeFile(join(reasoner, name), bytes);
+    // --device gpu: the old order probed WebGPU first (a "merging on the GPU (adapter)" notice, or no
+    // adapter at all failing the run) before the recipe was ever checked.
+    const r = await runBin(bin, ['r.yml', 'out', '--device', 'gpu'], { cwd: d });
+    expect(r.timedOut, 'the CLI hung').toBe(false);
+    expect(r.code, r.stderr).toBe(1);
+    // The first and only line: both problems, found together from the headers.
+    expect(r.stderr).toBe(
+      "l2s-merge: PlanError: 2 problems in the models' safetensors headers (found before any tensor data was read): " +
+        '- tensor model.layers.0.self_attn.o_proj.weight: tiny-qwen-system2/model-00001-of-00002.safetensors has shape [8, 3] but tiny-qwen-system1 has [64, 64] ' +
+        '- tiny-qwen-system2: tensor model.norm.weight is missing from model-00001-of-00002.safetensors and model-00002-of-00002.safetensors\n',
+    );
+    expect(r.stderr).not.toMatch(/GPU|adapter|WebGPU/i);
     expect(existsSync(join(d, 'out'))).toBe(false);
   });
 

@@ -159,4 +159,22 @@ describe('a copy of a streamed hub model', () => {
     expect([...store.data.keys()]).toEqual([]);
     expect(await library.pendingImports()).toEqual([]);
   });
+
+  it('is removed by its import id alone (a Cancel that ended its worker), a finished copy never', async () => {
+    const { store, library, streamed, copy, hub: first } = await setUp();
+    await readModelTensors(streamed);
+    expect([...store.data.keys()].some((k) => k.startsWith(`${copy.importId}/`))).toBe(true);
+    expect(await library.discardPendingImport(copy.importId)).toBe(true);
+    expect([...store.data.keys()]).toEqual([]);
+    expect(await library.pendingImports()).toEqual([]);
+    expect(await library.discardPendingImport(copy.importId)).toBe(false);
+    await first.stop();
+
+    const again = await setUp();
+    const record = await again.copy.finish();
+    const keys = [...again.store.data.keys()].sort();
+    expect(await again.library.discardPendingImport(again.copy.importId)).toBe(false);
+    expect([...again.store.data.keys()].sort()).toEqual(keys);
+    expect((await again.library.list()).map((m) => m.id)).toEqual([record.id]);
+  });
 });
