@@ -180,7 +180,7 @@ if (opts.case) {
   const threeInputs = opts.cases.split(',').some((n) => n === 'floor3' || n.split('@')[0] === 'model_stock');
   if (threeInputs && !existsSync(join(root, 'instruct', 'model.safetensors'))) {
     process.stderr.write(`bench: generating a third synthetic model in ${root}\n`);
-    await writeModel(join(root, 'instruct'), 0x9e37, true);
+    await writeSyntheticModel(api, join(root, 'instruct'), { shape, tied: true, seed: 0x9e37, delta: true });
   }
   // Cases are interleaved round by round and each reports its median time, so that a slow moment
   // of the machine (page cache, another process) does not land on one case only.

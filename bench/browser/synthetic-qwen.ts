@@ -76,7 +76,7 @@ class BlobFile {
 
 /**
  * One synthetic model: the base when `deltaSeed` is undefined, else the base plus noise of a tenth
- * of its scale (a fine-tune's task vector), exactly as bench/run.mjs's `writeModel`.
+ * of its scale (a fine-tune's task vector), exactly as bench/lib.mjs's `writeSyntheticModel`.
  */
 export async function syntheticQwenModel(
   name: string,
