@@ -9,6 +9,7 @@ import { chunkInputSets, type RawChunkMerge, rawChunkMerge } from '../kernels/fu
 import type { KernelArena } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import type { TensorMergeSpec } from '../methods/types';
+import type { ThreadTensor } from './threads';
 
 /** A tensor's work for one thread; `Input` says where the thread reads each input (a descriptor, Blobs). */
 export interface KernelJobOf<Input> {
@@ -26,6 +27,31 @@ export interface KernelJobOf<Input> {
   readonly split: boolean;
   readonly first: number;
   readonly step: number;
+}
+
+/** The job for thread `first` of the `step` threads a tensor runs on, reading `inputs`. */
+export function kernelJobOf<Input>(
+  id: number,
+  t: ThreadTensor,
+  inputs: readonly Input[],
+  first: number,
+  step: number,
+): KernelJobOf<Input> {
+  return {
+    id,
+    method: t.method,
+    spec: t.spec,
+    inputs,
+    inputDtypes: t.inputDtypes,
+    outDtype: t.outDtype,
+    workDtype: t.workDtype,
+    rows: t.rows,
+    rowLength: t.rowLength,
+    rowsPerChunk: t.rowsPerChunk,
+    split: t.split,
+    first,
+    step,
+  };
 }
 
 /** A thread's error reply: `read` is the input whose read failed, or -1. */

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { type KernelErrorReply, type KernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
+import { type KernelErrorReply, type KernelJobOf, kernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
   type CpuThreads,
   type TensorOnThreads,
@@ -185,23 +185,7 @@ export class NodeCpuThreads implements CpuThreads {
       const queue = new ReplyQueue<WorkerReply>();
       thread.jobs.set(id, queue);
       queues.set(index, queue);
-      const job: KernelJob = {
-        id,
-        method: t.method,
-        spec: t.spec,
-        inputs,
-        inputDtypes: t.inputDtypes,
-        outDtype: t.outDtype,
-        workDtype: t.workDtype,
-        rows: t.rows,
-        rowLength: t.rowLength,
-        rowsPerChunk: t.rowsPerChunk,
-        split: t.split,
-        first,
-        step: users.length,
-        slots,
-        exchange,
-      };
+      const job: KernelJob = { ...kernelJobOf(id, t, inputs, first, users.length), slots, exchange };
       if (thread.stopped)
         queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
       else thread.worker.postMessage(job);

@@ -6,7 +6,7 @@
  * (README "Two CPU threads in the browser"), so there is no SharedArrayBuffer: the hand-back is a
  * transfer of ownership, no copy, and a cancel is a message the worker sees between two chunks.
  */
-import { type KernelErrorReply, type KernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
+import { type KernelErrorReply, type KernelJobOf, kernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
   type CpuThreads,
   type TensorOnThreads,
@@ -106,21 +106,7 @@ export class BrowserCpuThreads implements CpuThreads {
       const queue = new ReplyQueue<KernelWorkerReply>();
       thread.jobs.set(id, queue);
       queues.set(index, queue);
-      const job: BrowserKernelJob = {
-        id,
-        method: t.method,
-        spec: t.spec,
-        inputs,
-        inputDtypes: t.inputDtypes,
-        outDtype: t.outDtype,
-        workDtype: t.workDtype,
-        rows: t.rows,
-        rowLength: t.rowLength,
-        rowsPerChunk: t.rowsPerChunk,
-        split: t.split,
-        first,
-        step: users.length,
-      };
+      const job: BrowserKernelJob = kernelJobOf(id, t, inputs, first, users.length);
       if (thread.stopped)
         queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
       else thread.worker.postMessage({ type: 'job', job } satisfies KernelWorkerMessage);
