@@ -17,7 +17,7 @@ import { jsonDepthOver, MAX_JSON_DEPTH } from '../formats/json-text';
 import { readModelTensors } from '../formats/model-index';
 import { ShardWriter } from '../formats/shard-writer';
 import { formatBytes } from '../formats/size';
-import { chunkInputSets, chunksIndependent, rawChunkMerge } from '../kernels/fused';
+import { CACHED_INPUT_BYTES, chunkInputSets, chunksIndependent, rawChunkMerge } from '../kernels/fused';
 import { type KernelArena, loadKernels } from '../kernels/wasm';
 import { getMethod } from '../methods';
 import { type ActivationStatistics, AimRelaxation, applyRelaxation } from '../methods/aim';
@@ -38,6 +38,7 @@ import { outputConfigJson } from './config-json';
 import type { ModelFiles, ModelResolver, OutputTarget } from './io';
 import { modelCard } from './model-card';
 import { placementSummary, type TensorPlacement } from './placement';
+import { canSpool, type ReadSpool } from './read-spool';
 
 export { placementSummary, type TensorPlacement };
 
@@ -84,6 +85,11 @@ export interface StreamedModelTensor {
   readonly elements: number;
   /** Bytes of elements [start, start + count) (already cut and rounded as the method sees them). */
   read(start: number, count: number): Promise<Uint8Array>;
+  /**
+   * Elements [start, start + count), just read, will be read again (a statistics pass is under way):
+   * an input from a source slow to read again keeps their bytes (read-spool.ts). Optional.
+   */
+  keep?(start: number, count: number): Promise<void>;
 }
 
 export interface StreamedMergeInputs extends Omit<MergeInputs, 'tensors' | 'report'> {
@@ -142,6 +148,12 @@ export interface MergeOptions {
   fallbackBackend?: MergeBackend;
   /** Tensors above this many elements are merged a chunk of rows at a time. */
   streamElements?: number;
+  /**
+   * Tests: input bytes of a tensor read in several passes that the CPU keeps in memory from its
+   * first pass on (at most, and by default, CACHED_INPUT_BYTES); a larger tensor is read once per
+   * pass, from its spool where its source has one (read-spool.ts).
+   */
+  cachedInputBytes?: number;
   /**
    * The base model's activation statistics, for a recipe with `aim:` (from src/model/calibration.ts,
    * or a saved aim_statistics.safetensors). They are written into the output beside the weights.
@@ -337,18 +349,32 @@ function roundTo(values: Float32Array, dtype: FloatDType): Float32Array {
   return decodeToF32(encodeFromF32(values, dtype), dtype, values);
 }
 
-/** Bytes [offset, offset + length) of one input tensor; a failure names the model file and tensor. */
+/**
+ * An input's spool for this read, and whether the bytes it fetches are kept (a pass that another
+ * pass follows): see read-spool.ts.
+ */
+interface SpooledRead {
+  spool: ReadSpool | undefined;
+  keep: boolean;
+}
+
+/**
+ * Bytes [offset, offset + length) of one input tensor (through its spool where it has one); a
+ * failure names the model file and tensor.
+ */
 async function readInput(
   plan: MergePlan,
   t: TensorPlan,
   input: PlanInput,
   offset = 0,
   length = input.tensor.byteLength,
+  spooled?: SpooledRead,
 ): Promise<Uint8Array> {
   const model = plan.models[input.modelIndex];
   const source = model.index.sources.get(input.tensor.file);
   try {
     if (!source) throw new Error('the file is not open');
+    if (spooled?.spool) return await spooled.spool.read(input.tensor.offset + offset, length, spooled.keep);
     return await source.read(input.tensor.offset + offset, length);
   } catch (e) {
     throw new MergeError(
@@ -366,11 +392,16 @@ async function readInputInto(
   input: PlanInput,
   offset: number,
   target: Uint8Array,
+  spooled?: SpooledRead,
 ): Promise<void> {
   const model = plan.models[input.modelIndex];
   const source = model.index.sources.get(input.tensor.file);
   try {
     if (!source) throw new Error('the file is not open');
+    if (spooled?.spool) {
+      target.set(await spooled.spool.read(input.tensor.offset + offset, target.byteLength, spooled.keep));
+      return;
+    }
     await readInto(source, input.tensor.offset + offset, target);
   } catch (e) {
     throw new MergeError(
@@ -379,6 +410,37 @@ async function readInputInto(
       { cause: e },
     );
   }
+}
+
+/**
+ * A spool for each input of `t` whose source offers one (a streamed hub file; undefined for the
+ * others): for a tensor read in several passes, so that each byte is fetched once.
+ */
+async function openSpools(plan: MergePlan, t: TensorPlan): Promise<(ReadSpool | undefined)[]> {
+  const spools: (ReadSpool | undefined)[] = [];
+  try {
+    for (const input of t.inputs) {
+      const source = plan.models[input.modelIndex].index.sources.get(input.tensor.file);
+      spools.push(
+        canSpool(source)
+          ? await source.openSpool({
+              tensor: t.name,
+              offset: input.tensor.offset,
+              length: input.tensor.byteLength,
+            })
+          : undefined,
+      );
+    }
+  } catch (e) {
+    await closeSpools(spools);
+    throw e;
+  }
+  return spools;
+}
+
+/** Removes a tensor's spools (it is done, failed or was cancelled); a failed removal is not the merge's. */
+async function closeSpools(spools: readonly (ReadSpool | undefined)[]): Promise<void> {
+  await Promise.all(spools.map((s) => s?.close().catch(() => undefined)));
 }
 
 async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
@@ -539,6 +601,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       checkAbort,
       report,
       streamElements,
+      cachedInputBytes: Math.min(opts.cachedInputBytes ?? CACHED_INPUT_BYTES, CACHED_INPUT_BYTES),
       aim,
       noteNonFinite,
     };
@@ -735,6 +798,8 @@ interface StreamContext {
   seed: number;
   writer: ShardWriter;
   streamElements: number;
+  /** Input bytes of a multi-pass tensor kept in memory across its passes (MergeOptions.cachedInputBytes). */
+  cachedInputBytes: number;
   aim: AimRelaxation | undefined;
   checkAbort(): void;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
@@ -779,34 +844,45 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   const buffers = [0, 1].map(() =>
     t.inputs.map(() => new Float32Array(Math.min(rows, rowsPerChunk) * rowLen)),
   );
+  // Read in several passes: each input from a source slow to read again is fetched once, into its
+  // spool, and read there by the later passes (read-spool.ts).
+  const spools = job.passes > 0 ? await openSpools(plan, t) : [];
   const readRows = async (
     r0: number,
     r1: number,
     set: number,
+    keep: boolean,
   ): Promise<{ values: Float32Array[]; bytes: number }> => {
     let bytes = 0;
     const values = await Promise.all(
       t.inputs.map(async (input, i) => {
         const info = input.tensor;
         const rowBytes = (input.submatrix ? info.shape[1] : rowLen) * DTYPE_BYTES[info.dtype];
-        const raw = await readInput(plan, t, input, r0 * rowBytes, (r1 - r0) * rowBytes);
+        const raw = await readInput(plan, t, input, r0 * rowBytes, (r1 - r0) * rowBytes, {
+          spool: spools[i],
+          keep,
+        });
         bytes += raw.byteLength;
         return decodeInput(t, input, raw, r1 - r0, recipe.dtype, buffers[set][i]);
       }),
     );
     return { values, bytes };
   };
-  /** Calls `visit` on each chunk in order, reading chunk k+1 while chunk k is visited. */
+  /**
+   * Calls `visit` on each chunk in order, reading chunk k+1 while chunk k is visited; `keep`: a
+   * statistics pass, whose spooled reads are kept for the passes after it.
+   */
   const eachChunk = async (
+    keep: boolean,
     visit: (start: number, chunk: { values: Float32Array[]; bytes: number }) => Promise<void>,
   ) => {
-    let pending = readRows(0, Math.min(rows, rowsPerChunk), 0);
+    let pending = readRows(0, Math.min(rows, rowsPerChunk), 0, keep);
     for (let r0 = 0, k = 0; r0 < rows; r0 += rowsPerChunk, k++) {
       ctx.checkAbort();
       const chunk = await pending;
       const r1 = Math.min(rows, r0 + rowsPerChunk);
       if (r1 < rows) {
-        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2);
+        pending = readRows(r1, Math.min(rows, r1 + rowsPerChunk), (k + 1) % 2, keep);
         pending.catch(() => {});
       }
       await visit(r0 * rowLen, chunk);
@@ -825,27 +901,31 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
       );
     }
   };
-  for (let pass = 0; pass < job.passes; pass++) {
-    await eachChunk(async (start, chunk) =>
-      compute(() => job.accumulate(pass, { start, values: chunk.values })),
-    );
-  }
-  writer.beginTensor(t.name);
-  const outBuffer = new Float32Array(Math.min(rows, rowsPerChunk) * rowLen);
-  let writing: Promise<void> = Promise.resolve();
   let nonFinite = 0;
-  await eachChunk(async (start, chunk) => {
-    const out = outBuffer.subarray(0, chunk.values[0].length);
-    compute(() => job.produce({ start, values: chunk.values }, out));
-    if (aimFactors) applyRelaxation(out, chunk.values[t.baseIndex], aimFactors, start);
-    const bytes = encodeFromF32(out, t.outDtype as FloatDType);
-    nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
+  try {
+    for (let pass = 0; pass < job.passes; pass++) {
+      await eachChunk(true, async (start, chunk) =>
+        compute(() => job.accumulate(pass, { start, values: chunk.values })),
+      );
+    }
+    writer.beginTensor(t.name);
+    const outBuffer = new Float32Array(Math.min(rows, rowsPerChunk) * rowLen);
+    let writing: Promise<void> = Promise.resolve();
+    await eachChunk(false, async (start, chunk) => {
+      const out = outBuffer.subarray(0, chunk.values[0].length);
+      compute(() => job.produce({ start, values: chunk.values }, out));
+      if (aimFactors) applyRelaxation(out, chunk.values[t.baseIndex], aimFactors, start);
+      const bytes = encodeFromF32(out, t.outDtype as FloatDType);
+      nonFinite += countNonFinite(bytes, t.outDtype as FloatDType);
+      await writing;
+      writing = writer.writeTensorPart(bytes);
+      writing.catch(() => {});
+      ctx.report(t, chunk.bytes, bytes.byteLength, false);
+    });
     await writing;
-    writing = writer.writeTensorPart(bytes);
-    writing.catch(() => {});
-    ctx.report(t, chunk.bytes, bytes.byteLength, false);
-  });
-  await writing;
+  } finally {
+    await closeSpools(spools);
+  }
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, 0, 0, true);
@@ -899,17 +979,27 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   try {
     job = layout(sets);
     // A tensor with statistics passes that fits the cache keeps its chunks: read once, not per pass.
-    sets = job ? chunkInputSets(job.passes, chunks, rows * rowBytes.reduce((a, b) => a + b, 0)) : 2;
+    const inputBytes = rows * rowBytes.reduce((a, b) => a + b, 0);
+    sets = !job || inputBytes > ctx.cachedInputBytes ? 2 : chunkInputSets(job.passes, chunks, inputBytes);
     if (job && sets !== 2) job = layout(sets);
   } catch (e) {
     throw failed(e);
   }
   if (!job) return false;
   const kernel = job;
-  const readRows = async (r0: number, r1: number, set: number): Promise<number> => {
+  // With a set per chunk (a tensor of one chunk, or one the cache holds), each chunk stays in its
+  // set from the first read on; else chunk k+1 is read into the other set while chunk k computes.
+  const cached = chunks <= sets;
+  // Read in several passes: each input from a source slow to read again is fetched once, into its
+  // spool, and read there by the later passes (read-spool.ts).
+  const spools = kernel.passes > 0 && !cached ? await openSpools(plan, t) : [];
+  const readRows = async (r0: number, r1: number, set: number, keep: boolean): Promise<number> => {
     await Promise.all(
       t.inputs.map((input, i) =>
-        readInputInto(plan, t, input, r0 * rowBytes[i], kernel.input(set, i, (r1 - r0) * rowLen)),
+        readInputInto(plan, t, input, r0 * rowBytes[i], kernel.input(set, i, (r1 - r0) * rowLen), {
+          spool: spools[i],
+          keep,
+        }),
       ),
     );
     return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
@@ -921,58 +1011,63 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
       throw failed(e);
     }
   };
-  // With a set per chunk (a tensor of one chunk, or one the cache holds), each chunk stays in its
-  // set from the first read on; else chunk k+1 is read into the other set while chunk k computes.
-  const cached = chunks <= sets;
   const setOf = (k: number) => (cached ? k : k % 2);
   const kept = new Map<number, Promise<number>>();
-  const fetch = (k: number): Promise<number> => {
+  const fetch = (k: number, keep: boolean): Promise<number> => {
     let read = cached ? kept.get(k) : undefined;
     if (!read) {
       const r0 = k * rowsPerChunk;
-      read = readRows(r0, Math.min(rows, r0 + rowsPerChunk), setOf(k));
+      read = readRows(r0, Math.min(rows, r0 + rowsPerChunk), setOf(k), keep);
       read.catch(() => {});
       if (cached) kept.set(k, read);
     }
     return read;
   };
   const oneChunk = chunks === 1;
-  const eachChunk = async (visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>) => {
+  /** `keep`: a statistics pass, whose spooled reads are kept for the passes after it. */
+  const eachChunk = async (
+    keep: boolean,
+    visit: (set: number, r0: number, r1: number, bytes: number) => Promise<void>,
+  ) => {
     if (rows === 0) return;
-    let pending = fetch(0);
+    let pending = fetch(0, keep);
     for (let k = 0; k < chunks; k++) {
       ctx.checkAbort();
       const bytes = await pending;
-      if (k + 1 < chunks) pending = fetch(k + 1);
+      if (k + 1 < chunks) pending = fetch(k + 1, keep);
       const r0 = k * rowsPerChunk;
       await visit(setOf(k), r0, Math.min(rows, r0 + rowsPerChunk), bytes);
     }
   };
-  for (let pass = 0; pass < kernel.passes; pass++) {
-    await eachChunk(async (set, r0, r1) =>
-      compute(() => kernel.accumulate(pass, set, r0 * rowLen, (r1 - r0) * rowLen)),
-    );
-  }
-  writer.beginTensor(t.name);
-  let writing: Promise<void> = Promise.resolve();
   // Progress per chunk; a tensor of one chunk reports once, as a whole tensor does.
   const unreported = { input: 0, output: 0 };
   let nonFinite = 0;
-  await eachChunk(async (set, r0, r1, bytes) => {
-    const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
-    nonFinite += arena.countNonFinite(out, t.outDtype as FloatDType);
-    // The kernels alternate two output buffers: the one written before this must be done.
-    await writing;
-    writing = writer.writeTensorPart(out);
-    writing.catch(() => {});
-    if (oneChunk) {
-      unreported.input += bytes;
-      unreported.output += out.byteLength;
-    } else {
-      ctx.report(t, bytes, out.byteLength, false);
+  try {
+    for (let pass = 0; pass < kernel.passes; pass++) {
+      await eachChunk(true, async (set, r0, r1) =>
+        compute(() => kernel.accumulate(pass, set, r0 * rowLen, (r1 - r0) * rowLen)),
+      );
     }
-  });
-  await writing;
+    writer.beginTensor(t.name);
+    let writing: Promise<void> = Promise.resolve();
+    await eachChunk(false, async (set, r0, r1, bytes) => {
+      const out = compute(() => kernel.produce(set, r0 * rowLen, (r1 - r0) * rowLen));
+      nonFinite += arena.countNonFinite(out, t.outDtype as FloatDType);
+      // The kernels alternate two output buffers: the one written before this must be done.
+      await writing;
+      writing = writer.writeTensorPart(out);
+      writing.catch(() => {});
+      if (oneChunk) {
+        unreported.input += bytes;
+        unreported.output += out.byteLength;
+      } else {
+        ctx.report(t, bytes, out.byteLength, false);
+      }
+    });
+    await writing;
+  } finally {
+    await closeSpools(spools);
+  }
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
   ctx.report(t, unreported.input, unreported.output, true);
@@ -996,25 +1091,42 @@ async function streamTensorOnBackend(
   const models = t.inputs.map((input) => plan.models[input.modelIndex].reference);
   const total = elementCount(t.shape);
   const outDtype = t.outDtype as FloatDType;
+  for (const input of t.inputs) {
+    if (!isFloatDType(input.tensor.dtype))
+      throw new MergeError(`tensor ${t.name} is ${input.tensor.dtype}, not a float`, t.name);
+  }
+  // The backend reads a streamed tile once per pass; it says which reads a later pass needs again
+  // (`keep`), and those of inputs from a source slow to read again are spooled (read-spool.ts).
+  const spools = await openSpools(plan, t);
   const tensors: StreamedModelTensor[] = t.inputs.map((input, i) => {
     const info = input.tensor;
     const dtype = info.dtype as FloatDType;
-    if (!isFloatDType(info.dtype))
-      throw new MergeError(`tensor ${t.name} is ${info.dtype}, not a float`, t.name);
     const bpe = DTYPE_BYTES[dtype];
     const round = recipe.dtype !== undefined && recipe.dtype !== dtype;
+    const spool = spools[i];
+    /** The file bytes of the last reads, by tile start, until `keep` takes them or a later read comes. */
+    const recent = new Map<number, { offset: number; bytes: Uint8Array }>();
+    const fileRead = async (start: number, offset: number, length: number): Promise<Uint8Array> => {
+      const bytes = await readInput(plan, t, input, offset, length, { spool, keep: false });
+      if (spool) {
+        recent.set(start, { offset: info.offset + offset, bytes });
+        // Tiles in flight and the one read ahead: older reads are not asked for any more.
+        while (recent.size > 4) recent.delete(recent.keys().next().value as number);
+      }
+      return bytes;
+    };
     const read = async (start: number, count: number): Promise<Uint8Array> => {
       let raw: Uint8Array;
       let at = 0;
       if (!input.submatrix || input.submatrix.cols === info.shape[1]) {
-        raw = await readInput(plan, t, input, start * bpe, count * bpe);
+        raw = await fileRead(start, start * bpe, count * bpe);
       } else {
         // Whole rows of the wider input, cut to the output's columns.
         const keep = input.submatrix.cols;
         const cols = info.shape[1];
         const r0 = Math.floor(start / keep);
         const r1 = Math.ceil((start + count) / keep);
-        const rows = await readInput(plan, t, input, r0 * cols * bpe, (r1 - r0) * cols * bpe);
+        const rows = await fileRead(start, r0 * cols * bpe, (r1 - r0) * cols * bpe);
         raw = cutSubmatrixBytes(rows, bpe, cols, r1 - r0, keep);
         at = start - r0 * keep;
       }
@@ -1023,12 +1135,18 @@ async function streamTensorOnBackend(
       const values = roundTo(decodeToF32(slice, dtype), recipe.dtype!);
       return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     };
+    const keep = async (start: number): Promise<void> => {
+      const last = recent.get(start);
+      recent.delete(start);
+      if (spool && last) await spool.keep(last.offset, last.bytes);
+    };
     return {
       model: models[i],
       params: perModel.get(models[i]) ?? {},
       dtype: round ? 'F32' : dtype,
       elements: total,
       read,
+      keep: spool ? keep : undefined,
     };
   });
   let next = 0;
@@ -1072,6 +1190,8 @@ async function streamTensorOnBackend(
         cause: e,
       },
     );
+  } finally {
+    await closeSpools(spools);
   }
   if (total === 0) writer.beginTensor(t.name);
   await writer.endTensor();

@@ -142,6 +142,8 @@ export class GpuMergeJob {
    * of `tile`; resolves once the bytes reached the sink (return it from a TileVisitor).
    */
   emit(batch: CommandBatch, tile: StackTile, src: GPUBuffer, offset = 0): Promise<void> {
+    // A streamed stack keeps the tiles of passes without output for the passes after them.
+    if (this.stack instanceof StreamedStack) this.stack.noteOutput();
     const read = encodeAndRead(batch, src, offset, tile.count, this.inputs.outDtype);
     const start = tile.start;
     // The read starts after the caller's submit (a microtask later); writes reach the sink in order.

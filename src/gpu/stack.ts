@@ -85,6 +85,12 @@ export interface TileSource {
   readonly dtype: FloatDType;
   /** Bytes of elements [start, start + count) of this model's tensor. */
   read(start: number, count: number): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Elements [start, start + count), just read for a streamed tile, will be read again: the pass
+   * that read them emitted no output, so another pass follows. A source that is slow to read again
+   * (a hub stream) keeps their bytes; a pass that emits output is the last and keeps nothing.
+   */
+  keep?(start: number, count: number): void | Promise<void>;
 }
 
 /** How many elements one tile of `rows` f32 rows may hold under the binding limit. */
@@ -210,6 +216,8 @@ export class TensorStack implements TileSet {
 export class StreamedStack implements TileSet {
   readonly tiles: TileRange[];
   private readonly stages: Array<(batch: CommandBatch, tile: StackTile) => void> = [];
+  /** The visit under way emitted output (`noteOutput`): it is the merge's last pass. */
+  private emitted = false;
 
   constructor(
     readonly ctx: GpuContext,
@@ -239,8 +247,14 @@ export class StreamedStack implements TileSet {
     return Promise.all(this.sources.map(async (s) => s.read(tile.start, tile.count)));
   }
 
+  /** The visit under way emits output (GpuMergeJob.emit): no pass follows it. */
+  noteOutput(): void {
+    this.emitted = true;
+  }
+
   async visit(label: string, visitor: TileVisitor): Promise<void> {
     const inFlight = new InFlight();
+    this.emitted = false;
     let next = this.read(this.tiles[0]);
     for (const range of this.tiles) {
       const raw = await next;
@@ -259,6 +273,10 @@ export class StreamedStack implements TileSet {
         for (const stage of this.stages) stage(batch, tile);
         const result = visitor(batch, tile);
         batch.submit();
+        // A pass without output is a statistics pass: the tile is read again by the passes after it.
+        if (!this.emitted) {
+          await Promise.all(this.sources.map(async (s) => s.keep?.(range.start, range.count)));
+        }
         await inFlight.add(result);
       } finally {
         this.ctx.pool.release(buffer);

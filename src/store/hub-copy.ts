@@ -14,6 +14,8 @@
  * pieces at the next start-up clean-up, and a resumed merge starts its copy again, fetching at the
  * end the bytes the run read before the reload.
  */
+import type { ReadSpool } from '../engine/read-spool';
+import type { ByteSource } from '../formats/byte-source';
 import type { HubListedFile, HubModelFiles } from './hub-model';
 import {
   ChecksumMismatchError,
@@ -145,6 +147,45 @@ export class HubCopy {
     await Promise.all(this.storing);
     await this.removePieces();
     await this.job.abort();
+  }
+
+  /**
+   * Bytes [start, start + length) of `file` from the stored pieces, or undefined when they do not
+   * hold all of them (the copy failed, or the merge has not read them yet): a merge's later passes
+   * over a tensor read them here instead of from the hub or a second spool.
+   */
+  async readStored(file: string, start: number, length: number): Promise<Uint8Array | undefined> {
+    if (this.failure || this.ended) return undefined;
+    const end = start + length;
+    const list = this.pieces.get(file) ?? [];
+    if (uncoveredRanges(list, start, end).length > 0) return undefined;
+    const inRange = list.filter((p) => p.end > start && p.start < end);
+    const blobs = await this.library.kv.getMany<Blob>(inRange.map((p) => p.key));
+    // A piece still being written (or removed by a failure meanwhile) is not there to read.
+    if (blobs.some((b) => !b)) return undefined;
+    const parts = inRange.map((p, i) =>
+      blobs[i]!.slice(Math.max(0, start - p.start), Math.min(p.end, end) - p.start),
+    );
+    const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+    return bytes.byteLength === length ? bytes : undefined;
+  }
+
+  /**
+   * A merge's spool for a tensor of `file` (read-spool.ts) that keeps nothing of its own: the bytes
+   * the first pass fetches through `source` are stored by the copy, and later passes read them from
+   * its pieces; where the copy does not hold them (it failed), they are fetched again.
+   */
+  spoolFor(file: string, source: ByteSource, onReused: (bytes: number) => void): ReadSpool {
+    return {
+      read: async (offset, length) => {
+        const stored = await this.readStored(file, offset, length);
+        if (!stored) return source.read(offset, length);
+        onReused(length);
+        return stored;
+      },
+      keep: async () => {},
+      close: async () => {},
+    };
   }
 
   private async store(file: string, start: number, bytes: Uint8Array): Promise<void> {

@@ -36,6 +36,7 @@ import { type LessonNavigateDetail, lessonStepFromHash } from './lesson/lesson';
  * chunk), `?stallCommit=` (crash tests: a merge's commit stops after that many files, as if the tab
  * died there), `?paceWrites=` (tests of a running merge: milliseconds before each write of merged bytes),
  * `?holdReply=` (tests of Cancel: milliseconds a finished merge waits after its commit before it answers),
+ * `?streamCache=` (tests of the hub stream's spool: bytes kept in memory across a tensor's passes),
  * `?opfsPicker` (browser tests: folder pickers take a folder of the origin private file system, see
  * directory-picker.ts).
  */
@@ -46,12 +47,14 @@ function pageSettings(): {
   stallCommitAfterFiles?: number;
   paceWritesMs?: number;
   holdReplyMs?: number;
+  streamCacheBytes?: number;
 } {
   const params = new URLSearchParams(location.search);
   const chunk = Number(params.get('chunk'));
   const stall = Number(params.get('stallCommit'));
   const pace = Number(params.get('paceWrites'));
   const hold = Number(params.get('holdReply'));
+  const streamCache = params.has('streamCache') ? Number(params.get('streamCache')) : Number.NaN;
   return {
     hubUrl: params.get('hub') || DEFAULT_HUB_URL,
     datasetsUrl: params.get('datasets') || DEFAULT_DATASETS_URL,
@@ -59,6 +62,7 @@ function pageSettings(): {
     stallCommitAfterFiles: Number.isSafeInteger(stall) && stall > 0 ? stall : undefined,
     paceWritesMs: Number.isSafeInteger(pace) && pace > 0 ? Math.min(pace, 10_000) : undefined,
     holdReplyMs: Number.isSafeInteger(hold) && hold > 0 ? Math.min(hold, 60_000) : undefined,
+    streamCacheBytes: Number.isSafeInteger(streamCache) && streamCache >= 0 ? streamCache : undefined,
   };
 }
 
@@ -147,6 +151,7 @@ export class L2sApp extends LitElement {
     stallCommitAfterFiles: this.settings.stallCommitAfterFiles,
     paceWritesMs: this.settings.paceWritesMs,
     holdReplyMs: this.settings.holdReplyMs,
+    streamCacheBytes: this.settings.streamCacheBytes,
   };
 
   override connectedCallback(): void {

@@ -21,6 +21,8 @@ import {
   runMerge,
   type TensorPlacement,
 } from '../engine/merge';
+import { RangeSpool, type SpoolingSource, type SpoolStore } from '../engine/read-spool';
+import type { ByteSource } from '../formats/byte-source';
 import { formatBytes } from '../formats/size';
 import { adapterName, softwareAdapterReason } from '../gpu/select-backend';
 import {
@@ -74,6 +76,7 @@ import {
   repairOutputs,
   stallCommitsAfter,
 } from './opfs-output';
+import { opfsSpoolStore, removeAbandonedSpools, removeRunSpool, removeRunSpoolWithin } from './opfs-spool';
 import { partialOutputShortfall, RunJournal, type RunJournalRecord } from './run-journal';
 
 /** Settings from the page's URL that every engine worker of the page takes (see `configure`). */
@@ -87,9 +90,16 @@ export interface EngineOptions {
    * Cancel pressed in that moment can be tested.
    */
   holdReplyMs?: number;
+  /**
+   * Tests of the hub stream's spool: the bytes of a tensor's inputs the CPU keeps in memory across
+   * its passes, and the largest spool held in memory rather than in OPFS (default 32 MiB and
+   * 16 MiB), so that small models exercise both (see read-spool.ts).
+   */
+  streamCacheBytes?: number;
 }
 
 let holdReplyMs = 0;
+let streamCacheBytes: number | undefined;
 
 export interface MergeRequest {
   recipeText: string;
@@ -307,9 +317,12 @@ function runResolver(
   onLog?: (line: string) => void,
   /** A merge keeps the copies `hub.keepCopy` asks for; a header check never does. */
   keepCopies = false,
+  /** A merge's run: tensors it reads in several passes are spooled under its id (opfs-spool.ts). */
+  spoolRunId?: string,
 ): RunResolver {
   const opened = new Map<string, Promise<ModelFiles>>();
-  const traffic: HubTraffic = { sources: [] };
+  const traffic: HubTraffic = { sources: [], spooledReads: 0 };
+  const spoolStore = spoolRunId && hub ? opfsSpoolStore(spoolRunId, streamCacheBytes) : undefined;
   const copies: RunCopy[] = [];
   const resolver: RunResolver = async (reference) => {
     const commit = hub?.commits.get(reference);
@@ -340,9 +353,19 @@ function runResolver(
               ? 'a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends)'
               : 'read again by every run; nothing stored)'),
         );
-        return watchHubReads(m, traffic, () => {
-          resolver.hubReadFailed = true;
-        });
+        const spools: RunSpools | undefined = spoolStore && {
+          store: spoolStore,
+          copy: () => (runCopy.copy && !runCopy.copy.error ? runCopy.copy : undefined),
+          onLog,
+        };
+        return watchHubReads(
+          m,
+          traffic,
+          () => {
+            resolver.hubReadFailed = true;
+          },
+          spools,
+        );
       });
       opened.set(reference, model);
       model.catch(() => opened.delete(reference));
@@ -354,8 +377,20 @@ function runResolver(
   resolver.hubTraffic = () => ({
     requests: traffic.sources.reduce((n, s) => n + s.requests, 0),
     bytes: traffic.sources.reduce((n, s) => n + s.bytesFetched, 0),
+    spooledReads: traffic.spooledReads,
   });
+  resolver.removeSpools = async () => {
+    if (spoolRunId && spoolStore) await removeRunSpool(spoolRunId);
+  };
   return resolver;
+}
+
+/** How a run's streamed models spool the tensors it reads in several passes (read-spool.ts). */
+interface RunSpools {
+  store: SpoolStore;
+  /** The copy kept in the library, while it holds what the merge read: later passes read it there. */
+  copy: () => HubCopy | undefined;
+  onLog?: (line: string) => void;
 }
 
 /** A streamed model the run keeps in the library: its copy, or why it could not begin. */
@@ -418,26 +453,38 @@ async function withCopiesDiscardedOnFailure<T>(resolver: RunResolver, work: () =
 /** The range sources a run opened on the hub, for the cost it reports. */
 interface HubTraffic {
   sources: { readonly requests: number; readonly bytesFetched: number }[];
+  /** Bytes later passes read from a spool (or the library copy) instead of the hub. */
+  spooledReads: number;
 }
 
 /** A run's models; `hubReadFailed` is set once a streamed model's read failed after its retries. */
 type RunResolver = ModelResolver & {
   hubReadFailed?: boolean;
-  /** Range requests and bytes read from the hub so far. */
-  hubTraffic?: () => { requests: number; bytes: number };
+  /** Range requests and bytes read from the hub so far, and bytes read again from spools. */
+  hubTraffic?: () => { requests: number; bytes: number; spooledReads: number };
+  /** Removes the run's spool folder (each spool is removed as its tensor ends). */
+  removeSpools?: () => Promise<void>;
   /** Streamed models kept in the library too, as they were opened. */
   copies?: RunCopy[];
 };
 
-/** The model with every source reporting a hub read that failed for good (HubRangeError). */
-function watchHubReads(model: HubModelFiles, traffic: HubTraffic, onFailure: () => void): ModelFiles {
+/**
+ * The model with every source reporting a hub read that failed for good (HubRangeError), and its
+ * weight files offering the engine a spool for tensors it reads in several passes (read-spool.ts).
+ */
+function watchHubReads(
+  model: HubModelFiles,
+  traffic: HubTraffic,
+  onFailure: () => void,
+  spools?: RunSpools,
+): ModelFiles {
   return {
     name: model.name,
     files: () => model.files(),
     async open(file) {
       const source = await model.open(file);
       if ('bytesFetched' in source) traffic.sources.push(source as HttpRangeSource);
-      return {
+      const watched: ByteSource = {
         name: source.name,
         size: source.size,
         read: (offset, length) =>
@@ -446,6 +493,29 @@ function watchHubReads(model: HubModelFiles, traffic: HubTraffic, onFailure: () 
             throw e;
           }),
       };
+      if (!spools || !file.endsWith('.safetensors')) return watched;
+      const spooling: SpoolingSource = {
+        ...watched,
+        async openSpool(request) {
+          const copy = spools.copy();
+          if (copy) return copy.spoolFor(file, watched, (bytes) => (traffic.spooledReads += bytes));
+          const spool = new RangeSpool({
+            source: watched,
+            request,
+            store: spools.store,
+            onLog: spools.onLog,
+          });
+          return {
+            read: (offset, length, keep) => spool.read(offset, length, keep),
+            keep: (offset, bytes) => spool.keep(offset, bytes),
+            close: async () => {
+              traffic.spooledReads += spool.reused;
+              await spool.close();
+            },
+          };
+        },
+      };
+      return spooling;
     },
   };
 }
@@ -664,11 +734,17 @@ async function journaledMerge(
       onTensorWritten: (n) => journal.setTensorsDone(record.runId, n),
       onProgress: forward,
       onLog,
+      cachedInputBytes: streamCacheBytes,
     });
     progress.flush();
     const hubRead = resolveModel.hubTraffic?.();
     if (hubRead && hubRead.requests > 0) {
-      onLog?.(`read ${formatBytes(hubRead.bytes)} from the hub in ${hubRead.requests} range requests`);
+      onLog?.(
+        `read ${formatBytes(hubRead.bytes)} from the hub in ${hubRead.requests} range requests` +
+          (hubRead.spooledReads > 0
+            ? ` (each byte once: later passes read ${formatBytes(hubRead.spooledReads)} again from the temporary spool)`
+            : ''),
+      );
     }
     const inFolder = 'target' in output ? output.target : undefined;
     const files = inFolder
@@ -700,6 +776,7 @@ async function journaledMerge(
   } finally {
     cpuThreads?.close();
     selected.dispose();
+    await resolveModel.removeSpools?.().catch(() => undefined);
     // A record left by a failed delete points at no partial output; cleanUp drops it later.
     if (!keptForResume) await journal.remove(record.runId).catch(() => undefined);
   }
@@ -725,6 +802,7 @@ const api = {
     stallCommitsAfter(options.stallCommitAfterFiles);
     paceWrites(options.paceWritesMs);
     holdReplyMs = options.holdReplyMs ?? 0;
+    streamCacheBytes = options.streamCacheBytes;
   },
 
   /**
@@ -756,6 +834,8 @@ const api = {
     }
     records = await journal.list();
     const removed = await removeAbandonedRuns([...active, ...records.map((r) => r.runId)]);
+    // Spools of runs not under way (a closed tab, a crash): a resumed run fetches its tensor afresh.
+    await removeAbandonedSpools(active);
     for (const r of records) {
       if (r.folder) continue;
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
@@ -868,7 +948,7 @@ const api = {
       holdingRunLock(runId, async () => {
         const recipe = parseRecipe(request.recipeText, 'recipe');
         const hub = request.hubStream?.repos.length ? await pinStreams(request.hubStream, signal) : undefined;
-        const resolveModel = runResolver(hub, signal, onLog, true);
+        const resolveModel = runResolver(hub, signal, onLog, true, runId);
         return withCopiesDiscardedOnFailure(resolveModel, async () => {
           // The header-only validation: every problem of every model, before any tensor data is read.
           const prepared = await prepareMerge(recipe, resolveModel, request.outShardSize);
@@ -989,7 +1069,13 @@ const api = {
         };
         // Streamed models are read again from the hub at the commits the run began with. A copy kept
         // in the library starts again: the bytes read before the reload are fetched at the end.
-        const resolveModel = runResolver(recordStreams(record, hubAccess?.accessToken), signal, onLog, true);
+        const resolveModel = runResolver(
+          recordStreams(record, hubAccess?.accessToken),
+          signal,
+          onLog,
+          true,
+          runId,
+        );
         return withCopiesDiscardedOnFailure(resolveModel, async () => {
           let recipe: MergeRecipe;
           let check: Awaited<ReturnType<typeof resumeObstacle>>;
@@ -1104,6 +1190,7 @@ const api = {
           removal.keptOutput = runId;
         }
         await removePartialRunWithin(runId, CANCEL_WAIT_MS);
+        await removeRunSpoolWithin(runId, CANCEL_WAIT_MS);
         if (!removal.keptOutput) await deleteOutput(runId);
         for (const c of record?.copyImports ?? []) {
           if (await library.discardPendingImport(c.importId)) removal.copiesCancelled.push(c.repo);

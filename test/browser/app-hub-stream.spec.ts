@@ -6,13 +6,16 @@
  * finished tensor, streaming again at the pinned commit, to the CLI's bytes. With "Keep a copy in
  * the library" the streamed models land in the library byte for byte with no range fetched twice;
  * a corrupt byte fails the copy only; a reload drops the copy under way and the resumed run keeps
- * its copy afresh.
+ * its copy afresh. A tensor larger than the engine's cache is read in several passes from a spool
+ * in OPFS, so each weight byte is downloaded once (CPU and GPU), and the spool is gone after the
+ * run and after a Cancel.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
+import { makeTinyModel } from '../../src/demo/tiny-qwen';
 import { dataStart, editModel } from '../fixtures/edit-model';
 import {
   cliMerge,
@@ -605,6 +608,154 @@ test('Cancel while the copy is completed keeps the committed merge output and re
     await expect(page.getByTestId('pending-import')).toHaveCount(0);
     await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
     expect(await libraryKeys(page)).toEqual([]);
+  } finally {
+    await hub.stop();
+  }
+});
+
+/**
+ * A pair whose embedding (65536 x 64 bf16, 8 MiB per model) is larger than the CPU's cache across
+ * passes and the spools' memory limit (both lowered to 1 MiB by `?streamCache=`) and than a 16 MB
+ * GPU budget: a TIES merge reads it in several passes, so without the spool every pass downloads it.
+ */
+const WIDE_BASE = 'test-org/wide-base';
+const WIDE_TUNED = 'test-org/wide-tuned';
+const WIDE_RECIPE = `merge_method: ties
+base_model: ${WIDE_BASE}
+models:
+  - model: ${WIDE_TUNED}
+    parameters:
+      weight: 1.0
+      density: 0.3
+dtype: bfloat16
+`;
+
+async function widePair(): Promise<Record<string, Map<string, Uint8Array>>> {
+  const shape = { hiddenSize: 64, intermediateSize: 128, layers: 1, heads: 4, kvHeads: 2, vocabSize: 65536 };
+  const [base, tuned] = await Promise.all([
+    makeTinyModel(
+      { name: 'wide-base', deltaSeed: 0, deltaScale: 0, tied: true, shards: 1, dtype: 'BF16' },
+      shape,
+    ),
+    makeTinyModel(
+      { name: 'wide-tuned', deltaSeed: 5, deltaScale: 0.1, tied: true, shards: 1, dtype: 'BF16' },
+      shape,
+    ),
+  ]);
+  return { [WIDE_BASE]: base.files, [WIDE_TUNED]: tuned.files };
+}
+
+/** The spool files in the origin private file system (`hub-spool/<run>/<file>`). */
+async function spoolFiles(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    type Entries = { entries(): AsyncIterable<[string, FileSystemHandle]>; keys(): AsyncIterable<string> };
+    const root = await navigator.storage.getDirectory();
+    let spools: FileSystemDirectoryHandle;
+    try {
+      spools = await root.getDirectoryHandle('hub-spool');
+    } catch {
+      return [];
+    }
+    const found: string[] = [];
+    for await (const [run, handle] of (spools as unknown as Entries).entries()) {
+      if (handle.kind !== 'directory') {
+        found.push(run);
+        continue;
+      }
+      for await (const name of (handle as unknown as Entries).keys()) found.push(`${run}/${name}`);
+    }
+    return found;
+  });
+}
+
+/** Every byte of each shard's data section was requested exactly once (the headers aside). */
+function expectDataRequestedOnce(hub: HubServer, files: Record<string, Map<string, Uint8Array>>): void {
+  for (const [repo, repoFilesMap] of Object.entries(files)) {
+    const bytes = repoFilesMap.get('model.safetensors')!;
+    const start = dataStart(bytes);
+    const ranges = weightRanges(hub)
+      .filter((r) => r.repo === repo && r.end >= start)
+      .map((r) => [Math.max(r.start, start), r.end + 1] as const)
+      .sort((a, b) => a[0] - b[0]);
+    let coveredTo = start;
+    for (const [a, b] of ranges) {
+      expect(a, `${repo}: bytes ${a}-${Math.min(b, coveredTo) - 1} requested again`).toBeGreaterThanOrEqual(
+        coveredTo,
+      );
+      expect(a, `${repo}: bytes ${coveredTo}-${a - 1} never requested`).toBe(coveredTo);
+      coveredTo = b;
+    }
+    expect(coveredTo, repo).toBe(bytes.length);
+  }
+}
+
+async function wideHub(files: Record<string, Map<string, Uint8Array>>): Promise<HubServer> {
+  const hub = new HubServer();
+  for (const [repo, repoFilesMap] of Object.entries(files)) hub.addRepo(repo, { files: repoFilesMap });
+  await hub.start();
+  return hub;
+}
+
+async function wideCliBytes(files: Record<string, Map<string, Uint8Array>>): Promise<Map<string, Buffer>> {
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-spool-'));
+  for (const [repo, repoFilesMap] of Object.entries(files)) {
+    await mkdir(join(dir, repo), { recursive: true });
+    for (const [name, bytes] of repoFilesMap) await writeFile(join(dir, repo, name), bytes);
+  }
+  await writeFile(join(dir, 'ties.yml'), WIDE_RECIPE);
+  return cliMerge(join(dir, 'ties.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
+}
+
+for (const device of ['cpu', 'gpu'] as const) {
+  test(`a TIES merge on the ${device.toUpperCase()} streamed from the hub downloads each weight byte once, through a spool it removes`, async ({
+    page,
+  }) => {
+    test.setTimeout(180_000);
+    const files = await widePair();
+    const hub = await wideHub(files);
+    try {
+      const cli = await wideCliBytes(files);
+      await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}`);
+      await setRecipe(page, WIDE_RECIPE);
+      await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
+      await page.getByTestId('merge-device').selectOption(device);
+      if (device === 'gpu') await page.getByTestId('merge-gpu-memory').fill('16M');
+      await runMergeInPage(page);
+      const log = page.locator('l2s-run-panel .log');
+      if (device === 'gpu') await expect(log).toContainText('merging on the GPU');
+      await expect(log).toContainText(/later passes read [\d.]+ MB again from the temporary spool/);
+      console.log(
+        `${device}: ${/read [\d.]+ MB from the hub in \d+ range requests[^\n]*/.exec((await log.textContent()) ?? '')?.[0]}`,
+      );
+      await expectSameBytes(page, cli);
+      expectDataRequestedOnce(hub, files);
+      expect(await spoolFiles(page)).toEqual([]);
+    } finally {
+      await hub.stop();
+    }
+  });
+}
+
+test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page }) => {
+  test.setTimeout(120_000);
+  const files = await widePair();
+  const hub = await wideHub(files);
+  try {
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}&paceWrites=300`);
+    await setRecipe(page, WIDE_RECIPE);
+    await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    const status = page.getByTestId('merge-status');
+    await expect(status).toHaveAttribute('data-state', 'running');
+    // The embedding's spools, one per model, while its passes run.
+    await expect
+      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 60_000 })
+      .toBe(2);
+    await page.getByTestId('merge-cancel').click();
+    await expect(status).toHaveAttribute('data-state', 'idle', { timeout: 30_000 });
+    await expect(status).toHaveText('Merge cancelled; nothing was kept.');
+    expect(await spoolFiles(page)).toEqual([]);
   } finally {
     await hub.stop();
   }
