@@ -13,8 +13,10 @@
  * `minRequestBytes` are served from blocks of that size on a fixed grid from the data section's
  * start, the last few kept: the engine reads small tensors one by one, near each other but not
  * strictly in file order, and a grid fetches each block once where widening each read from its
- * own offset would fetch overlapping bytes again. Larger reads are sent as asked (split above
- * `maxRequestBytes`).
+ * own offset would fetch overlapping bytes again. A block every byte of which has been read is
+ * dropped before one that still holds unread bytes: a large tensor read in tiles under the block
+ * size (the GPU's) runs through many blocks and must not push out the block of the small tensor
+ * read ahead of it. Larger reads are sent as asked (split above `maxRequestBytes`).
  */
 import type { ByteSource } from '../formats/byte-source';
 
@@ -91,8 +93,8 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
   const retryDelay = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
   /** Where widening may start: the data section of a safetensors file once known, else 0. */
   let widenFrom = options.safetensors ? Number.POSITIVE_INFINITY : 0;
-  /** Grid block index -> its bytes, least recently used first. */
-  const blocks = new Map<number, Promise<Uint8Array>>();
+  /** Grid block index -> its bytes and the parts read from it, least recently used first. */
+  const blocks = new Map<number, { bytes: Promise<Uint8Array>; read: [number, number][] }>();
   let requests = 0;
   let bytesFetched = 0;
   /**
@@ -209,22 +211,32 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
     }
   }
 
-  function block(index: number): Promise<Uint8Array> {
-    const kept = blocks.get(index);
+  /** Bytes [from, to) of block `index` (offsets in the block) are read, its bytes on their way. */
+  function block(index: number, from: number, to: number): Promise<Uint8Array> {
+    let kept = blocks.get(index);
     if (kept) {
       blocks.delete(index);
-      blocks.set(index, kept);
-      return kept;
+    } else {
+      const start = widenFrom + index * minRequest;
+      const bytes = fetchRange(start, Math.min(minRequest, size - start));
+      const entry = { bytes, read: [] as [number, number][] };
+      kept = entry;
+      // A failed block is not kept: the next read asks again.
+      bytes.catch(() => {
+        if (blocks.get(index) === entry) blocks.delete(index);
+      });
     }
-    const start = widenFrom + index * minRequest;
-    const bytes = fetchRange(start, Math.min(minRequest, size - start));
-    blocks.set(index, bytes);
-    // A failed block is not kept: the next read asks again.
-    bytes.catch(() => {
-      if (blocks.get(index) === bytes) blocks.delete(index);
-    });
-    while (blocks.size > KEPT_BLOCKS) blocks.delete(blocks.keys().next().value as number);
-    return bytes;
+    blocks.set(index, kept);
+    kept.read = mergeRanges([...kept.read, [from, to]]);
+    while (blocks.size > KEPT_BLOCKS) {
+      // Every byte read: the block is not asked for again (module comment); else the oldest.
+      const spent = [...blocks].find(([i, b]) => {
+        const length = Math.min(minRequest, size - (widenFrom + i * minRequest));
+        return b.read.length === 1 && b.read[0][0] === 0 && b.read[0][1] >= length;
+      });
+      blocks.delete(spent ? spent[0] : (blocks.keys().next().value as number));
+    }
+    return kept.bytes;
   }
 
   /** A read shorter than a block: from the one or two grid blocks it falls in. */
@@ -232,13 +244,18 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
     const first = Math.floor((offset - widenFrom) / minRequest);
     const last = Math.floor((offset + length - 1 - widenFrom) / minRequest);
     const firstStart = widenFrom + first * minRequest;
-    const head = await block(first);
-    if (last === first) return head.subarray(offset - firstStart, offset - firstStart + length);
-    const tail = await block(last);
+    const lastStart = widenFrom + last * minRequest;
+    // Both blocks are asked for (and marked read) before either is awaited.
+    const head = block(first, offset - firstStart, Math.min(minRequest, offset + length - firstStart));
+    const tail = last === first ? undefined : block(last, 0, offset + length - lastStart);
+    tail?.catch(() => {});
+    const headBytes = await head;
+    if (!tail) return headBytes.subarray(offset - firstStart, offset - firstStart + length);
+    const tailBytes = await tail;
     const out = new Uint8Array(length);
-    const fromHead = head.byteLength - (offset - firstStart);
-    out.set(head.subarray(offset - firstStart), 0);
-    out.set(tail.subarray(0, length - fromHead), fromHead);
+    const fromHead = headBytes.byteLength - (offset - firstStart);
+    out.set(headBytes.subarray(offset - firstStart), 0);
+    out.set(tailBytes.subarray(0, length - fromHead), fromHead);
     return out;
   }
 
@@ -273,6 +290,18 @@ export function httpRangeSource(options: HttpRangeSourceOptions): HttpRangeSourc
       return bytesFetched;
     },
   };
+}
+
+/** The union of `ranges`, sorted and disjoint. */
+function mergeRanges(ranges: [number, number][]): [number, number][] {
+  const sorted = ranges.sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [a, b] of sorted) {
+    const top = out[out.length - 1];
+    if (top && a <= top[1]) top[1] = Math.max(top[1], b);
+    else out.push([a, b]);
+  }
+  return out;
 }
 
 function describeStatus(status: number): string {

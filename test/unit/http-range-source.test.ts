@@ -144,6 +144,25 @@ describe('httpRangeSource', () => {
     expect(src.requests).toBe(6);
   });
 
+  it('keeps a partly read block while a large tensor read in small tiles runs through the grid', async () => {
+    const { bytes, headerEnd } = safetensors(16 * 1024);
+    const { src, ranges } = source(bytes, [], { safetensors: true, minRequestBytes: 4096 });
+    await readSafetensorsHeader(src);
+    // A small tensor in the last block, read ahead of the large one before it.
+    const small = headerEnd + 15 * 4096 + 100;
+    expect(await src.read(small, 16)).toEqual(bytes.slice(small, small + 16));
+    // The large tensor in tiles of 3000 bytes: 15 blocks, each fetched once.
+    for (let at = headerEnd; at < headerEnd + 15 * 4096; at += 3000) {
+      const length = Math.min(3000, headerEnd + 15 * 4096 - at);
+      expect(await src.read(at, length)).toEqual(bytes.slice(at, at + length));
+    }
+    // The small tensor's neighbour in the block read ahead: still kept, not fetched again.
+    expect(await src.read(small + 16, 16)).toEqual(bytes.slice(small + 16, small + 32));
+    const data = ranges.slice(2);
+    expect(data).toHaveLength(16);
+    expect(new Set(data).size).toBe(16);
+  });
+
   it('splits a read larger than maxRequestBytes into several requests', async () => {
     const bytes = pattern(1000);
     const { src, ranges } = source(bytes, [], { maxRequestBytes: 300 });
