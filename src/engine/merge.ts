@@ -412,39 +412,135 @@ async function readInputInto(
   }
 }
 
+function inputKey(input: PlanInput): string {
+  return `${input.modelIndex}\u0000${input.tensor.file}\u0000${input.tensor.offset}`;
+}
+
 /**
- * A spool for each input of `t` whose source offers one (a streamed hub file; undefined for the
- * others): for a tensor read in several passes, so that each byte is fetched once.
+ * Spools of inputs that several output tensors read (a tied embedding is the input of both
+ * model.embed_tokens.weight and lm_head.weight): opened by the first of those tensors and kept
+ * until the last has read them, so such an input is fetched once too (read-spool.ts).
  */
-async function openSpools(plan: MergePlan, t: TensorPlan): Promise<(ReadSpool | undefined)[]> {
-  const spools: (ReadSpool | undefined)[] = [];
+class SharedSpools {
+  /** Input -> the last tensor that reads it, for inputs read by two tensors or more. */
+  private readonly lastUse = new Map<string, number>();
+  private readonly open = new Map<string, Promise<ReadSpool>>();
+
+  constructor(
+    private readonly plan: MergePlan,
+    first: number,
+  ) {
+    const uses = new Map<string, number>();
+    plan.tensors.forEach((t, i) => {
+      if (i < first || t.kind !== 'merge') return;
+      for (const input of t.inputs) {
+        const key = inputKey(input);
+        uses.set(key, (uses.get(key) ?? 0) + 1);
+        this.lastUse.set(key, i);
+      }
+    });
+    for (const [key, count] of uses) if (count < 2) this.lastUse.delete(key);
+  }
+
+  /** The spool `input` shares for tensor `index`, with `keep` while a later tensor reads it. */
+  async get(index: number, t: TensorPlan, input: PlanInput): Promise<SpooledRead | undefined> {
+    const key = inputKey(input);
+    const last = this.lastUse.get(key);
+    if (last === undefined || t.kind !== 'merge') return undefined;
+    const source = this.plan.models[input.modelIndex].index.sources.get(input.tensor.file);
+    if (!canSpool(source)) return undefined;
+    let spool = this.open.get(key);
+    if (!spool) {
+      spool = source.openSpool({
+        tensor: t.name,
+        offset: input.tensor.offset,
+        length: input.tensor.byteLength,
+      });
+      this.open.set(key, spool);
+      const opened = spool;
+      opened.catch(() => {
+        if (this.open.get(key) === opened) this.open.delete(key);
+      });
+    }
+    return { spool: await spool, keep: index < last };
+  }
+
+  /** Removes the spools no tensor after `index` reads. */
+  async release(index: number): Promise<void> {
+    for (const [key, spool] of this.open) {
+      if ((this.lastUse.get(key) ?? -1) > index) continue;
+      this.open.delete(key);
+      await (await spool.catch(() => undefined))?.close().catch(() => undefined);
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    await this.release(Number.POSITIVE_INFINITY);
+  }
+}
+
+/** How a tensor reads each of its inputs (read-spool.ts), and the spools it opened itself. */
+interface InputSpools {
+  /** Per input: its spool (if any), and whether every read is kept (a later tensor reads it). */
+  readonly reads: readonly SpooledRead[];
+  /** Removes the spools the tensor opened for its own passes. */
+  close(): Promise<void>;
+}
+
+/**
+ * The spools of tensor `index`'s inputs: those it shares with later tensors, and with `own` (it
+ * reads its inputs in several passes) one of its own for each input whose source offers one (a
+ * streamed hub file; none for local files).
+ */
+async function inputSpools(
+  plan: MergePlan,
+  shared: SharedSpools | undefined,
+  index: number,
+  t: TensorPlan,
+  own: boolean,
+): Promise<InputSpools> {
+  const reads: SpooledRead[] = [];
+  const owned: ReadSpool[] = [];
+  const close = () => Promise.all(owned.map((s) => s.close().catch(() => undefined))).then(() => {});
   try {
     for (const input of t.inputs) {
+      const common = await shared?.get(index, t, input);
+      if (common) {
+        reads.push(common);
+        continue;
+      }
       const source = plan.models[input.modelIndex].index.sources.get(input.tensor.file);
-      spools.push(
-        canSpool(source)
-          ? await source.openSpool({
-              tensor: t.name,
-              offset: input.tensor.offset,
-              length: input.tensor.byteLength,
-            })
-          : undefined,
-      );
+      if (own && canSpool(source)) {
+        const spool = await source.openSpool({
+          tensor: t.name,
+          offset: input.tensor.offset,
+          length: input.tensor.byteLength,
+        });
+        owned.push(spool);
+        reads.push({ spool, keep: false });
+      } else {
+        reads.push({ spool: undefined, keep: false });
+      }
     }
   } catch (e) {
-    await closeSpools(spools);
+    await close();
     throw e;
   }
-  return spools;
+  return { reads, close };
 }
 
-/** Removes a tensor's spools (it is done, failed or was cancelled); a failed removal is not the merge's. */
-async function closeSpools(spools: readonly (ReadSpool | undefined)[]): Promise<void> {
-  await Promise.all(spools.map((s) => s?.close().catch(() => undefined)));
+/** Spooled reads of a pass: kept when another pass follows (`keep`) or a later tensor reads them. */
+function passRead(spools: InputSpools, input: number, keep: boolean): SpooledRead {
+  const read = spools.reads[input];
+  return { spool: read.spool, keep: keep || read.keep };
 }
 
-async function loadTensor(t: TensorPlan, plan: MergePlan): Promise<LoadedTensor> {
-  const bytes = await Promise.all(t.inputs.map((input) => readInput(plan, t, input)));
+async function loadTensor(t: TensorPlan, plan: MergePlan, spools?: InputSpools): Promise<LoadedTensor> {
+  const bytes = await Promise.all(
+    t.inputs.map((input, i) =>
+      readInput(plan, t, input, 0, input.tensor.byteLength, spools && passRead(spools, i, false)),
+    ),
+  );
   return { plan: t, bytes, inputBytes: bytes.reduce((s, b) => s + b.byteLength, 0) };
 }
 
@@ -488,6 +584,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
   const checkAbort = () => {
     if (signal?.aborted) throw abortError();
   };
+  let sharedSpools: SharedSpools | undefined;
   try {
     checkAbort();
     const { plan, method, files } =
@@ -564,9 +661,14 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
           (fused(t) ||
             elementCount(t.shape) >
               (active.kind === 'cpu' || backendStreams(active) ? streamElements : GPU_WHOLE_ELEMENTS))));
-    const load = (t: TensorPlan | undefined) => {
+    // Inputs that several tensors read are fetched once, for all of them (SharedSpools).
+    const shared = new SharedSpools(plan, first);
+    sharedSpools = shared;
+    const spoolsOf = (i: number) => (own: boolean) => inputSpools(plan, shared, i, plan.tensors[i], own);
+    const load = (i: number) => {
+      const t = plan.tensors[i];
       if (!t || streamed(t)) return undefined;
-      const p = loadTensor(t, plan);
+      const p = (async () => loadTensor(t, plan, await spoolsOf(i)(false)))();
       // An early rejection of the prefetch must not go unhandled while another tensor computes.
       p.catch(() => {});
       return p;
@@ -592,7 +694,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       nonFinite.push({ tensor: t.name, count, elements });
       warn(`warning: tensor ${t.name}: ${count} of ${elements} merged values are Inf or NaN`);
     };
-    const streamContext = {
+    const streamContext: Omit<StreamContext, 'tensor' | 'spools'> = {
       plan,
       method,
       recipe,
@@ -643,21 +745,28 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     const startOnThreads = (i: number) => {
       const t = plan.tensors[i];
       if (onThreadsStarted.has(i) || !onThreads(t)) return;
-      onThreadsStarted.set(i, startThreadTensor({ ...streamContext, tensor: t }, threads!, kernels()!));
+      onThreadsStarted.set(i, startThreadTensor(contextOf(i), threads!, kernels()!));
     };
     // Read tensor i+1 while tensor i is merged and written.
-    let next = load(plan.tensors[first]);
+    const contextOf = (i: number): StreamContext => ({
+      ...streamContext,
+      tensor: plan.tensors[i],
+      spools: spoolsOf(i),
+    });
+    let next = load(first);
     for (let i = first; i < plan.tensors.length; i++) {
       checkAbort();
+      // The spools only earlier tensors read are done with.
+      await shared.release(i - 1);
       const t = plan.tensors[i];
       const loaded = await next;
-      next = load(plan.tensors[i + 1]);
+      next = load(i + 1);
       if (!loaded && onThreads(t)) {
         startOnThreads(i);
         startOnThreads(i + 1);
         const onThread = onThreadsStarted.get(i)!;
         onThreadsStarted.delete(i);
-        await threadTensor({ ...streamContext, tensor: t }, onThread);
+        await threadTensor(contextOf(i), onThread);
         placed(cpuBackend);
         await tensorWritten(i);
         continue;
@@ -667,7 +776,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
           const streamer = active;
           let started = false;
           try {
-            await streamTensorOnBackend({ ...streamContext, tensor: t }, streamer, () => {
+            await streamTensorOnBackend(contextOf(i), streamer, () => {
               started = true;
             });
             placed(streamer);
@@ -676,21 +785,22 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
             const fallback = started ? undefined : fallbackFor(e, t);
             if (!fallback) throw e;
             if (fallback.kind === 'cpu' && method.stream) {
-              await streamTensor({ ...streamContext, tensor: t });
+              await streamTensor(contextOf(i));
               placed(cpuBackend);
-            } else await writeWhole(fallback, await loadTensor(t, plan));
+            } else await writeWhole(fallback, await loadTensor(t, plan, await spoolsOf(i)(false)), i);
           }
         } else {
-          const onKernels = fused(t) && (await kernelTensor({ ...streamContext, tensor: t }, kernels()!));
-          if (!onKernels) await streamTensor({ ...streamContext, tensor: t });
+          const onKernels = fused(t) && (await kernelTensor(contextOf(i), kernels()!));
+          if (!onKernels) await streamTensor(contextOf(i));
           placed(cpuBackend);
         }
         await tensorWritten(i);
         continue;
       }
-      await writeWhole(active, loaded);
+      await writeWhole(active, loaded, i);
       await tensorWritten(i);
     }
+    await shared.closeAll();
     if (nonFinite.length > 0 && (opts.nonFinite ?? 'error') === 'error')
       throw new NonFiniteOutputError(nonFinite);
     const shardFiles = await writer.finish();
@@ -707,7 +817,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
     };
 
     /** Merges (or copies) a tensor held whole and writes it. */
-    async function writeWhole(first: MergeBackend, loaded: LoadedTensor): Promise<void> {
+    async function writeWhole(first: MergeBackend, loaded: LoadedTensor, index: number): Promise<void> {
       const t = loaded.plan;
       let bytes: Uint8Array;
       if (t.kind === 'copy') {
@@ -721,7 +831,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
           const fallback = fallbackFor(e, t);
           if (!fallback) throw e;
           if (fallback.kind === 'cpu' && method.stream && elementCount(t.shape) > streamElements) {
-            await streamTensor({ ...streamContext, tensor: t });
+            await streamTensor(contextOf(index));
             placed(cpuBackend);
             return;
           }
@@ -735,6 +845,7 @@ export async function runMerge(opts: MergeOptions): Promise<MergeResult> {
       report(t, loaded.inputBytes, bytes.byteLength, true);
     }
   } catch (e) {
+    await sharedSpools?.closeAll();
     // Tensors started on the threads are dropped: the threads stay free for another run.
     opts.cpuThreads?.cancel();
     await output.abort().catch(() => {});
@@ -802,6 +913,8 @@ interface StreamContext {
   cachedInputBytes: number;
   aim: AimRelaxation | undefined;
   checkAbort(): void;
+  /** The tensor's input spools; `own`: it reads its inputs in several passes (inputSpools). */
+  spools(own: boolean): Promise<InputSpools>;
   report(t: TensorPlan, inputBytes: number, outputBytes: number, tensorDone: boolean): void;
   noteNonFinite(t: TensorPlan, count: number): void;
 }
@@ -846,7 +959,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
   );
   // Read in several passes: each input from a source slow to read again is fetched once, into its
   // spool, and read there by the later passes (read-spool.ts).
-  const spools = job.passes > 0 ? await openSpools(plan, t) : [];
+  const spools = await ctx.spools(job.passes > 0);
   const readRows = async (
     r0: number,
     r1: number,
@@ -858,10 +971,14 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
       t.inputs.map(async (input, i) => {
         const info = input.tensor;
         const rowBytes = (input.submatrix ? info.shape[1] : rowLen) * DTYPE_BYTES[info.dtype];
-        const raw = await readInput(plan, t, input, r0 * rowBytes, (r1 - r0) * rowBytes, {
-          spool: spools[i],
-          keep,
-        });
+        const raw = await readInput(
+          plan,
+          t,
+          input,
+          r0 * rowBytes,
+          (r1 - r0) * rowBytes,
+          passRead(spools, i, keep),
+        );
         bytes += raw.byteLength;
         return decodeInput(t, input, raw, r1 - r0, recipe.dtype, buffers[set][i]);
       }),
@@ -924,7 +1041,7 @@ async function streamTensor(ctx: StreamContext): Promise<void> {
     });
     await writing;
   } finally {
-    await closeSpools(spools);
+    await spools.close();
   }
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
@@ -992,14 +1109,18 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
   const cached = chunks <= sets;
   // Read in several passes: each input from a source slow to read again is fetched once, into its
   // spool, and read there by the later passes (read-spool.ts).
-  const spools = kernel.passes > 0 && !cached ? await openSpools(plan, t) : [];
+  const spools = await ctx.spools(kernel.passes > 0 && !cached);
   const readRows = async (r0: number, r1: number, set: number, keep: boolean): Promise<number> => {
     await Promise.all(
       t.inputs.map((input, i) =>
-        readInputInto(plan, t, input, r0 * rowBytes[i], kernel.input(set, i, (r1 - r0) * rowLen), {
-          spool: spools[i],
-          keep,
-        }),
+        readInputInto(
+          plan,
+          t,
+          input,
+          r0 * rowBytes[i],
+          kernel.input(set, i, (r1 - r0) * rowLen),
+          passRead(spools, i, keep),
+        ),
       ),
     );
     return rowBytes.reduce((sum, b) => sum + b * (r1 - r0), 0);
@@ -1066,7 +1187,7 @@ async function kernelTensor(ctx: StreamContext, arena: KernelArena): Promise<boo
     });
     await writing;
   } finally {
-    await closeSpools(spools);
+    await spools.close();
   }
   await writer.endTensor();
   ctx.noteNonFinite(t, nonFinite);
@@ -1097,18 +1218,18 @@ async function streamTensorOnBackend(
   }
   // The backend reads a streamed tile once per pass; it says which reads a later pass needs again
   // (`keep`), and those of inputs from a source slow to read again are spooled (read-spool.ts).
-  const spools = await openSpools(plan, t);
+  const spools = await ctx.spools(true);
   const tensors: StreamedModelTensor[] = t.inputs.map((input, i) => {
     const info = input.tensor;
     const dtype = info.dtype as FloatDType;
     const bpe = DTYPE_BYTES[dtype];
     const round = recipe.dtype !== undefined && recipe.dtype !== dtype;
-    const spool = spools[i];
+    const { spool, keep: keepAll } = spools.reads[i];
     /** The file bytes of the last reads, by tile start, until `keep` takes them or a later read comes. */
     const recent = new Map<number, { offset: number; bytes: Uint8Array }>();
     const fileRead = async (start: number, offset: number, length: number): Promise<Uint8Array> => {
-      const bytes = await readInput(plan, t, input, offset, length, { spool, keep: false });
-      if (spool) {
+      const bytes = await readInput(plan, t, input, offset, length, { spool, keep: keepAll });
+      if (spool && !keepAll) {
         recent.set(start, { offset: info.offset + offset, bytes });
         // Tiles in flight and the one read ahead: older reads are not asked for any more.
         while (recent.size > 4) recent.delete(recent.keys().next().value as number);
@@ -1146,7 +1267,7 @@ async function streamTensorOnBackend(
       dtype: round ? 'F32' : dtype,
       elements: total,
       read,
-      keep: spool ? keep : undefined,
+      keep: spool && !keepAll ? keep : undefined,
     };
   });
   let next = 0;
@@ -1191,7 +1312,7 @@ async function streamTensorOnBackend(
       },
     );
   } finally {
-    await closeSpools(spools);
+    await spools.close();
   }
   if (total === 0) writer.beginTensor(t.name);
   await writer.endTensor();
