@@ -760,3 +760,75 @@ test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page
     await hub.stop();
   }
 });
+
+test('a reload during a spooled tensor leaves a spool that the next start removes', async ({ page }) => {
+  test.setTimeout(120_000);
+  const files = await widePair();
+  const hub = await wideHub(files);
+  try {
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}&paceWrites=300`);
+    await setRecipe(page, WIDE_RECIPE);
+    await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await page.getByTestId('merge-run').click();
+    await expect
+      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 60_000 })
+      .toBe(2);
+    await page.reload();
+    await openApp(page);
+    await expect.poll(() => spoolFiles(page), { timeout: 30_000 }).toEqual([]);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('with a copy kept, later passes read the copy: no byte is requested twice and nothing is spooled', async ({
+  page,
+}) => {
+  test.setTimeout(180_000);
+  const files = await widePair();
+  const hub = await wideHub(files);
+  try {
+    const cli = await wideCliBytes(files);
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}`);
+    await setRecipe(page, WIDE_RECIPE);
+    await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
+    await keepCopies(page, [WIDE_BASE, WIDE_TUNED]);
+    await page.getByTestId('merge-device').selectOption('cpu');
+    // Spools would be written while the tensor is merged: watch OPFS throughout.
+    let spooled = 0;
+    const watching = (async () => {
+      while ((await page.getByTestId('merge-status').getAttribute('data-state')) !== 'done') {
+        spooled += (await spoolFiles(page)).length;
+        await page.waitForTimeout(25);
+      }
+    })();
+    await runMergeInPage(page);
+    await watching;
+    expect(spooled, 'spool files seen during the merge').toBe(0);
+    const log = page.locator('l2s-run-panel .log');
+    await expect(log).toContainText(/later passes read [\d.]+ MB again from the temporary spool/);
+    await expectSameBytes(page, cli);
+    for (const repo of [WIDE_BASE, WIDE_TUNED]) {
+      await expect(page.getByTestId('merge-status')).toContainText(`The copy of ${repo} is in the library`);
+    }
+    // Every byte of every file requested exactly once, the copy's gap fetches included.
+    for (const [repo, repoFilesMap] of Object.entries(files)) {
+      for (const [name, bytes] of repoFilesMap) {
+        const ranges = hub.requests
+          .filter((r) => r.repo === repo && r.path === name)
+          .map((r) => /^bytes=(\d+)-(\d+)$/.exec(r.range ?? '')!)
+          .map((m) => [Number(m[1]), Number(m[2]) + 1] as const)
+          .sort((a, b) => a[0] - b[0]);
+        let coveredTo = 0;
+        for (const [a, b] of ranges) {
+          expect(a, `${repo}/${name}: bytes from ${a} requested again`).toBeGreaterThanOrEqual(coveredTo);
+          coveredTo = b;
+        }
+        expect(coveredTo, `${repo}/${name}`).toBe(bytes.length);
+      }
+    }
+  } finally {
+    await hub.stop();
+  }
+});
