@@ -4,7 +4,9 @@
  *
  * Two kinds of stack serve the same passes (`TileSet`): a `TensorStack` keeps every tile on the
  * device for the whole merge; a `StreamedStack` holds one tile at a time and uploads it again from
- * the host for every pass, so a tensor of any size merges within the GPU memory budget. Work that
+ * the host for every pass, so a tensor of any size merges within the GPU memory budget (a pass
+ * that emits no output tells its sources it will be followed by another, `TileSource.keep`, so a
+ * source slow to read again, a hub stream, keeps those bytes rather than downloading them again). Work that
  * changes the inputs in place (task vectors, sparsification masks) is a `transform`: applied once to
  * resident tiles, replayed on every load of a streamed one. Passes visit tiles in index order and
  * whole-tensor statistics accumulate across them in the same order either way, so the two kinds

@@ -116,18 +116,3 @@ export async function removeAbandonedSpools(activeRunIds: ReadonlySet<string>): 
   }
   return removed;
 }
-
-/** The runs with spool files, and how many files each (tests check that none is left). */
-export async function spoolDirectoryState(): Promise<Record<string, number>> {
-  const root = await spoolRoot();
-  const state: Record<string, number> = {};
-  for await (const [name, handle] of (
-    root as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }
-  ).entries()) {
-    if (handle.kind !== 'directory') continue;
-    let files = 0;
-    for await (const _ of (handle as unknown as { keys(): AsyncIterable<string> }).keys()) files++;
-    state[name] = files;
-  }
-  return state;
-}

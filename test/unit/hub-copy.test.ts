@@ -123,6 +123,32 @@ describe('a copy of a streamed hub model', () => {
     }
   });
 
+  it("serves a merge's later passes from its pieces (spoolFor), and nothing once it has failed", async () => {
+    const { streamed, copy, hub } = await setUp();
+    const index = await readModelTensors(streamed);
+    const [name] = [...index.tensors.keys()];
+    const info = index.tensors.get(name)!;
+    const source = index.sources.get(info.file)!;
+    let reused = 0;
+    const spool = copy.spoolFor(info.file, source, (n) => {
+      reused += n;
+    });
+    const first = await spool.read(info.offset, info.byteLength, true);
+    const requests = hub.requests.length;
+    // The later pass: from the stored pieces, no request.
+    expect(
+      Buffer.from(await spool.read(info.offset, info.byteLength, false)).equals(Buffer.from(first)),
+    ).toBe(true);
+    expect(hub.requests.length).toBe(requests);
+    expect(reused).toBe(info.byteLength);
+    // A range the copy does not hold yet is read from the hub.
+    expect(await copy.readStored(info.file, info.offset + info.byteLength, 1 << 20)).toBeUndefined();
+    await copy.discard();
+    expect(await copy.readStored(info.file, info.offset, info.byteLength)).toBeUndefined();
+    await spool.read(info.offset, info.byteLength, false);
+    expect(hub.requests.length).toBeGreaterThan(requests);
+  });
+
   it('fails with the checksum error on a corrupt byte and leaves the library as it was', async () => {
     const { model, store, library, streamed, copy, hub } = await setUp();
     const shard = [...model.files.keys()].find((n) => n.endsWith('.safetensors'))!;
