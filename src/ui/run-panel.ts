@@ -344,10 +344,10 @@ export class L2sRunPanel extends LitElement {
    * click, so it asks here for every linked model the recipe names. False (with the reason shown)
    * when one is refused.
    */
-  private async allowLinkedModels(): Promise<boolean> {
+  private async allowLinkedModels(recipeText = this.recipeText): Promise<boolean> {
     let names: Set<string>;
     try {
-      const recipe = parseRecipe(this.recipeText, 'recipe');
+      const recipe = parseRecipe(recipeText, 'recipe');
       names = new Set(
         [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter((n) => n !== undefined),
       );
@@ -498,7 +498,9 @@ export class L2sRunPanel extends LitElement {
     );
     const folder = run.folder;
     const where = folder && `${folder.parent.name}/${folder.name}`;
-    // After a reload the browser asks again before the merge may write into the picked folder.
+    // After a reload the browser asks again before the merge may read linked models, and write
+    // into the picked folder.
+    if (!(await this.allowLinkedModels(run.recipeText))) return;
     if (folder && !(await this.allowWriting(folder.parent, `the merge into ${where} was not resumed`)))
       return;
     return this.execute(
