@@ -988,7 +988,7 @@ const api = {
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
       if (active.has(record.runId) || cancelled.has(record.runId)) continue;
-      // A run into a folder is offered too, but only to start afresh (it cannot be resumed).
+      // A run into a folder is listed even where its files cannot be checked without the folder's permission.
       if (record.folder || (await partialRunFiles(record.runId))) found.push(record);
     }
     return found;
@@ -996,9 +996,10 @@ const api = {
 
   /**
    * Continues an interrupted merge from its last finished tensor into the same output; the result
-   * is the same as an uninterrupted run's. When the run cannot continue (a model was deleted or
-   * replaced, the partial files are short or gone) its leftovers are discarded and a ResumeError
-   * says why.
+   * is the same as an uninterrupted run's (browser storage, or the temporary files of a folder on
+   * the user's computer). When the run cannot continue (a model was deleted or replaced, the
+   * partial files are short or gone) a ResumeError says why; a run in browser storage has its
+   * leftovers discarded, a run into a folder is kept, marked, to be started again or discarded.
    */
   async resume(
     runId: string,
