@@ -55,6 +55,7 @@ import {
   createFolderOutput,
   type FolderOutput,
   type FolderOutputTarget,
+  folderOutputState,
   openFolderOutput,
   partialFolderFiles,
   removePartialFolderOutput,
@@ -783,7 +784,12 @@ const api = {
     }
     let records = await journal.list();
     for (const r of records) {
-      if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
+      if (active.has(r.runId)) continue;
+      // A run into a folder whose files all have their final names committed before the tab closed.
+      const finished = r.folder
+        ? (await folderOutputState(r.folder).catch(() => 'unreadable')) === 'finished'
+        : await outputIsFinished(r.runId);
+      if (!finished) continue;
       await removePartialRun(r.runId);
       await journal.remove(r.runId);
     }

@@ -293,6 +293,19 @@ export function isPartialEntry(name: string): boolean {
 }
 
 /**
+ * What a run's subfolder holds: nothing (gone), its temporary files (a run under way or cut short),
+ * or only final names (a committed output). Reading it needs the folder's permission.
+ */
+export async function folderOutputState(
+  target: FolderOutputTarget,
+): Promise<'absent' | 'partial' | 'finished'> {
+  const folder = await subfolder(target);
+  if (!folder) return 'absent';
+  const entries = await entryNames(folder);
+  return entries.length > 0 && !entries.some(isPartialEntry) ? 'finished' : 'partial';
+}
+
+/**
  * Removes the subfolder of a run that was cancelled (its worker terminated) or cut short by a
  * reload, but only while it holds nothing but that run's temporary files: a finished output (final
  * names) or anything the user put there is left alone. Retries for `waitMs` while a terminated

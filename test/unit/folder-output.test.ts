@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import {
   CHECKPOINT_MIN_BYTES,
   createFolderOutput,
+  folderOutputState,
   freeFolderName,
   isPartialEntry,
   OutputFolderError,
@@ -120,6 +121,10 @@ describe('folder output', () => {
     expect(await removePartialFolderOutput(target('finished'))).toBe('kept');
     expect(await removePartialFolderOutput(target('users'))).toBe('kept');
     expect(await removePartialFolderOutput(target('gone'))).toBe('absent');
+    // What a start-up clean-up reads of a run's subfolder: a committed output has only final names.
+    expect(await folderOutputState(target('finished'))).toBe('finished');
+    expect(await folderOutputState(target('users'))).toBe('partial');
+    expect(await folderOutputState(target('gone'))).toBe('absent');
     expect([...parent.children.keys()].sort()).toEqual(['finished', 'users']);
   });
 
