@@ -673,6 +673,7 @@ test('a reload mid-merge keeps the copy under way; the resumed merge goes on wit
     expect(storedBytes).toBeGreaterThan(0);
 
     const before = hub.requests.length;
+    const logBefore = hub.log.length;
     await page.getByTestId('merge-resume').click();
     const status = page.getByTestId('merge-status');
     await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
@@ -693,6 +694,13 @@ test('a reload mid-merge keeps the copy under way; the resumed merge goes on wit
       ),
     );
     expect((await libraryKeys(page)).filter((k) => k.startsWith('import:') || k.includes('/@'))).toEqual([]);
+    // The resumed run kept the revision: SYSTEM2 was read at v1's commit, not at `main`.
+    const v1Sha = hub.revisions(SYSTEM2).get('v1')!.sha;
+    const resolved = hub.log
+      .slice(logBefore)
+      .filter((r) => r.method === 'GET' && r.url.includes(`/${SYSTEM2}/resolve/`));
+    expect(resolved.length).toBeGreaterThan(0);
+    for (const r of resolved) expect(r.url).toContain(`/${SYSTEM2}/resolve/${v1Sha}/`);
     // The server log: after the reload no byte the copy had stored was requested again.
     const after = hub.requests.slice(before).filter((r) => r.repo === SYSTEM2);
     expect(after.length).toBeGreaterThan(0);
