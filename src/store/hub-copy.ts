@@ -10,9 +10,11 @@
  *
  * A failure (a corrupt byte, a full quota, the hub out of reach) removes every piece and the
  * unfinished import; the merge never waits on the copy's outcome and its output does not depend on
- * it. The copy is an import that cannot be resumed (`resumable: false`): a reload drops it with its
- * pieces at the next start-up clean-up, and a resumed merge starts its copy again, fetching at the
- * end the bytes the run read before the reload.
+ * it. The copy is not an import the import panel can resume on its own (`resumable: false`): it
+ * lives as long as its merge's journal record (the start-up clean-up keeps the imports interrupted
+ * runs name, and drops the others). A resumed merge goes on with the copy (`HubCopy.resume`): the
+ * pieces stored before the reload are found again from their keys, the merge's reads they cover
+ * are served from them (`readThrough`), and none of their bytes is fetched again.
  */
 import type { ReadSpool } from '../engine/read-spool';
 import type { ByteSource } from '../formats/byte-source';
@@ -37,10 +39,34 @@ interface Piece {
   start: number;
   end: number;
   key: string;
+  /**
+   * Stored before a reload (found by `resume`): the merge's reads it covers are served from it. The
+   * run's own pieces are not read back: the range source keeps its recent blocks in memory.
+   */
+  earlier?: boolean;
 }
 
 export function pieceKey(importId: string, file: string, start: number): string {
   return `${importId}/${file}/@${start}`;
+}
+
+/** The file and start a piece key names (`<import id>/<file>/@<start>`); undefined for other keys. */
+export function parsePieceKey(importId: string, key: string): { file: string; start: number } | undefined {
+  const prefix = `${importId}/`;
+  const at = key.lastIndexOf('/@');
+  if (!key.startsWith(prefix) || at < prefix.length) return undefined;
+  const start = Number(key.slice(at + 2));
+  if (!Number.isSafeInteger(start) || start < 0 || String(start) !== key.slice(at + 2)) return undefined;
+  return { file: key.slice(prefix.length, at), start };
+}
+
+/** How a resumed run's copy went on: from its stored pieces, or afresh and why. */
+export interface CopyResumption {
+  copy: HubCopy;
+  /** Bytes found stored from before the reload (0 when it began afresh). */
+  bytesKept: number;
+  /** Set when the earlier copy could not be continued and a new one began. */
+  restartedBecause?: string;
 }
 
 /** The parts of [start, end) that no piece of `pieces` (sorted, disjoint) holds. */
@@ -73,15 +99,123 @@ export class HubCopy {
     readonly model: HubModelFiles,
   ) {}
 
-  /** Registers the copy as an unfinished import (not listed as a model until `finish`). */
-  static async begin(library: ModelLibrary, model: HubModelFiles): Promise<HubCopy> {
+  /**
+   * Registers the copy as an unfinished import (not listed as a model until `finish`), to be listed
+   * as `name`: the reference the recipe names it by (`owner/name`, or `owner/name@revision`, so that
+   * the recipe finds it in the library next time).
+   */
+  static async begin(library: ModelLibrary, model: HubModelFiles, name = model.repo): Promise<HubCopy> {
     const job = await library.beginImport({
-      name: model.repo,
+      name,
       source: { kind: 'hub', repo: model.repo, revision: model.commit },
       resumable: false,
       files: model.listing,
     });
     return new HubCopy(library, job, model);
+  }
+
+  /**
+   * Goes on with the copy an interrupted run began (import `importId`), from the pieces it stored.
+   * The import must be of the same repo at the same commit, listing the same files, with nothing
+   * assembled yet; otherwise it is removed and a new copy begins, and the answer says why.
+   */
+  static async resume(
+    library: ModelLibrary,
+    model: HubModelFiles,
+    importId: string,
+    name = model.repo,
+  ): Promise<CopyResumption> {
+    const afresh = async (why: string): Promise<CopyResumption> => {
+      await library.discardPendingImport(importId);
+      return { copy: await HubCopy.begin(library, model, name), bytesKept: 0, restartedBecause: why };
+    };
+    const pending = (await library.pendingImports()).find((p) => p.id === importId);
+    if (!pending) return afresh('the copy begun before the reload is gone from the library');
+    const source = pending.source;
+    if (source.kind !== 'hub' || source.repo !== model.repo || source.revision !== model.commit) {
+      return afresh(`the copy begun before the reload is not of ${model.repo} at ${model.commit}`);
+    }
+    const listed = new Map(model.listing.map((f) => [f.name, f.size]));
+    if (
+      pending.files.length !== listed.size ||
+      pending.files.some((f) => listed.get(f.name) !== f.size || f.chunksDone > 0 || f.done)
+    ) {
+      return afresh('the copy begun before the reload lists other files, or had begun assembling them');
+    }
+    const copy = new HubCopy(library, await library.resumeImport(importId), model);
+    return { copy, bytesKept: await copy.findStoredPieces() };
+  }
+
+  /**
+   * The pieces stored under this import, found again from their keys; a piece outside its file or
+   * overlapping another (which `store` never writes) is removed. Returns the bytes they hold.
+   */
+  private async findStoredPieces(): Promise<number> {
+    const found: { key: string; file: string; start: number }[] = [];
+    for (const key of await this.library.kv.keys()) {
+      const parsed = parsePieceKey(this.job.id, key);
+      if (parsed) found.push({ key, ...parsed });
+    }
+    const blobs = await this.library.kv.getMany<Blob>(found.map((f) => f.key));
+    const sizes = new Map(this.model.listing.map((f) => [f.name, f.size]));
+    const stray: string[] = [];
+    let bytes = 0;
+    found.forEach((f, i) => {
+      const end = f.start + (blobs[i]?.size ?? 0);
+      const size = sizes.get(f.file);
+      let list = this.pieces.get(f.file);
+      if (!list) {
+        list = [];
+        this.pieces.set(f.file, list);
+      }
+      const overlaps = list.some((p) => p.start < end && f.start < p.end);
+      if (!blobs[i] || size === undefined || end > size || end === f.start || overlaps) {
+        stray.push(f.key);
+        return;
+      }
+      list.push({ start: f.start, end, key: f.key, earlier: true });
+      bytes += end - f.start;
+    });
+    for (const list of this.pieces.values()) list.sort((x, y) => x.start - y.start);
+    if (stray.length > 0) await this.library.kv.write([], stray);
+    return bytes;
+  }
+
+  /**
+   * `source` (the streamed file `file`) with the parts of each read that stored pieces hold read
+   * from them, and only the rest from the hub: a resumed run fetches none of those bytes again.
+   */
+  readThrough(file: string, source: ByteSource): ByteSource {
+    return {
+      name: source.name,
+      size: source.size,
+      read: async (offset, length) => {
+        const stored = (this.pieces.get(file) ?? []).filter((p) => p.earlier);
+        if (this.failure || stored.length === 0) return source.read(offset, length);
+        const end = offset + length;
+        const gaps = uncoveredRanges(stored, offset, end);
+        if (gaps.length === 1 && gaps[0][0] === offset && gaps[0][1] === end) {
+          return source.read(offset, length);
+        }
+        const out = new Uint8Array(length);
+        const inRange = stored.filter((p) => p.end > offset && p.start < end);
+        const blobs = await this.library.kv.getMany<Blob>(inRange.map((p) => p.key));
+        await Promise.all([
+          ...inRange.map(async (p, i) => {
+            const blob = blobs[i];
+            const from = Math.max(offset, p.start);
+            const to = Math.min(end, p.end);
+            // A piece gone from the store (its copy failed meanwhile) is read from the hub after all.
+            const bytes = blob
+              ? new Uint8Array(await blob.slice(from - p.start, to - p.start).arrayBuffer())
+              : await source.read(from, to - from);
+            out.set(bytes, from - offset);
+          }),
+          ...gaps.map(async ([a, b]) => out.set(await source.read(a, b - a), a - offset)),
+        ]);
+        return out;
+      },
+    };
   }
 
   /** The library name the model gets: the repo id, as a hub import names it. */
@@ -195,7 +329,7 @@ export class HubCopy {
       this.pieces.set(file, list);
     }
     for (const [a, b] of uncoveredRanges(list, start, start + bytes.byteLength)) {
-      const piece = { start: a, end: b, key: pieceKey(this.job.id, file, a) };
+      const piece: Piece = { start: a, end: b, key: pieceKey(this.job.id, file, a) };
       // Taken before the write, so a concurrent fetch of the same bytes does not store them again.
       list.push(piece);
       list.sort((x, y) => x.start - y.start);

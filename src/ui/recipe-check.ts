@@ -6,7 +6,13 @@
  */
 import { METHODS } from '../methods';
 import type { MergeMethod } from '../methods/types';
-import { isHubRepoId, type MergeRecipe, type ParameterSetting, parseRecipe, validateRecipe } from '../recipe';
+import {
+  type MergeRecipe,
+  type ParameterSetting,
+  parseHubModelRef,
+  parseRecipe,
+  validateRecipe,
+} from '../recipe';
 import { recipeError, type YamlPath } from '../recipe/recipe';
 
 export interface RecipeCheck {
@@ -18,7 +24,10 @@ export interface RecipeCheck {
   error?: string;
   /** Models the recipe names that the library does not hold. */
   missingModels: string[];
-  /** Of those, the ones that look like hub repo ids (owner/name): offered for download. */
+  /**
+   * Of those, the ones that name a hub repo (`owner/name`, or `owner/name@revision` as mergekit
+   * writes a branch, tag or commit): offered to stream, and the plain ids to download.
+   */
   missingHubIds: string[];
 }
 
@@ -99,7 +108,7 @@ export function checkRecipe(text: string, libraryNames: readonly string[]): Reci
   const missingModels = [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter(
     (name): name is string => name !== undefined && name !== '' && !library.has(name),
   );
-  const missingHubIds = missingModels.filter((name) => isHubRepoId(name));
+  const missingHubIds = missingModels.filter((name) => parseHubModelRef(name) !== undefined);
   let error: string | undefined;
   try {
     validateRecipe(recipe, method, 'recipe');

@@ -20,6 +20,7 @@ import {
   type MergeRecipe,
   type ParameterBlock,
   type ParameterSetting,
+  parseHubModelRef,
   type RecipeModel,
   recipeToYaml,
 } from '../recipe';
@@ -584,18 +585,31 @@ export class L2sRecipeEditor extends LitElement {
           ? html`<p class="error" data-testid="recipe-error">${this.validationError}</p>`
           : nothing
       }
-      ${this.missingHubIds.map(
-        (repo) => html`<p class="row" data-testid="recipe-missing-hub" data-repo=${repo}>
-          <span class="wrap">${repo} is not in the library.</span>
-          <button
-            data-testid="recipe-download-hub"
-            @click=${() =>
-              this.dispatchEvent(
-                new CustomEvent('hub-download-request', { detail: repo, bubbles: true, composed: true }),
-              )}
-          >
-            Download ${repo} from the hub
-          </button>
+      ${this.missingHubIds.map((repo) => {
+        const revision = parseHubModelRef(repo)?.revision;
+        return html`<p class="row" data-testid="recipe-missing-hub" data-repo=${repo}>
+          <span class="wrap">${hubRefLabel(repo)} is not in the library.${
+            revision === undefined
+              ? nothing
+              : html` A recipe naming a revision streams it (the library names a download by its repo id alone).`
+          }</span>
+          ${
+            revision === undefined
+              ? html`<button
+                  data-testid="recipe-download-hub"
+                  @click=${() =>
+                    this.dispatchEvent(
+                      new CustomEvent('hub-download-request', {
+                        detail: repo,
+                        bubbles: true,
+                        composed: true,
+                      }),
+                    )}
+                >
+                  Download ${repo} from the hub
+                </button>`
+              : nothing
+          }
           <button
             data-testid="recipe-stream-hub"
             title="The merge reads the tensors it needs from the hub with Range requests; every run downloads them again"
@@ -603,13 +617,17 @@ export class L2sRecipeEditor extends LitElement {
           >
             Merge straight from the hub (no copy kept)
           </button>
-        </p>`,
-      )}
+        </p>`;
+      })}
       ${this.streamed
         .filter((repo) => this.recipe && recipeNames(this.recipe).includes(repo))
         .map(
           (repo) => html`<p class="row" data-testid="recipe-streamed-hub" data-repo=${repo}>
-            <span class="wrap">${repo} streams from the hub when the merge runs (${
+            <span class="wrap">${hubRefLabel(repo)} streams from the hub when the merge runs (${
+              parseHubModelRef(repo)?.revision === undefined
+                ? ''
+                : `pinned to the commit ${parseHubModelRef(repo)?.revision} is at when the merge starts; `
+            }${
               this.keptCopies.includes(repo)
                 ? 'a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends'
                 : 'no copy kept'
@@ -722,6 +740,12 @@ declare global {
   interface HTMLElementTagNameMap {
     'l2s-recipe-editor': L2sRecipeEditor;
   }
+}
+
+/** A hub reference as the page words it: `owner/name`, or `owner/name at revision R`. */
+function hubRefLabel(reference: string): string {
+  const ref = parseHubModelRef(reference);
+  return ref?.revision === undefined ? reference : `${ref.repo} at revision ${ref.revision}`;
 }
 
 function recipeNames(recipe: MergeRecipe): string[] {

@@ -7,8 +7,9 @@
  * last finished tensor) or discarding; a merge running in another tab is shown, never offered.
  * Where the browser has the File System Access API the output can go straight into a folder the
  * user picks ("Write output to"): a new subfolder per run, never over an earlier one. Such a run
- * cannot be resumed after a reload; it is offered to start again, its partial files removed. Its
- * finished output has no copy in browser storage, so instead of "Add to library" the panel offers to
+ * resumes after a reload into its temporary files there (permission to write the folder is asked
+ * again on Resume); if those files are gone or changed it is offered to start again, its partial
+ * files removed first. Its finished output has no copy in browser storage, so instead of "Add to library" the panel offers to
  * link the new subfolder as a model read in place (the panel still holds the picked folder's handle,
  * so the user is not asked for the folder again).
  */
@@ -343,10 +344,10 @@ export class L2sRunPanel extends LitElement {
    * click, so it asks here for every linked model the recipe names. False (with the reason shown)
    * when one is refused.
    */
-  private async allowLinkedModels(): Promise<boolean> {
+  private async allowLinkedModels(recipeText = this.recipeText): Promise<boolean> {
     let names: Set<string>;
     try {
-      const recipe = parseRecipe(this.recipeText, 'recipe');
+      const recipe = parseRecipe(recipeText, 'recipe');
       names = new Set(
         [recipe.baseModel, ...recipe.models.map((m) => m.model)].filter((n) => n !== undefined),
       );
@@ -490,14 +491,23 @@ export class L2sRunPanel extends LitElement {
     await this.start();
   }
 
-  private resume(run: InterruptedRun): Promise<void> {
+  private async resume(run: InterruptedRun): Promise<void> {
     // The resumed run's recipe goes back into the editor, so what is shown is what is merged.
     this.dispatchEvent(
       new CustomEvent('recipe-restore', { detail: run.recipeText, bubbles: true, composed: true }),
     );
+    const folder = run.folder;
+    const where = folder && `${folder.parent.name}/${folder.name}`;
+    // After a reload the browser asks again before the merge may read linked models, and write
+    // into the picked folder.
+    if (!(await this.allowLinkedModels(run.recipeText))) return;
+    if (folder && !(await this.allowWriting(folder.parent, `the merge into ${where} was not resumed`)))
+      return;
     return this.execute(
       run.runId,
-      `Resuming after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`,
+      folder
+        ? `Resuming the merge into ${where} after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`
+        : `Resuming after ${run.tensorsDone} of ${run.tensorsTotal} tensors…`,
       (engine, runId, onProgress, onLog) =>
         engine.api.resume(
           runId,
@@ -505,7 +515,21 @@ export class L2sRunPanel extends LitElement {
           onLog,
           run.models.some((m) => m.commit) ? { accessToken: this.hubStream?.accessToken() } : undefined,
         ),
+      folder,
     );
+  }
+
+  /** Asks to write into `parent` (from a click); false, with `what` said, when refused. */
+  private async allowWriting(parent: FileSystemDirectoryHandle, what: string): Promise<boolean> {
+    try {
+      if (await requestFolderPermission(parent, 'readwrite')) return true;
+      this.state = 'error';
+      this.message = `The browser did not allow writing into ${parent.name}, so ${what}. Press Resume again and allow it.`;
+    } catch (e) {
+      this.state = 'error';
+      this.message = `${(e as Error).name}: ${(e as Error).message}`;
+    }
+    return false;
   }
 
   private async discard(run: InterruptedRun): Promise<void> {
@@ -760,17 +784,18 @@ export class L2sRunPanel extends LitElement {
     return this.interrupted
       .filter((run) => run.runId !== this.runId)
       .map((run) =>
-        run.folder
+        run.folder && run.resumeProblem
           ? html`<div
               class="interrupted row"
               data-testid="merge-interrupted"
               data-run-id=${run.runId}
               data-folder=${`${run.folder.parent.name}/${run.folder.name}`}
+              data-state="cannot-resume"
             >
               <span
-                >Merge into the folder ${run.folder.parent.name}/${run.folder.name} interrupted after
-                ${run.tensorsDone} of ${run.tensorsTotal} tensors. A merge written to a folder cannot be resumed:
-                start it again (its partial files are removed first) or discard it.</span
+                >The merge into the folder ${run.folder.parent.name}/${run.folder.name} interrupted after
+                ${run.tensorsDone} of ${run.tensorsTotal} tensors cannot continue: ${run.resumeProblem}. Start it
+                again (its partial files are removed first) or discard it.</span
               >
               <button data-testid="merge-restart" ?disabled=${busy} @click=${() => this.restartFolderRun(run)}>
                 Start again
@@ -779,7 +804,26 @@ export class L2sRunPanel extends LitElement {
                 Discard
               </button>
             </div>`
-          : html`
+          : run.folder
+            ? html`<div
+                class="interrupted row"
+                data-testid="merge-interrupted"
+                data-run-id=${run.runId}
+                data-folder=${`${run.folder.parent.name}/${run.folder.name}`}
+                data-tensors-done=${run.tensorsDone}
+              >
+                <span
+                  >Merge into the folder ${run.folder.parent.name}/${run.folder.name} interrupted after
+                  ${run.tensorsDone} of ${run.tensorsTotal} tensors (${recipeMethod(run.recipeText)}, seed
+                  ${run.seed}, started ${new Date(run.startedAt).toLocaleString()}). Resume continues in its
+                  temporary files there.</span
+                >
+                <button data-testid="merge-resume" ?disabled=${busy} @click=${() => this.resume(run)}>Resume</button>
+                <button data-testid="merge-discard" ?disabled=${busy} @click=${() => this.discardFolderRun(run)}>
+                  Discard
+                </button>
+              </div>`
+            : html`
           <div
             class="interrupted row"
             data-testid="merge-interrupted"
@@ -859,7 +903,7 @@ export class L2sRunPanel extends LitElement {
           ? html`<p class="hint" data-testid="merge-output-where">
               Each merge writes a new folder ${folder.name}/${this.outputName.trim() || 'merged-model'} (or -2, -3, …
               if taken), files under temporary names until the merge ends; a cancelled or failed merge leaves
-              nothing there. Not resumable after a reload.
+              nothing there. A merge cut short by a reload resumes there.
             </p>`
           : nothing
       }`;

@@ -51,11 +51,15 @@ import {
 import { HubDownloadError, importFromHub, resumeHubImport } from '../store/import-hub';
 import { idbKeyValueStore } from '../store/kv';
 import { MAX_CHUNK_BYTES, ModelLibrary, ModelNotFoundError, type ModelRecord } from '../store/library';
+import { folderPermission } from '../store/linked-folder';
 import { type BackendChoice, type SelectedBackend, selectWorkerBackend } from './backend';
 import {
   createFolderOutput,
   type FolderOutput,
   type FolderOutputTarget,
+  folderOutputState,
+  openFolderOutput,
+  partialFolderFiles,
   removePartialFolderOutput,
 } from './folder-output';
 import { BrowserCpuThreads, cpuThreadCount } from './kernel-threads';
@@ -283,6 +287,8 @@ interface HubStreams {
   commits: Map<string, string>;
   /** References whose streamed bytes are kept in the library as well. */
   keepCopy: Set<string>;
+  /** A resumed run's copies begun before the reload: reference -> library import id. */
+  earlierCopies?: Map<string, string>;
 }
 
 /** Pins each streamed repo to the commit its revision is at now, so a resumed run reads the same bytes. */
@@ -337,10 +343,21 @@ function runResolver(
         signal,
         onFetched: copying ? (file, start, bytes) => runCopy.copy?.record(file, start, bytes) : undefined,
       }).then(async (m) => {
+        let kept = '';
         if (copying) {
           copies.push(runCopy);
           try {
-            runCopy.copy = await HubCopy.begin(library, m);
+            // Named as the recipe names it, `@revision` included, so the recipe finds it next time.
+            const earlier = hub.earlierCopies?.get(reference);
+            if (earlier) {
+              const resumed = await HubCopy.resume(library, m, earlier, reference);
+              runCopy.copy = resumed.copy;
+              kept = resumed.restartedBecause
+                ? `; the copy starts again: ${resumed.restartedBecause}`
+                : `; the copy goes on from ${formatBytes(resumed.bytesKept)} stored before the reload, not fetched again`;
+            } else {
+              runCopy.copy = await HubCopy.begin(library, m, reference);
+            }
           } catch (e) {
             // The merge does not depend on the copy: it goes on, and the outcome says why there is none.
             runCopy.error = e as Error;
@@ -350,7 +367,7 @@ function runResolver(
           `${reference}: streamed from the hub at commit ${commit.slice(0, 12)} ` +
             `(${formatBytes(m.weightBytes)} of weights, ` +
             (copying
-              ? 'a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends)'
+              ? `a copy is kept in the library: what the merge reads is stored, the rest fetched when it ends${kept})`
               : 'read again by every run; nothing stored)'),
         );
         const spools: RunSpools | undefined = spoolStore && {
@@ -358,6 +375,7 @@ function runResolver(
           copy: () => (runCopy.copy && !runCopy.copy.error ? runCopy.copy : undefined),
           onLog,
         };
+        const copy = runCopy.copy;
         return watchHubReads(
           m,
           traffic,
@@ -365,6 +383,8 @@ function runResolver(
             resolver.hubReadFailed = true;
           },
           spools,
+          // What the copy already holds (stored before a reload) is read from it, not from the hub.
+          copy && ((file, source) => copy.readThrough(file, source)),
         );
       });
       opened.set(reference, model);
@@ -477,6 +497,7 @@ function watchHubReads(
   traffic: HubTraffic,
   onFailure: () => void,
   spools?: RunSpools,
+  readThrough?: (file: string, source: ByteSource) => ByteSource,
 ): ModelFiles {
   return {
     name: model.name,
@@ -484,7 +505,7 @@ function watchHubReads(
     async open(file) {
       const source = await model.open(file);
       if ('bytesFetched' in source) traffic.sources.push(source as HttpRangeSource);
-      const watched: ByteSource = {
+      const fetched: ByteSource = {
         name: source.name,
         size: source.size,
         read: (offset, length) =>
@@ -493,6 +514,7 @@ function watchHubReads(
             throw e;
           }),
       };
+      const watched = readThrough ? readThrough(file, fetched) : fetched;
       if (!spools || !file.endsWith('.safetensors')) return watched;
       const spooling: SpoolingSource = {
         ...watched,
@@ -529,6 +551,7 @@ function recordStreams(record: RunJournalRecord, accessToken?: string): HubStrea
     accessToken,
     commits: new Map(streamed.map((m) => [m.name, m.commit!])),
     keepCopy: new Set(streamed.filter((m) => m.keepCopy).map((m) => m.name)),
+    earlierCopies: new Map((record.copyImports ?? []).map((c) => [c.repo, c.importId])),
   };
 }
 
@@ -603,8 +626,14 @@ async function resumeObstacle(
       obstacle: `the recipe now plans ${plan.tensors.length} tensors, not the ${record.tensorsTotal} the run began with`,
     };
   }
-  const files = await partialRunFiles(record.runId);
-  if (!files) return { obstacle: 'its partial output is gone from the browser storage' };
+  const files = record.folder ? await partialFolderFiles(record.folder) : await partialRunFiles(record.runId);
+  if (!files) {
+    return {
+      obstacle: record.folder
+        ? `the folder ${record.folder.parent.name}/${record.folder.name} is gone`
+        : 'its partial output is gone from the browser storage',
+    };
+  }
   const shortfall = partialOutputShortfall(
     plan.layout,
     record.tensorsDone,
@@ -619,7 +648,10 @@ async function resumeObstacle(
  * (`mustRemoveFolder` false) leaves the subfolder where the permission is not there.
  */
 async function discardInterrupted(runId: string, mustRemoveFolder = false): Promise<void> {
-  const folder = (await journal.get(runId))?.folder;
+  const record = await journal.get(runId);
+  const folder = record?.folder;
+  // The library copies the run was keeping cannot be completed without it.
+  for (const c of record?.copyImports ?? []) await library.discardPendingImport(c.importId);
   if (folder) {
     await removePartialFolderOutput(folder, mustRemoveFolder ? CANCEL_WAIT_MS : 0).catch((e) => {
       if (mustRemoveFolder) throw e;
@@ -705,16 +737,15 @@ async function journaledMerge(
       : 1;
   // Terminated with the run, and with this worker when Cancel terminates it.
   const cpuThreads = threadCount > 1 ? BrowserCpuThreads.start(threadCount) : undefined;
-  // A streamed model the hub stopped serving (after the retries) leaves a merge into browser storage
-  // resumable: its partial output and journal record are kept, as after a reload.
+  // A streamed model the hub stopped serving (after the retries) leaves the merge resumable: its
+  // partial output, journal record and the copies it keeps are kept, as after a reload.
   let keptForResume = false;
   const target: OutputTarget = {
     createFile: (name) => output.createFile(name),
     reopenFile: output.reopenFile && ((name, keep) => output.reopenFile!(name, keep)),
     commit: () => output.commit(),
     abort: async () => {
-      // A run into a folder cannot be resumed (see resume), so its partial files go as before.
-      if (resolveModel.hubReadFailed && !signal.aborted && !record.folder) keptForResume = true;
+      if (resolveModel.hubReadFailed && !signal.aborted) keptForResume = true;
       else await output.abort();
     },
   };
@@ -731,7 +762,9 @@ async function journaledMerge(
       backend: selected.backend,
       signal,
       resume: record.tensorsDone > 0 ? { tensorsDone: record.tensorsDone } : undefined,
-      onTensorWritten: (n) => journal.setTensorsDone(record.runId, n),
+      // A folder's stream keeps its bytes in a swap file until a checkpoint: count only what a reload keeps.
+      onTensorWritten: (n) =>
+        'durable' in output && !output.durable() ? undefined : journal.setTensorsDone(record.runId, n),
       onProgress: forward,
       onLog,
       cachedInputBytes: streamCacheBytes,
@@ -766,8 +799,10 @@ async function journaledMerge(
       elapsedMs: performance.now() - started,
     };
   } catch (e) {
-    await discardCopies(resolveModel.copies);
-    if (!keptForResume) throw e;
+    if (!keptForResume) {
+      await discardCopies(resolveModel.copies);
+      throw e;
+    }
     throw new MergeError(
       `${(e as Error).message}. The merge so far is kept: Resume continues after its last finished tensor once the hub answers again`,
       undefined,
@@ -828,7 +863,12 @@ const api = {
     }
     let records = await journal.list();
     for (const r of records) {
-      if (active.has(r.runId) || !(await outputIsFinished(r.runId))) continue;
+      if (active.has(r.runId)) continue;
+      // A run into a folder whose files all have their final names committed before the tab closed.
+      const finished = r.folder
+        ? (await folderOutputState(r.folder).catch(() => 'unreadable')) === 'finished'
+        : await outputIsFinished(r.runId);
+      if (!finished) continue;
       await removePartialRun(r.runId);
       await journal.remove(r.runId);
     }
@@ -840,7 +880,9 @@ const api = {
       if (r.folder) continue;
       if (!active.has(r.runId) && !(await partialRunFiles(r.runId))) await journal.remove(r.runId);
     }
-    return { runs: removed, outputs: repaired, keys: await library.removeAbandoned() };
+    // The copies interrupted runs keep go on when those runs are resumed.
+    const copies = (await journal.list()).flatMap((r) => (r.copyImports ?? []).map((c) => c.importId));
+    return { runs: removed, outputs: repaired, keys: await library.removeAbandoned(copies) };
   },
 
   listModels: () => library.list(),
@@ -1033,7 +1075,7 @@ const api = {
     const found: InterruptedRun[] = [];
     for (const record of await journal.list()) {
       if (active.has(record.runId) || cancelled.has(record.runId)) continue;
-      // A run into a folder is offered too, but only to start afresh (it cannot be resumed).
+      // A run into a folder is listed even where its files cannot be checked without the folder's permission.
       if (record.folder || (await partialRunFiles(record.runId))) found.push(record);
     }
     return found;
@@ -1041,9 +1083,10 @@ const api = {
 
   /**
    * Continues an interrupted merge from its last finished tensor into the same output; the result
-   * is the same as an uninterrupted run's. When the run cannot continue (a model was deleted or
-   * replaced, the partial files are short or gone) its leftovers are discarded and a ResumeError
-   * says why.
+   * is the same as an uninterrupted run's (browser storage, or the temporary files of a folder on
+   * the user's computer). When the run cannot continue (a model was deleted or replaced, the
+   * partial files are short or gone) a ResumeError says why; a run in browser storage has its
+   * leftovers discarded, a run into a folder is kept, marked, to be started again or discarded.
    */
   async resume(
     runId: string,
@@ -1055,20 +1098,34 @@ const api = {
       holdingRunLock(runId, async () => {
         const record = await journal.get(runId);
         if (!record) throw new ResumeError(`there is no interrupted merge ${runId} to resume`);
-        if (record.folder) {
+        const folder = record.folder;
+        const where = folder && `${folder.parent.name}/${folder.name}`;
+        if (folder && record.resumeProblem) {
           throw new ResumeError(
-            `a merge written to a folder (${record.folder.parent.name}/${record.folder.name}) cannot be resumed; ` +
-              'discard it (its partial files are removed) and run the merge again',
+            `the merge into ${where} cannot continue: ${record.resumeProblem}. Start it again (its partial files are removed first) or discard it.`,
+          );
+        }
+        // Only the page can ask for the folder's permission (it does on Resume); refused, the run stays.
+        if (folder && (await folderPermission(folder.parent, 'readwrite')) !== 'granted') {
+          throw new ResumeError(
+            `the browser did not allow writing into ${folder.parent.name}, so the merge into ${where} was not resumed; press Resume again and allow it`,
           );
         }
         const cannot = async (why: string): Promise<never> => {
+          if (folder) {
+            // The user's folder is theirs to clean: the run stays listed, to start again or discard.
+            await journal.setResumeProblem(runId, why);
+            throw new ResumeError(
+              `the merge into ${where} cannot continue: ${why}. Start it again (its partial files are removed first) or discard it.`,
+            );
+          }
           await discardInterrupted(runId);
           throw new ResumeError(
             `the interrupted merge cannot continue: ${why}. Its partial output was discarded; run the merge again.`,
           );
         };
         // Streamed models are read again from the hub at the commits the run began with. A copy kept
-        // in the library starts again: the bytes read before the reload are fetched at the end.
+        // in the library goes on from the pieces it stored before the reload (hub-copy.ts).
         const resolveModel = runResolver(
           recordStreams(record, hubAccess?.accessToken),
           signal,
@@ -1096,9 +1153,9 @@ const api = {
             (line) => onLog?.(line),
             record.gpuMemory,
           );
-          let output: OpfsOutput;
+          let output: OpfsOutput | FolderOutput;
           try {
-            output = await openOpfsOutput(runId);
+            output = folder ? await openFolderOutput(folder) : await openOpfsOutput(runId);
           } catch (e) {
             selected.dispose();
             return cannot((e as Error).message);

@@ -10,9 +10,16 @@
  * copied to its final name and the temporary file removed (twice the writes, same result).
  * `abort` (failure, cancel) removes the subfolder, which holds only what the run wrote.
  *
- * Not resumable: after a reload the folder may hold files the page cannot account for (a writable
- * stream cut off by a reload leaves nothing of its last writes), so an interrupted run into a folder
- * is offered as a fresh start instead (see `removePartialFolderOutput`).
+ * Resumable: a `createWritable` stream keeps what it is given in a swap file until it is closed, so
+ * a reload loses everything written since the stream was opened. `flush` (called by the engine after
+ * each finished tensor) therefore checkpoints the file now and then: it closes the stream, which
+ * makes the bytes so far the file's, and opens it again with `keepExistingData`, which the browser
+ * serves by copying the file into a new swap file. A checkpoint is taken once the bytes written
+ * since the last one are at least the file's size then (and `CHECKPOINT_MIN_BYTES`), so the copies
+ * add up to at most the file's final size. `durable()` says whether everything written so far has
+ * been checkpointed (or closed): only then may the journal count the tensors as written. After a
+ * reload `openFolderOutput` reopens the run's subfolder, and `reopenFile` opens a temporary file
+ * with its existing data, cuts it to the last recorded tensor's end and appends from there.
  */
 import type { FileSink, OutputTarget } from '../engine/io';
 import type { OutputFileInfo } from './opfs-output';
@@ -38,6 +45,9 @@ export interface FolderOutputTarget {
 
 export interface FolderOutput extends OutputTarget {
   readonly target: FolderOutputTarget;
+  reopenFile(name: string, keepBytes: number): Promise<FileSink>;
+  /** Whether every byte written so far would survive a reload (see the checkpoints above). */
+  durable(): boolean;
   /** The finished files and their sizes (after `commit`). */
   files(): Promise<OutputFileInfo[]>;
 }
@@ -65,6 +75,12 @@ export async function freeFolderName(parent: FileSystemDirectoryHandle, base: st
   for (let i = 2; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
 }
 
+/**
+ * A checkpoint is not taken for fewer bytes than this: below it the copy the reopening costs is
+ * small anyway, and a tiny model still gets checkpoints inside a shard.
+ */
+export const CHECKPOINT_MIN_BYTES = 1 << 20;
+
 /** Creates the run's subfolder; refuses when anything of that name is already there. */
 export async function createFolderOutput(target: FolderOutputTarget): Promise<FolderOutput> {
   const { parent, name } = target;
@@ -75,11 +91,67 @@ export async function createFolderOutput(target: FolderOutputTarget): Promise<Fo
       `${where} already exists; a merge never writes over an earlier output. Choose another name or folder.`,
     );
   }
-  const folder = await parent.getDirectoryHandle(name, { create: true });
-  /** Final name -> the temporary file holding it, in the order written. */
+  return folderOutput(target, await parent.getDirectoryHandle(name, { create: true }));
+}
+
+/**
+ * The subfolder of an interrupted run, to continue writing into it (`reopenFile`). Fails with an
+ * OutputFolderError when the subfolder is gone.
+ */
+export async function openFolderOutput(target: FolderOutputTarget): Promise<FolderOutput> {
+  const folder = await subfolder(target);
+  if (!folder) {
+    throw new OutputFolderError(
+      `${target.parent.name}/${target.name} is gone (moved, renamed or deleted), so its partial files cannot be continued`,
+    );
+  }
+  return folderOutput(target, folder);
+}
+
+/**
+ * The temporary files of an interrupted run's subfolder by final name, with their sizes;
+ * undefined when the subfolder is gone.
+ */
+export async function partialFolderFiles(target: FolderOutputTarget): Promise<OutputFileInfo[] | undefined> {
+  const folder = await subfolder(target);
+  if (!folder) return undefined;
+  const files: OutputFileInfo[] = [];
+  for (const entry of await entryNames(folder)) {
+    const finalName = finalNameOf(entry);
+    if (finalName === undefined) continue;
+    files.push({ name: finalName, size: (await (await folder.getFileHandle(entry)).getFile()).size });
+  }
+  return files;
+}
+
+async function subfolder(target: FolderOutputTarget): Promise<FileSystemDirectoryHandle | undefined> {
+  try {
+    return await target.parent.getDirectoryHandle(target.name);
+  } catch (e) {
+    if (e instanceof DOMException && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) {
+      return undefined;
+    }
+    throw e;
+  }
+}
+
+/** The final name a temporary file stands for (`.NAME.l2s-partial` -> NAME); undefined for others. */
+function finalNameOf(entry: string): string | undefined {
+  if (!entry.startsWith('.') || !entry.endsWith(PARTIAL_FILE_SUFFIX)) return undefined;
+  const name = entry.slice(1, -PARTIAL_FILE_SUFFIX.length);
+  return isPlainName(name) ? name : undefined;
+}
+
+function folderOutput(target: FolderOutputTarget, folder: FileSystemDirectoryHandle): FolderOutput {
+  const { parent, name } = target;
+  const where = `${parent.name}/${name}`;
+  /** Final name -> the temporary file holding it, in the order written (this session). */
   const written = new Map<string, FileSystemFileHandle>();
-  const open = new Set<FileSystemWritableFileStream>();
+  /** The files' streams open now; `pending` counts the bytes a reload would lose. */
+  const open = new Set<{ stream: FileSystemWritableFileStream; pending: number }>();
   let finished = false;
+  /** The final names committed (files() lists them). */
+  let committed: string[] = [];
 
   const checkName = (file: string) => {
     if (finished) throw new OutputFolderError(`${where}: cannot add ${file} after the run ended`);
@@ -97,49 +169,113 @@ export async function createFolderOutput(target: FolderOutputTarget): Promise<Fo
     await folder.removeEntry(temp.name);
   };
 
+  /** A sink over `handle`'s stream, which starts at byte `start` (the bytes before it are the file's). */
+  const sink = (
+    handle: FileSystemFileHandle,
+    first: FileSystemWritableFileStream,
+    start: number,
+  ): FileSink => {
+    const state = { stream: first, pending: 0 };
+    open.add(state);
+    /** The file's size at the last checkpoint (or when the stream was opened). */
+    let durableBytes = start;
+    let position = start;
+    return {
+      async write(bytes) {
+        await writePace();
+        await state.stream.write(bytes as Uint8Array<ArrayBuffer>);
+        position += bytes.byteLength;
+        state.pending += bytes.byteLength;
+      },
+      async flush() {
+        if (!open.has(state)) return;
+        if (state.pending < Math.max(CHECKPOINT_MIN_BYTES, durableBytes)) return;
+        await state.stream.close();
+        state.stream = await handle.createWritable({ keepExistingData: true });
+        await state.stream.seek(position);
+        durableBytes = position;
+        state.pending = 0;
+      },
+      async close() {
+        if (!open.has(state)) return;
+        open.delete(state);
+        await state.stream.close();
+      },
+    };
+  };
+
   return {
     target,
     async createFile(file: string): Promise<FileSink> {
       checkName(file);
       if (written.has(file)) throw new OutputFolderError(`${where}: ${file} is written twice`);
       const handle = await folder.getFileHandle(partialFileName(file), { create: true });
-      const stream = await handle.createWritable({ keepExistingData: false });
-      open.add(stream);
       written.set(file, handle);
-      return {
-        async write(bytes) {
-          await writePace();
-          await stream.write(bytes as Uint8Array<ArrayBuffer>);
-        },
-        async close() {
-          if (!open.has(stream)) return;
-          open.delete(stream);
-          await stream.close();
-        },
-      };
+      return sink(handle, await handle.createWritable({ keepExistingData: false }), 0);
+    },
+
+    async reopenFile(file: string, keepBytes: number): Promise<FileSink> {
+      checkName(file);
+      let handle: FileSystemFileHandle;
+      try {
+        handle = await folder.getFileHandle(partialFileName(file));
+      } catch {
+        throw new OutputFolderError(`${where}: ${partialFileName(file)} is gone, so the run cannot continue`);
+      }
+      const size = (await handle.getFile()).size;
+      if (size < keepBytes) {
+        throw new OutputFolderError(
+          `${where}: ${partialFileName(file)} holds ${size} bytes, fewer than the ${keepBytes} already recorded as written`,
+        );
+      }
+      const stream = await handle.createWritable({ keepExistingData: true });
+      // Bytes past the last recorded tensor belong to a tensor that never finished.
+      await stream.truncate(keepBytes);
+      await stream.seek(keepBytes);
+      written.set(file, handle);
+      return sink(handle, stream, keepBytes);
+    },
+
+    durable() {
+      return [...open].every((s) => s.pending === 0);
     },
 
     async commit() {
       if (finished) throw new OutputFolderError(`${where}: the run already ended`);
-      for (const stream of [...open]) {
-        open.delete(stream);
-        await stream.close();
+      for (const state of [...open]) {
+        open.delete(state);
+        await state.stream.close();
       }
-      for (const [finalName, temp] of written) await rename(finalName, temp);
+      // Every temporary file of the subfolder: a resumed run's earlier shards were written before the reload.
+      const entries = await entryNames(folder);
+      const names: string[] = [];
+      for (const entry of entries) {
+        const finalName = finalNameOf(entry);
+        if (finalName === undefined) continue;
+        await rename(finalName, await folder.getFileHandle(entry));
+        names.push(finalName);
+      }
+      // Swap files a stream cut off by a reload left behind.
+      for (const entry of entries) {
+        if (isPartialEntry(entry) && finalNameOf(entry) === undefined) {
+          await folder.removeEntry(entry).catch(() => undefined);
+        }
+      }
+      committed = names;
       finished = true;
     },
 
     async abort() {
       if (finished) return;
       finished = true;
-      for (const stream of open) await stream.abort().catch(() => undefined);
+      for (const state of open) await state.stream.abort().catch(() => undefined);
       open.clear();
       await parent.removeEntry(name, { recursive: true }).catch(() => undefined);
     },
 
     async files() {
       const out: OutputFileInfo[] = [];
-      for (const file of written.keys()) {
+      for (const file of committed) {
         out.push({ name: file, size: (await (await folder.getFileHandle(file)).getFile()).size });
       }
       return out.sort((a, b) => a.name.localeCompare(b.name));
@@ -157,6 +293,19 @@ export function isPartialEntry(name: string): boolean {
 }
 
 /**
+ * What a run's subfolder holds: nothing (gone), its temporary files (a run under way or cut short),
+ * or only final names (a committed output). Reading it needs the folder's permission.
+ */
+export async function folderOutputState(
+  target: FolderOutputTarget,
+): Promise<'absent' | 'partial' | 'finished'> {
+  const folder = await subfolder(target);
+  if (!folder) return 'absent';
+  const entries = await entryNames(folder);
+  return entries.length > 0 && !entries.some(isPartialEntry) ? 'finished' : 'partial';
+}
+
+/**
  * Removes the subfolder of a run that was cancelled (its worker terminated) or cut short by a
  * reload, but only while it holds nothing but that run's temporary files: a finished output (final
  * names) or anything the user put there is left alone. Retries for `waitMs` while a terminated
@@ -166,15 +315,8 @@ export async function removePartialFolderOutput(
   target: FolderOutputTarget,
   waitMs = 0,
 ): Promise<'removed' | 'absent' | 'kept'> {
-  let folder: FileSystemDirectoryHandle;
-  try {
-    folder = await target.parent.getDirectoryHandle(target.name);
-  } catch (e) {
-    if (e instanceof DOMException && (e.name === 'NotFoundError' || e.name === 'TypeMismatchError')) {
-      return 'absent';
-    }
-    throw e;
-  }
+  const folder = await subfolder(target);
+  if (!folder) return 'absent';
   if (!(await entryNames(folder)).every(isPartialEntry)) return 'kept';
   const deadline = performance.now() + waitMs;
   for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {

@@ -25,7 +25,10 @@ export interface JournalModel {
   id: string;
   /** Set for a model read straight from the hub (`RunJournalRecord.hubUrl`) at this commit sha. */
   commit?: string;
-  /** A streamed model the run also keeps in the library (its copy starts again on resume). */
+  /**
+   * A streamed model the run also keeps in the library; a resumed run goes on with the copy's
+   * pieces stored before the reload (`RunJournalRecord.copyImports`).
+   */
   keepCopy?: boolean;
 }
 
@@ -45,8 +48,16 @@ export interface RunJournalRecord {
   models: JournalModel[];
   /** The hub the streamed models come from (no token: that is held in memory only). */
   hubUrl?: string;
-  /** Set for a run writing into a folder on the user's computer (not resumable). */
+  /**
+   * Set for a run writing into a folder on the user's computer. The handle is kept here, so a
+   * resumed run reopens its temporary files there (after the page asked for permission again).
+   */
   folder?: FolderOutputTarget;
+  /**
+   * Why a run into a folder cannot continue (its partial files gone or changed), found by a
+   * Resume; the run is then offered to start again or discard, its folder left to the user.
+   */
+  resumeProblem?: string;
   /**
    * The library imports of the copies this run keeps (hub-copy.ts), so that a Cancel, which ends the
    * run's worker, can remove them (and their pieces) at once.
@@ -79,6 +90,13 @@ export class RunJournal {
     const record = await this.get(runId);
     if (!record) return;
     await this.kv.write([[RECORD_PREFIX + runId, { ...record, tensorsDone }]]);
+  }
+
+  /** Marks a run that cannot continue (see `RunJournalRecord.resumeProblem`). */
+  async setResumeProblem(runId: string, resumeProblem: string): Promise<void> {
+    const record = await this.get(runId);
+    if (!record) return;
+    await this.kv.write([[RECORD_PREFIX + runId, { ...record, resumeProblem }]]);
   }
 
   /** Records the run's copies as their imports began; a run removed meanwhile stays removed. */

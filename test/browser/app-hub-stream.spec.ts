@@ -5,17 +5,22 @@
  * server log shows no byte past any header was asked for); a reload mid-merge resumes from the last
  * finished tensor, streaming again at the pinned commit, to the CLI's bytes. With "Keep a copy in
  * the library" the streamed models land in the library byte for byte with no range fetched twice;
- * a corrupt byte fails the copy only; a reload drops the copy under way and the resumed run keeps
- * its copy afresh. A tensor larger than the engine's cache is read in several passes from a spool
- * in OPFS, so each weight byte is downloaded once (CPU and GPU), and the spool is gone after the
- * run and after a Cancel.
+ * a corrupt byte fails the copy only; a reload keeps the copy under way, and the resumed run goes on
+ * with it, requesting none of the bytes it stored before the reload again. A recipe naming a
+ * revision (`owner/name@rev`, as mergekit writes it) is offered for streaming too, and merges that
+ * revision to the CLI's bytes for it. A tensor larger than the engine's cache is read in several
+ * passes from a spool in OPFS, so each weight byte is downloaded once (CPU and GPU), and the spool is
+ * gone after the run and after a Cancel.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Page } from '@playwright/test';
 import { makeTinyModel } from '../../src/demo/tiny-qwen';
+import { formatBytes } from '../../src/formats/size';
 import { dataStart, editModel } from '../fixtures/edit-model';
 import {
   cliMerge,
@@ -24,10 +29,12 @@ import {
   libraryNames,
   openApp,
   ROOT,
+  readFolder,
   runMergeInPage,
   setRecipe,
   test,
 } from './app-harness';
+import { ensureCliBuild } from './cli-build';
 import { HubServer } from './hub-server';
 
 const FIXTURES = join(ROOT, 'test/fixtures/qwen2-tiny-l2s');
@@ -523,41 +530,193 @@ test('a corrupt byte fails the copy with the checksum message, keeps the merge o
   }
 });
 
-test('a reload mid-merge drops the copy under way; the resumed merge keeps its copy afresh', async ({
+/** The library's stored pieces of copies under way (`<import>/<file>/@<start>`), by file: [start, end). */
+async function storedPieces(page: Page): Promise<Map<string, [number, number][]>> {
+  const pieces = await page.evaluate(
+    () =>
+      new Promise<{ key: string; size: number }[]>((resolvePromise, reject) => {
+        const open = indexedDB.open('l2s-library');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const store = open.result.transaction('kv', 'readonly').objectStore('kv');
+          const out: { key: string; size: number }[] = [];
+          const cursor = store.openCursor();
+          cursor.onsuccess = () => {
+            const c = cursor.result;
+            if (!c) {
+              open.result.close();
+              resolvePromise(out);
+              return;
+            }
+            const key = String(c.key);
+            if (key.includes('/@')) out.push({ key, size: (c.value as Blob).size });
+            c.continue();
+          };
+        };
+      }),
+  );
+  const byFile = new Map<string, [number, number][]>();
+  for (const { key, size } of pieces) {
+    const at = key.lastIndexOf('/@');
+    const file = key.slice(key.indexOf('/') + 1, at);
+    const start = Number(key.slice(at + 2));
+    byFile.set(file, [...(byFile.get(file) ?? []), [start, start + size]]);
+  }
+  return byFile;
+}
+
+const V1 = `${SYSTEM2}@v1`;
+const RECIPE_V1 = RECIPE.replace(`model: ${SYSTEM2}`, `model: ${V1}`);
+
+/**
+ * The pair on the test hub with SYSTEM2's files as branch v1, and on `main` a changed copy of them
+ * (one weight's exponent flipped, so a merge at `main` differs).
+ */
+async function revisionHub(): Promise<{ hub: HubServer; v1: Map<string, Uint8Array> }> {
+  const system1 = await repoFiles(join(FIXTURES, 'system1'));
+  const v1 = await repoFiles(join(FIXTURES, 'system2'));
+  const changed = new Map(v1);
+  const shard = 'model-00001-of-00002.safetensors';
+  const bytes = changed.get(shard)!.slice();
+  bytes[dataStart(bytes) + 101] ^= 0x40;
+  changed.set(shard, bytes);
+  const hub = new HubServer();
+  hub.addRepo(SYSTEM1, { files: system1 });
+  hub.addRepo(SYSTEM2, { files: changed, otherRevisions: new Map([['v1', v1]]) });
+  await hub.start();
+  return { hub, v1 };
+}
+
+/** The CLI's merge of `recipe` with its hub ids downloaded from `hub` into a fresh cache. */
+async function cliFromHub(hub: HubServer, recipe: string): Promise<Map<string, Buffer>> {
+  const dir = await mkdtemp(join(tmpdir(), 'l2s-stream-rev-'));
+  await writeFile(join(dir, 'r.yml'), recipe);
+  await ensureCliBuild();
+  const home = join(dir, 'hf-home');
+  await promisify(execFile)(
+    'node',
+    [join(ROOT, 'bin/l2s-merge.mjs'), join(dir, 'r.yml'), join(dir, 'out'), '--seed', '0', '--device', 'cpu'],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        HF_HOME: home,
+        HF_HUB_CACHE: join(home, 'hub'),
+        HF_ENDPOINT: hub.url,
+        HF_TOKEN: '',
+        HF_HUB_OFFLINE: '',
+      },
+    },
+  );
+  return readFolder(join(dir, 'out'));
+}
+
+test('a recipe naming a revision (owner/name@rev) is offered to stream, and merges that revision to the CLI bytes', async ({
+  page,
+}) => {
+  const { hub } = await revisionHub();
+  try {
+    const cli = await cliFromHub(hub, RECIPE_V1);
+    // The revision matters: at `main` the merge differs.
+    const atMain = await cliFromHub(hub, RECIPE);
+    expect(atMain.get('model.safetensors')?.equals(cli.get('model.safetensors')!)).toBe(false);
+    const v1Sha = hub.revisions(SYSTEM2).get('v1')!.sha;
+    const before = hub.log.length;
+    await openApp(page, `?hub=${encodeURIComponent(hub.url)}`);
+    await setRecipe(page, RECIPE_V1);
+    const offer = page.locator(`[data-testid="recipe-missing-hub"][data-repo="${V1}"]`);
+    await expect(offer).toContainText(`${SYSTEM2} at revision v1 is not in the library.`);
+    // The library names a download by its repo id, which this recipe would not find: stream only.
+    await expect(offer.getByTestId('recipe-download-hub')).toHaveCount(0);
+    await streamAll(page, [SYSTEM1, V1]);
+    await expect(page.locator(`[data-testid="recipe-streamed-hub"][data-repo="${V1}"]`)).toContainText(
+      `${SYSTEM2} at revision v1 streams from the hub when the merge runs (pinned to the commit v1 is at when the merge starts; no copy kept).`,
+    );
+    await page.getByTestId('merge-device').selectOption('cpu');
+    await runMergeInPage(page);
+    await expect(page.locator('l2s-run-panel .log')).toContainText(
+      `${V1}: streamed from the hub at commit ${v1Sha.slice(0, 12)}`,
+    );
+    await expectSameBytes(page, cli);
+    // Every file of the repo was read at v1's commit.
+    const resolved = hub.log
+      .slice(before)
+      .filter((r) => r.method === 'GET' && r.url.includes(`/${SYSTEM2}/resolve/`));
+    expect(resolved.length).toBeGreaterThan(0);
+    for (const r of resolved) expect(r.url).toContain(`/${SYSTEM2}/resolve/${v1Sha}/`);
+    expect(await libraryNames(page)).toEqual([]);
+  } finally {
+    await hub.stop();
+  }
+});
+
+test('a reload mid-merge keeps the copy under way; the resumed merge goes on with it, requesting no stored byte again', async ({
   page,
 }) => {
   test.setTimeout(180_000);
-  const { hub, files } = await pairHub();
+  const { hub, v1 } = await revisionHub();
   try {
-    const cli = await cliBytes(files);
+    const cli = await cliFromHub(hub, RECIPE_V1);
     await openApp(page, `?hub=${encodeURIComponent(hub.url)}&paceWrites=150&chunk=300000`);
-    await setRecipe(page, RECIPE);
-    await streamAll(page, [SYSTEM1, SYSTEM2]);
-    await keepCopies(page, [SYSTEM1]);
+    await setRecipe(page, RECIPE_V1);
+    await streamAll(page, [SYSTEM1, V1]);
+    await keepCopies(page, [V1]);
     await page.getByTestId('merge-device').selectOption('cpu');
     await page.getByTestId('merge-run').click();
     await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'running');
     await expect
       .poll(async () => (await journal(page))[0]?.tensorsDone ?? 0, { intervals: [50], timeout: 60_000 })
       .toBeGreaterThanOrEqual(10);
-    expect((await libraryKeys(page)).some((k) => k.includes('/@'))).toBe(true);
     await page.reload();
     await openApp(page);
-    // The start-up clean-up removed the copy that was under way: it cannot continue without its run.
-    await expect.poll(() => libraryKeys(page)).toEqual([]);
+    await expect(page.getByTestId('merge-interrupted')).toHaveCount(1);
+    // The start-up clean-up kept the copy of the interrupted run: its pieces are still stored.
+    const stored = await storedPieces(page);
+    const storedBytes = [...stored.values()].flat().reduce((n, [a, b]) => n + b - a, 0);
+    expect(storedBytes).toBeGreaterThan(0);
+
+    const before = hub.requests.length;
+    const logBefore = hub.log.length;
     await page.getByTestId('merge-resume').click();
     const status = page.getByTestId('merge-status');
     await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 90_000 });
     await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
-    await expect(status).toContainText(`The copy of ${SYSTEM1} is in the library as ${SYSTEM1}`);
+    await expect(page.locator('l2s-run-panel .log')).toContainText(
+      `the copy goes on from ${formatBytes(storedBytes)} stored before the reload, not fetched again`,
+    );
+    await expect(status).toContainText(
+      `The copy of ${V1} is in the library as ${V1} (every file checked against the hub's hashes).`,
+    );
     await expectSameBytes(page, cli);
-    await expect.poll(() => libraryNames(page)).toEqual([SYSTEM1]);
-    const stored = await libraryFiles(page);
-    expect(stored[SYSTEM1]).toEqual(
+    // Named as the recipe names it, so the recipe now finds it in the library.
+    await expect.poll(() => libraryNames(page)).toEqual([V1]);
+    const library = await libraryFiles(page);
+    expect(library[V1]).toEqual(
       Object.fromEntries(
-        [...files[SYSTEM1]].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
+        [...v1].map(([name, bytes]) => [name, { size: bytes.length, sha256: sha256Hex(bytes) }]),
       ),
     );
+    expect((await libraryKeys(page)).filter((k) => k.startsWith('import:') || k.includes('/@'))).toEqual([]);
+    // The resumed run kept the revision: SYSTEM2 was read at v1's commit, not at `main`.
+    const v1Sha = hub.revisions(SYSTEM2).get('v1')!.sha;
+    const resolved = hub.log
+      .slice(logBefore)
+      .filter((r) => r.method === 'GET' && r.url.includes(`/${SYSTEM2}/resolve/`));
+    expect(resolved.length).toBeGreaterThan(0);
+    for (const r of resolved) expect(r.url).toContain(`/${SYSTEM2}/resolve/${v1Sha}/`);
+    // The server log: after the reload no byte the copy had stored was requested again.
+    const after = hub.requests.slice(before).filter((r) => r.repo === SYSTEM2);
+    expect(after.length).toBeGreaterThan(0);
+    for (const r of after) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(r.range ?? '');
+      if (!m) throw new Error(`${r.repo}/${r.path}: a request without a bounded range (${r.range})`);
+      const [a, b] = [Number(m[1]), Number(m[2]) + 1];
+      for (const [p, q] of stored.get(r.path) ?? []) {
+        expect(a < q && p < b, `${r.path}: bytes ${a}-${b - 1} requested again (stored ${p}-${q - 1})`).toBe(
+          false,
+        );
+      }
+    }
   } finally {
     await hub.stop();
   }

@@ -17,146 +17,23 @@ import {
   libraryKeys,
   libraryNames,
   openApp,
-  ROOT,
   runMergeInPage,
   setRecipe,
   test,
 } from './app-harness';
-
-const FIXTURES = join(ROOT, 'test/fixtures/qwen2-tiny-l2s');
-
-const TIES_PAIR = `merge_method: ties
-base_model: system1
-models:
-  - model: system2
-    parameters: {weight: 1.0, density: 0.2}
-parameters: {lambda: 1.0}
-dtype: bfloat16
-`;
-
-/** Copies a fixture folder's files into the origin private file system at `path`. */
-async function writeOpfsFolder(page: Page, path: string, folder: string): Promise<void> {
-  const files: { name: string; base64: string }[] = [];
-  for (const name of (await readdir(folder)).sort()) {
-    files.push({ name, base64: (await readFile(join(folder, name))).toString('base64') });
-  }
-  await page.evaluate(
-    async ({ path, files }) => {
-      let dir = await navigator.storage.getDirectory();
-      for (const part of path.split('/')) dir = await dir.getDirectoryHandle(part, { create: true });
-      for (const f of files) {
-        const bytes = Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0));
-        const writable = await (await dir.getFileHandle(f.name, { create: true })).createWritable();
-        await writable.write(bytes);
-        await writable.close();
-      }
-    },
-    { path, files },
-  );
-}
-
-/** Every file under `path` in the origin private file system (relative names), with its bytes. */
-async function readOpfsTree(page: Page, path: string): Promise<Map<string, Buffer>> {
-  const entries = await page.evaluate(async (path) => {
-    let dir = await navigator.storage.getDirectory();
-    for (const part of path.split('/')) dir = await dir.getDirectoryHandle(part, { create: true });
-    const out: { name: string; base64: string }[] = [];
-    const walk = async (d: FileSystemDirectoryHandle, prefix: string) => {
-      for await (const entry of (d as unknown as { values(): AsyncIterable<FileSystemHandle> }).values()) {
-        if (entry.kind === 'directory') {
-          await walk(entry as FileSystemDirectoryHandle, `${prefix}${entry.name}/`);
-          continue;
-        }
-        const bytes = new Uint8Array(await (await (entry as FileSystemFileHandle).getFile()).arrayBuffer());
-        let text = '';
-        for (let i = 0; i < bytes.length; i += 0x8000)
-          text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-        out.push({ name: prefix + entry.name, base64: btoa(text) });
-      }
-    };
-    await walk(dir, '');
-    return out;
-  }, path);
-  return new Map(entries.map((e) => [e.name, Buffer.from(e.base64, 'base64')]));
-}
-
-/** Answers the page's test folder picker (a prompt) with the given OPFS paths, in order. */
-function answerPicks(page: Page, paths: string[]): void {
-  page.on('dialog', async (dialog) => {
-    const path = paths.shift();
-    if (dialog.type() !== 'prompt' || path === undefined) await dialog.dismiss();
-    else await dialog.accept(path);
-  });
-}
-
-/**
- * OPFS handles are always granted; with this stub the page's queryPermission answers 'prompt' (as
- * after a reload) while `granted` is false, and requestPermission grants unless `refuse` is set.
- * Workers keep the real calls: only the page can ask, which is what these tests check.
- */
-async function stubPermissions(page: Page, granted: boolean): Promise<void> {
-  await page.addInitScript((granted) => {
-    const proto = FileSystemHandle.prototype as unknown as {
-      queryPermission(d: unknown): Promise<PermissionState>;
-      requestPermission(d: unknown): Promise<PermissionState>;
-    };
-    const state = { granted, refuse: false, requests: 0 };
-    (window as unknown as { permissionStub: typeof state }).permissionStub = state;
-    proto.queryPermission = async () => (state.granted ? 'granted' : 'prompt');
-    proto.requestPermission = async () => {
-      state.requests++;
-      if (state.refuse) return 'denied';
-      state.granted = true;
-      return 'granted';
-    };
-  }, granted);
-}
-
-/** As after a reload: the page's permission on linked folders is gone (`refuse`: and will be refused). */
-async function forgetPermissions(page: Page, refuse = false): Promise<void> {
-  await page.evaluate((refuse) => {
-    const stub = (window as unknown as { permissionStub: { granted: boolean; refuse: boolean } })
-      .permissionStub;
-    stub.granted = false;
-    stub.refuse = refuse;
-    window.dispatchEvent(new Event('focus'));
-  }, refuse);
-}
-
-async function permissionRequests(page: Page): Promise<number> {
-  return page.evaluate(
-    () => (window as unknown as { permissionStub: { requests: number } }).permissionStub.requests,
-  );
-}
-
-async function linkFolder(page: Page, name: string): Promise<void> {
-  await page.getByTestId('link-folder').click();
-  const status = page.getByTestId('import-status');
-  await expect(status).toContainText(`Linked ${name}`, { timeout: 30_000 });
-  await expect(status).toHaveAttribute('data-state', 'done');
-}
-
-/** The fixture pair beside the recipe, as the CLI resolves them; returns the CLI's output. */
-async function cliOutput(): Promise<Map<string, Buffer>> {
-  const dir = await mkdtemp(join(tmpdir(), 'l2s-linked-'));
-  for (const name of ['system1', 'system2']) await symlink(join(FIXTURES, name), join(dir, name));
-  await writeFile(join(dir, 'ties.yml'), TIES_PAIR);
-  return cliMerge(join(dir, 'ties.yml'), join(dir, 'cli-out'), ['--device', 'cpu']);
-}
-
-function expectSameFiles(actual: Map<string, Buffer>, expected: Map<string, Buffer>, what: string): void {
-  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
-  for (const [name, bytes] of expected) {
-    expect(actual.get(name)?.equals(bytes), `${what}: ${name} differs from the CLI's`).toBe(true);
-  }
-}
-
-async function linkFixturePair(page: Page): Promise<void> {
-  await writeOpfsFolder(page, 'picked/system1', join(FIXTURES, 'system1'));
-  await writeOpfsFolder(page, 'picked/system2', join(FIXTURES, 'system2'));
-  await linkFolder(page, 'system1');
-  await linkFolder(page, 'system2');
-}
+import {
+  answerPicks,
+  cliOutput,
+  expectSameFiles,
+  FIXTURES,
+  forgetPermissions,
+  linkFixturePair,
+  permissionRequests,
+  readOpfsTree,
+  stubPermissions,
+  TIES_PAIR,
+  writeOpfsFolder,
+} from './opfs-folders';
 
 test('linked folders merge in place: nothing stored, output equal to the CLI, changes refused', async ({
   page,
@@ -343,50 +220,6 @@ test('a dropped folder is linked; one the browser no longer may read shows "Perm
   await runMergeInPage(page);
   expect(await requests()).toBe(2);
   await expect(state).toHaveAttribute('data-state', 'ready');
-});
-
-test('a merge into a folder cut short by a reload is offered to start again, its partial files removed first', async ({
-  page,
-}) => {
-  test.setTimeout(240_000);
-  const cliFiles = await cliOutput();
-  answerPicks(page, ['picked/system1', 'picked/system2', 'out']);
-  await openApp(page, '?opfsPicker&paceWrites=100');
-  await page.evaluate(async () => {
-    await (await navigator.storage.getDirectory()).getDirectoryHandle('out', { create: true });
-  });
-  await linkFixturePair(page);
-  await setRecipe(page, TIES_PAIR);
-  await page.getByTestId('merge-device').selectOption('cpu');
-  await page.getByTestId('merge-output-to').selectOption('folder');
-  await page.getByTestId('merge-run').click();
-  await expect
-    .poll(async () => [...(await readOpfsTree(page, 'out')).keys()].some((n) => n.includes('.l2s-partial')), {
-      timeout: 30_000,
-    })
-    .toBe(true);
-  await page.reload();
-  await expect(page.getByTestId('storage-use')).toContainText('used of', { timeout: 30_000 });
-
-  const interrupted = page.getByTestId('merge-interrupted');
-  await expect(interrupted).toHaveAttribute('data-folder', 'out/merged-model', { timeout: 30_000 });
-  await expect(interrupted).toContainText('A merge written to a folder cannot be resumed');
-  await expect(interrupted.getByTestId('merge-resume')).toHaveCount(0);
-  // The partial files are still there until the user chooses.
-  expect([...(await readOpfsTree(page, 'out')).keys()].every((n) => n.startsWith('merged-model/.'))).toBe(
-    true,
-  );
-
-  const status = page.getByTestId('merge-status');
-  await interrupted.getByTestId('merge-restart').click();
-  await expect(status).toContainText('Merging into out/merged-model', { timeout: 30_000 });
-  await expect(status).toHaveAttribute('data-state', /done|error/, { timeout: 120_000 });
-  await expect(status, (await status.textContent()) ?? '').toHaveAttribute('data-state', 'done');
-  await expect(status).toContainText('Written to the folder out/merged-model on this computer.');
-  await expect(page.getByTestId('merge-interrupted')).toHaveCount(0);
-  const out = await readOpfsTree(page, 'out');
-  const files = new Map([...out].map(([n, b]) => [n.replace(/^merged-model\//, ''), b]));
-  expectSameFiles(files, cliFiles, 'merge started again into the folder');
 });
 
 test('"Save to a folder" copies an output from browser storage into a new subfolder, never over an earlier one', async ({

@@ -32,6 +32,14 @@ describe('checkRecipe', () => {
     const check = checkRecipe(TIES('0.2').replace('model: other', 'model: org/model-x'), LIBRARY);
     expect(check.error).toBe('not in the library yet: org/model-x');
     expect(check.missingHubIds).toEqual(['org/model-x']);
+    // mergekit's revision syntax names a hub repo too; a path with an `@` in it does not.
+    const pinned = checkRecipe(
+      TIES('0.2')
+        .replace('model: other', 'model: org/model-x@v1.0')
+        .replace('base_model: base', 'base_model: ./a@b/c'),
+      LIBRARY,
+    );
+    expect(pinned.missingHubIds).toEqual(['org/model-x@v1.0']);
   });
   it('prefers the validator: a missing required parameter comes before a missing model', () => {
     const check = checkRecipe(

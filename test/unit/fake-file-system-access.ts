@@ -1,7 +1,8 @@
 /**
  * The File System Access API's handles in memory, with Chromium's semantics where the code depends
- * on them: createWritable writes into a swap file (`<name>.crswap`) that replaces the file on close
- * and vanishes on abort; lastModified moves on every change; `move(newName)` renames (can be taken
+ * on them: createWritable writes into a swap file (`<name>.crswap`, a copy of the file with
+ * `keepExistingData`, its cursor at 0) that replaces the file on close and vanishes on abort (a
+ * stream dropped by a reload leaves it behind, and the file as it was); lastModified moves on every change; `move(newName)` renames (can be taken
  * away to test browsers without it); queryPermission answers what the test sets.
  */
 
@@ -30,35 +31,50 @@ export class FakeFile {
     const swap = new FakeFile(swapName, this.parent);
     if (options?.keepExistingData) swap.bytes = this.bytes.slice();
     this.parent.children.set(swapName, swap);
-    const chunks: Uint8Array[] = [swap.bytes];
-    const finish = () => {
-      const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
-      let at = 0;
-      for (const c of chunks) {
-        out.set(c, at);
-        at += c.length;
+    // The swap's bytes and the write cursor (0 at the start, as in Chromium, even with the data kept).
+    let data = swap.bytes;
+    let position = 0;
+    const writeAt = (bytes: Uint8Array) => {
+      const end = position + bytes.length;
+      if (end > data.length) {
+        const grown = new Uint8Array(end);
+        grown.set(data);
+        data = grown;
       }
-      this.parent.children.delete(swapName);
-      this.write(out);
+      data.set(bytes, position);
+      position = end;
+      swap.bytes = data;
     };
-    // A real WritableStream (pipeTo needs one) with FileSystemWritableFileStream's write().
+    const finish = () => {
+      this.parent.children.delete(swapName);
+      this.write(data);
+    };
+    // A real WritableStream (pipeTo needs one) with FileSystemWritableFileStream's write(), seek(), truncate().
     const stream = new WritableStream<Uint8Array>({
-      write: (data) => {
-        chunks.push(data.slice());
-      },
+      write: (chunk) => writeAt(chunk),
       close: finish,
       abort: () => {
         this.parent.children.delete(swapName);
       },
     });
     return Object.assign(stream, {
-      async write(data: Uint8Array) {
+      async write(chunk: Uint8Array) {
         const writer = stream.getWriter();
         try {
-          await writer.write(data);
+          await writer.write(chunk);
         } finally {
           writer.releaseLock();
         }
+      },
+      async seek(at: number) {
+        position = at;
+      },
+      async truncate(size: number) {
+        const cut = new Uint8Array(size);
+        cut.set(data.subarray(0, size));
+        data = cut;
+        swap.bytes = data;
+        if (position > size) position = size;
       },
     });
   }

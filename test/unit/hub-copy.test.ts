@@ -2,11 +2,14 @@
  * A copy of a streamed hub model kept in the library (src/store/hub-copy.ts), against the local test
  * hub over real HTTP and IndexedDB's semantics in memory: ranges read out of order and overlapping
  * are stored once, the rest fetched at the end without asking for a stored byte again, files
- * assembled across chunk boundaries and verified; a corrupt byte or a full quota leaves nothing.
+ * assembled across chunk boundaries and verified; a corrupt byte or a full quota leaves nothing. A
+ * copy resumed after a reload goes on from the pieces stored before it: reads they cover are served
+ * from them, and none of their bytes is requested again.
  */
 import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
+import type { ModelFiles } from '../../src/engine/io';
 import { readModelTensorBytes, readModelTensors } from '../../src/formats/model-index';
 import { HubCopy } from '../../src/store/hub-copy';
 import { type HubModelFiles, openHubModel, pinHubRevision } from '../../src/store/hub-model';
@@ -202,5 +205,86 @@ describe('a copy of a streamed hub model', () => {
     expect(await again.library.discardPendingImport(again.copy.importId)).toBe(false);
     expect([...again.store.data.keys()].sort()).toEqual(keys);
     expect((await again.library.list()).map((m) => m.id)).toEqual([record.id]);
+  });
+
+  it('resumed after a reload, goes on from its stored pieces and fetches none of their bytes again', async () => {
+    const { model, store, library, streamed, copy, hub } = await setUp();
+    const index = await readModelTensors(streamed);
+    const names = [...index.tensors.keys()];
+    for (const name of names.slice(0, 5)) await readModelTensorBytes(index, name);
+    // The pieces stored before the "reload", by file.
+    const earlier = new Map<string, [number, number][]>();
+    for (const [key, value] of store.data) {
+      const m = /\/([^/]+)\/@(\d+)$/.exec(key);
+      if (!m || !key.startsWith(`${copy.importId}/`)) continue;
+      const start = Number(m[2]);
+      earlier.set(m[1], [...(earlier.get(m[1]) ?? []), [start, start + (value as Blob).size]]);
+    }
+    expect(earlier.size).toBeGreaterThan(0);
+    const requestsBefore = hub.requests.length;
+
+    // A new run opens the model again and resumes the copy by its import id.
+    let resumed: HubCopy | undefined;
+    const again = await openHubModel(REPO, streamed.commit, {
+      hubUrl: hub.url,
+      minRequestBytes: 2048,
+      onFetched: (file, start, bytes) => resumed?.record(file, start, bytes),
+    });
+    const resumption = await HubCopy.resume(library, again, copy.importId);
+    resumed = resumption.copy;
+    expect(resumption.restartedBecause).toBeUndefined();
+    expect(resumption.bytesKept).toBe([...earlier.values()].flat().reduce((s, [a, b]) => s + b - a, 0));
+    expect(resumed.importId).toBe(copy.importId);
+    const readThrough: ModelFiles = {
+      ...again,
+      open: async (file) => resumed!.readThrough(file, await again.open(file)),
+    };
+    // The headers and a few tensors read again (stored before, and new), then the copy completed.
+    const index2 = await readModelTensors(readThrough);
+    for (const name of [...names.slice(2, 4), ...names.slice(-3)]) await readModelTensorBytes(index2, name);
+    // What the stored pieces serve is the file's bytes: whole shards read through them.
+    for (const [name, bytes] of model.files) {
+      if (!name.endsWith('.safetensors')) continue;
+      const source = await readThrough.open(name);
+      const [a, b] = earlier.get(name)?.[0] ?? [0, 0];
+      expect(Buffer.from(await source.read(a, b - a)).equals(Buffer.from(bytes.subarray(a, b))), name).toBe(
+        true,
+      );
+    }
+    const record = await resumed.finish();
+    expect(record.name).toBe(REPO);
+    const stored = await library.openModel({ name: REPO });
+    for (const [name, bytes] of model.files) {
+      const source = await stored.open(name);
+      expect(Buffer.from(await source.read(0, source.size)).equals(Buffer.from(bytes)), name).toBe(true);
+    }
+    // No request after the reload asked for a byte stored before it.
+    const after = servedRanges({ requests: hub.requests.slice(requestsBefore) } as HubServer);
+    for (const [path, ranges] of after) {
+      for (const [a, b] of ranges) {
+        for (const [p, q] of earlier.get(path) ?? []) {
+          expect(a < q && p < b, `${path}: bytes ${a}-${b - 1} requested again (stored ${p}-${q - 1})`).toBe(
+            false,
+          );
+        }
+      }
+    }
+    expect([...store.data.keys()].filter((k) => k.includes('/@') || k.startsWith('import:'))).toEqual([]);
+  });
+
+  it('resumed at another commit, or with its import gone, begins afresh and says why', async () => {
+    const { library, streamed, copy } = await setUp();
+    await readModelTensors(streamed);
+    const moved = { ...streamed, commit: 'f'.repeat(40) } as HubModelFiles;
+    const resumption = await HubCopy.resume(library, moved, copy.importId, `${REPO}@v2`);
+    expect(resumption.restartedBecause).toBe(
+      `the copy begun before the reload is not of ${REPO} at ${'f'.repeat(40)}`,
+    );
+    expect(resumption.bytesKept).toBe(0);
+    const pending = await library.pendingImports();
+    expect(pending.map((p) => p.id)).toEqual([resumption.copy.importId]);
+    expect(pending[0].name).toBe(`${REPO}@v2`);
+    const gone = await HubCopy.resume(library, streamed, copy.importId);
+    expect(gone.restartedBecause).toBe('the copy begun before the reload is gone from the library');
   });
 });

@@ -58,6 +58,20 @@ describe('RunJournal', () => {
     expect(await journal.list()).toEqual([]);
   });
 
+  it('marks a run that cannot continue, keeping the rest of its record; a removed run stays removed', async () => {
+    const journal = new RunJournal(memoryStore());
+    await journal.begin({ ...record('r', 1), tensorsDone: 7 });
+    await journal.setResumeProblem('r', 'model.safetensors is missing from its partial output');
+    expect(await journal.get('r')).toEqual({
+      ...record('r', 1),
+      tensorsDone: 7,
+      resumeProblem: 'model.safetensors is missing from its partial output',
+    });
+    await journal.remove('r');
+    await journal.setResumeProblem('r', 'late');
+    expect(await journal.get('r')).toBeUndefined();
+  });
+
   it('ignores keys that are not run records', async () => {
     const kv = memoryStore();
     kv.data.set('other', { runId: 'x' });
