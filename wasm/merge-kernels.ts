@@ -118,15 +118,9 @@ function load1(ptr: usize, dtype: i32, i: usize): f32 {
 // @ts-ignore: decorator
 @inline
 function store4(ptr: usize, dtype: i32, i: usize, v: v128): void {
-  if (dtype == BF16) {
-    const h = bf16Bits4(v);
-    v128.store64_lane(ptr + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
-  } else if (dtype == F16) {
-    const h = f16Bits4(v);
-    v128.store64_lane(ptr + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
-  } else {
-    v128.store(ptr + (i << 2), v);
-  }
+  if (dtype == BF16) store16x4(ptr, i, bf16Bits4(v));
+  else if (dtype == F16) store16x4(ptr, i, f16Bits4(v));
+  else v128.store(ptr + (i << 2), v);
 }
 
 // @ts-ignore: decorator
@@ -135,6 +129,35 @@ function store1(ptr: usize, dtype: i32, i: usize, x: f32): void {
   if (dtype == BF16) store<u16>(ptr + (i << 1), <u16>bf16Bits(reinterpret<u32>(x)));
   else if (dtype == F16) store<u16>(ptr + (i << 1), <u16>f16Bits(reinterpret<u32>(x)));
   else store<f32>(ptr + (i << 2), x);
+}
+
+/**
+ * Elements 0..3 (`bf16Low`) or 4..7 (`bf16High`) of eight bf16 values `v` as f32 lanes: each 16-bit
+ * value shuffled into the high half of its lane, zeros (`zero`) below it.
+ */
+// @ts-ignore: decorator
+@inline
+function bf16Low(v: v128, zero: v128): v128 {
+  return v128.shuffle<i16>(zero, v, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+
+// @ts-ignore: decorator
+@inline
+function bf16High(v: v128, zero: v128): v128 {
+  return v128.shuffle<i16>(zero, v, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+/** Stores 16-bit values (the low halves of the lanes, each at most 0xffff) of elements i..i+3 (`store16x4`) or i..i+7. */
+// @ts-ignore: decorator
+@inline
+function store16x4(ptr: usize, i: usize, h: v128): void {
+  v128.store64_lane(ptr + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
+}
+
+// @ts-ignore: decorator
+@inline
+function store16x8(ptr: usize, i: usize, low: v128, high: v128): void {
+  v128.store(ptr + (i << 1), i16x8.narrow_i32x4_u(low, high));
 }
 
 /** dst[i] = f32 of element i of `src` (stored as `dtype`), i in [0, n). */
@@ -414,6 +437,25 @@ function orderKey(bits: u32, flip: u32): u32 {
   return (abs > 0x7f800000 ? 0x7fc00000 : abs) ^ flip;
 }
 
+/** counts[index]++ (u32 counts). */
+// @ts-ignore: decorator
+@inline
+function bump(counts: usize, index: usize): void {
+  const p = counts + (index << 2);
+  store<u32>(p, load<u32>(p) + 1);
+}
+
+/**
+ * The low-bit count of `key` in a cut's window when its bucket (the high 16 bits) lies in
+ * [start, start + buckets): the window holds 65536 counts per bucket.
+ */
+// @ts-ignore: decorator
+@inline
+function countInWindow(key: u32, window: usize, start: u32, buckets: u32): void {
+  const offset = (key >>> 16) - start;
+  if (offset < buckets) bump(window, <usize>((offset << 16) | (key & 0xffff)));
+}
+
 /**
  * Pass 0 after the sample: the histogram of the high 16 bits of the order keys of the f32 values
  * at `values`, plus the low 16 bits of keys whose bucket lies in a cut's window (bucket - start
@@ -433,19 +475,9 @@ export function countWindowed(
 ): void {
   for (let i: usize = 0; i < <usize>n; i++) {
     const key = orderKey(load<u32>(values + (i << 2)), flip);
-    const bucket = key >>> 16;
-    const h = high + (<usize>bucket << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    const offset0 = bucket - start0;
-    if (offset0 < buckets0) {
-      const p = window0 + ((<usize>((offset0 << 16) | (key & 0xffff))) << 2);
-      store<u32>(p, load<u32>(p) + 1);
-    }
-    const offset1 = bucket - start1;
-    if (offset1 < buckets1) {
-      const p = window1 + ((<usize>((offset1 << 16) | (key & 0xffff))) << 2);
-      store<u32>(p, load<u32>(p) + 1);
-    }
+    bump(high, <usize>(key >>> 16));
+    countInWindow(key, window0, start0, buckets0);
+    countInWindow(key, window1, start1, buckets1);
   }
 }
 
@@ -453,8 +485,7 @@ export function countWindowed(
 export function countSampled(values: usize, n: i32, flip: u32, high: usize, sample: usize): void {
   for (let i: usize = 0; i < <usize>n; i++) {
     const key = orderKey(load<u32>(values + (i << 2)), flip);
-    const h = high + (<usize>(key >>> 16) << 2);
-    store<u32>(h, load<u32>(h) + 1);
+    bump(high, <usize>(key >>> 16));
     store<u32>(sample + (i << 2), key);
   }
 }
@@ -464,10 +495,55 @@ export function countLow(values: usize, n: i32, flip: u32, low0: usize, bucket0:
   for (let i: usize = 0; i < <usize>n; i++) {
     const key = orderKey(load<u32>(values + (i << 2)), flip);
     const bucket = <i32>(key >>> 16);
-    const offset = (<usize>(key & 0xffff)) << 2;
-    if (bucket == bucket0) store<u32>(low0 + offset, load<u32>(low0 + offset) + 1);
-    if (bucket == bucket1) store<u32>(low1 + offset, load<u32>(low1 + offset) + 1);
+    if (bucket == bucket0) bump(low0, <usize>(key & 0xffff));
+    if (bucket == bucket1) bump(low1, <usize>(key & 0xffff));
   }
+}
+
+// Running tie counts of the two cuts while a mask runs, kept between calls at `state` (two f64).
+let upToTies: f64 = 0;
+let belowTies: f64 = 0;
+
+// @ts-ignore: decorator
+@inline
+function loadTies(state: usize): void {
+  upToTies = load<f64>(state);
+  belowTies = load<f64>(state, 8);
+}
+
+// @ts-ignore: decorator
+@inline
+function saveTies(state: usize): void {
+  store<f64>(state, upToTies);
+  store<f64>(state, belowTies, 8);
+}
+
+/** maskRange's decision for one value: 1 kept, 0 dropped (the tie counts advance). */
+// @ts-ignore: decorator
+@inline
+function keep1(bits: u32, flip: u32, upToKey: u32, upToTaken: f64, hasBelow: i32, belowKey: u32, belowTaken: f64): f32 {
+  const k = orderKey(bits, flip);
+  let keep: f32 = k < upToKey ? 1 : 0;
+  if (k == upToKey && upToTies < upToTaken) {
+    upToTies++;
+    keep = 1;
+  }
+  if (hasBelow) {
+    let inBelow = k < belowKey;
+    if (k == belowKey && belowTies < belowTaken) {
+      belowTies++;
+      inBelow = true;
+    }
+    if (inBelow) keep = 0;
+  }
+  return keep;
+}
+
+/** The f32 value at `q` times its keep1. */
+// @ts-ignore: decorator
+@inline
+function maskOne(q: usize, flip: u32, upToKey: u32, upToTaken: f64, hasBelow: i32, belowKey: u32, belowTaken: f64): void {
+  store<f32>(q, load<f32>(q) * keep1(load<u32>(q), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken));
 }
 
 /**
@@ -487,8 +563,7 @@ export function maskRange(
   belowTiesTaken: f64,
   state: usize,
 ): void {
-  let upToTies = load<f64>(state);
-  let belowTies = load<f64>(state, 8);
+  loadTies(state);
   const whole = <usize>(n & ~3);
   const up4 = i32x4.splat(upToKey);
   const below4 = i32x4.splat(belowKey);
@@ -505,23 +580,7 @@ export function maskRange(
     if (v128.any_true(tie)) {
       // A tie at a cut: the lanes in order, counting ties as the reference does.
       for (let j: usize = 0; j < 4; j++) {
-        const q = p + (j << 2);
-        const k = orderKey(load<u32>(q), flip);
-        let inUpTo: f32 = k < upToKey ? 1 : 0;
-        if (k == upToKey && upToTies < upToTiesTaken) {
-          upToTies++;
-          inUpTo = 1;
-        }
-        let keep = inUpTo;
-        if (hasBelow) {
-          let inBelow = k < belowKey;
-          if (k == belowKey && belowTies < belowTiesTaken) {
-            belowTies++;
-            inBelow = true;
-          }
-          if (inBelow) keep = 0;
-        }
-        store<f32>(q, load<f32>(q) * keep);
+        maskOne(p + (j << 2), flip, upToKey, upToTiesTaken, hasBelow, belowKey, belowTiesTaken);
       }
       continue;
     }
@@ -530,26 +589,9 @@ export function maskRange(
     v128.store(p, f32x4.mul(v, v128.and(selected, one)));
   }
   for (let i = whole; i < <usize>n; i++) {
-    const q = values + (i << 2);
-    const k = orderKey(load<u32>(q), flip);
-    let inUpTo: f32 = k < upToKey ? 1 : 0;
-    if (k == upToKey && upToTies < upToTiesTaken) {
-      upToTies++;
-      inUpTo = 1;
-    }
-    let keep = inUpTo;
-    if (hasBelow) {
-      let inBelow = k < belowKey;
-      if (k == belowKey && belowTies < belowTiesTaken) {
-        belowTies++;
-        inBelow = true;
-      }
-      if (inBelow) keep = 0;
-    }
-    store<f32>(q, load<f32>(q) * keep);
+    maskOne(values + (i << 2), flip, upToKey, upToTiesTaken, hasBelow, belowKey, belowTiesTaken);
   }
-  store<f64>(state, upToTies);
-  store<f64>(state, belowTies, 8);
+  saveTies(state);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,22 +685,12 @@ export function bernoulliMask(uniform: usize, n: i32, p: f32, values: usize): vo
 
 /** histogram[key >>> 16]++ for the n order keys at `keys` (the sample's histogram). */
 export function keyHistogram(keys: usize, n: i32, histogram: usize): void {
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const h = histogram + (<usize>(load<u32>(keys + (i << 2)) >>> 16) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-  }
+  for (let i: usize = 0; i < <usize>n; i++) bump(histogram, <usize>(load<u32>(keys + (i << 2)) >>> 16));
 }
 
 /** Low-bit counts of the n keys at `keys` whose bucket lies in [start, start + buckets): a replayed sample. */
 export function replayKeys(keys: usize, n: i32, window: usize, start: u32, buckets: u32): void {
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const key = load<u32>(keys + (i << 2));
-    const offset = (key >>> 16) - start;
-    if (offset < buckets) {
-      const p = window + ((<usize>((offset << 16) | (key & 0xffff))) << 2);
-      store<u32>(p, load<u32>(p) + 1);
-    }
-  }
+  for (let i: usize = 0; i < <usize>n; i++) countInWindow(load<u32>(keys + (i << 2)), window, start, buckets);
 }
 
 /**
@@ -692,12 +724,10 @@ export function mixSumOneBf16(
   for (let i: usize = 0; i < whole; i += 8) {
     const xv = v128.load(x + (i << 1));
     const bv = v128.load(base + (i << 1));
-    const xLow = v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11);
-    const xHigh = v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15);
-    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
-    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
-    let low = f32x4.mul(f32x4.sub(xLow, bLow), w);
-    let high = f32x4.mul(f32x4.sub(xHigh, bHigh), w);
+    const bLow = bf16Low(bv, zero);
+    const bHigh = bf16High(bv, zero);
+    let low = f32x4.mul(f32x4.sub(bf16Low(xv, zero), bLow), w);
+    let high = f32x4.mul(f32x4.sub(bf16High(xv, zero), bHigh), w);
     if (divide) {
       low = f32x4.div(low, divisor4);
       high = f32x4.div(high, divisor4);
@@ -706,11 +736,12 @@ export function mixSumOneBf16(
       low = f32x4.mul(low, lambda4);
       high = f32x4.mul(high, lambda4);
     }
-    const packed = i16x8.narrow_i32x4_u(
+    store16x8(
+      out,
+      i,
       bf16Bits4k(f32x4.add(bLow, low), absMask, inf, lsb1, round, quiet, low16),
       bf16Bits4k(f32x4.add(bHigh, high), absMask, inf, lsb1, round, quiet, low16),
     );
-    v128.store(out + (i << 1), packed);
   }
   for (let i = whole; i < <usize>n; i++) {
     const b = load1(base, BF16, i);
@@ -894,13 +925,9 @@ export function blendStored(
     for (let i: usize = 0; i < from; i += 8) {
       const av = v128.load(a + (i << 1));
       const bv = v128.load(b + (i << 1));
-      const aLow = v128.shuffle<i16>(zero, av, 0, 8, 1, 9, 2, 10, 3, 11);
-      const aHigh = v128.shuffle<i16>(zero, av, 4, 12, 5, 13, 6, 14, 7, 15);
-      const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
-      const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
-      const low = f32x4.add(f32x4.mul(s04, aLow), f32x4.mul(s14, bLow));
-      const high = f32x4.add(f32x4.mul(s04, aHigh), f32x4.mul(s14, bHigh));
-      v128.store(out + (i << 1), i16x8.narrow_i32x4_u(bf16Bits4(low), bf16Bits4(high)));
+      const low = f32x4.add(f32x4.mul(s04, bf16Low(av, zero)), f32x4.mul(s14, bf16Low(bv, zero)));
+      const high = f32x4.add(f32x4.mul(s04, bf16High(av, zero)), f32x4.mul(s14, bf16High(bv, zero)));
+      store16x8(out, i, bf16Bits4(low), bf16Bits4(high));
     }
   }
   const whole = <usize>(n & ~3);
@@ -1118,10 +1145,7 @@ export function countWindowedGathered(
   for (let i: usize = 0; i < whole; i += 4) {
     const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
     gathered = countGathered4(key, high, s0, b0, s1, b1, scratch, gathered);
-    if (gathered > <usize>(capacity - 4)) {
-      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
-      gathered = 0;
-    }
+    gathered = replayWhenFull(scratch, gathered, capacity - 4, window0, start0, buckets0, window1, start1, buckets1);
   }
   replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
   if (whole < <usize>n)
@@ -1166,35 +1190,22 @@ export function countWindowedDelta(
     for (; i < whole8; i += 8) {
       const xv = v128.load(x + (i << 1));
       const bv = v128.load(base + (i << 1));
-      const dLow = f32x4.sub(
-        v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11),
-        v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11),
-      );
-      const dHigh = f32x4.sub(
-        v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15),
-        v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15),
-      );
+      const dLow = f32x4.sub(bf16Low(xv, zero), bf16Low(bv, zero));
+      const dHigh = f32x4.sub(bf16High(xv, zero), bf16High(bv, zero));
       gathered = countGathered4(orderKey4(dLow, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
       gathered = countGathered4(orderKey4(dHigh, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
-      if (gathered > <usize>(capacity - 8)) {
-        replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
-        gathered = 0;
-      }
+      gathered = replayWhenFull(scratch, gathered, capacity - 8, window0, start0, buckets0, window1, start1, buckets1);
     }
   }
   const whole = <usize>(n & ~3);
   for (; i < whole; i += 4) {
     const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
     gathered = countGathered4(orderKey4(d, flip4, absMask, nanKey, inf), high, s0, b0, s1, b1, scratch, gathered);
-    if (gathered > <usize>(capacity - 4)) {
-      replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
-      gathered = 0;
-    }
+    gathered = replayWhenFull(scratch, gathered, capacity - 4, window0, start0, buckets0, window1, start1, buckets1);
   }
   for (; i < <usize>n; i++) {
     const key = orderKey(reinterpret<u32>(load1(x, xDtype, i) - load1(base, baseDtype, i)), flip);
-    const h = high + (<usize>(key >>> 16) << 2);
-    store<u32>(h, load<u32>(h) + 1);
+    bump(high, <usize>(key >>> 16));
     store<u32>(scratch + (gathered << 2), key);
     gathered++;
   }
@@ -1218,15 +1229,7 @@ function countGathered4(
   scratch: usize,
   gathered: usize,
 ): usize {
-  const bucket = i32x4.shr_u(key, 16);
-  let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
-  store<u32>(h, load<u32>(h) + 1);
-  h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
-  store<u32>(h, load<u32>(h) + 1);
-  h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
-  store<u32>(h, load<u32>(h) + 1);
-  h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
-  store<u32>(h, load<u32>(h) + 1);
+  const bucket = bumpHigh4(high, key);
   const inWindow = v128.or(i32x4.lt_u(i32x4.sub(bucket, s0), b0), i32x4.lt_u(i32x4.sub(bucket, s1), b1));
   if (v128.any_true(inWindow)) {
     // Every lane written, the cursor advanced past the ones inside a window.
@@ -1240,6 +1243,40 @@ function countGathered4(
     gathered += <usize>(i32x4.extract_lane(inWindow, 3) & 1);
   }
   return gathered;
+}
+
+/**
+ * Counts the `gathered` keys at `scratch` into both windows once more than `limit` are there (the
+ * next step could overflow the scratch); returns how many stay gathered.
+ */
+// @ts-ignore: decorator
+@inline
+function replayWhenFull(
+  scratch: usize,
+  gathered: usize,
+  limit: i32,
+  window0: usize,
+  start0: u32,
+  buckets0: u32,
+  window1: usize,
+  start1: u32,
+  buckets1: u32,
+): usize {
+  if (gathered <= <usize>limit) return gathered;
+  replayKeysTwo(scratch, <i32>gathered, window0, start0, buckets0, window1, start1, buckets1);
+  return 0;
+}
+
+/** The high-histogram counts of four order keys; returns their buckets. */
+// @ts-ignore: decorator
+@inline
+function bumpHigh4(high: usize, key: v128): v128 {
+  const bucket = i32x4.shr_u(key, 16);
+  bump(high, <usize>i32x4.extract_lane(bucket, 0));
+  bump(high, <usize>i32x4.extract_lane(bucket, 1));
+  bump(high, <usize>i32x4.extract_lane(bucket, 2));
+  bump(high, <usize>i32x4.extract_lane(bucket, 3));
+  return bucket;
 }
 
 /** replayKeys into both windows. */
@@ -1257,16 +1294,8 @@ function replayKeysTwo(
 ): void {
   for (let i: usize = 0; i < <usize>n; i++) {
     const key = load<u32>(keys + (i << 2));
-    const offset0 = (key >>> 16) - start0;
-    if (offset0 < buckets0) {
-      const p = window0 + ((<usize>((offset0 << 16) | (key & 0xffff))) << 2);
-      store<u32>(p, load<u32>(p) + 1);
-    }
-    const offset1 = (key >>> 16) - start1;
-    if (offset1 < buckets1) {
-      const p = window1 + ((<usize>((offset1 << 16) | (key & 0xffff))) << 2);
-      store<u32>(p, load<u32>(p) + 1);
-    }
+    countInWindow(key, window0, start0, buckets0);
+    countInWindow(key, window1, start1, buckets1);
   }
 }
 
@@ -1280,22 +1309,10 @@ export function countSampled4(values: usize, n: i32, flip: u32, high: usize, sam
   for (let i: usize = 0; i < whole; i += 4) {
     const key = orderKey4(v128.load(values + (i << 2)), flip4, absMask, nanKey, inf);
     v128.store(sample + (i << 2), key);
-    const bucket = i32x4.shr_u(key, 16);
-    let h = high + (<usize>i32x4.extract_lane(bucket, 0) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 1) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 2) << 2);
-    store<u32>(h, load<u32>(h) + 1);
-    h = high + (<usize>i32x4.extract_lane(bucket, 3) << 2);
-    store<u32>(h, load<u32>(h) + 1);
+    bumpHigh4(high, key);
   }
   if (whole < <usize>n) countSampled(values + (whole << 2), n - <i32>whole, flip, high, sample + (whole << 2));
 }
-
-// Running tie counts of the two cuts while a fused mask runs (maskRange's state).
-let upToTies: f64 = 0;
-let belowTies: f64 = 0;
 
 /**
  * Lanes of `key` in a cut's prefix: key < cutKey, or a tie at cutKey while fewer than `taken` ties
@@ -1340,27 +1357,6 @@ function inPrefix4(key: v128, cut4: v128, cutKey: u32, taken: f64, below: bool):
   return lanes;
 }
 
-/** maskRange's decision for one value: 1 kept, 0 dropped (the tie counts advance). */
-// @ts-ignore: decorator
-@inline
-function keep1(bits: u32, flip: u32, upToKey: u32, upToTaken: f64, hasBelow: i32, belowKey: u32, belowTaken: f64): f32 {
-  const k = orderKey(bits, flip);
-  let keep: f32 = k < upToKey ? 1 : 0;
-  if (k == upToKey && upToTies < upToTaken) {
-    upToTies++;
-    keep = 1;
-  }
-  if (hasBelow) {
-    let inBelow = k < belowKey;
-    if (k == belowKey && belowTies < belowTaken) {
-      belowTies++;
-      inBelow = true;
-    }
-    if (inBelow) keep = 0;
-  }
-  return keep;
-}
-
 /** 1.0 in the lanes of four values that the cuts keep (maskRange's mask), 0.0 elsewhere. */
 // @ts-ignore: decorator
 @inline
@@ -1378,6 +1374,51 @@ function keep4(
   let selected = inPrefix4(key, up4, upToKey, upToTaken, false);
   if (hasBelow) selected = v128.andnot(selected, inPrefix4(key, below4, belowKey, belowTaken, true));
   return v128.and(selected, one);
+}
+
+/** fround(d * keep) of four task-vector values `d` under the cuts, times `rescale4` when `hasRescale`. */
+// @ts-ignore: decorator
+@inline
+function masked4(
+  d: v128,
+  flip4: v128,
+  up4: v128,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  below4: v128,
+  belowKey: u32,
+  belowTaken: f64,
+  rescale4: v128,
+  hasRescale: i32,
+  absMask: v128,
+  nanKey: v128,
+  inf: v128,
+  one: v128,
+): v128 {
+  const key = orderKey4(d, flip4, absMask, nanKey, inf);
+  let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
+  if (hasRescale) m = f32x4.mul(m, rescale4);
+  return m;
+}
+
+/** masked4 of one value. */
+// @ts-ignore: decorator
+@inline
+function masked1(
+  d: f32,
+  flip: u32,
+  upToKey: u32,
+  upToTaken: f64,
+  hasBelow: i32,
+  belowKey: u32,
+  belowTaken: f64,
+  rescale: f32,
+  hasRescale: i32,
+): f32 {
+  let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
+  if (hasRescale) m = m * rescale;
+  return m;
 }
 
 /**
@@ -1402,8 +1443,7 @@ export function maskedDelta(
   rescale: f32,
   hasRescale: i32,
 ): void {
-  upToTies = load<f64>(state);
-  belowTies = load<f64>(state, 8);
+  loadTies(state);
   const whole = <usize>(n & ~3);
   const flip4 = i32x4.splat(flip);
   const up4 = i32x4.splat(upToKey);
@@ -1415,19 +1455,14 @@ export function maskedDelta(
   const one = constant(3, f32x4.splat(1));
   for (let i: usize = 0; i < whole; i += 4) {
     const d = f32x4.sub(load4(x, xDtype, i), load4(base, baseDtype, i));
-    const key = orderKey4(d, flip4, absMask, nanKey, inf);
-    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
-    if (hasRescale) m = f32x4.mul(m, rescale4);
+    const m = masked4(d, flip4, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, rescale4, hasRescale, absMask, nanKey, inf, one);
     v128.store(dst + (i << 2), m);
   }
   for (let i = whole; i < <usize>n; i++) {
     const d = load1(x, xDtype, i) - load1(base, baseDtype, i);
-    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
-    if (hasRescale) m = m * rescale;
-    store<f32>(dst + (i << 2), m);
+    store<f32>(dst + (i << 2), masked1(d, flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken, rescale, hasRescale));
   }
-  store<f64>(state, upToTies);
-  store<f64>(state, belowTies, 8);
+  saveTies(state);
 }
 
 /**
@@ -1457,8 +1492,7 @@ export function tiesOne(
   lambda: f32,
   scale: i32,
 ): void {
-  upToTies = load<f64>(state);
-  belowTies = load<f64>(state, 8);
+  loadTies(state);
   // One model's divisor is its weight where kept, else 1: a weight of 1 divides by 1 everywhere,
   // which changes no value, so the division (as costly as the rest of the loop) is skipped.
   const divide = normalize != 0 && weight != 1;
@@ -1481,9 +1515,7 @@ export function tiesOne(
   for (let i: usize = 0; i < whole; i += 4) {
     const b = load4(base, baseDtype, i);
     const d = f32x4.sub(load4(x, xDtype, i), b);
-    const key = orderKey4(d, flip4, absMask, nanKey, inf);
-    let m = f32x4.mul(d, keep4(key, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, one));
-    if (hasRescale) m = f32x4.mul(m, rescale4);
+    const m = masked4(d, flip4, up4, upToKey, upToTaken, hasBelow, below4, belowKey, belowTaken, rescale4, hasRescale, absMask, nanKey, inf, one);
     const dw = f32x4.mul(m, w);
     const keep = v128.and(v128.or(f32x4.gt(dw, zero), f32x4.lt(dw, zero)), one);
     let mixed = f32x4.mul(dw, keep);
@@ -1493,19 +1525,13 @@ export function tiesOne(
     }
     if (scale) mixed = f32x4.mul(mixed, lambda4);
     const u = f32x4.add(b, mixed);
-    if (outDtype == BF16) {
-      const h = bf16Bits4k(u, absMask, inf, lsb1, round, quiet, low16);
-      v128.store64_lane(out + (i << 1), i16x8.narrow_i32x4_u(h, h), 0);
-    } else {
-      store4(out, outDtype, i, u);
-    }
+    if (outDtype == BF16) store16x4(out, i, bf16Bits4k(u, absMask, inf, lsb1, round, quiet, low16));
+    else store4(out, outDtype, i, u);
   }
   for (let i = whole; i < <usize>n; i++) {
     const b = load1(base, baseDtype, i);
     const d = load1(x, xDtype, i) - b;
-    let m = d * keep1(reinterpret<u32>(d), flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken);
-    if (hasRescale) m = m * rescale;
-    const dw = m * weight;
+    const dw = masked1(d, flip, upToKey, upToTaken, hasBelow, belowKey, belowTaken, rescale, hasRescale) * weight;
     const keep: f32 = dw > 0 || dw < 0 ? 1 : 0;
     let mixed = dw * keep;
     if (normalize) {
@@ -1515,8 +1541,7 @@ export function tiesOne(
     if (scale) mixed = mixed * lambda;
     store1(out, outDtype, i, b + mixed);
   }
-  store<f64>(state, upToTies);
-  store<f64>(state, belowTies, 8);
+  saveTies(state);
 }
 
 
@@ -1635,10 +1660,10 @@ export function tiesOneBf16(
   for (let i: usize = 0; i < whole; i += 8) {
     const xv = v128.load(x + (i << 1));
     const bv = v128.load(base + (i << 1));
-    const bLow = v128.shuffle<i16>(zero, bv, 0, 8, 1, 9, 2, 10, 3, 11);
-    const bHigh = v128.shuffle<i16>(zero, bv, 4, 12, 5, 13, 6, 14, 7, 15);
-    const dLow = f32x4.sub(v128.shuffle<i16>(zero, xv, 0, 8, 1, 9, 2, 10, 3, 11), bLow);
-    const dHigh = f32x4.sub(v128.shuffle<i16>(zero, xv, 4, 12, 5, 13, 6, 14, 7, 15), bHigh);
+    const bLow = bf16Low(bv, zero);
+    const bHigh = bf16High(bv, zero);
+    const dLow = f32x4.sub(bf16Low(xv, zero), bLow);
+    const dHigh = f32x4.sub(bf16High(xv, zero), bHigh);
     const keyLow = orderKey4(dLow, flip4, absMask, nanKey, inf);
     const keyHigh = orderKey4(dHigh, flip4, absMask, nanKey, inf);
     let selLow = i32x4.lt_u(keyLow, up4);
@@ -1662,7 +1687,7 @@ export function tiesOneBf16(
     }
     const low = tiesFour(bLow, dLow, selLow, w, divide, lambda4, scale, absMask, inf, one, zero, lsb1, round, quiet, low16);
     const high = tiesFour(bHigh, dHigh, selHigh, w, divide, lambda4, scale, absMask, inf, one, zero, lsb1, round, quiet, low16);
-    v128.store(out + (i << 1), i16x8.narrow_i32x4_u(low, high));
+    store16x8(out, i, low, high);
   }
   store<f64>(state, upToTies);
   if (whole < <usize>n) {

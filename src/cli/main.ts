@@ -13,6 +13,7 @@ import { DEFAULT_OUT_SHARD_SIZE, placementSummary, prepareMerge, runMerge } from
 import { parseByteSize } from '../formats/size';
 import { MIN_MEMORY_BUDGET } from '../gpu/device';
 import { aimStatisticsForRecipe } from '../model/calibration';
+import type { FileLock } from '../node/file-lock';
 import { NodeCpuThreads } from '../node/kernel-threads';
 import { folderResolver } from '../node/model-folder';
 import { outputDir } from '../node/output-dir';
@@ -169,6 +170,7 @@ export async function main(argv: string[]): Promise<number> {
   let resolver: ReturnType<typeof folderResolver> | undefined;
   let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
   let threads: NodeCpuThreads | undefined;
+  let outputLock: FileLock | undefined;
   try {
     const recipe = parseRecipe(await readRecipeFile(args.config), args.config);
     resolver = folderResolver(dirname(resolve(args.config)), {
@@ -180,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     // Hub models are found in the cache or downloaded here, before anything else is checked.
-    await guardOutputDir({
+    outputLock = await guardOutputDir({
       outDir: args.outDir,
       force: args.force,
       recipe,
@@ -255,6 +257,8 @@ export async function main(argv: string[]): Promise<number> {
     await threads?.close().catch(() => {});
     await resolver?.closeAll().catch(() => {});
     backend?.dispose();
+    // Last: until now this run may still write, rename or clean up beside OUT_DIR.
+    await outputLock?.release().catch(() => {});
     removeSignalHandlers();
   }
 }

@@ -1,15 +1,19 @@
 /**
- * Before a merge starts: clean up after killed runs for the same OUT_DIR, then refuse an OUT_DIR
- * that the run must never write or replace (see checkOutputDir), knowing the input folders.
+ * Before a merge starts: lock OUT_DIR for this run (output-lock.ts), clean up after killed runs for
+ * it, then refuse an OUT_DIR that the run must never write or replace (see checkOutputDir), knowing
+ * the input folders.
  */
 import { realpath } from 'node:fs/promises';
-import { checkOutputDir, recoverOutputDir } from '../node/output-dir';
+import type { FileLock } from '../node/file-lock';
+import { checkOutputDir, protectedReason, recoverOutputDir } from '../node/output-dir';
 import { type MergeRecipe, RecipeError, referencedModels } from '../recipe';
+import { lockOutputDir } from './output-lock';
 
 export class DuplicateModelError extends RecipeError {
   override name = 'DuplicateModelError';
 }
 
+/** Returns OUT_DIR's lock, which the caller releases once the run has ended. */
 export async function guardOutputDir(options: {
   outDir: string;
   force: boolean;
@@ -17,9 +21,31 @@ export async function guardOutputDir(options: {
   recipeFile: string;
   locate(reference: string): Promise<{ dir: string }>;
   log(line: string): void;
+}): Promise<FileLock | undefined> {
+  const { outDir, recipeFile } = options;
+  // A folder that is never written gets no lock beside it: checkOutputDir refuses it below.
+  const lock =
+    (await protectedReason(outDir, { recipeFile })) === undefined
+      ? await lockOutputDir(outDir, options.log)
+      : undefined;
+  try {
+    if (lock) await recoverOutputDir(outDir, options.log);
+    await checkInputsAndOutput(options);
+    return lock;
+  } catch (e) {
+    await lock?.release();
+    throw e;
+  }
+}
+
+async function checkInputsAndOutput(options: {
+  outDir: string;
+  force: boolean;
+  recipe: MergeRecipe;
+  recipeFile: string;
+  locate(reference: string): Promise<{ dir: string }>;
 }): Promise<void> {
   const { outDir, force, recipe, recipeFile } = options;
-  if (outDir.trim() !== '') await recoverOutputDir(outDir, options.log);
   const inputs: string[] = [];
   const byFolder = new Map<string, string>();
   for (const reference of referencedModels(recipe)) {

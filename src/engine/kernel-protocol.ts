@@ -4,27 +4,32 @@
  * a thread is sent, its replies, and the chunk loop. The platform supplies the positioned reads and
  * the hand-back of each produced chunk (a shared slot in Node, a transferred buffer in the browser).
  */
-import { DTYPE_BYTES, type FloatDType } from '../formats/dtype';
+import { DTYPE_BYTES } from '../formats/dtype';
 import { chunkInputSets, type RawChunkMerge, rawChunkMerge } from '../kernels/fused';
 import type { KernelArena } from '../kernels/wasm';
 import { getMethod } from '../methods';
-import type { TensorMergeSpec } from '../methods/types';
-import type { ThreadTensor } from './threads';
+import { type ThreadChunk, ThreadTaskError, type ThreadTensor } from './threads';
 
-/** A tensor's work for one thread; `Input` says where the thread reads each input (a descriptor, Blobs). */
-export interface KernelJobOf<Input> {
+/**
+ * A tensor's work for one thread: the ThreadTensor's facts (its inputs as `Input`, where the thread
+ * reads each one: a descriptor, Blobs) and which of its chunks this thread produces.
+ */
+export interface KernelJobOf<Input>
+  extends Pick<
+    ThreadTensor,
+    | 'method'
+    | 'spec'
+    | 'inputDtypes'
+    | 'outDtype'
+    | 'workDtype'
+    | 'rows'
+    | 'rowLength'
+    | 'rowsPerChunk'
+    | 'split'
+  > {
   readonly id: number;
-  readonly method: string;
-  readonly spec: TensorMergeSpec;
   readonly inputs: readonly Input[];
-  readonly inputDtypes: readonly FloatDType[];
-  readonly outDtype: FloatDType;
-  readonly workDtype?: FloatDType;
-  readonly rows: number;
-  readonly rowLength: number;
-  readonly rowsPerChunk: number;
   /** Produce chunks k with k mod step === first (no statistics passes); else every chunk. */
-  readonly split: boolean;
   readonly first: number;
   readonly step: number;
 }
@@ -207,10 +212,10 @@ export function errorReply(id: number, e: Error): KernelErrorReply | null {
 export class ReplyQueue<Reply extends { kind: string }> {
   private readonly items: Reply[] = [];
   private readonly waiting: ((r: Reply) => void)[] = [];
-  failure?: Reply;
+  failure?: Extract<Reply, KernelErrorReply>;
 
   push(r: Reply): void {
-    if (r.kind === 'error') this.failure = r;
+    if (r.kind === 'error') this.failure = r as Extract<Reply, KernelErrorReply>;
     const w = this.waiting.shift();
     if (w) w(r);
     else this.items.push(r);
@@ -221,4 +226,122 @@ export class ReplyQueue<Reply extends { kind: string }> {
     if (r) return Promise.resolve(r);
     return new Promise((done) => this.waiting.push(done));
   }
+}
+
+/** A thread's reply for one produced chunk; the platform adds where the bytes are. */
+export interface KernelChunkReply {
+  readonly id: number;
+  readonly kind: 'chunk';
+  readonly inputBytes: number;
+  readonly nonFinite: number;
+}
+
+/** How many chunks of `rowsPerChunk` rows tensor `t` has. */
+export function chunkCount(t: ThreadTensor): number {
+  return t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
+}
+
+function threadError(id: number, message: string, causeName: string): KernelErrorReply {
+  return { id, kind: 'error', message, causeName, read: -1 };
+}
+
+/**
+ * The engine's side of a set of kernel threads (Node's worker_threads, the browser's kernel
+ * workers): which threads a tensor runs on, each thread's reply queue per job, why a thread
+ * stopped, and the chunks handed back in order. The platform starts the threads, sends the jobs
+ * and says where a chunk's bytes are.
+ */
+export class KernelThreadReplies<Chunk extends KernelChunkReply> {
+  private readonly threads: { jobs: Map<number, ReplyQueue<Chunk | KernelErrorReply>>; stopped?: string }[];
+  private nextId = 1;
+  private owner = 0;
+
+  constructor(readonly count: number) {
+    this.threads = Array.from({ length: count }, () => ({ jobs: new Map() }));
+  }
+
+  /** How many threads tensor `t` runs on: all of them when it is split, else one. */
+  threadsFor(t: ThreadTensor): number {
+    return t.split ? this.count : 1;
+  }
+
+  /** A reply from thread `thread`. */
+  receive(thread: number, reply: Chunk | KernelErrorReply): void {
+    this.threads[thread].jobs.get(reply.id)?.push(reply);
+  }
+
+  /** Thread `thread` failed or exited: its jobs under way, and every later one, fail with `why`. */
+  stop(thread: number, why: string): void {
+    const t = this.threads[thread];
+    t.stopped ??= why;
+    for (const [id, q] of t.jobs) q.push(threadError(id, t.stopped, 'KernelThreadError'));
+  }
+
+  /**
+   * Starts tensor `t`: on every thread when it is split, else on the next thread in turn. `send`
+   * posts thread `thread`'s job (kernelJobOf with `inputs`), and is not called for a thread that has
+   * stopped; `failureOf` may replace a thread's error by the one that caused it. Returns the chunks'
+   * replies in chunk order (chunk k from the k mod n-th of the tensor's n threads), with the thread
+   * each came from; an error reply is thrown as a ThreadTaskError.
+   */
+  start<Input>(
+    t: ThreadTensor,
+    inputs: readonly Input[],
+    send: (thread: number, job: KernelJobOf<Input>) => void,
+    failureOf?: (
+      failure: KernelErrorReply,
+      failures: () => (KernelErrorReply | undefined)[],
+    ) => Promise<KernelErrorReply>,
+  ): () => Promise<{ reply: Chunk; thread: number }> {
+    const id = this.nextId++;
+    const chunks = chunkCount(t);
+    const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.count];
+    const queues = users.map((index, first) => {
+      const thread = this.threads[index];
+      const queue = new ReplyQueue<Chunk | KernelErrorReply>();
+      thread.jobs.set(id, queue);
+      if (thread.stopped) queue.push(threadError(id, thread.stopped, 'KernelThreadError'));
+      else send(index, kernelJobOf(id, t, inputs, first, users.length));
+      return queue;
+    });
+    const done = () => {
+      for (const i of users) this.threads[i].jobs.delete(id);
+    };
+    let k = 0;
+    return async () => {
+      if (k >= chunks) throw new RangeError(`tensor ${t.spec.tensorName} has ${chunks} chunks`);
+      const user = k % users.length;
+      k++;
+      const reply = await queues[user].take();
+      if (reply.kind === 'error') {
+        const failure = failureOf ? await failureOf(reply, () => queues.map((q) => q.failure)) : reply;
+        done();
+        throw new ThreadTaskError(
+          failure.message,
+          failure.read >= 0 ? 'read' : 'method',
+          failure.read,
+          failure.causeName,
+        );
+      }
+      if (k === chunks) done();
+      return { reply: reply as Chunk, thread: users[user] };
+    };
+  }
+
+  /**
+   * Abandons every job started so far, each failing with an AbortError; returns the last job's id
+   * (the platform tells the threads to drop jobs up to it).
+   */
+  cancel(): number {
+    for (const thread of this.threads) {
+      for (const [id, q] of thread.jobs) q.push(threadError(id, 'the tensor was abandoned', 'AbortError'));
+      thread.jobs.clear();
+    }
+    return this.nextId - 1;
+  }
+}
+
+/** A ThreadChunk of `bytes` from a chunk reply; `release` frees the thread's buffer. */
+export function threadChunk(reply: KernelChunkReply, bytes: Uint8Array, release: () => void): ThreadChunk {
+  return { bytes, inputBytes: reply.inputBytes, nonFinite: reply.nonFinite, release };
 }

@@ -13,60 +13,70 @@ export const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 
 /** A model-table entry's dtype for f32 task-vector values (rather than a stored tensor). */
 export const DELTA_VALUES = -1;
 
+// The kernels' arguments that several of them share, in their order (wasm/merge-kernels.ts).
+/** A task vector's inputs: a model's stored tensor and the base's (addresses, dtype codes). */
+type TaskVectorInputs = [x: number, xDtype: number, base: number, baseDtype: number];
+/** The two cut windows of TIES' pass 0: each a counts address, its first bucket and its width. */
+type CutWindows = [
+  window0: number,
+  start0: number,
+  buckets0: number,
+  window1: number,
+  start1: number,
+  buckets1: number,
+];
+/** Where pass 0 gathers keys inside a window before counting them (countWindowedGathered). */
+type GatherScratch = [scratch: number, capacity: number];
+/** maskRange's cuts, with the running tie counts (two f64) at `state`. */
+type MaskCuts = [
+  flip: number,
+  upToKey: number,
+  upToTaken: number,
+  hasBelow: number,
+  belowKey: number,
+  belowTaken: number,
+  state: number,
+];
+/** The mask's rescale (breadcrumbs, DARE), applied when `hasRescale`. */
+type MaskRescale = [rescale: number, hasRescale: number];
+/** A model table (12-byte entries: address, dtype, weight) of `models` models. */
+type ModelTable = [table: number, models: number];
+/** An encoded output of n values. */
+type EncodedOut = [out: number, outDtype: number, n: number];
+
 export interface KernelExports {
   decode(src: number, dtype: number, dst: number, n: number): void;
   encode(src: number, dst: number, dtype: number, n: number): void;
   roundTo(src: number, srcDtype: number, dst: number, workDtype: number, n: number): void;
-  delta(x: number, xDtype: number, base: number, baseDtype: number, dst: number, n: number): void;
+  delta(...args: [...TaskVectorInputs, dst: number, n: number]): void;
   mixSum(
-    table: number,
-    models: number,
-    base: number,
-    baseDtype: number,
-    out: number,
-    outDtype: number,
-    n: number,
-    divisor: number,
-    divide: number,
-    lambda: number,
-    scale: number,
+    ...args: [
+      ...ModelTable,
+      base: number,
+      baseDtype: number,
+      ...EncodedOut,
+      divisor: number,
+      divide: number,
+      lambda: number,
+      scale: number,
+    ]
   ): void;
   mixConsensus(
-    table: number,
-    models: number,
-    bySum: number,
-    base: number,
-    baseDtype: number,
-    out: number,
-    outDtype: number,
-    n: number,
-    normalize: number,
-    lambda: number,
-    scale: number,
+    ...args: [
+      ...ModelTable,
+      bySum: number,
+      base: number,
+      baseDtype: number,
+      ...EncodedOut,
+      normalize: number,
+      lambda: number,
+      scale: number,
+    ]
   ): void;
-  linear(
-    table: number,
-    models: number,
-    out: number,
-    outDtype: number,
-    n: number,
-    divisor: number,
-    normalize: number,
-  ): void;
-  blend(a: number, b: number, s0: number, s1: number, out: number, outDtype: number, n: number): void;
+  linear(...args: [...ModelTable, ...EncodedOut, divisor: number, normalize: number]): void;
+  blend(a: number, b: number, s0: number, s1: number, ...out: EncodedOut): void;
   countSampled(values: number, n: number, flip: number, high: number, sample: number): void;
-  countWindowed(
-    values: number,
-    n: number,
-    flip: number,
-    high: number,
-    window0: number,
-    start0: number,
-    buckets0: number,
-    window1: number,
-    start1: number,
-    buckets1: number,
-  ): void;
+  countWindowed(values: number, n: number, flip: number, high: number, ...windows: CutWindows): void;
   countLow(
     values: number,
     n: number,
@@ -76,17 +86,7 @@ export interface KernelExports {
     low1: number,
     bucket1: number,
   ): void;
-  maskRange(
-    values: number,
-    n: number,
-    flip: number,
-    upToKey: number,
-    upToTiesTaken: number,
-    hasBelow: number,
-    belowKey: number,
-    belowTiesTaken: number,
-    state: number,
-  ): void;
+  maskRange(values: number, n: number, ...cuts: MaskCuts): void;
   uniforms(
     dst: number,
     n: number,
@@ -135,15 +135,7 @@ export interface KernelExports {
     sums: number,
   ): number;
   blendStored(
-    a: number,
-    aDtype: number,
-    b: number,
-    bDtype: number,
-    s0: number,
-    s1: number,
-    out: number,
-    outDtype: number,
-    n: number,
+    ...args: [a: number, aDtype: number, b: number, bDtype: number, s0: number, s1: number, ...EncodedOut]
   ): void;
   // DELLA's keep probabilities and mask (sparsify-kernels.ts)
   dellaScratchBytes(length: number): number;
@@ -160,77 +152,35 @@ export interface KernelExports {
   ): void;
   varyingBernoulliMask(uniform: number, n: number, probabilities: number, values: number): void;
   stockBlend(
-    table: number,
-    count: number,
-    base: number,
-    baseDtype: number,
-    t: number,
-    baseShare: number,
-    out: number,
-    outDtype: number,
-    n: number,
+    ...args: [
+      table: number,
+      count: number,
+      base: number,
+      baseDtype: number,
+      t: number,
+      baseShare: number,
+      ...EncodedOut,
+    ]
   ): void;
   // TIES / breadcrumbs, fused passes
   countWindowedGathered(
-    values: number,
-    n: number,
-    flip: number,
-    high: number,
-    window0: number,
-    start0: number,
-    buckets0: number,
-    window1: number,
-    start1: number,
-    buckets1: number,
-    scratch: number,
-    capacity: number,
+    ...args: [values: number, n: number, flip: number, high: number, ...CutWindows, ...GatherScratch]
   ): void;
   countWindowedDelta(
-    x: number,
-    xDtype: number,
-    base: number,
-    baseDtype: number,
-    n: number,
-    flip: number,
-    high: number,
-    window0: number,
-    start0: number,
-    buckets0: number,
-    window1: number,
-    start1: number,
-    buckets1: number,
-    scratch: number,
-    capacity: number,
+    ...args: [...TaskVectorInputs, n: number, flip: number, high: number, ...CutWindows, ...GatherScratch]
   ): void;
   countSampled4(values: number, n: number, flip: number, high: number, sample: number): void;
-  maskedDelta(
-    x: number,
-    xDtype: number,
-    base: number,
-    baseDtype: number,
-    dst: number,
-    n: number,
-    flip: number,
-    upToKey: number,
-    upToTaken: number,
-    hasBelow: number,
-    belowKey: number,
-    belowTaken: number,
-    state: number,
-    rescale: number,
-    hasRescale: number,
-  ): void;
+  maskedDelta(...args: [...TaskVectorInputs, dst: number, n: number, ...MaskCuts, ...MaskRescale]): void;
   countTies(
-    x: number,
-    xDtype: number,
-    base: number,
-    baseDtype: number,
-    n: number,
-    flip: number,
-    upToKey: number,
-    hasBelow: number,
-    belowKey: number,
-    out: number,
+    ...args: [
+      ...TaskVectorInputs,
+      n: number,
+      flip: number,
+      upToKey: number,
+      hasBelow: number,
+      belowKey: number,
+      out: number,
+    ]
   ): void;
   tiesOneBf16(
     x: number,
@@ -247,26 +197,16 @@ export interface KernelExports {
     scale: number,
   ): void;
   tiesOne(
-    x: number,
-    xDtype: number,
-    base: number,
-    baseDtype: number,
-    out: number,
-    outDtype: number,
-    n: number,
-    flip: number,
-    upToKey: number,
-    upToTaken: number,
-    hasBelow: number,
-    belowKey: number,
-    belowTaken: number,
-    state: number,
-    rescale: number,
-    hasRescale: number,
-    weight: number,
-    normalize: number,
-    lambda: number,
-    scale: number,
+    ...args: [
+      ...TaskVectorInputs,
+      ...EncodedOut,
+      ...MaskCuts,
+      ...MaskRescale,
+      weight: number,
+      normalize: number,
+      lambda: number,
+      scale: number,
+    ]
   ): void;
 }
 

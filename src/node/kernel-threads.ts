@@ -7,14 +7,15 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { type KernelErrorReply, type KernelJobOf, kernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
-  type CpuThreads,
-  type TensorOnThreads,
-  type ThreadChunk,
-  ThreadTaskError,
-  type ThreadTensor,
-} from '../engine/threads';
+  chunkCount,
+  type KernelChunkReply,
+  type KernelErrorReply,
+  type KernelJobOf,
+  KernelThreadReplies,
+  threadChunk,
+} from '../engine/kernel-protocol';
+import type { CpuThreads, TensorOnThreads, ThreadChunk, ThreadTensor } from '../engine/threads';
 import type { ByteSource } from '../formats/byte-source';
 import { DTYPE_BYTES } from '../formats/dtype';
 
@@ -63,9 +64,13 @@ export const EXCHANGE_FAILED = 'ExchangeFailed';
 /** How long the engine waits for the failing thread's own error after an EXCHANGE_FAILED (ms). */
 const ROOT_FAILURE_WAIT_MS = 2000;
 
-export type WorkerReply =
-  | { id: number; kind: 'chunk'; slot: number; length: number; inputBytes: number; nonFinite: number }
-  | KernelErrorReply;
+/** A produced chunk: `length` bytes at the start of output slot `slot`. */
+export interface WorkerChunk extends KernelChunkReply {
+  readonly slot: number;
+  readonly length: number;
+}
+
+export type WorkerReply = WorkerChunk | KernelErrorReply;
 
 /** The worker threads could not be started, or one stopped. */
 export class KernelThreadError extends Error {
@@ -76,15 +81,30 @@ interface Thread {
   readonly worker: Worker;
   /** Jobs with ids up to this one are abandoned (shared with the thread). */
   readonly cancelled: Int32Array;
-  readonly jobs: Map<number, ReplyQueue<WorkerReply>>;
   slots?: { set: SlotSet; bytes: number; control: Int32Array; data: Uint8Array[] };
-  /** Why the thread stopped, once it has. */
-  stopped?: string;
 }
 
 function fdOf(source: ByteSource): number | undefined {
   const fd = (source as { fd?: unknown }).fd;
   return typeof fd === 'number' ? fd : undefined;
+}
+
+/**
+ * A thread that stopped for another thread's failure (EXCHANGE_FAILED) reports that one, once it
+ * has arrived (a read failure names its file).
+ */
+async function rootFailure(
+  failure: KernelErrorReply,
+  failures: () => (KernelErrorReply | undefined)[],
+): Promise<KernelErrorReply> {
+  if (failure.causeName !== EXCHANGE_FAILED) return failure;
+  const waited = performance.now();
+  for (;;) {
+    const root = failures().find((f) => f !== undefined && f.causeName !== EXCHANGE_FAILED);
+    if (root) return root;
+    if (performance.now() - waited >= ROOT_FAILURE_WAIT_MS) return failure;
+    await new Promise((done) => setTimeout(done, 10));
+  }
 }
 
 /** The threads' script in the CLI bundle (dist/cli/kernel-worker.js), next to this module's chunk. */
@@ -101,10 +121,16 @@ export class NodeCpuThreads implements CpuThreads {
     return workerUrl.protocol === 'file:' && existsSync(fileURLToPath(workerUrl));
   }
 
-  private nextId = 1;
-  private owner = 0;
+  private readonly replies: KernelThreadReplies<WorkerChunk>;
 
-  private constructor(private readonly threads: Thread[]) {}
+  private constructor(private readonly threads: Thread[]) {
+    this.replies = new KernelThreadReplies(threads.length);
+    threads.forEach(({ worker }, i) => {
+      worker.on('message', (r: WorkerReply) => this.replies.receive(i, r));
+      worker.on('error', (e) => this.replies.stop(i, `a kernel thread failed: ${e.message}`));
+      worker.on('exit', (code) => this.replies.stop(i, `a kernel thread stopped (exit code ${code})`));
+    });
+  }
 
   /**
    * `count` threads on the worker script next to this module (dist/cli/kernel-worker.js), or at
@@ -115,23 +141,13 @@ export class NodeCpuThreads implements CpuThreads {
       throw new KernelThreadError(
         `cannot start kernel threads: ${workerUrl.href} is missing (npm run build:cli)`,
       );
-    const threads: Thread[] = [];
-    for (let i = 0; i < count; i++) {
+    const threads = Array.from({ length: count }, (): Thread => {
       const cancelled = new Int32Array(new SharedArrayBuffer(4));
       const worker = new Worker(workerUrl, { workerData: { cancelled: cancelled.buffer } });
       // Idle threads never keep the process alive.
       worker.unref();
-      const thread: Thread = { worker, cancelled, jobs: new Map() };
-      worker.on('message', (r: WorkerReply) => thread.jobs.get(r.id)?.push(r));
-      const stop = (why: string) => {
-        thread.stopped ??= why;
-        for (const [id, q] of thread.jobs)
-          q.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
-      };
-      worker.on('error', (e) => stop(`a kernel thread failed: ${e.message}`));
-      worker.on('exit', (code) => stop(`a kernel thread stopped (exit code ${code})`));
-      threads.push(thread);
-    }
+      return { worker, cancelled };
+    });
     return new NodeCpuThreads(threads);
   }
 
@@ -144,28 +160,27 @@ export class NodeCpuThreads implements CpuThreads {
   }
 
   start(t: ThreadTensor): TensorOnThreads {
-    const id = this.nextId++;
     const inputs = t.inputs.map((input) => ({
       fd: fdOf(input.source) as number,
       offset: input.offset,
       name: input.source.name,
     }));
-    const chunks = t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
+    const chunks = chunkCount(t);
     const slotBytes = Math.max(16, Math.min(t.rows, t.rowsPerChunk) * t.rowLength * DTYPE_BYTES[t.outDtype]);
-    const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.threads.length];
+    const threadsUsed = this.replies.threadsFor(t);
     const models = Math.max(1, t.spec.tensors.length - 1);
     const exchange: StatisticsExchange | undefined =
       t.split && t.splitStatistics
         ? {
             control: new SharedArrayBuffer(4 * (EXCHANGE_CHUNK_FLAGS + chunks)),
             ties: new SharedArrayBuffer(8 * 2 * models * chunks),
-            counts: new SharedArrayBuffer(4 * EXCHANGE_REGION_WORDS * models * users.length),
+            counts: new SharedArrayBuffer(4 * EXCHANGE_REGION_WORDS * models * threadsUsed),
             models,
           }
         : undefined;
-    const queues = new Map<number, ReplyQueue<WorkerReply>>();
+    // The slots each thread's job was sent with (a later job may bring larger ones).
     const jobSlots = new Map<number, NonNullable<Thread['slots']>>();
-    users.forEach((index, first) => {
+    const send = (index: number, job: KernelJobOf<(typeof inputs)[number]>) => {
       const thread = this.threads[index];
       let slots: SlotSet | undefined;
       if (!thread.slots || thread.slots.bytes < slotBytes) {
@@ -182,68 +197,27 @@ export class NodeCpuThreads implements CpuThreads {
         slots = set;
       }
       jobSlots.set(index, thread.slots);
-      const queue = new ReplyQueue<WorkerReply>();
-      thread.jobs.set(id, queue);
-      queues.set(index, queue);
-      const job: KernelJob = { ...kernelJobOf(id, t, inputs, first, users.length), slots, exchange };
-      if (thread.stopped)
-        queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
-      else thread.worker.postMessage(job);
-    });
-    let k = 0;
+      thread.worker.postMessage({ ...job, slots, exchange } satisfies KernelJob);
+    };
+    const next = this.replies.start(t, inputs, send, rootFailure);
     return {
       next: async (): Promise<ThreadChunk> => {
-        if (k >= chunks) throw new RangeError(`tensor ${t.spec.tensorName} has ${chunks} chunks`);
-        const index = users[k % users.length];
-        k++;
-        // The slots this job was sent with (a later job may bring larger ones).
-        const slots = jobSlots.get(index)!;
-        const reply = await queues.get(index)!.take();
-        if (reply.kind === 'error') {
-          let failure = reply;
-          if (reply.causeName === EXCHANGE_FAILED) {
-            // This thread stopped for another's failure: report that one (a read names its file).
-            const waited = performance.now();
-            let root: WorkerReply | undefined;
-            while (!root && performance.now() - waited < ROOT_FAILURE_WAIT_MS) {
-              root = users
-                .map((i) => queues.get(i)!.failure)
-                .find((f) => f !== undefined && f.kind === 'error' && f.causeName !== EXCHANGE_FAILED);
-              if (!root) await new Promise((done) => setTimeout(done, 10));
-            }
-            if (root?.kind === 'error') failure = root;
-          }
-          for (const i of users) this.threads[i].jobs.delete(id);
-          throw new ThreadTaskError(
-            failure.message,
-            failure.read >= 0 ? 'read' : 'method',
-            failure.read,
-            failure.causeName,
-          );
-        }
-        if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);
-        return {
-          bytes: slots.data[reply.slot].subarray(0, reply.length),
-          inputBytes: reply.inputBytes,
-          nonFinite: reply.nonFinite,
-          release: () => {
-            Atomics.store(slots.control, reply.slot, 0);
-            Atomics.notify(slots.control, reply.slot);
-          },
-        };
+        const { reply, thread } = await next();
+        const slots = jobSlots.get(thread)!;
+        return threadChunk(reply, slots.data[reply.slot].subarray(0, reply.length), () => {
+          Atomics.store(slots.control, reply.slot, 0);
+          Atomics.notify(slots.control, reply.slot);
+        });
       },
     };
   }
 
   cancel(): void {
-    const last = this.nextId - 1;
+    const last = this.replies.cancel();
     for (const thread of this.threads) {
       Atomics.store(thread.cancelled, 0, last);
       // A thread waiting for a slot wakes and sees it.
       if (thread.slots) for (const slot of [0, 1]) Atomics.notify(thread.slots.control, slot);
-      for (const [id, q] of thread.jobs)
-        q.push({ id, kind: 'error', message: 'the tensor was abandoned', causeName: 'AbortError', read: -1 });
-      thread.jobs.clear();
     }
   }
 

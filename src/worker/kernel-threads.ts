@@ -6,14 +6,14 @@
  * (README "Two CPU threads in the browser"), so there is no SharedArrayBuffer: the hand-back is a
  * transfer of ownership, no copy, and a cancel is a message the worker sees between two chunks.
  */
-import { type KernelErrorReply, type KernelJobOf, kernelJobOf, ReplyQueue } from '../engine/kernel-protocol';
 import {
-  type CpuThreads,
-  type TensorOnThreads,
-  type ThreadChunk,
-  ThreadTaskError,
-  type ThreadTensor,
-} from '../engine/threads';
+  type KernelChunkReply,
+  type KernelErrorReply,
+  type KernelJobOf,
+  KernelThreadReplies,
+  threadChunk,
+} from '../engine/kernel-protocol';
+import type { CpuThreads, TensorOnThreads, ThreadChunk, ThreadTensor } from '../engine/threads';
 import type { BlobChunks, ByteSource } from '../formats/byte-source';
 
 /** A tensor's work for one kernel worker: the shared job, read from Blobs. */
@@ -24,9 +24,13 @@ export type KernelWorkerMessage =
   | { type: 'cancel'; upTo: number }
   | { type: 'recycle'; buffer: ArrayBuffer };
 
-export type KernelWorkerReply =
-  | { id: number; kind: 'chunk'; buffer: ArrayBuffer; length: number; inputBytes: number; nonFinite: number }
-  | KernelErrorReply;
+/** A produced chunk: `length` bytes at the start of the transferred `buffer`. */
+export interface KernelWorkerChunk extends KernelChunkReply {
+  readonly buffer: ArrayBuffer;
+  readonly length: number;
+}
+
+export type KernelWorkerReply = KernelWorkerChunk | KernelErrorReply;
 
 /** The most kernel threads a merge asks for. */
 export const MAX_CPU_THREADS = 2;
@@ -42,48 +46,35 @@ export function cpuThreadCount(setting: 'auto' | 1 | 2 | undefined, cores: numbe
   return cores >= 4 ? MAX_CPU_THREADS : 1;
 }
 
-interface Thread {
-  readonly worker: Worker;
-  readonly jobs: Map<number, ReplyQueue<KernelWorkerReply>>;
-  stopped?: string;
-}
-
 function blobsOf(source: ByteSource): BlobChunks | undefined {
   return source.blobs;
 }
 
 export class BrowserCpuThreads implements CpuThreads {
-  private nextId = 1;
-  private owner = 0;
+  private readonly replies: KernelThreadReplies<KernelWorkerChunk>;
   /** Tensors started on the workers so far. */
   tensorsStarted = 0;
 
-  private constructor(private readonly threads: Thread[]) {}
+  private constructor(private readonly workers: Worker[]) {
+    this.replies = new KernelThreadReplies(workers.length);
+    workers.forEach((worker, i) => {
+      worker.onmessage = (e: MessageEvent<KernelWorkerReply>) => this.replies.receive(i, e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        this.replies.stop(i, `a kernel worker failed: ${e.message || 'it did not start'}`);
+      };
+      worker.onmessageerror = () =>
+        this.replies.stop(i, 'a kernel worker sent a message that could not be read');
+    });
+  }
 
   /** `count` kernel workers, each made by `createWorker` (default: kernel.worker.ts as a module worker). */
   static start(count: number, createWorker: () => Worker = defaultWorker): BrowserCpuThreads {
-    const threads: Thread[] = [];
-    for (let i = 0; i < count; i++) {
-      const worker = createWorker();
-      const thread: Thread = { worker, jobs: new Map() };
-      worker.onmessage = (e: MessageEvent<KernelWorkerReply>) => thread.jobs.get(e.data.id)?.push(e.data);
-      const stop = (why: string) => {
-        thread.stopped ??= why;
-        for (const [id, q] of thread.jobs)
-          q.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
-      };
-      worker.onerror = (e) => {
-        e.preventDefault();
-        stop(`a kernel worker failed: ${e.message || 'it did not start'}`);
-      };
-      worker.onmessageerror = () => stop('a kernel worker sent a message that could not be read');
-      threads.push(thread);
-    }
-    return new BrowserCpuThreads(threads);
+    return new BrowserCpuThreads(Array.from({ length: count }, () => createWorker()));
   }
 
   get count(): number {
-    return this.threads.length;
+    return this.workers.length;
   }
 
   reads(source: ByteSource): boolean {
@@ -91,71 +82,37 @@ export class BrowserCpuThreads implements CpuThreads {
   }
 
   start(t: ThreadTensor): TensorOnThreads {
-    const id = this.nextId++;
     this.tensorsStarted++;
     const inputs = t.inputs.map((input) => ({
       blobs: blobsOf(input.source) as BlobChunks,
       offset: input.offset,
       name: input.source.name,
     }));
-    const chunks = t.rows === 0 ? 0 : Math.ceil(t.rows / t.rowsPerChunk);
-    const users = t.split ? this.threads.map((_, i) => i) : [this.owner++ % this.threads.length];
-    const queues = new Map<number, ReplyQueue<KernelWorkerReply>>();
-    users.forEach((index, first) => {
-      const thread = this.threads[index];
-      const queue = new ReplyQueue<KernelWorkerReply>();
-      thread.jobs.set(id, queue);
-      queues.set(index, queue);
-      const job: BrowserKernelJob = kernelJobOf(id, t, inputs, first, users.length);
-      if (thread.stopped)
-        queue.push({ id, kind: 'error', message: thread.stopped, causeName: 'KernelThreadError', read: -1 });
-      else thread.worker.postMessage({ type: 'job', job } satisfies KernelWorkerMessage);
-    });
-    let k = 0;
+    const next = this.replies.start(t, inputs, (thread, job: BrowserKernelJob) =>
+      this.workers[thread].postMessage({ type: 'job', job } satisfies KernelWorkerMessage),
+    );
     return {
       next: async (): Promise<ThreadChunk> => {
-        if (k >= chunks) throw new RangeError(`tensor ${t.spec.tensorName} has ${chunks} chunks`);
-        const index = users[k % users.length];
-        k++;
-        const reply = await queues.get(index)!.take();
-        if (reply.kind === 'error') {
-          for (const i of users) this.threads[i].jobs.delete(id);
-          throw new ThreadTaskError(
-            reply.message,
-            reply.read >= 0 ? 'read' : 'method',
-            reply.read,
-            reply.causeName,
-          );
-        }
-        if (k === chunks) for (const i of users) this.threads[i].jobs.delete(id);
-        const worker = this.threads[index].worker;
-        return {
-          bytes: new Uint8Array(reply.buffer, 0, reply.length),
-          inputBytes: reply.inputBytes,
-          nonFinite: reply.nonFinite,
-          release: () => {
-            worker.postMessage({ type: 'recycle', buffer: reply.buffer } satisfies KernelWorkerMessage, [
-              reply.buffer,
-            ]);
-          },
-        };
+        const { reply, thread } = await next();
+        const worker = this.workers[thread];
+        return threadChunk(reply, new Uint8Array(reply.buffer, 0, reply.length), () => {
+          worker.postMessage({ type: 'recycle', buffer: reply.buffer } satisfies KernelWorkerMessage, [
+            reply.buffer,
+          ]);
+        });
       },
     };
   }
 
   cancel(): void {
-    const last = this.nextId - 1;
-    for (const thread of this.threads) {
-      thread.worker.postMessage({ type: 'cancel', upTo: last } satisfies KernelWorkerMessage);
-      for (const [id, q] of thread.jobs)
-        q.push({ id, kind: 'error', message: 'the tensor was abandoned', causeName: 'AbortError', read: -1 });
-      thread.jobs.clear();
-    }
+    const upTo = this.replies.cancel();
+    for (const worker of this.workers)
+      worker.postMessage({ type: 'cancel', upTo } satisfies KernelWorkerMessage);
   }
 
   /** Stops the workers at once (a job under way is abandoned). */
   close(): void {
-    for (const thread of this.threads) thread.worker.terminate();
+    for (const worker of this.workers) worker.terminate();
   }
 }
 

@@ -1,6 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
-import type { FileSink, ModelFiles, OutputTarget } from '../../src/engine/io';
 import { AIM_STATISTICS_FILE, MergeError, runMerge } from '../../src/engine/merge';
 import { bytesByteSource } from '../../src/formats/byte-source';
 import { decodeToF32, encodeFromF32 } from '../../src/formats/dtype';
@@ -17,49 +16,7 @@ import {
 } from '../../src/methods/aim';
 import { decodeAimStatistics, encodeAimStatistics } from '../../src/model/aim-statistics';
 import { parseRecipe, resolveParams } from '../../src/recipe';
-
-function memoryResolver(models: TinyModelFiles[]) {
-  return async (ref: string): Promise<ModelFiles> => {
-    const m = models.find((x) => x.name === ref);
-    if (!m) throw new Error(`no model ${ref}`);
-    return {
-      name: m.name,
-      files: () => [...m.files.keys()],
-      async open(file) {
-        const bytes = m.files.get(file);
-        if (!bytes) throw new Error(`${m.name}: no file ${file}`);
-        return bytesByteSource(bytes, `${m.name}/${file}`);
-      },
-    };
-  };
-}
-
-function memoryOutput() {
-  const files = new Map<string, Uint8Array[]>();
-  const state = { committed: false, aborted: false, created: 0 };
-  const sink = (name: string): FileSink => ({
-    async write(b) {
-      files.get(name)!.push(b.slice());
-    },
-    async close() {},
-  });
-  const target: OutputTarget = {
-    async createFile(name) {
-      state.created++;
-      files.set(name, []);
-      return sink(name);
-    },
-    async commit() {
-      state.committed = true;
-    },
-    async abort() {
-      state.aborted = true;
-      files.clear();
-    },
-  };
-  const bytes = (name: string) => new Uint8Array(Buffer.concat(files.get(name) ?? []));
-  return { target, files, state, bytes };
-}
+import { memoryOutput, memoryResolver } from '../fixtures/memory-merge';
 
 const BASE = 'tiny-qwen-system1';
 const TIES = `merge_method: ties

@@ -12,14 +12,13 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, type TinyModelFiles, type TinyQwenShape } from '../../src/demo/tiny-qwen';
-import type { FileSink, ModelFiles, OutputTarget } from '../../src/engine/io';
 import { cpuBackend, type MergeBackend, type MergeResult, runMerge } from '../../src/engine/merge';
-import { bytesByteSource } from '../../src/formats/byte-source';
 import { GpuMergeBackend } from '../../src/gpu/backend';
 import type { TilePlan } from '../../src/gpu/device';
 import { gpuMergeBackend } from '../../src/gpu/select-backend';
 import { nodeGpu } from '../../src/node/webgpu';
 import { parseRecipe } from '../../src/recipe';
+import { memoryOutput, memoryResolver } from '../fixtures/memory-merge';
 
 const gpu = await nodeGpu().catch(() => null);
 const adapter = gpu ? await gpu.requestAdapter() : null;
@@ -38,44 +37,6 @@ const QWEN_05B_SHAPE: TinyQwenShape = !FULL
     };
 const BUDGET = FULL ? 64_000_000 : 16_000_000;
 const BINDING = FULL ? 16 * 1024 * 1024 : 1024 * 1024;
-
-function memoryResolver(models: TinyModelFiles[]) {
-  return async (ref: string): Promise<ModelFiles> => {
-    const m = models.find((x) => x.name === ref);
-    if (!m) throw new Error(`no model ${ref}`);
-    return {
-      name: m.name,
-      files: () => [...m.files.keys()],
-      async open(file) {
-        const bytes = m.files.get(file);
-        if (!bytes) throw new Error(`${m.name}: no file ${file}`);
-        return bytesByteSource(bytes, `${m.name}/${file}`);
-      },
-    };
-  };
-}
-
-function memoryOutput() {
-  const files = new Map<string, Uint8Array[]>();
-  const sink = (name: string): FileSink => ({
-    async write(b) {
-      files.get(name)!.push(b.slice());
-    },
-    async close() {},
-  });
-  const target: OutputTarget = {
-    async createFile(name) {
-      files.set(name, []);
-      return sink(name);
-    },
-    async commit() {},
-    async abort() {
-      files.clear();
-    },
-  };
-  const bytes = (name: string) => new Uint8Array(Buffer.concat(files.get(name) ?? []));
-  return { target, bytes };
-}
 
 const BASE = 'qwen05-base';
 const RECIPES: Record<string, string> = {

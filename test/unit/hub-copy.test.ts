@@ -13,9 +13,9 @@ import type { ModelFiles } from '../../src/engine/io';
 import { readModelTensorBytes, readModelTensors } from '../../src/formats/model-index';
 import { HubCopy } from '../../src/store/hub-copy';
 import { type HubModelFiles, openHubModel, pinHubRevision } from '../../src/store/hub-model';
-import type { KeyValueStore } from '../../src/store/kv';
 import { ChecksumMismatchError, ModelLibrary, StorageFullError } from '../../src/store/library';
 import { HubServer } from '../browser/hub-server';
+import { memoryStore } from '../fixtures/memory-store';
 
 const REPO = 'test-org/tiny-qwen-system2';
 /** Small chunks, so pieces straddle chunk boundaries. */
@@ -26,30 +26,6 @@ afterEach(async () => {
   await hub?.stop();
   hub = undefined;
 });
-
-/** IndexedDB's semantics in memory: transactions all-or-nothing, a byte quota like the browser's. */
-function memoryStore(quotaBytes = Number.POSITIVE_INFINITY): KeyValueStore & { data: Map<string, unknown> } {
-  const data = new Map<string, unknown>();
-  const sizeOf = (v: unknown) => (v instanceof Blob ? v.size : JSON.stringify(v).length);
-  return {
-    data,
-    async getMany<T>(ks: readonly string[]) {
-      return ks.map((k) => data.get(k) as T | undefined);
-    },
-    async keys() {
-      return [...data.keys()];
-    },
-    async write(puts, deletes = []) {
-      const next = new Map(data);
-      for (const [k, v] of puts) next.set(k, v);
-      for (const k of deletes) next.delete(k);
-      const used = [...next.values()].reduce((s: number, v) => s + sizeOf(v), 0);
-      if (used > quotaBytes) throw new DOMException('quota exceeded', 'QuotaExceededError');
-      data.clear();
-      for (const [k, v] of next) data.set(k, v);
-    },
-  };
-}
 
 async function setUp(quotaBytes?: number) {
   const model = await makeTinyModel(TINY_TRIO[2]);

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
 import { filesFromDirectoryInput, importFolder, isModelFile } from '../../src/store/import-folder';
-import type { KeyValueStore } from '../../src/store/kv';
 import {
   ChecksumMismatchError,
   chunkedByteSource,
@@ -10,31 +9,7 @@ import {
   StorageFullError,
 } from '../../src/store/library';
 import { Sha256 } from '../../src/store/sha256';
-
-/** IndexedDB's semantics in memory: transactions all-or-nothing, a byte quota like the browser's. */
-function memoryStore(quotaBytes = Number.POSITIVE_INFINITY): KeyValueStore & { data: Map<string, unknown> } {
-  const data = new Map<string, unknown>();
-  const sizeOf = (v: unknown) =>
-    v instanceof Blob ? v.size : JSON.stringify(v, (_k, x) => (x instanceof Uint8Array ? [...x] : x)).length;
-  return {
-    data,
-    async getMany<T>(ks: readonly string[]) {
-      return ks.map((k) => data.get(k) as T | undefined);
-    },
-    async keys() {
-      return [...data.keys()];
-    },
-    async write(puts, deletes = []) {
-      const next = new Map(data);
-      for (const [k, v] of puts) next.set(k, v);
-      for (const k of deletes) next.delete(k);
-      const used = [...next.values()].reduce((s: number, v) => s + sizeOf(v), 0);
-      if (used > quotaBytes) throw new DOMException('quota exceeded', 'QuotaExceededError');
-      data.clear();
-      for (const [k, v] of next) data.set(k, v);
-    },
-  };
-}
+import { memoryStore } from '../fixtures/memory-store';
 
 function pattern(n: number, seed = 1): Uint8Array {
   const out = new Uint8Array(n);
