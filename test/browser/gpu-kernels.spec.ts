@@ -1,6 +1,7 @@
 /**
  * The GPU kernel cases of test/browser/harness/gpu-cases.ts in headless Chromium's WebGPU, inside a
- * module Web Worker, served by the Vite dev server (playwright.config.ts).
+ * module Web Worker, served by the Vite dev server (playwright.config.ts). Cases marked nodeOnly (the
+ * same WGSL on other tiles, or streamed by the same TS) run in the Node tests only; ?all=1 runs them here.
  */
 import { expect, test } from '@playwright/test';
 import { expectAllCasesPass } from './gpu-case-results';

@@ -22,9 +22,13 @@ export type WorkerReport =
   | { type: 'done' }
   | { type: 'fatal'; error: string };
 
-/** What the page sends to start the worker: the `only` filter of its query string, or null. */
+/**
+ * What the page sends to start the worker: the `only` filter of its query string, or null, and
+ * whether `?all=1` asks for the cases marked nodeOnly too.
+ */
 export interface CaseRequest {
   readonly only: string | null;
+  readonly all: boolean;
 }
 
 declare global {
@@ -35,13 +39,13 @@ declare global {
 
 /**
  * Worker side: once the page sends its request, runs `setup` (e.g. fetching fixtures), then every
- * case of `cases()` whose name contains `only`.
+ * case of `cases()` whose name contains `only`, leaving out the nodeOnly ones unless `all`.
  */
 export function serveCases(cases: () => readonly GpuCase[], setup?: () => Promise<void>): void {
   const scope = self as unknown as DedicatedWorkerGlobalScope;
   const post = (m: WorkerReport) => scope.postMessage(m);
-  const run = async (only: string | null) => {
-    const chosen = only ? cases().filter((c) => c.name.includes(only)) : cases();
+  const run = async ({ only, all }: CaseRequest) => {
+    const chosen = cases().filter((c) => (all || !c.nodeOnly) && (!only || c.name.includes(only)));
     await setup?.();
     post({ type: 'start', total: chosen.length });
     for (const c of chosen) {
@@ -69,7 +73,7 @@ export function serveCases(cases: () => readonly GpuCase[], setup?: () => Promis
     post({ type: 'done' });
   };
   scope.onmessage = (ev: MessageEvent<CaseRequest>) => {
-    run(ev.data.only).catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
+    run(ev.data).catch((e) => post({ type: 'fatal', error: String((e as Error)?.stack ?? e) }));
   };
 }
 
@@ -96,6 +100,7 @@ export function watchCases(worker: Worker): void {
     state.fatal = ev.message || 'the worker failed to load';
     state.done = true;
   };
-  const request: CaseRequest = { only: new URLSearchParams(location.search).get('only') };
+  const query = new URLSearchParams(location.search);
+  const request: CaseRequest = { only: query.get('only'), all: query.get('all') === '1' };
   worker.postMessage(request);
 }

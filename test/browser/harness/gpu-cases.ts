@@ -28,6 +28,12 @@ export interface GpuCase {
   readonly options?: Omit<GpuContextOptions, 'gpu' | 'adapter'>;
   /** May resolve to a string worth printing (what the compiler did, timings). */
   readonly run: (ctx: GpuContext) => Promise<unknown>;
+  /**
+   * Set on a case that only re-runs WGSL another case already runs, on other tiles or through the
+   * streaming of the TS orchestration (the same code in Node and the browser): the browser pages
+   * skip it unless asked for ?all=1, the Node tests run it. Names the case the browser keeps.
+   */
+  readonly nodeOnly?: string;
 }
 
 async function readF32(

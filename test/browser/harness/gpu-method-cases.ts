@@ -129,6 +129,7 @@ async function compareStreamed(ctx: GpuContext, s: MethodScenario): Promise<void
 export const METHOD_CASES: GpuCase[] = [
   {
     name: 'ties and dare_ties stream through a 16 MB GPU memory budget in 20+ tiles, equal to the CPU',
+    nodeOnly: 'ties equals the CPU; dare_ties and dare_linear equal the CPU',
     options: STREAMED,
     async run(ctx) {
       const models = [{}, w(0.6, { density: 0.3 }), w(0.5, { density: 0.6 })];
@@ -190,6 +191,7 @@ export const METHOD_CASES: GpuCase[] = [
   },
   {
     name: 'ties on a tensor larger than the (lowered) binding limit equals the CPU',
+    nodeOnly: 'ties equals the CPU',
     options: TILED,
     async run(ctx) {
       const models = [{}, w(1, { density: 0.4 }), w(0.5, { density: 0.7 })];
@@ -214,6 +216,7 @@ export const METHOD_CASES: GpuCase[] = [
   },
   {
     name: 'dare_linear on tiles equals the CPU',
+    nodeOnly: 'dare_ties and dare_linear equal the CPU',
     options: TILED,
     async run(ctx) {
       const models = [{}, w(0.6, { density: 0.4 }), w(0.4, { density: 0.7 })];
@@ -251,6 +254,7 @@ export const METHOD_CASES: GpuCase[] = [
   },
   {
     name: 'della on tiles of whole rows equals the CPU',
+    nodeOnly: 'della and della_linear equal the CPU',
     options: TILED,
     async run(ctx) {
       const models = [{}, w(0.6, { density: 0.5, epsilon: 0.1 }), w(0.4, { density: 0.4 })];
@@ -313,6 +317,7 @@ export const METHOD_CASES: GpuCase[] = [
   },
   {
     name: 'a second merge of the same shape creates no buffers and no pipelines',
+    nodeOnly: 'pipelines are cached per shader and constants; buffers are reused in steady state',
     options: TILED,
     async run(ctx) {
       const s: MethodScenario = {

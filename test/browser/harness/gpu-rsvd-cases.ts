@@ -273,6 +273,7 @@ export const RSVD_CASES: GpuCase[] = [
   },
   {
     name: 'products of row-tiled matrices (lowered binding limit) equal the TS products',
+    nodeOnly: 'matmul and matmulTransA equal the TS products',
     options: { maxStorageBufferBindingSize: 4096 },
     async run(ctx) {
       const probe = GpuMatrix.upload(ctx, new Float32Array(100 * 70), 100, 70, 'test.probe');
@@ -321,6 +322,7 @@ export const RSVD_CASES: GpuCase[] = [
   },
   {
     name: 'rsvdGpu: harmonic 1/(i+1) spectrum, rank-r error within 1% of the optimum',
+    nodeOnly: 'rsvdGpu: geometric spectrum',
     run: (ctx) =>
       checkRsvdAccuracy(
         ctx,
@@ -332,6 +334,7 @@ export const RSVD_CASES: GpuCase[] = [
   },
   {
     name: 'rsvdGpu on a row-tiled matrix (lowered binding limit) is as accurate',
+    nodeOnly: 'rsvdGpu: geometric spectrum',
     options: { maxStorageBufferBindingSize: 16 * 1024 },
     run: (ctx) =>
       checkRsvdAccuracy(
@@ -523,6 +526,7 @@ export const RSVD_CASES: GpuCase[] = [
   },
   {
     name: 'rsvdGpu over the memory budget streams A by rows and is as accurate as the TS rsvd',
+    nodeOnly: 'rsvdGpu: geometric spectrum',
     options: streamOptions,
     async run(ctx) {
       // 768 x 256 f32 is 786 kB, over the 500 kB left; the spectrum is known, so the optimum rank-r
@@ -574,6 +578,10 @@ export const RSVD_CASES: GpuCase[] = [
   ...STREAMED_METHODS.map(
     (sc): GpuCase => ({
       name: `${sc.method} on a tensor over the memory budget streams and equals the CPU`,
+      nodeOnly:
+        sc.method === 'lowrank_task_arithmetic'
+          ? 'lowrank_task_arithmetic on the GPU equals the CPU'
+          : 'tsv, lore and twin on the GPU equal the CPU',
       options: streamOptions,
       async run(ctx) {
         // 768 x 256 f32 is 786 kB per model, over the 500 kB left.
