@@ -88,6 +88,8 @@ async function mergeThenReload(page: Page, minTensors: number): Promise<void> {
 }
 
 test('a merge cut short by a reload resumes to the CLI bytes; discard leaves nothing', async ({ page }) => {
+  // Three merges and a CLI run: over 2 minutes when the 2 cores are shared with the unit tests.
+  test.setTimeout(240_000);
   const dir = await mkdtemp(join(tmpdir(), 'l2s-resume-'));
   for (const spec of TINY_TRIO) await writeModel(dir, await makeTinyModel(spec, MEDIUM_SHAPE));
   const recipePath = join(dir, 'ties.yml');
