@@ -20,6 +20,6 @@ describe.skipIf(!adapter)('GPU kernels on WebGPU for Node', () => {
       } finally {
         ctx.destroy();
       }
-    });
+    }, 300_000); // the streamed cases take minutes when the 2 cores are shared with the browser tests
   }
 });
