@@ -43,7 +43,8 @@ l2s_setup() (
   if [ -n "${L2S_CHROMIUM:-}" ]; then printf 'export L2S_CHROMIUM=%q\n' "$L2S_CHROMIUM" >&3; fi
 
   # Node's WebGPU (Dawn) needs the Vulkan loader; with no GPU, SwiftShader from Chromium is the adapter.
-  if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1; then apt_install libvulkan1 || true; fi
+  # grep -q stops reading early; with pipefail that SIGPIPE would read as "not installed".
+  if ! ldconfig -p 2>/dev/null | grep libvulkan.so.1 >/dev/null; then apt_install libvulkan1 || true; fi
   if [ -z "${VK_ICD_FILENAMES:-}" ] && [ -f /usr/lib/chromium/vk_swiftshader_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
     printf 'export VK_ICD_FILENAMES=%q\n' /usr/lib/chromium/vk_swiftshader_icd.json >&3
   fi
