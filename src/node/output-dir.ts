@@ -16,6 +16,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { FileSink, OutputTarget } from '../engine/io';
 import { TOKENIZER_FILES } from '../engine/merge';
 import { MODEL_INDEX_FILE } from '../formats/model-index';
+import { processAlive } from './file-lock';
 import { fsErrorText } from './fs-errors';
 import { isInside } from './model-folder';
 
@@ -132,16 +133,6 @@ export async function checkOutputDir(outDir: string, force: boolean, guard: Outp
 }
 
 const LEFTOVER = /^\.(.+)\.(partial|old)-(\d+)-[0-9a-f]+$/;
-
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Cleans up after runs for `outDir` that were killed: puts back an earlier output that a `--force`

@@ -14,7 +14,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
 import { STALE_LOCK_MS } from '../../src/node/file-lock';
 import { HubServer } from '../browser/hub-server';
-import { type BinResult, buildCliBin, messageLines, runBin } from '../fixtures/cli-bin';
+import {
+  type BinResult,
+  buildCliBin,
+  expectOk,
+  failureLine,
+  messageLines,
+  runBin,
+} from '../fixtures/cli-bin';
 import { writeModel } from '../fixtures/tiny';
 
 const SYSTEM1 = 'test-org/tiny-qwen-system1';
@@ -61,21 +68,6 @@ async function workDir(recipeText = recipe('tiny-qwen-system1', 'tiny-qwen-syste
 
 function l2s(args: string[], env: NodeJS.ProcessEnv, options: Parameters<typeof runBin>[2] = {}) {
   return runBin(bin, [...args, '--device', 'cpu'], { ...options, env: { ...env, ...options.env } });
-}
-
-function expectOk(r: BinResult): void {
-  expect(r.timedOut, 'the CLI hung').toBe(false);
-  expect(r.code, r.stderr).toBe(0);
-}
-
-/** The one error line of a failed run (exit 1, no stack trace). */
-function failureLine(r: BinResult): string {
-  expect(r.timedOut, 'the CLI hung').toBe(false);
-  expect(r.code, r.stderr).toBe(1);
-  expect(r.stderr).not.toMatch(/^\s+at /m);
-  const lines = messageLines(r.stderr).filter((l) => /Error: /.test(l));
-  expect(lines, r.stderr).toHaveLength(1);
-  return lines[0];
 }
 
 /** The pid of a process that has exited. */

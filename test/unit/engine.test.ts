@@ -1,61 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
-import type { FileSink, ModelFiles, OutputTarget } from '../../src/engine/io';
 import { cpuBackend, type MergeBackend, type MergeProgress, runMerge } from '../../src/engine/merge';
-import { bytesByteSource } from '../../src/formats/byte-source';
 import { parseRecipe } from '../../src/recipe';
-
-/** Models served from memory, as the browser's library serves them from IndexedDB. */
-function memoryResolver(models: TinyModelFiles[]) {
-  return async (ref: string): Promise<ModelFiles> => {
-    const m = models.find((x) => x.name === ref);
-    if (!m) throw new Error(`no model ${ref}`);
-    return {
-      name: m.name,
-      files: () => [...m.files.keys()],
-      async open(file) {
-        const bytes = m.files.get(file);
-        if (!bytes) throw new Error(`${m.name}: no file ${file}`);
-        return bytesByteSource(bytes, `${m.name}/${file}`);
-      },
-    };
-  };
-}
-
-/** An output in memory; `crash` makes abort a no-op, as a killed tab never runs it. */
-function memoryOutput(options: { crash?: boolean } = {}) {
-  const files = new Map<string, Uint8Array[]>();
-  const state = { committed: false, aborted: false };
-  const sink = (name: string): FileSink => ({
-    async write(b) {
-      files.get(name)!.push(b.slice());
-    },
-    async flush() {},
-    async close() {},
-  });
-  const target: OutputTarget = {
-    async createFile(name) {
-      files.set(name, []);
-      return sink(name);
-    },
-    async reopenFile(name, keep) {
-      const all = Buffer.concat(files.get(name) ?? []);
-      if (all.byteLength < keep) throw new Error(`${name} has ${all.byteLength} bytes, fewer than ${keep}`);
-      files.set(name, [all.subarray(0, keep)]);
-      return sink(name);
-    },
-    async commit() {
-      state.committed = true;
-    },
-    async abort() {
-      if (options.crash) return;
-      state.aborted = true;
-      files.clear();
-    },
-  };
-  const bytes = (name: string) => new Uint8Array(Buffer.concat(files.get(name) ?? []));
-  return { target, files, state, bytes };
-}
+import { memoryOutput, memoryResolver } from '../fixtures/memory-merge';
 
 const RECIPE = parseRecipe(`merge_method: dare_ties
 base_model: tiny-qwen-system1

@@ -7,26 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
 import { gitBlobSha1 } from '../../src/store/git-blob';
 import { encodeHubPath, hubFileNameProblem, importFromHub } from '../../src/store/import-hub';
-import type { KeyValueStore } from '../../src/store/kv';
 import { ModelLibrary } from '../../src/store/library';
 import { HubServer } from '../browser/hub-server';
-
-function memoryStore(): KeyValueStore & { data: Map<string, unknown> } {
-  const data = new Map<string, unknown>();
-  return {
-    data,
-    async getMany<T>(ks: readonly string[]) {
-      return ks.map((k) => data.get(k) as T | undefined);
-    },
-    async keys() {
-      return [...data.keys()];
-    },
-    async write(puts, deletes = []) {
-      for (const [k, v] of puts) data.set(k, v);
-      for (const k of deletes) data.delete(k);
-    },
-  };
-}
+import { memoryStore } from '../fixtures/memory-store';
 
 const REPO = 'test-org/tiny';
 const servers: HubServer[] = [];

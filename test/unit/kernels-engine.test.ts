@@ -12,48 +12,14 @@ import { pathToFileURL } from 'node:url';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
-import type { ModelFiles, ModelResolver, OutputTarget } from '../../src/engine/io';
+import type { ModelResolver } from '../../src/engine/io';
 import { runMerge } from '../../src/engine/merge';
 import type { CpuThreads, ThreadTensor } from '../../src/engine/threads';
-import { bytesByteSource } from '../../src/formats/byte-source';
 import { NodeCpuThreads } from '../../src/node/kernel-threads';
 import { folderResolver } from '../../src/node/model-folder';
 import { parseRecipe } from '../../src/recipe';
 import { mergeKernelsWasm } from '../../wasm/vite-plugin';
-
-function memoryResolver(models: TinyModelFiles[]): ModelResolver {
-  return async (ref: string): Promise<ModelFiles> => {
-    const m = models.find((x) => x.name === ref);
-    if (!m) throw new Error(`no model ${ref}`);
-    return {
-      name: m.name,
-      files: () => [...m.files.keys()],
-      async open(file) {
-        const bytes = m.files.get(file);
-        if (!bytes) throw new Error(`${m.name}: no file ${file}`);
-        return bytesByteSource(bytes, `${m.name}/${file}`);
-      },
-    };
-  };
-}
-
-function memoryOutput() {
-  const files = new Map<string, Uint8Array[]>();
-  const target: OutputTarget = {
-    async createFile(name) {
-      files.set(name, []);
-      return {
-        async write(b) {
-          files.get(name)!.push(b.slice());
-        },
-        async close() {},
-      };
-    },
-    async commit() {},
-    async abort() {},
-  };
-  return { target, files };
-}
+import { memoryOutput, memoryResolver } from '../fixtures/memory-merge';
 
 let workDir: string;
 let nodeThreads: NodeCpuThreads;

@@ -6,27 +6,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO } from '../../src/demo/tiny-qwen';
-import type { KeyValueStore } from '../../src/store/kv';
 import { LibraryError, ModelLibrary } from '../../src/store/library';
 import { LinkedFolderChangedError, LinkPermissionError, linkState } from '../../src/store/linked-folder';
+import { memoryStore } from '../fixtures/memory-store';
 import { FakeFolder } from './fake-file-system-access';
-
-function memoryStore(): KeyValueStore & { data: Map<string, unknown> } {
-  const data = new Map<string, unknown>();
-  return {
-    data,
-    async getMany<T>(ks: readonly string[]) {
-      return ks.map((k) => data.get(k) as T | undefined);
-    },
-    async keys() {
-      return [...data.keys()];
-    },
-    async write(puts, deletes = []) {
-      for (const [k, v] of puts) data.set(k, v);
-      for (const k of deletes) data.delete(k);
-    },
-  };
-}
 
 async function linkedSystem2() {
   const model = await makeTinyModel(TINY_TRIO[2]);
