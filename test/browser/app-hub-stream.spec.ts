@@ -895,22 +895,28 @@ for (const device of ['cpu', 'gpu'] as const) {
   });
 }
 
+/**
+ * Starts a TIES merge on the CPU streamed from `hub`, with writes paced so that it is caught while
+ * the embedding's spools (one per model) are in OPFS; resolves once they are.
+ */
+async function startSpooledMerge(page: Page, hub: HubServer): Promise<void> {
+  await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}&paceWrites=300`);
+  await setRecipe(page, WIDE_RECIPE);
+  await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
+  await page.getByTestId('merge-device').selectOption('cpu');
+  await page.getByTestId('merge-run').click();
+  await expect(page.getByTestId('merge-status')).toHaveAttribute('data-state', 'running');
+  await expect
+    .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 90_000 })
+    .toBeGreaterThan(0);
+}
+
 test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page }) => {
   test.setTimeout(180_000);
-  const files = await widePair();
-  const hub = await wideHub(files);
+  const hub = await wideHub(await widePair());
   try {
-    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}&paceWrites=300`);
-    await setRecipe(page, WIDE_RECIPE);
-    await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
-    await page.getByTestId('merge-device').selectOption('cpu');
-    await page.getByTestId('merge-run').click();
+    await startSpooledMerge(page, hub);
     const status = page.getByTestId('merge-status');
-    await expect(status).toHaveAttribute('data-state', 'running');
-    // The embedding's spools (one per model) while its passes run.
-    await expect
-      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 90_000 })
-      .toBeGreaterThan(0);
     await page.getByTestId('merge-cancel').click();
     await expect(status).toHaveAttribute('data-state', 'idle', { timeout: 30_000 });
     await expect(status).toHaveText('Merge cancelled; nothing was kept.');
@@ -922,17 +928,9 @@ test('Cancel during a spooled tensor removes its spool from OPFS', async ({ page
 
 test('a reload during a spooled tensor leaves a spool that the next start removes', async ({ page }) => {
   test.setTimeout(180_000);
-  const files = await widePair();
-  const hub = await wideHub(files);
+  const hub = await wideHub(await widePair());
   try {
-    await openApp(page, `?hub=${encodeURIComponent(hub.url)}&streamCache=${1 << 20}&paceWrites=300`);
-    await setRecipe(page, WIDE_RECIPE);
-    await streamAll(page, [WIDE_BASE, WIDE_TUNED]);
-    await page.getByTestId('merge-device').selectOption('cpu');
-    await page.getByTestId('merge-run').click();
-    await expect
-      .poll(async () => (await spoolFiles(page)).length, { intervals: [25], timeout: 90_000 })
-      .toBeGreaterThan(0);
+    await startSpooledMerge(page, hub);
     await page.reload();
     await openApp(page);
     await expect.poll(() => spoolFiles(page), { timeout: 30_000 }).toEqual([]);
