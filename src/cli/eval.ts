@@ -7,7 +7,6 @@
  * and the length change relative to the reference model (the System 2 model; default the first one).
  * Models run one after the other, each unloaded before the next is loaded.
  */
-import { readFile } from 'node:fs/promises';
 import { parseGsm8kAnswer } from '../eval/gsm8k';
 import { type EvalQuestion, PAPER_SYSTEM_PROMPT } from '../eval/questions';
 import { type EvalResult, formatEvalTable, scoreResponse, summarize } from '../eval/score';
@@ -15,9 +14,9 @@ import { generate } from '../model/generate';
 import type { ModelRunner } from '../model/runner';
 import { GREEDY } from '../model/sampling';
 import { UsageError } from './errors';
-import { failureText } from './fatal';
 import { chatMessages, type OpenedModel, openModel, runnerFor } from './generate';
 import { HUB_USAGE } from './hub-options';
+import { readInputFile, runModelCommand } from './model-command';
 import {
   cliModelLocator,
   type ModelCommandOptions,
@@ -118,41 +117,21 @@ function parseEvalArgs(argv: string[]): EvalArgs | 'help' {
   return { ...args, system: args.system ?? PAPER_SYSTEM_PROMPT };
 }
 
-export async function evalMain(argv: string[]): Promise<number> {
-  const { stdout, stderr } = process;
-  let args: EvalArgs | 'help';
-  try {
-    args = parseEvalArgs(argv);
-  } catch (e) {
-    stderr.write(`l2s-merge eval: ${(e as Error).message}\n${EVAL_USAGE}`);
-    return 2;
-  }
-  if (args === 'help') {
-    stdout.write(EVAL_USAGE);
-    return 0;
-  }
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const log = (line: string) => {
-    if (!args.quiet) stderr.write(`l2s-merge: ${line}\n`);
-  };
-  let model: OpenedModel | undefined;
-  let runner: ModelRunner | undefined;
-  try {
-    let text: string;
-    try {
-      text = await readFile(args.questions, 'utf8');
-    } catch (e) {
-      throw new QuestionsFileError(
-        `${args.questions}: cannot read the questions (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      );
-    }
-    const questions = parseQuestionsJsonl(text, args.questions);
+export function evalMain(argv: string[]): Promise<number> {
+  return runModelCommand('eval', EVAL_USAGE, parseEvalArgs, argv, async (args, { signal, onEnd }) => {
+    const log = (line: string) => {
+      if (!args.quiet) process.stderr.write(`l2s-merge: ${line}\n`);
+    };
+    let model: OpenedModel | undefined;
+    let runner: ModelRunner | undefined;
+    onEnd(async () => {
+      runner?.dispose();
+      await model?.close();
+    });
+    const questions = parseQuestionsJsonl(await readInputFile(args.questions, 'questions'), args.questions);
     // Each result with the model's whole response, for --json.
     const results: Array<EvalResult & { text: string }> = [];
-    const locator = await cliModelLocator(args.hubFlags, controller.signal, log, args.quiet);
+    const locator = await cliModelLocator(args.hubFlags, signal, log, args.quiet);
     for (const dir of args.models) {
       model = await openModel(dir, locator);
       const prompts = questions.map((q) =>
@@ -164,7 +143,7 @@ export async function evalMain(argv: string[]): Promise<number> {
         const out = await generate(runner, model.tokenizer, prompts[i], {
           maxNewTokens: args.maxNewTokens,
           sampling: GREEDY,
-          signal: controller.signal,
+          signal,
         });
         if (out.finishReason === 'abort') {
           const error = new Error('cancelled');
@@ -183,20 +162,8 @@ export async function evalMain(argv: string[]): Promise<number> {
       model = undefined;
     }
     const table = summarize(results, args.reference);
-    if (args.json) stdout.write(`${JSON.stringify({ results, table })}\n`);
-    else stdout.write(`${formatEvalTable(table, args.reference)}\n`);
+    if (args.json) process.stdout.write(`${JSON.stringify({ results, table })}\n`);
+    else process.stdout.write(`${formatEvalTable(table, args.reference)}\n`);
     return 0;
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') {
-      stderr.write('l2s-merge eval: cancelled\n');
-      return 130;
-    }
-    stderr.write(`l2s-merge eval: ${failureText(e)}\n`);
-    return e instanceof UsageError ? 2 : 1;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    runner?.dispose();
-    await model?.close();
-  }
+  });
 }

@@ -7,7 +7,6 @@
  * streams to stdout; --json prints one object instead: {prompt_token_ids, token_ids, text,
  * top_logprobs} with, per generated token, the 5 most likely [id, natural-log prob] from the f32 logits.
  */
-import { readFile } from 'node:fs/promises';
 import type { DeviceChoice } from '../gpu/select-backend';
 import { type GenerateResult, generate } from '../model/generate';
 import { createRunner } from '../model/index';
@@ -16,9 +15,9 @@ import { type ChatMessage, ModelTokenizer } from '../model/tokenizer';
 import { type ModelWeights, openModelWeights } from '../model/weights';
 import { type ModelLocator, modelFolder } from '../node/model-folder';
 import { nodeGpu } from '../node/webgpu';
-import { InputFileError, UsageError } from './errors';
-import { failureText } from './fatal';
+import { UsageError } from './errors';
 import { HUB_USAGE } from './hub-options';
+import { readInputFile, runModelCommand } from './model-command';
 import {
   cliModelLocator,
   type FlagValues,
@@ -162,78 +161,55 @@ export function generationJson(promptIds: readonly number[], result: GenerateRes
   });
 }
 
-export async function generateMain(argv: string[]): Promise<number> {
-  const { stdout, stderr } = process;
-  let args: GenerateArgs | 'help';
-  try {
-    args = parseGenerateArgs(argv);
-  } catch (e) {
-    stderr.write(`l2s-merge generate: ${(e as Error).message}\n${GENERATE_USAGE}`);
-    return 2;
-  }
-  if (args === 'help') {
-    stdout.write(GENERATE_USAGE);
-    return 0;
-  }
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  let model: OpenedModel | undefined;
-  let runner: ModelRunner | undefined;
-  try {
-    let prompt = args.prompt;
-    if (args.promptFile !== undefined) {
-      try {
-        prompt = await readFile(args.promptFile, 'utf8');
-      } catch (e) {
-        throw new InputFileError(
-          `${args.promptFile}: cannot read the prompt (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+export function generateMain(argv: string[]): Promise<number> {
+  return runModelCommand(
+    'generate',
+    GENERATE_USAGE,
+    parseGenerateArgs,
+    argv,
+    async (args, { signal, onEnd }) => {
+      const { stdout, stderr } = process;
+      let model: OpenedModel | undefined;
+      let runner: ModelRunner | undefined;
+      onEnd(async () => {
+        runner?.dispose();
+        await model?.close();
+      });
+      const prompt =
+        args.promptFile !== undefined ? await readInputFile(args.promptFile, 'prompt') : args.prompt;
+      const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
+      model = await openModel(args.modelDir, await cliModelLocator(args.hubFlags, signal, say));
+      const tokenizer = model.tokenizer;
+      const promptIds = args.raw
+        ? tokenizer.encode(prompt ?? '')
+        : tokenizer.encodeChat(chatMessages(prompt ?? '', args.system), { addGenerationPrompt: true });
+      if (promptIds.length === 0) throw new UsageError('the prompt has no tokens');
+      runner = await runnerFor(model, args.device, promptIds.length + args.maxNewTokens, say);
+      const json = args.json;
+      let printed = '';
+      const result = await generate(runner, tokenizer, promptIds, {
+        maxNewTokens: args.maxNewTokens,
+        sampling: { ...args.sampling, topLogprobs: json ? JSON_TOP_LOGPROBS : undefined },
+        signal,
+        onToken: json
+          ? undefined
+          : (event) => {
+              printed += event.text;
+              stdout.write(event.text);
+            },
+      });
+      if (json) {
+        stdout.write(`${generationJson(promptIds, result)}\n`);
+      } else {
+        // A character cut off by the token budget is held back while streaming; the text has it.
+        const rest = result.text.startsWith(printed) ? result.text.slice(printed.length) : '';
+        stdout.write(`${rest}\n`);
+        const t = result.timings;
+        stderr.write(
+          `l2s-merge: ${t.generatedTokens} tokens (${result.finishReason}); prefill ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s on the ${runner.backend.toUpperCase()}\n`,
         );
       }
-    }
-    const say = (line: string) => stderr.write(`l2s-merge: ${line}\n`);
-    model = await openModel(args.modelDir, await cliModelLocator(args.hubFlags, controller.signal, say));
-    const tokenizer = model.tokenizer;
-    const promptIds = args.raw
-      ? tokenizer.encode(prompt ?? '')
-      : tokenizer.encodeChat(chatMessages(prompt ?? '', args.system), { addGenerationPrompt: true });
-    if (promptIds.length === 0) throw new UsageError('the prompt has no tokens');
-    runner = await runnerFor(model, args.device, promptIds.length + args.maxNewTokens, (line) =>
-      stderr.write(`l2s-merge: ${line}\n`),
-    );
-    const json = args.json;
-    let printed = '';
-    const result = await generate(runner, tokenizer, promptIds, {
-      maxNewTokens: args.maxNewTokens,
-      sampling: { ...args.sampling, topLogprobs: json ? JSON_TOP_LOGPROBS : undefined },
-      signal: controller.signal,
-      onToken: json
-        ? undefined
-        : (event) => {
-            printed += event.text;
-            stdout.write(event.text);
-          },
-    });
-    if (json) {
-      stdout.write(`${generationJson(promptIds, result)}\n`);
-    } else {
-      // A character cut off by the token budget is held back while streaming; the text has it.
-      const rest = result.text.startsWith(printed) ? result.text.slice(printed.length) : '';
-      stdout.write(`${rest}\n`);
-      const t = result.timings;
-      stderr.write(
-        `l2s-merge: ${t.generatedTokens} tokens (${result.finishReason}); prefill ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms, decode ${t.decodeTokensPerSecond.toFixed(1)} tokens/s on the ${runner.backend.toUpperCase()}\n`,
-      );
-    }
-    return result.finishReason === 'abort' ? 130 : 0;
-  } catch (e) {
-    stderr.write(`l2s-merge generate: ${failureText(e)}\n`);
-    return e instanceof UsageError ? 2 : 1;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    runner?.dispose();
-    await model?.close();
-  }
+      return result.finishReason === 'abort' ? 130 : 0;
+    },
+  );
 }

@@ -223,6 +223,16 @@ describe('l2s-merge generate', () => {
     const flag = await l2s('generate', join(FIXTURE_DIR, 'system1'), '--prompt', 'x', '--top-p', '2');
     expect(flag.code).toBe(2);
     expect(flag.stderr.split('\n')[0]).toBe('l2s-merge generate: --top-p must be in (0, 1], got 2');
+    const noPrompt = await l2s(
+      'generate',
+      join(FIXTURE_DIR, 'system1'),
+      '--prompt-file',
+      join(tmp, 'none.txt'),
+    );
+    expect(noPrompt.code).toBe(1);
+    expect(noPrompt.stderr).toBe(
+      `l2s-merge generate: InputFileError: ${join(tmp, 'none.txt')}: cannot read the prompt (no such file or folder (ENOENT))\n`,
+    );
     const both = await l2s('generate', join(FIXTURE_DIR, 'system1'));
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(
@@ -300,13 +310,19 @@ describe('l2s-merge eval', () => {
     expect(lines[3]).toContain('2/3');
   }, 120_000);
 
-  it('names the file and line of a bad questions file', async () => {
+  it('names the file and line of a bad questions file, and a questions file it cannot read', async () => {
     const bad = join(tmp, 'bad.jsonl');
     await writeFile(bad, '{"question": "one?", "answer": "1"}\n{"question": "two?"}\n');
     const out = await l2s('eval', join(FIXTURE_DIR, 'system1'), '--questions', bad, '--device', 'cpu');
     expect(out.code).toBe(1);
     expect(out.stderr).toBe(
       `l2s-merge eval: QuestionsFileError: ${bad}:2: "answer" must be a non-empty string or a number\n`,
+    );
+    const none = join(tmp, 'none.jsonl');
+    const unread = await l2s('eval', join(FIXTURE_DIR, 'system1'), '--questions', none, '--device', 'cpu');
+    expect(unread.code).toBe(1);
+    expect(unread.stderr).toBe(
+      `l2s-merge eval: InputFileError: ${none}: cannot read the questions (no such file or folder (ENOENT))\n`,
     );
   }, 60_000);
 });
