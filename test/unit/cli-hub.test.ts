@@ -25,14 +25,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, TINY_TRIO, type TinyModelFiles } from '../../src/demo/tiny-qwen';
 import { hubCacheDir, hubSettings, hubToken } from '../../src/node/hub-settings';
 import { HubServer } from '../browser/hub-server';
-import {
-  type BinResult,
-  buildCliBin,
-  expectOk,
-  failureLine,
-  messageLines,
-  runBin,
-} from '../fixtures/cli-bin';
+import { buildCliBin, expectOk, failureLine, runBin } from '../fixtures/cli-bin';
 import { writeModel } from '../fixtures/tiny';
 
 const SYSTEM1 = 'test-org/tiny-qwen-system1';
