@@ -8,9 +8,9 @@
  * cut the embedding into 22 tiles (a streamed tensor costs time per tile on a software adapter,
  * whatever the tile's size; 1 MiB for the SVD family).
  * L2S_QWEN05_STREAMING=1: Qwen2.5-0.5B's shapes (hidden 896, MLP 4864, 14 heads over 2 KV heads,
- * the 151936-token vocabulary, tied embedding; 1 layer), 64 MB budget, 16 MiB bindings: about
- * 15 minutes on this project's 2-core machine with SwiftShader (README "GPU streaming at
- * Qwen2.5-0.5B shapes" has the per-method times).
+ * the 151936-token vocabulary, tied embedding; 1 layer), 64 MB budget, 16 MiB bindings: from under
+ * a minute to half an hour per method on this project's 2-core machine with SwiftShader, hours for
+ * all (README "GPU streaming at Qwen2.5-0.5B shapes" has the per-method times; `-t " ties:"` picks one).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { makeTinyModel, type TinyModelFiles, type TinyQwenShape } from '../../src/demo/tiny-qwen';
